@@ -1,0 +1,55 @@
+# One-command set-up: `make test` and `make run` create what they need on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PHOENIX_VENV ?= .venv-phoenix
+PHOENIX_VERSION ?= 20.26.1
+BIN := $(VENV)/bin
+
+export PHOENIX_PYTHON := $(abspath $(PHOENIX_VENV))/bin/python
+
+.PHONY: help install phoenix test lint typecheck unit run bench clean
+
+help:
+	@echo "make run    - set up everything and start the demo (Phoenix + Datadog simulator + gateway)"
+	@echo "make test   - set up everything, then lint, type-check and run the whole test suite"
+	@echo "make bench  - run the benchmarks and write bench/results/latest.md"
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+# Phoenix lives in its own environment: it pins many packages of its own and is only ever run as a
+# separate server process (tests and demo), never imported by the gateway.
+$(PHOENIX_VENV)/.installed:
+	$(PYTHON) -m venv $(PHOENIX_VENV)
+	$(PHOENIX_VENV)/bin/pip install --quiet --upgrade pip
+	$(PHOENIX_VENV)/bin/pip install --quiet 'arize-phoenix==$(PHOENIX_VERSION)'
+	touch $@
+
+install: $(BIN)/.installed
+phoenix: $(PHOENIX_VENV)/.installed
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: install
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest -m "not phoenix"
+
+test: install phoenix lint typecheck
+	$(BIN)/pytest
+
+run: install phoenix
+	$(BIN)/annotation-gateway demo
+
+bench: install phoenix
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) $(PHOENIX_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,129 @@
+"""The contract between the gateway and a vendor adapter ("provider").
+
+A provider is the receiver of the OpenTelemetry Collector picture: it speaks one vendor's wire
+format, translates every vendor failure into a :class:`~annotation_gateway.errors.SourceError`,
+and hands back only canonical :class:`~annotation_gateway.model.Annotation` objects. Nothing
+outside ``providers/`` knows a vendor's URL, header, field name or error format.
+
+The contract of :meth:`AnnotationProvider.fetch`: return **every** annotation of this source that
+matches the :class:`SourceQuery` — each exactly once, all pages read, id lists chunked to the
+vendor's limits — or raise a ``SourceError``. Filters the vendor cannot apply are applied by the
+provider itself, so the answer is exact either way; ``capabilities.pushdown`` only says which ones
+cost nothing extra. Unknown subject ids are not an error: they simply have no annotations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from annotation_gateway.model import Annotation, AnnotationWrite, ProviderKind, SubjectKind
+
+__all__ = [
+    "AnnotationProvider",
+    "Capabilities",
+    "HealthReport",
+    "SourceQuery",
+    "WriteResult",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceQuery:
+    """What one source is asked for. Empty tuples mean "no filter".
+
+    ``subject_ids`` and ``identifiers`` may not both be empty (a provider that needs subject ids
+    reports so through ``capabilities.needs_subject_ids`` and is never called without them).
+    ``subject_kinds`` empty means every kind the source has.
+    """
+
+    subject_ids: tuple[str, ...] = ()
+    subject_kinds: tuple[SubjectKind, ...] = ()
+    identifiers: tuple[str, ...] = ()
+    names: tuple[str, ...] = ()
+    exclude_names: tuple[str, ...] = ()
+    include_raw: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.subject_ids and not self.identifiers:
+            raise ValueError("a SourceQuery needs subject_ids or identifiers")
+
+    def with_subject_ids(self, subject_ids: Sequence[str]) -> SourceQuery:
+        return SourceQuery(
+            subject_ids=tuple(subject_ids),
+            subject_kinds=self.subject_kinds,
+            identifiers=self.identifiers,
+            names=self.names,
+            exclude_names=self.exclude_names,
+            include_raw=self.include_raw,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a source can do, as shown by ``GET /v1/sources``."""
+
+    subject_kinds: frozenset[SubjectKind]
+    pushdown: frozenset[str]
+    """Query fields the vendor filters on itself (``subject_ids``, ``identifiers``, ``names``...)."""
+    needs_subject_ids: bool
+    """True when the vendor cannot be queried by identifier alone."""
+    writable_kinds: frozenset[SubjectKind] = frozenset()
+    """Subject kinds ``write`` accepts; empty for a read-only source."""
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """The outcome of an all-or-nothing upsert batch."""
+
+    ids: tuple[str, ...]
+    """Canonical ids (``{source}:{native id}``) of the written annotations, in request order."""
+
+
+@dataclass(slots=True)
+class HealthReport:
+    """One reachability probe of a source."""
+
+    ok: bool
+    latency_ms: float
+    version: str | None = None
+    detail: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class AnnotationProvider(Protocol):
+    """A configured source: one vendor account/project behind one shared HTTP connection pool."""
+
+    @property
+    def name(self) -> str:
+        """The configured source name (``phoenix-prod``)."""
+        ...
+
+    @property
+    def kind(self) -> ProviderKind: ...
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    async def fetch(self, query: SourceQuery) -> list[Annotation]:
+        """Every matching annotation, each once (see the module docstring), or a SourceError."""
+        ...
+
+    async def write(self, items: Sequence[AnnotationWrite]) -> WriteResult:
+        """Upsert ``items`` all-or-nothing and synchronously (read-your-write).
+
+        Raises ``UnsupportedError`` for a read-only source, ``RequestValidationError`` for items
+        the vendor would refuse (checked before any request), ``SourceNotFoundError`` naming the
+        unknown subject ids, or another ``SourceError``.
+        """
+        ...
+
+    async def health(self) -> HealthReport:
+        """Probe the vendor cheaply (never raises)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        ...

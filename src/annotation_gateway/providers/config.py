@@ -1,0 +1,78 @@
+"""Configuration shared by every source, and secret lookup from the environment.
+
+A source's secrets never sit in the config file: the file names an environment variable
+(``api_key_env = "PHOENIX_API_KEY"``) and :func:`read_secret` reads it, refusing empty values and
+obvious placeholders so that a forgotten ``changeme`` fails at start-up, not at 3 a.m.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+__all__ = ["PLACEHOLDER_SECRETS", "BaseSourceConfig", "ConfigError", "read_secret"]
+
+SOURCE_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+
+PLACEHOLDER_SECRETS = frozenset(
+    {
+        "changeme",
+        "changethis",
+        "change-me",
+        "secret",
+        "password",
+        "xxx",
+        "todo",
+        "placeholder",
+        "your-api-key",
+        "your_api_key",
+        "api-key",
+        "apikey",
+        "<api-key>",
+        "...",
+    }
+)
+
+
+class ConfigError(ValueError):
+    """The configuration is wrong; the message names the key (``sources[1].base_url``)."""
+
+
+class BaseSourceConfig(BaseModel):
+    """Fields every source has, whatever its vendor."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=SOURCE_NAME_PATTERN, description="Unique source name.")
+    enabled: bool = True
+    timeout_s: float = Field(default=5.0, gt=0, le=120, description="Per-request timeout.")
+    max_concurrency: int = Field(
+        default=16, ge=1, le=512, description="Upstream requests in flight at once, at most."
+    )
+    retry_attempts: int = Field(default=3, ge=1, le=10, description="Tries for an idempotent read.")
+    max_retry_after_s: float = Field(
+        default=5.0, ge=0, le=60, description="Cap on a vendor's requested wait before a retry."
+    )
+
+
+def read_secret(
+    env_name: str | None, *, key: str, environ: Mapping[str, str] | None = None
+) -> SecretStr | None:
+    """Read the secret named by ``env_name``; ``None`` when no variable is configured.
+
+    ``key`` is the config key that named the variable, used in error messages.
+    """
+    if env_name is None:
+        return None
+    env = os.environ if environ is None else environ
+    value = env.get(env_name)
+    if value is None:
+        raise ConfigError(f"{key}: environment variable {env_name} is not set")
+    stripped = value.strip()
+    if not stripped:
+        raise ConfigError(f"{key}: environment variable {env_name} is empty")
+    if stripped.lower() in PLACEHOLDER_SECRETS:
+        raise ConfigError(f"{key}: environment variable {env_name} holds a placeholder, not a secret")
+    return SecretStr(stripped)

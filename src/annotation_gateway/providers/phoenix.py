@@ -1,0 +1,36 @@
+"""Arize Phoenix provider: session/trace/span annotations over Phoenix's REST API.
+
+(Provider implementation to follow; this module owns everything Phoenix-specific.)
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, HttpUrl, field_validator
+
+from annotation_gateway.providers.config import BaseSourceConfig
+
+__all__ = ["PhoenixSourceConfig"]
+
+FORBIDDEN_PROJECT_CHARS = frozenset("/?#")
+
+
+class PhoenixSourceConfig(BaseSourceConfig):
+    """A Phoenix project reached over REST."""
+
+    provider: Literal["phoenix"] = "phoenix"
+    base_url: HttpUrl = Field(description="Phoenix server, e.g. http://127.0.0.1:6006")
+    project: str = Field(min_length=1, description="Project name or GlobalID.")
+    api_key_env: str | None = Field(
+        default=None, description="Environment variable holding the Phoenix API key."
+    )
+    page_size: int = Field(default=10_000, ge=1, le=10_000, description="Rows per upstream page.")
+
+    @field_validator("project")
+    @classmethod
+    def _project_is_a_path_segment(cls, value: str) -> str:
+        bad = sorted(FORBIDDEN_PROJECT_CHARS.intersection(value))
+        if bad:
+            raise ValueError(f"project may not contain {' '.join(bad)} (it is a URL path segment)")
+        return value
