@@ -1,0 +1,1 @@
+"""Fixtures for the Datadog simulator (to be written)."""

@@ -1,0 +1,1 @@
+"""Fixtures for a real Phoenix server (to be written)."""
