@@ -1,0 +1,135 @@
+"""Settings: TOML plus environment, errors that name the key, secrets only from the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from annotation_gateway.providers.config import ConfigError, read_secret
+from annotation_gateway.providers.datadog import DatadogSourceConfig
+from annotation_gateway.providers.phoenix import PhoenixSourceConfig
+from annotation_gateway.settings import hash_key, is_loopback, load_settings
+
+REPO = Path(__file__).resolve().parents[1]
+DIGEST = hash_key("correct horse battery staple")
+
+BASE = f"""
+[auth]
+enabled = true
+[[auth.keys]]
+name = "ci"
+sha256 = "{DIGEST}"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "gateway.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_example_config_loads() -> None:
+    settings = load_settings(REPO / "config" / "gateway.toml")
+    kinds = {type(source) for source in settings.sources}
+    assert kinds == {PhoenixSourceConfig, DatadogSourceConfig}
+    assert settings.server.host == "127.0.0.1"
+
+
+def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_SERVER__PORT", "9123")
+    settings = load_settings(write(tmp_path, BASE + "[server]\nport = 8000\n"))
+    assert settings.server.port == 9123
+
+
+def test_bad_value_names_the_key(tmp_path: Path) -> None:
+    text = BASE + '[[sources]]\nname = "px"\nprovider = "phoenix"\nbase_url = "not a url"\nproject = "p"\n'
+    with pytest.raises(ConfigError, match=r"sources\[0\]\.base_url"):
+        load_settings(write(tmp_path, text))
+
+
+def test_project_with_path_characters_is_refused(tmp_path: Path) -> None:
+    text = (
+        BASE
+        + '[[sources]]\nname = "px"\nprovider = "phoenix"\nbase_url = "http://127.0.0.1:1"\nproject = "a/b"\n'
+    )
+    with pytest.raises(ConfigError, match=r"sources\[0\]\.project.*may not contain /"):
+        load_settings(write(tmp_path, text))
+
+
+def test_unknown_provider_is_refused(tmp_path: Path) -> None:
+    text = BASE + '[[sources]]\nname = "x"\nprovider = "langfuse"\n'
+    with pytest.raises(ConfigError, match=r"sources\[0\]"):
+        load_settings(write(tmp_path, text))
+
+
+def test_unknown_datadog_site_is_refused(tmp_path: Path) -> None:
+    text = BASE + (
+        '[[sources]]\nname = "dd"\nprovider = "datadog"\nsite = "datadoghq.org"\n'
+        'api_key_env = "A"\napp_key_env = "B"\n'
+    )
+    with pytest.raises(ConfigError, match=r"unknown site 'datadoghq\.org'"):
+        load_settings(write(tmp_path, text))
+
+
+def test_invalid_toml_says_where(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"not valid TOML.*line 2"):
+        load_settings(write(tmp_path, "[server]\nport = = 1\n"))
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.toml")
+
+
+def test_duplicate_source_names(tmp_path: Path) -> None:
+    source = (
+        '[[sources]]\nname = "px"\nprovider = "phoenix"\nbase_url = "http://127.0.0.1:1"\nproject = "p"\n'
+    )
+    with pytest.raises(ConfigError, match="repeated: px"):
+        load_settings(write(tmp_path, BASE + source + source))
+
+
+def test_auth_off_only_on_loopback(tmp_path: Path) -> None:
+    assert load_settings(write(tmp_path, "[auth]\nenabled = false\n")).auth.enabled is False
+    with pytest.raises(ConfigError, match="only when listening on loopback"):
+        load_settings(write(tmp_path, '[auth]\nenabled = false\n[server]\nhost = "0.0.0.0"\n'))
+
+
+def test_key_digest_must_be_a_digest_not_a_key(tmp_path: Path) -> None:
+    text = '[auth]\n[[auth.keys]]\nname = "x"\nsha256 = "changeme"\n'
+    with pytest.raises(ConfigError, match=r"auth\.keys\[0\]\.sha256.*placeholder"):
+        load_settings(write(tmp_path, text))
+    text = '[auth]\n[[auth.keys]]\nname = "x"\nsha256 = "my-plain-key"\n'
+    with pytest.raises(ConfigError, match="64 hex characters"):
+        load_settings(write(tmp_path, text))
+
+
+def test_key_limited_to_unknown_source(tmp_path: Path) -> None:
+    text = f'[auth]\n[[auth.keys]]\nname = "x"\nsha256 = "{DIGEST}"\nsources = ["ghost"]\n'
+    with pytest.raises(ConfigError, match="unknown sources: ghost"):
+        load_settings(write(tmp_path, text))
+
+
+def test_secrets_come_from_the_environment_and_refuse_placeholders() -> None:
+    assert read_secret(None, key="k") is None
+    secret = read_secret("PX_KEY", key="sources.px.api_key_env", environ={"PX_KEY": " s3cr3t-value "})
+    assert secret is not None
+    assert secret.get_secret_value() == "s3cr3t-value"
+    assert "s3cr3t" not in repr(secret)
+    with pytest.raises(
+        ConfigError, match=r"sources\.px\.api_key_env: environment variable PX_KEY is not set"
+    ):
+        read_secret("PX_KEY", key="sources.px.api_key_env", environ={})
+    with pytest.raises(ConfigError, match="placeholder"):
+        read_secret("PX_KEY", key="k", environ={"PX_KEY": "changeme"})
+    with pytest.raises(ConfigError, match="empty"):
+        read_secret("PX_KEY", key="k", environ={"PX_KEY": "  "})
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [("127.0.0.1", True), ("localhost", True), ("::1", True), ("127.3.4.5", True), ("0.0.0.0", False)],
+)
+def test_is_loopback(host: str, expected: bool) -> None:
+    assert is_loopback(host) is expected
