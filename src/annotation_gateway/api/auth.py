@@ -1,0 +1,111 @@
+"""Gateway authentication: ``Authorization: Bearer <key>`` against SHA-256 digests from the config.
+
+Contract:
+- keys are configured only as hex SHA-256 digests (``annotation-gateway hash-key`` prints one);
+  the presented key is hashed and compared with :func:`hmac.compare_digest` against **every**
+  configured digest (no early exit), so timing does not reveal which digest matched or how far;
+- no or malformed ``Authorization`` → :class:`UnauthorizedError` (401, ``WWW-Authenticate:
+  Bearer``); an unknown key → the same 401 (a client cannot tell "missing" from "wrong" by timing);
+- a key limited to some sources yields a :class:`Principal` whose ``allowed_sources`` the
+  federation enforces (403 ``forbidden`` for a source outside it; only its sources otherwise);
+- with ``auth.enabled = false`` (allowed by the settings only on a loopback listener) every
+  request is the anonymous principal with access to every source.
+
+The key itself is never stored, logged or put in a metric label; only the key's configured
+``name`` is (on ``request.state.principal``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from annotation_gateway.errors import UnauthorizedError
+from annotation_gateway.federation import Federation
+from annotation_gateway.settings import AuthConfig
+
+__all__ = [
+    "AuthDep",
+    "Authenticator",
+    "FederationDep",
+    "Principal",
+    "authenticate",
+    "get_federation",
+]
+
+BEARER_PREFIX = "bearer "
+# A longer "key" is certainly not one of ours; refuse before hashing megabytes of header.
+MAX_KEY_CHARS = 512
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the configured key name and the sources it may use (``None`` = all)."""
+
+    name: str
+    allowed_sources: frozenset[str] | None
+
+
+ANONYMOUS = Principal(name="anonymous", allowed_sources=None)
+
+
+class Authenticator:
+    """Checks bearer keys against the configured digests in constant time."""
+
+    def __init__(self, config: AuthConfig) -> None:
+        self.enabled = config.enabled
+        self._keys: list[tuple[bytes, Principal]] = [
+            (
+                bytes.fromhex(key.sha256),
+                Principal(
+                    name=key.name,
+                    allowed_sources=frozenset(key.sources) if key.sources is not None else None,
+                ),
+            )
+            for key in config.keys
+        ]
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        """The principal for an ``Authorization`` header value, or raise ``UnauthorizedError``."""
+        if not self.enabled:
+            return ANONYMOUS
+        if not authorization:
+            raise UnauthorizedError("send Authorization: Bearer <gateway key>")
+        if authorization[: len(BEARER_PREFIX)].lower() != BEARER_PREFIX:
+            raise UnauthorizedError("the Authorization scheme must be Bearer")
+        presented = authorization[len(BEARER_PREFIX) :].strip()
+        if not presented or len(presented) > MAX_KEY_CHARS:
+            raise UnauthorizedError("the gateway key is missing or unknown")
+        digest = hashlib.sha256(presented.encode()).digest()
+        found: Principal | None = None
+        for expected, principal in self._keys:
+            # Every digest is compared, match or not, so the time taken does not depend on which.
+            if hmac.compare_digest(digest, expected) and found is None:
+                found = principal
+        if found is None:
+            raise UnauthorizedError("the gateway key is missing or unknown")
+        return found
+
+
+# The dependencies are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in a
+# thread pool, which costs more than the whole cached query.
+async def authenticate(request: Request) -> Principal:
+    """FastAPI dependency: the caller's principal (also kept on ``request.state.principal``)."""
+    authenticator: Authenticator = request.app.state.authenticator
+    principal = authenticator.authenticate(request.headers.get("authorization"))
+    request.state.principal = principal
+    return principal
+
+
+async def get_federation(request: Request) -> Federation:
+    """FastAPI dependency: the app's federation (built in the lifespan)."""
+    federation: Federation = request.app.state.federation
+    return federation
+
+
+AuthDep = Annotated[Principal, Depends(authenticate)]
+FederationDep = Annotated[Federation, Depends(get_federation)]

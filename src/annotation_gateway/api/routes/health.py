@@ -1,0 +1,75 @@
+"""``/healthz`` (the process answers) and ``/readyz`` (every source is reachable).
+
+Contract: ``GET /healthz`` is 200 ``{"status": "ok"}`` whenever the process serves requests and
+never touches a source. ``GET /readyz`` probes every source concurrently (each probe is bounded
+by the source's timeout) and answers 200 ``{"status": "ready", "sources": {...}}`` when all are
+reachable, else 503 ``source_unavailable`` problem+json whose ``errors`` name each unreachable
+source. Both are public (no gateway key) for orchestrators; they show source names and
+latencies only.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from annotation_gateway.api.auth import FederationDep
+from annotation_gateway.api.problems import problem_response
+from annotation_gateway.api.schemas import HealthAnswer, Problem, ReadyAnswer, ReadySource
+from annotation_gateway.api.timing import record_source_timing
+from annotation_gateway.errors import SourceUnavailableError
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["operations"])
+
+_HEALTHY = b'{"status":"ok"}'
+
+
+@router.get(
+    "/healthz",
+    operation_id="get_health",
+    summary="Liveness: the process is up",
+    description="Always 200 while the process serves requests; touches no source.",
+    response_model=HealthAnswer,
+)
+async def healthz() -> Response:
+    return Response(content=_HEALTHY, media_type="application/json")
+
+
+@router.get(
+    "/readyz",
+    operation_id="get_readiness",
+    summary="Readiness: every source is reachable",
+    description="Probes every source; 200 when all answer, 503 `source_unavailable` naming the "
+    "unreachable ones otherwise.",
+    response_model=ReadyAnswer,
+    responses={503: {"model": Problem, "description": "A source is unreachable."}},
+)
+async def readyz(request: Request, federation: FederationDep) -> Response:
+    reports = await federation.ready()
+    sources = {
+        name: ReadySource(
+            ok=report.ok, latency_ms=round(report.latency_ms, 1), version=report.version, detail=report.detail
+        )
+        for name, report in reports.items()
+    }
+    for name, report in reports.items():
+        record_source_timing(request.state, name, report.latency_ms, "probe")
+    down = sorted(name for name, report in reports.items() if not report.ok)
+    if down:
+        error = SourceUnavailableError(
+            f"unreachable: {', '.join(down)}",
+            source=down[0],
+            errors=[
+                {
+                    "source": name,
+                    "detail": reports[name].detail or "unreachable",
+                    "latency_ms": sources[name].latency_ms,
+                }
+                for name in down
+            ],
+        )
+        return problem_response(error, instance=request.url.path)
+    answer = ReadyAnswer(status="ready", sources=sources)
+    return Response(content=answer.model_dump_json(), media_type="application/json")

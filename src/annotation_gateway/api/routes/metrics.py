@@ -1,0 +1,134 @@
+"""``GET /metrics``: Prometheus metrics of the gateway and of each upstream source.
+
+Contract:
+- every app has its own :class:`GatewayMetrics` with its own ``CollectorRegistry`` (several apps
+  in one process — tests, the demo — never collide);
+- metric families (all prefixed ``annotation_gateway_``):
+  ``http_requests_total{route,method,status}``, ``http_request_duration_seconds{route}``,
+  ``http_requests_in_flight``, ``upstream_request_duration_seconds{source,outcome}``,
+  ``upstream_errors_total{source,code}``, ``cache_requests_total{source,result}``
+  (``result`` = hit | miss | stale);
+- label values are only route templates, HTTP methods/status codes, configured source names and
+  closed-list problem codes — never anything a client or vendor sent, so never a credential.
+
+The endpoint is public (no gateway key), as Prometheus scrapers expect; it reveals source names
+and counts only.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from starlette.responses import Response
+
+__all__ = ["GatewayMetrics", "router"]
+
+PREFIX = "annotation_gateway"
+# Buckets in seconds: a cache hit is sub-millisecond, a cold Phoenix query 10-500 ms, a timeout 5 s.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+CacheResult = Literal["hit", "miss", "stale"]
+
+
+class GatewayMetrics:
+    """The gateway's metrics, in a registry of their own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            f"{PREFIX}_http_requests",
+            "HTTP requests answered, by route template, method and status.",
+            ("route", "method", "status"),
+            registry=self.registry,
+        )
+        self.request_duration = Histogram(
+            f"{PREFIX}_http_request_duration_seconds",
+            "Time to answer an HTTP request, by route template.",
+            ("route",),
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            f"{PREFIX}_http_requests_in_flight",
+            "HTTP requests being answered right now.",
+            registry=self.registry,
+        )
+        self.upstream_duration = Histogram(
+            f"{PREFIX}_upstream_request_duration_seconds",
+            "Time a source took to answer the gateway, by source and outcome (ok|error).",
+            ("source", "outcome"),
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.upstream_errors = Counter(
+            f"{PREFIX}_upstream_errors",
+            "Failed source calls, by source and problem code.",
+            ("source", "code"),
+            registry=self.registry,
+        )
+        self.cache = Counter(
+            f"{PREFIX}_cache_requests",
+            "Cache lookups per source: hit, miss, or stale (served stale on error).",
+            ("source", "result"),
+            registry=self.registry,
+        )
+        # labels() takes a lock and builds a key each call; the children are cached here instead.
+        self._request_children: dict[tuple[str, str, int], Counter] = {}
+        self._duration_children: dict[str, Histogram] = {}
+
+    # --- the HTTP side (called by the Server-Timing middleware) --------------------------------
+
+    def request_started(self) -> None:
+        self.in_flight.inc()
+
+    def request_finished(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.in_flight.dec()
+        key = (route, method, status)
+        counter = self._request_children.get(key)
+        if counter is None:
+            counter = self._request_children[key] = self.requests.labels(route, method, str(status))
+        counter.inc()
+        histogram = self._duration_children.get(route)
+        if histogram is None:
+            histogram = self._duration_children[route] = self.request_duration.labels(route)
+        histogram.observe(seconds)
+
+    # --- the upstream side (called by the federation's observer hooks) ------------------------
+
+    def upstream_call(self, source: str, seconds: float, error_code: str | None = None) -> None:
+        """One call to a source finished (``error_code`` = its problem code when it failed)."""
+        self.upstream_duration.labels(source, "ok" if error_code is None else "error").observe(seconds)
+        if error_code is not None:
+            self.upstream_errors.labels(source, error_code).inc()
+
+    def cache_lookup(self, source: str, result: CacheResult, count: int = 1) -> None:
+        self.cache.labels(source, result).inc(count)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get(
+    "/metrics",
+    operation_id="get_metrics",
+    summary="Prometheus metrics",
+    description="Request counts and latencies, upstream latency and errors per source, cache "
+    "hits and misses, and requests in flight, in the Prometheus text format. No key needed.",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format."}},
+)
+async def get_metrics(request: Request) -> Response:
+    metrics: GatewayMetrics = request.app.state.metrics
+    return Response(content=metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,344 @@
+"""Request and response models of the REST API (SPEC §3), and the hot-path serializer.
+
+Contract:
+- :class:`AnnotationQueryParams` is the ``GET /v1/annotations`` query string (lists are repeated
+  keys); :class:`AnnotationSearchBody` is the same query as a JSON body with plural list names
+  (``subject_ids``...) for ``POST /v1/annotations/search``; both become a
+  :class:`~annotation_gateway.federation.FederatedQuery` via ``to_query``;
+- the id-count limits are *not* pydantic constraints: exceeding them is a 413
+  ``payload_too_large`` naming the limit (checked by :func:`check_subject_id_limit`), not a 422;
+- the response models (:class:`AnnotationPage`, :class:`Problem`...) document the answers in
+  OpenAPI; the hot path never validates or encodes through them: :func:`page_json` writes the
+  bytes directly (pydantic's Rust serializer for the annotations, orjson for the rest), which is
+  what keeps a cache hit close to a bare endpoint's speed (SPEC §4).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+
+from annotation_gateway.errors import PayloadTooLargeError
+from annotation_gateway.federation import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    MAX_SUBJECT_IDS_GET,
+    MAX_SUBJECT_IDS_SEARCH,
+    MAX_WRITE_ITEMS,
+    FederatedQuery,
+    QueryPage,
+)
+from annotation_gateway.model import Annotation, AnnotationWrite, AnnotatorKind, ProviderKind, SubjectKind
+
+__all__ = [
+    "AnnotationPage",
+    "AnnotationQueryParams",
+    "AnnotationSearchBody",
+    "HealthAnswer",
+    "Problem",
+    "ReadyAnswer",
+    "SourceInfoModel",
+    "SourceList",
+    "SourceStatusModel",
+    "WriteAnswer",
+    "WriteBody",
+    "check_subject_id_limit",
+    "page_json",
+]
+
+NEED_SUBJECT_OR_IDENTIFIER = "give at least one subject_id or identifier"
+
+_D_SUBJECT_ID = (
+    f"Subject (session, trace, span...) ids to read annotations of; repeat the key. "
+    f"1..{MAX_SUBJECT_IDS_GET} distinct ids (more → 413; use POST /v1/annotations/search)."
+)
+_D_SUBJECT_KIND = "Only these subject kinds; repeat the key. All kinds when absent."
+_D_IDENTIFIER = "Only annotations with these Phoenix upsert identifiers; repeat the key."
+_D_NAME = "Only annotations with these names; repeat the key."
+_D_EXCLUDE_NAME = "Leave out annotations with these names; repeat the key."
+_D_SOURCE = "Only these configured sources; repeat the key. All the key may use when absent."
+_D_PROVIDER = "Only sources of these vendors; repeat the key."
+_D_ANNOTATOR_KIND = "Only annotations made by these kinds of annotator; repeat the key."
+_D_PROJECT = "Only annotations in these Phoenix projects; repeat the key."
+_D_UPDATED_AFTER = "Only annotations updated at or after this RFC 3339 time."
+_D_UPDATED_BEFORE = "Only annotations updated before this RFC 3339 time."
+_D_LIMIT = f"Annotations per page, 1..{MAX_PAGE_SIZE}."
+_D_CURSOR = "`next_cursor` of the previous page; only valid with the same filters (else 422 invalid_cursor)."
+_D_INCLUDE = "`raw`: add each annotation's original vendor record as `raw`."
+_D_PARTIAL = (
+    "`allow` (default): a failing source is reported in `sources[]` and the page marked partial; "
+    "`deny`: a failing source fails the request."
+)
+
+
+def check_subject_id_limit(subject_ids: tuple[str, ...], limit: int, where: str) -> None:
+    """413 when more distinct subject ids than ``limit`` were given."""
+    if len(subject_ids) > limit and len(set(subject_ids)) > limit:
+        raise PayloadTooLargeError(
+            f"{len(set(subject_ids))} distinct subject ids in {where}; the limit is {limit}"
+            + ("; send longer lists to POST /v1/annotations/search" if limit == MAX_SUBJECT_IDS_GET else "")
+        )
+
+
+class _QueryFields(BaseModel):
+    """Fields shared by the GET query string and the search body (single names)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    updated_after: datetime | None = Field(default=None, description=_D_UPDATED_AFTER)
+    updated_before: datetime | None = Field(default=None, description=_D_UPDATED_BEFORE)
+    limit: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE, description=_D_LIMIT)
+    cursor: str | None = Field(default=None, max_length=4096, description=_D_CURSOR)
+    include: list[Literal["raw"]] = Field(default_factory=list, description=_D_INCLUDE)
+    partial: Literal["allow", "deny"] = Field(default="allow", description=_D_PARTIAL)
+
+
+class AnnotationQueryParams(_QueryFields):
+    """The ``GET /v1/annotations`` query string."""
+
+    subject_id: list[str] = Field(default_factory=list, description=_D_SUBJECT_ID)
+    subject_kind: list[SubjectKind] = Field(default_factory=list, description=_D_SUBJECT_KIND)
+    identifier: list[str] = Field(default_factory=list, description=_D_IDENTIFIER)
+    name: list[str] = Field(default_factory=list, description=_D_NAME)
+    exclude_name: list[str] = Field(default_factory=list, description=_D_EXCLUDE_NAME)
+    source: list[str] = Field(default_factory=list, description=_D_SOURCE)
+    provider: list[ProviderKind] = Field(default_factory=list, description=_D_PROVIDER)
+    annotator_kind: list[AnnotatorKind] = Field(default_factory=list, description=_D_ANNOTATOR_KIND)
+    project: list[str] = Field(default_factory=list, description=_D_PROJECT)
+
+    @model_validator(mode="after")
+    def _subject_or_identifier(self) -> AnnotationQueryParams:
+        if not self.subject_id and not self.identifier:
+            raise ValueError(NEED_SUBJECT_OR_IDENTIFIER)
+        return self
+
+    def to_query(self, *, use_cache: bool) -> FederatedQuery:
+        subject_ids = tuple(self.subject_id)
+        check_subject_id_limit(subject_ids, MAX_SUBJECT_IDS_GET, "GET /v1/annotations")
+        return FederatedQuery(
+            subject_ids=subject_ids,
+            subject_kinds=tuple(self.subject_kind),
+            identifiers=tuple(self.identifier),
+            names=tuple(self.name),
+            exclude_names=tuple(self.exclude_name),
+            sources=tuple(self.source),
+            providers=tuple(self.provider),
+            annotator_kinds=tuple(self.annotator_kind),
+            projects=tuple(self.project),
+            updated_after=self.updated_after,
+            updated_before=self.updated_before,
+            limit=self.limit,
+            cursor=self.cursor,
+            include_raw="raw" in self.include,
+            partial=self.partial,
+            use_cache=use_cache,
+        )
+
+
+class AnnotationSearchBody(_QueryFields):
+    """``POST /v1/annotations/search``: the query of ``GET /v1/annotations`` as JSON."""
+
+    subject_ids: list[str] = Field(
+        default_factory=list,
+        description=f"Subject ids, up to {MAX_SUBJECT_IDS_SEARCH} distinct (more → 413).",
+    )
+    subject_kinds: list[SubjectKind] = Field(default_factory=list, description=_D_SUBJECT_KIND)
+    identifiers: list[str] = Field(default_factory=list, description=_D_IDENTIFIER)
+    names: list[str] = Field(default_factory=list, description=_D_NAME)
+    exclude_names: list[str] = Field(default_factory=list, description=_D_EXCLUDE_NAME)
+    sources: list[str] = Field(default_factory=list, description=_D_SOURCE)
+    providers: list[ProviderKind] = Field(default_factory=list, description=_D_PROVIDER)
+    annotator_kinds: list[AnnotatorKind] = Field(default_factory=list, description=_D_ANNOTATOR_KIND)
+    projects: list[str] = Field(default_factory=list, description=_D_PROJECT)
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={
+            "examples": [{"subject_ids": ["sess-001", "sess-002"], "names": ["resolution"], "limit": 50}]
+        },
+    )
+
+    @model_validator(mode="after")
+    def _subject_or_identifier(self) -> AnnotationSearchBody:
+        if not self.subject_ids and not self.identifiers:
+            raise ValueError("give at least one of subject_ids or identifiers")
+        return self
+
+    def to_query(self, *, use_cache: bool) -> FederatedQuery:
+        subject_ids = tuple(self.subject_ids)
+        check_subject_id_limit(subject_ids, MAX_SUBJECT_IDS_SEARCH, "POST /v1/annotations/search")
+        return FederatedQuery(
+            subject_ids=subject_ids,
+            subject_kinds=tuple(self.subject_kinds),
+            identifiers=tuple(self.identifiers),
+            names=tuple(self.names),
+            exclude_names=tuple(self.exclude_names),
+            sources=tuple(self.sources),
+            providers=tuple(self.providers),
+            annotator_kinds=tuple(self.annotator_kinds),
+            projects=tuple(self.projects),
+            updated_after=self.updated_after,
+            updated_before=self.updated_before,
+            limit=self.limit,
+            cursor=self.cursor,
+            include_raw="raw" in self.include,
+            partial=self.partial,
+            use_cache=use_cache,
+        )
+
+
+# --- answers (documentation models) ----------------------------------------------------------
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem (``application/problem+json``)."""
+
+    type: str = Field(description="A URI naming the problem type.")
+    title: str
+    status: int
+    detail: str = Field(description="What went wrong, for a person.")
+    code: str = Field(description="A machine-readable code from a closed list (validation_error...).")
+    instance: str | None = Field(default=None, description="The request path.")
+    errors: list[dict[str, Any]] | None = Field(
+        default=None, description="For validation_error: `[{loc, msg, type}]`, one per invalid field."
+    )
+    source: str | None = Field(default=None, description="For source_* problems: the source that failed.")
+    upstream_status: int | None = Field(default=None, description="The vendor's HTTP status, if any.")
+
+
+class SourceStatusModel(BaseModel):
+    """How one source fared in this query."""
+
+    source: str
+    provider: ProviderKind
+    status: Literal["ok", "error", "skipped"]
+    count: int = Field(description="Matching annotations this source contributed to the whole query.")
+    cached: bool = Field(description="Answered from the gateway's cache.")
+    stale: bool = Field(description="Served from the cache past its TTL because the source failed.")
+    elapsed_ms: float
+    error: dict[str, Any] | None = Field(
+        default=None, description="The source's problem when `status` is error; why, when skipped."
+    )
+
+
+class AnnotationPage(BaseModel):
+    """One page of a federated query."""
+
+    data: list[Annotation]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last.")
+    partial: bool = Field(description="True when a source failed: the page may miss its annotations.")
+    sources: list[SourceStatusModel]
+
+
+class WriteBody(BaseModel):
+    """``POST /v1/annotations``: annotations to upsert into one writable (Phoenix) source."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "source": "phoenix-prod",
+                    "annotations": [
+                        {"subject_id": "sess-001", "name": "resolution", "label": "resolved", "score": 1}
+                    ],
+                }
+            ]
+        },
+    )
+
+    source: str = Field(min_length=1, description="A writable source (see GET /v1/sources).")
+    annotations: list[AnnotationWrite] = Field(
+        min_length=1,
+        description=f"1..{MAX_WRITE_ITEMS} items, written all-or-nothing; upsert by "
+        "(name, subject, identifier).",
+    )
+
+
+class WriteAnswer(BaseModel):
+    source: str
+    count: int
+    ids: list[str] = Field(description="Canonical ids of the written annotations, in request order.")
+
+
+class Capabilities(BaseModel):
+    subject_kinds: list[SubjectKind]
+    pushdown: list[str] = Field(description="Query fields the vendor filters on itself.")
+    needs_subject_ids: bool = Field(description="True when it cannot be queried by identifier alone.")
+    writable_kinds: list[SubjectKind] = Field(description="Subject kinds POST /v1/annotations accepts.")
+    writable: bool
+
+
+class SourceHealth(BaseModel):
+    circuit_state: Literal["closed", "open", "half_open"]
+    last_checked_at: datetime | None
+    ok: bool | None = Field(description="Outcome of the last probe; null before the first.")
+    latency_ms: float | None
+    version: str | None = None
+    detail: str | None = None
+
+
+class SourceInfoModel(BaseModel):
+    name: str
+    provider: ProviderKind
+    capabilities: Capabilities
+    health: SourceHealth
+
+
+class SourceList(BaseModel):
+    data: list[SourceInfoModel]
+
+
+class HealthAnswer(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadySource(BaseModel):
+    ok: bool
+    latency_ms: float
+    version: str | None = None
+    detail: str | None = None
+
+
+class ReadyAnswer(BaseModel):
+    status: Literal["ready"]
+    sources: dict[str, ReadySource]
+
+
+# --- the hot path ----------------------------------------------------------------------------
+
+_ANNOTATIONS = TypeAdapter(list[Annotation])
+
+
+def page_json(page: QueryPage) -> bytes:
+    """The JSON bytes of ``page`` (the :class:`AnnotationPage` shape), without a model round trip."""
+    # orjson serialises the SourceStatus dataclasses (and their StrEnum) natively.
+    return b"".join(
+        (
+            b'{"data":',
+            _ANNOTATIONS.dump_json(page.data),
+            b',"next_cursor":',
+            orjson.dumps(page.next_cursor),
+            b',"partial":',
+            b"true" if page.partial else b"false",
+            b',"sources":',
+            orjson.dumps(page.sources),
+            b"}",
+        )
+    )
+
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": Problem, "content": {"application/problem+json": {}}, "description": text}
+    for status, text in (
+        (401, "No or unknown gateway key (`unauthorized`)."),
+        (403, "The key may not use a source named (`forbidden`), or a source refused our key."),
+        (413, "More ids or items than a limit allows (`payload_too_large`); the detail names it."),
+        (422, "Invalid parameter or body (`validation_error`), or cursor (`invalid_cursor`)."),
+        (502, "A source failed with partial=deny, or every source failed (`source_error`...)."),
+    )
+}
