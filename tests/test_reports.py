@@ -1,0 +1,259 @@
+"""Tests for the compare renderers in :mod:`annotation_gateway.reports`."""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import itertools
+import re
+from datetime import UTC, datetime
+from html.parser import HTMLParser
+
+import orjson
+import pytest
+from rich.console import Console
+
+from annotation_gateway.compare import CompareRequest, CompareResult, compare
+from annotation_gateway.model import Annotation, Annotator, AnnotatorKind, ProviderKind, Subject, SubjectKind
+from annotation_gateway.reports import CSV_COLUMNS, to_csv, to_html, to_json, to_rich_table
+
+HOSTILE = "<script>alert(1)</script>"
+_ids = itertools.count()
+
+
+def ann(
+    source: str,
+    subject: str,
+    name: str,
+    label: str | None = None,
+    score: float | None = None,
+    *,
+    explanation: str | None = None,
+    annotator: str | None = "alice",
+    native_id: str | None = None,
+) -> Annotation:
+    return Annotation(
+        id=native_id or f"{source}:{next(_ids)}",
+        source=source,
+        provider=ProviderKind.PHOENIX if source == "left-src" else ProviderKind.DATADOG,
+        subject=Subject(kind=SubjectKind.SESSION, id=subject),
+        name=name,
+        label=label,
+        score=score,
+        explanation=explanation,
+        annotator=Annotator(kind=AnnotatorKind.HUMAN, id=annotator),
+        created_at=datetime(2026, 11, 20, 9, 0, tzinfo=UTC),
+        updated_at=datetime(2026, 11, 20, 9, 0, tzinfo=UTC),
+    )
+
+
+@pytest.fixture(scope="module")
+def result() -> CompareResult:
+    left = [
+        ann("left-src", "s1", "quality", "good", 0.9),
+        ann("left-src", "s2", "quality", "good", 0.8),
+        ann("left-src", "s2", "quality", "bad", 0.1, annotator="bob"),
+        ann("left-src", "s3", "quality", HOSTILE, 0.5, explanation='He said "hi", then\nleft, 100%'),
+        ann("left-src", "s4", "helpfulness", None, 0.2, native_id='left-src:"><img onerror=alert(1)>'),
+        ann("left-src", "s5", "helpfulness", "yes"),
+        ann("left-src", "s6", "tone", "[red]red[/red] [/] \x1b[2J", 1.0),
+    ]
+    right = [
+        ann("right-src", "s1", "answer_quality", "good", 0.9),
+        ann("right-src", "s2", "answer_quality", "bad", 0.15),
+        ann("right-src", "s3", "answer_quality", "good, but", -0.5),
+        ann("right-src", "s4", "helpfulness", None, 0.7),
+        ann("right-src", "s7", "tone", "calm"),
+        ann("right-src", "s6", "tone", "calm", 1.0),
+    ]
+    request = CompareRequest(
+        subject_ids=["s1", "s2", "s3", "s4", "s5", "s6", "s7"],
+        left="left-src",
+        right="right-src",
+        name_map={"quality": "answer_quality"},
+    )
+    return compare(left, right, request)
+
+
+# --------------------------------------------------------------------------------------------- CSV
+
+
+def test_csv_parses_back_and_matches_the_rows(result: CompareResult) -> None:
+    text = to_csv(result)
+    assert text.endswith("\r\n")
+    records = list(csv.reader(io.StringIO(text, newline="")))
+    assert tuple(records[0]) == CSV_COLUMNS
+    assert CSV_COLUMNS == (
+        "subject_id",
+        "right_subject_id",
+        "name",
+        "right_name",
+        "status",
+        "left_label",
+        "right_label",
+        "left_score",
+        "right_score",
+        "score_diff",
+        "left_count",
+        "right_count",
+    )
+    body = [dict(zip(CSV_COLUMNS, record, strict=True)) for record in records[1:]]
+    assert len(body) == len(result.rows)
+
+    def opt(value: str) -> float | None:
+        return None if value == "" else float(value)
+
+    for line, row in zip(body, result.rows, strict=True):
+        assert (line["subject_id"], line["right_subject_id"]) == (row.subject_id, row.right_subject_id)
+        assert (line["name"], line["right_name"], line["status"]) == (
+            row.name,
+            row.right_name,
+            row.status.value,
+        )
+        assert line["left_label"] == (row.left.label or "" if row.left else "")
+        assert line["right_label"] == (row.right.label or "" if row.right else "")
+        # repr() in the CSV: floats parse back to exactly the same value
+        assert opt(line["left_score"]) == (row.left.score if row.left else None)
+        assert opt(line["right_score"]) == (row.right.score if row.right else None)
+        assert opt(line["score_diff"]) == row.score_diff
+        assert int(line["left_count"]) == (row.left.count if row.left else 0)
+        assert int(line["right_count"]) == (row.right.count if row.right else 0)
+
+
+def test_csv_quotes_awkward_values(result: CompareResult) -> None:
+    text = to_csv(result)
+    # a comma inside a value is quoted, per RFC 4180
+    assert '"good, but"' in text
+    s2 = next(r for r in csv.DictReader(io.StringIO(text, newline="")) if r["subject_id"] == "s2")
+    # s2 left group: good 0.8 / bad 0.1 tie at the same time -> "bad" (alphabetical); mean 0.45
+    assert (s2["status"], s2["left_label"], s2["left_count"]) == ("score_differs", "bad", "2")
+    assert float(s2["left_score"]) == pytest.approx(0.45)
+
+
+# -------------------------------------------------------------------------------------------- JSON
+
+
+def test_json_is_the_model(result: CompareResult) -> None:
+    data = orjson.loads(to_json(result))
+    assert data == result.model_dump(mode="json")
+    assert data["rows"][0]["left"]["members"][0]["updated_at"] == "2026-11-20T09:00:00Z"
+    assert "raw" not in data["rows"][0]["left"]["members"][0]
+    assert CompareResult.model_validate_json(to_json(result)) == result
+
+
+# -------------------------------------------------------------------------------------------- HTML
+
+_CSP_META = '<meta http-equiv="Content-Security-Policy"'
+
+
+class _TableRows(HTMLParser):
+    """Collects the text of every <tr> of the first table (the per-name summary)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[str] = []
+        self._tables = 0
+        self._in_row = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "table":
+            self._tables += 1
+        if tag == "tr" and self._tables == 1:
+            self._in_row = True
+            self.rows.append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "tr":
+            self._in_row = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_row:
+            self.rows[-1] += data + "|"
+
+
+def test_html_is_self_contained(result: CompareResult) -> None:
+    page = to_html(result, title="report")
+    assert page.count(_CSP_META) == 1
+    # The CSP meta itself is the only place "http" may appear ("http-equiv"): it forbids loading
+    # anything, so it strengthens the no-external-reference guarantee rather than breaking it.
+    lowered = page.replace(_CSP_META, "").lower()
+    for forbidden in (
+        "http",
+        "src=",
+        "href=",
+        "<link",
+        "<script",
+        "url(",
+        "@import",
+        "<iframe",
+        "<img",
+        "//",
+    ):
+        assert forbidden not in lowered, forbidden
+    assert "content=\"default-src 'none'; style-src 'unsafe-inline';" in html.unescape(page)
+
+
+def test_html_escapes_everything(result: CompareResult) -> None:
+    page = to_html(result, title=f"title {HOSTILE}")
+    assert HOSTILE not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<img" not in page
+    assert "&quot;&gt;&lt;img onerror=alert(1)&gt;" in page  # the hostile id, in an attribute
+    assert "He said &quot;hi&quot;, then\nleft, 100%" in page
+
+
+def test_html_has_every_name_summary_and_the_differing_rows(result: CompareResult) -> None:
+    page = to_html(result, title="report")
+    parser = _TableRows()
+    parser.feed(page)
+    rows = parser.rows[1:]  # [0] is the header
+    assert len(rows) == len(result.summary) + 1  # + the "all names" line
+    for entry, text in zip(result.summary, rows, strict=False):
+        cells = text.split("|")
+        assert entry.name in cells
+        assert entry.right_name in cells
+        assert str(entry.n_rows) in cells
+        assert str(entry.agree) in cells
+        rate = "-" if entry.agreement_rate is None else f"{entry.agreement_rate:.1%}"
+        assert rate in cells
+        for subject in entry.disagreeing_subjects + entry.one_sided_subjects:
+            assert subject in cells
+    assert rows[-1].startswith("all names|")
+    # Every non-agreeing row is shown side by side: its subject appears in a row header.
+    for row in result.rows:
+        if row.status.value != "agree":
+            assert f"<code>{row.subject_id}</code>" in page
+    differing = [r for r in result.rows if r.status.value in ("label_differs", "score_differs")]
+    assert f"Differences ({len(differing)})" in page
+    assert page.count('<article class="row">') == sum(r.status.value != "agree" for r in result.rows)
+
+
+def test_html_max_rows_says_what_it_left_out(result: CompareResult) -> None:
+    page = to_html(result, title="report", max_rows=1)
+    assert re.search(r"\d+ more rows not shown here", page)
+
+
+# -------------------------------------------------------------------------------------------- rich
+
+
+def test_rich_tables_render_statuses_and_plain_labels(result: CompareResult) -> None:
+    console = Console(record=True, width=220, color_system="truecolor")
+    console.print(to_rich_table(result))
+    text = console.export_text()
+    for status in ("agree", "label differs", "score differs", "only left", "only right"):
+        assert status in text
+    for entry in result.summary:
+        assert entry.name in text
+    assert "all names" in text
+    # labels are text, never markup, and control characters are shown, not sent to the terminal
+    assert "[red]red[/red] [/] \\x1b[2J" in text
+    assert "\x1b[2J" not in console.export_text(styles=True)
+
+
+def test_rich_only_differences(result: CompareResult) -> None:
+    console = Console(record=True, width=220)
+    console.print(to_rich_table(result, only_differences=True, max_rows=2))
+    text = console.export_text()
+    n_diff = sum(r.status.value != "agree" for r in result.rows)
+    assert f"rows (2 of {n_diff})" in text
