@@ -229,7 +229,7 @@ def rows_table(
         (f"{result.left} score", "right"),
         (f"{result.right} score", "right"),
         ("diff", "right"),
-        ("n", "right"),
+        ("members L/R", "right"),
     ):
         table.add_column(_text(header), justify=justify)  # type: ignore[arg-type]
     for row in shown:
