@@ -1,0 +1,388 @@
+"""The per-source answer cache with single flight and stale-on-error (SPEC §4).
+
+Design
+------
+*What is cached.* A provider's answer to a pushed-down :class:`SourceQuery`, split per subject:
+one entry per (source, subject id, filter key), where the filter key is everything of the
+``SourceQuery`` except ``subject_ids`` (kinds, identifiers, names, excluded names, include_raw).
+A multi-subject query looks up each subject, fetches only the missing subjects in **one**
+provider call (the provider chunks long id lists), splits the answer by ``subject.id`` and
+stores one entry per requested subject, an empty tuple for subjects with no annotations (a
+negative answer is as worth caching as a positive one). So overlapping queries share upstream
+work. An identifier-only query (no subject ids) is cached as one entry under the subject slot
+``None`` with the identifier set in its filter key.
+
+*Layout.* ``cachetools.TTLCache`` keyed by ``(source, subject id | None)``; each value is a small
+dict ``filter key -> _Entry(items, stored_at)``. Grouping the filter variants of one subject
+under one TTLCache key makes :meth:`AnnotationCache.invalidate` a handful of ``pop`` calls, with
+no secondary index to keep in step with TTL eviction. ``max_entries`` bounds the number of
+(source, subject) groups. Items are tuples of the (immutable) ``Annotation`` objects: no copies.
+
+*Freshness.* The TTLCache keeps a group for ``max(ttl, max_stale)`` after its last store; an
+entry is *fresh* while younger than ``ttl`` (served on a hit) and *usable* while younger than
+``max_stale`` (served, marked stale, only when the source fails). ``stored_at`` is when the
+upstream call *started*, so an entry never claims to be fresher than it is.
+
+*Single flight.* Concurrent misses for the same (source, subject, filter key) share one upstream
+call: the first creates a :class:`_Flight` (one future for the whole provider call) and registers
+it under each subject it fetches; later callers await that flight for those subjects and fetch
+only the rest themselves. The provider call runs in its own task, so a caller that is cancelled
+(client gone) neither cancels the call for the others nor leaves a half-resolved future; waiters
+await it through ``asyncio.shield``. A failure is set on the flight's future, so every waiter
+receives it, and nothing is stored (the cache is never poisoned by an error).
+
+*Writes.* :meth:`invalidate` drops the written subjects' groups and the source's identifier
+group, detaches in-flight flights of that source (later readers start a fresh call), and bumps
+the source's generation: a flight that started before the invalidation does not store its
+answer, which may predate the write (read-your-write).
+
+*Bypass.* ``use_cache=False`` (``Cache-Control: no-cache``) neither reads fresh entries nor joins
+flights, but stores what it fetched (a refresh) and may still serve stale on error.
+
+*Stale on error.* When a fetch fails with an error that allows it (see :func:`may_serve_stale`)
+and **every** subject of the request has a usable entry, the answer is served with
+``stale=True``; otherwise the error is raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from cachetools import TTLCache
+
+from annotation_gateway.errors import CircuitOpenError, SourceError, SourceUnavailableError
+from annotation_gateway.model import Annotation, SubjectKind
+from annotation_gateway.providers.base import SourceQuery
+from annotation_gateway.resilience import Clock
+from annotation_gateway.settings import CacheConfig
+
+__all__ = [
+    "MAX_IDENTIFIER_ENTRIES_PER_SOURCE",
+    "AnnotationCache",
+    "CacheAnswer",
+    "Fetch",
+    "FilterKey",
+    "filter_key",
+    "may_serve_stale",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_IDENTIFIER_ENTRIES_PER_SOURCE = 1024
+"""Identifier-only answers kept per source (they share one group; oldest dropped first)."""
+
+FilterKey = tuple[tuple[SubjectKind, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...], bool]
+"""(subject_kinds, identifiers, names, exclude_names, include_raw), each tuple sorted."""
+Fetch = Callable[[SourceQuery], Awaitable[Sequence[Annotation]]]
+"""The guarded upstream call for one source (breaker, deadline, metrics already wrapped)."""
+
+_Slot = str | None
+"""A subject id, or ``None`` for the identifier-only answer."""
+_GroupKey = tuple[str, _Slot]
+_FlightKey = tuple[str, FilterKey, _Slot]
+
+
+def filter_key(query: SourceQuery) -> FilterKey:
+    """The cache key part of ``query`` other than its subject ids (order-insensitive)."""
+    return (
+        tuple(sorted(set(query.subject_kinds))),
+        tuple(sorted(set(query.identifiers))),
+        tuple(sorted(set(query.names))),
+        tuple(sorted(set(query.exclude_names))),
+        query.include_raw,
+    )
+
+
+def may_serve_stale(exc: BaseException) -> bool:
+    """Whether a cached answer may stand in for a failed fetch.
+
+    Retryable failures (timeouts, unavailability, throttling) are transient, so an older answer
+    is better than none. An open circuit is not retryable (retrying it is pointless) but it only
+    opens after retryable failures, so it allows stale answers too. A permanent error (the vendor
+    refused the request) must be shown, not papered over.
+    """
+    return isinstance(exc, SourceError) and (exc.retryable or isinstance(exc, CircuitOpenError))
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    items: tuple[Annotation, ...]
+    stored_at: float
+
+
+@dataclass(slots=True)
+class CacheAnswer:
+    """What :meth:`AnnotationCache.get` returns for one source."""
+
+    items: list[Annotation]
+    """Every annotation of the requested subjects (each subject's answer once)."""
+    cached: bool
+    """True when no upstream call was made or awaited for this request."""
+    stale: bool
+    """True when served from entries older than ``ttl`` because the source failed."""
+    fetched_at: float
+    """Clock time the oldest part of the answer was fetched (for derived caches' expiry)."""
+
+
+class _Flight:
+    """One upstream call, shared by every request that needs one of its subjects."""
+
+    __slots__ = ("future", "keys")
+
+    def __init__(self, future: asyncio.Future[dict[_Slot, tuple[Annotation, ...]]]) -> None:
+        self.future = future
+        self.keys: list[_FlightKey] = []
+
+
+class AnnotationCache:
+    """Per-(source, subject, filter key) answers with TTL, single flight and stale-on-error."""
+
+    def __init__(self, config: CacheConfig, *, clock: Clock = time.monotonic) -> None:
+        self._clock = clock
+        self._enabled = config.enabled
+        self._ttl = config.ttl_s
+        self._max_stale = max(config.ttl_s, config.max_stale_s)
+        self._store_enabled = config.enabled and self._max_stale > 0
+        self._groups: TTLCache[_GroupKey, dict[FilterKey, _Entry]] = TTLCache(
+            maxsize=config.max_entries, ttl=max(self._max_stale, 1e-9), timer=clock
+        )
+        self._flights: dict[_FlightKey, _Flight] = {}
+        self._generation: dict[str, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- reading ------------------------------------------------------------------------------
+
+    async def get(
+        self,
+        source: str,
+        query: SourceQuery,
+        fetch: Fetch,
+        *,
+        use_cache: bool = True,
+    ) -> CacheAnswer:
+        """The answer of ``source`` to ``query``, from the cache where fresh, else via ``fetch``.
+
+        Raises the ``SourceError`` of the fetch unless a stale answer may be served instead.
+        """
+        fkey = filter_key(query)
+        slots: list[_Slot] = list(dict.fromkeys(query.subject_ids)) if query.subject_ids else [None]
+        now = self._clock()
+        read = use_cache and self._enabled
+
+        parts: dict[_Slot, tuple[Annotation, ...]] = {}
+        usable: dict[_Slot, _Entry] = {}
+        oldest = now
+        missing: list[_Slot] = []
+        for slot in slots:
+            group = self._groups.get((source, slot)) if self._enabled else None
+            entry = group.get(fkey) if group is not None else None
+            if entry is not None:
+                age = now - entry.stored_at
+                if read and age < self._ttl:
+                    parts[slot] = entry.items
+                    oldest = min(oldest, entry.stored_at)
+                    continue
+                if age < self._max_stale:
+                    usable[slot] = entry
+            missing.append(slot)
+
+        if not missing:
+            return CacheAnswer(_concat(parts, slots), cached=True, stale=False, fetched_at=oldest)
+
+        # Join flights already fetching some of the missing subjects; fetch the rest in one call.
+        waits: dict[int, _Flight] = {}
+        slot_flight: dict[_Slot, _Flight] = {}
+        to_fetch: list[_Slot] = []
+        for slot in missing:
+            flight = self._flights.get((source, fkey, slot)) if read else None
+            if flight is None:
+                to_fetch.append(slot)
+            else:
+                slot_flight[slot] = flight
+                waits[id(flight)] = flight
+        if to_fetch:
+            flight = self._start_flight(source, fkey, query, to_fetch, fetch, started_at=now)
+            for slot in to_fetch:
+                slot_flight[slot] = flight
+            waits[id(flight)] = flight
+
+        outcomes = await asyncio.gather(
+            *(asyncio.shield(f.future) for f in waits.values()), return_exceptions=True
+        )
+        failure: BaseException | None = None
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                failure = outcome
+                break
+        if failure is None:
+            for slot, flight in slot_flight.items():
+                parts[slot] = flight.future.result()[slot]
+            # Joined flights may have started a little before ``now``; ``now`` is close enough
+            # for the derived caches' expiry, which only needs to not outlive the ttl by much.
+            return CacheAnswer(_concat(parts, slots), cached=False, stale=False, fetched_at=oldest)
+
+        if isinstance(failure, asyncio.CancelledError):
+            # The shared call was cancelled (shutdown), not this request: report it as a source
+            # failure rather than cancelling a caller that was not cancelled.
+            failure = SourceUnavailableError(f"{source}: the upstream call was cancelled", source=source)
+        if may_serve_stale(failure) and all(slot in parts or slot in usable for slot in slots):
+            for slot, entry in usable.items():
+                parts[slot] = entry.items
+                oldest = min(oldest, entry.stored_at)
+            log.info("serving stale answer", extra={"source": source, "error": type(failure).__name__})
+            return CacheAnswer(_concat(parts, slots), cached=False, stale=True, fetched_at=oldest)
+        raise failure
+
+    def _start_flight(
+        self,
+        source: str,
+        fkey: FilterKey,
+        query: SourceQuery,
+        slots: list[_Slot],
+        fetch: Fetch,
+        *,
+        started_at: float,
+    ) -> _Flight:
+        loop = asyncio.get_running_loop()
+        flight = _Flight(loop.create_future())
+        for slot in slots:
+            key = (source, fkey, slot)
+            self._flights[key] = flight  # a no-cache refresh replaces an older flight here
+            flight.keys.append(key)
+        subject_ids = [s for s in slots if s is not None]
+        upstream_query = query.with_subject_ids(subject_ids) if subject_ids else query
+        generation = self._generation.get(source, 0)
+        task = loop.create_task(
+            self._run_flight(source, fkey, upstream_query, slots, fetch, flight, generation, started_at),
+            name=f"cache-flight:{source}",
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return flight
+
+    async def _run_flight(
+        self,
+        source: str,
+        fkey: FilterKey,
+        query: SourceQuery,
+        slots: list[_Slot],
+        fetch: Fetch,
+        flight: _Flight,
+        generation: int,
+        started_at: float,
+    ) -> None:
+        future = flight.future
+        try:
+            items = await fetch(query)
+            parts = _split(source, items, slots)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except BaseException as exc:
+            # Every waiter gets the error; reading it back once marks it retrieved so asyncio
+            # does not log "exception was never retrieved" when all waiters are gone.
+            future.set_exception(exc)
+            future.exception()
+            return
+        finally:
+            self._end_flight(flight)
+        if self._store_enabled and self._generation.get(source, 0) == generation:
+            self._store(source, fkey, parts, started_at)
+        future.set_result(parts)
+
+    def _end_flight(self, flight: _Flight) -> None:
+        for key in flight.keys:
+            if self._flights.get(key) is flight:
+                del self._flights[key]
+
+    # --- storing and invalidating -------------------------------------------------------------
+
+    def _store(
+        self, source: str, fkey: FilterKey, parts: dict[_Slot, tuple[Annotation, ...]], stored_at: float
+    ) -> None:
+        now = self._clock()
+        entry_limit = MAX_IDENTIFIER_ENTRIES_PER_SOURCE
+        for slot, items in parts.items():
+            key = (source, slot)
+            old = self._groups.get(key)
+            group: dict[FilterKey, _Entry] = {}
+            if old:
+                # Carry over the other filter variants that are still usable; drop dead ones.
+                for k, e in old.items():
+                    if k != fkey and now - e.stored_at < self._max_stale:
+                        group[k] = e
+                if slot is None and len(group) >= entry_limit:
+                    for k in list(group)[: len(group) - entry_limit + 1]:
+                        del group[k]
+            group[fkey] = _Entry(items, stored_at)
+            # Re-assigning refreshes the group's TTL and LRU position.
+            self._groups[key] = group
+
+    def invalidate(self, source: str, subject_ids: Iterable[str]) -> None:
+        """Forget ``source``'s answers for ``subject_ids`` (and its identifier-only answers)."""
+        self._generation[source] = self._generation.get(source, 0) + 1
+        subjects: set[_Slot] = set(subject_ids)
+        subjects.add(None)
+        for slot in subjects:
+            self._groups.pop((source, slot), None)
+        for key in [k for k in self._flights if k[0] == source and k[2] in subjects]:
+            del self._flights[key]
+
+    def clear(self) -> None:
+        """Forget everything (in-flight calls finish but do not store)."""
+        for source in {k[0] for k in self._groups} | {k[0] for k in self._flights}:
+            self._generation[source] = self._generation.get(source, 0) + 1
+        self._groups.clear()
+        self._flights.clear()
+
+    # --- housekeeping -------------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        """Upstream calls running now."""
+        return len(self._tasks)
+
+    def __len__(self) -> int:
+        """Cached (source, subject) groups."""
+        return len(self._groups)
+
+    async def aclose(self) -> None:
+        """Cancel the upstream calls still running and wait for them to finish."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _split(
+    source: str, items: Sequence[Annotation], slots: list[_Slot]
+) -> dict[_Slot, tuple[Annotation, ...]]:
+    if slots == [None]:
+        return {None: tuple(items)}
+    buckets: dict[_Slot, list[Annotation]] = {slot: [] for slot in slots}
+    stray = 0
+    for item in items:
+        bucket = buckets.get(item.subject.id)
+        if bucket is None:
+            stray += 1
+        else:
+            bucket.append(item)
+    if stray:
+        # The provider contract says every item matches the query; an item about a subject not
+        # asked for cannot be attributed to a cache entry, so it is dropped, loudly.
+        log.warning(
+            "provider returned annotations of subjects not asked for",
+            extra={"source": source, "count": stray},
+        )
+    return {slot: tuple(bucket) for slot, bucket in buckets.items()}
+
+
+def _concat(parts: dict[_Slot, tuple[Annotation, ...]], slots: list[_Slot]) -> list[Annotation]:
+    if len(slots) == 1:
+        return list(parts[slots[0]])
+    return list(itertools.chain.from_iterable(parts[slot] for slot in slots))
