@@ -15,7 +15,6 @@ Contract of :func:`create_app`:
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import secrets
@@ -24,16 +23,18 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 
 from annotation_gateway import __version__
-from annotation_gateway.api.auth import Authenticator
+from annotation_gateway.api.auth import BEARER_SCHEME_NAME, BEARER_SECURITY_SCHEME, Authenticator
 from annotation_gateway.api.limits import MAX_REQUEST_BODY_BYTES, BodyLimitMiddleware
-from annotation_gateway.api.problems import install_problem_handlers
+from annotation_gateway.api.problems import PROBLEM_MEDIA_TYPE, install_problem_handlers
 from annotation_gateway.api.routes import annotations as annotation_routes
 from annotation_gateway.api.routes import health, metrics, sources
 from annotation_gateway.api.routes.metrics import GatewayMetrics
+from annotation_gateway.api.schemas import Problem
 from annotation_gateway.api.timing import ServerTimingMiddleware
-from annotation_gateway.federation import Federation, SourceStatus
+from annotation_gateway.federation import Federation
 from annotation_gateway.providers import AnnotationProvider, build_provider
 from annotation_gateway.settings import GatewaySettings
 
@@ -61,35 +62,30 @@ def cursor_secret() -> bytes:
     return secrets.token_bytes(CURSOR_SECRET_BYTES)
 
 
-def _build_federation(
-    settings: GatewaySettings, providers: Sequence[AnnotationProvider], observer: GatewayMetrics
-) -> tuple[Federation, bool]:
-    """The federation, and whether it reports to ``observer`` itself (else the API feeds metrics)."""
-    kwargs: dict[str, Any] = {"cursor_secret": cursor_secret()}
-    if "observer" in inspect.signature(Federation.__init__).parameters:
-        kwargs["observer"] = observer
-        return Federation(providers, settings.cache, **kwargs), True
-    return Federation(providers, settings.cache, **kwargs), False
+def _problem_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """OpenAPI with the bearer scheme, and error answers documented as problem+json."""
 
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        components = schema.setdefault("components", {})
+        components.setdefault("securitySchemes", {})[BEARER_SCHEME_NAME] = BEARER_SECURITY_SCHEME
+        schemas = components.setdefault("schemas", {})
+        schemas.setdefault("Problem", Problem.model_json_schema(ref_template="#/components/schemas/{model}"))
+        problem_content = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+        for item in schema.get("paths", {}).values():
+            for operation in item.values():
+                for status, response in operation.get("responses", {}).items():
+                    # FastAPI documents every model under application/json; errors are problem+json.
+                    if status[:1] in ("4", "5"):
+                        response["content"] = problem_content
+        app.openapi_schema = schema
+        return schema
 
-def _status_feeder(observer: GatewayMetrics) -> Callable[[list[SourceStatus]], None]:
-    """Cache and upstream metrics derived from ``sources[]`` of each answer."""
-
-    def feed(statuses: list[SourceStatus]) -> None:
-        for status in statuses:
-            if status.status == "skipped":
-                continue
-            if status.stale:
-                observer.cache_lookup(status.source, "stale")
-            elif status.cached:
-                observer.cache_lookup(status.source, "hit")
-                continue
-            else:
-                observer.cache_lookup(status.source, "miss")
-            code = str(status.error.get("code")) if status.error else None
-            observer.upstream_call(status.source, status.elapsed_ms / 1000.0, code)
-
-    return feed
+    return openapi
 
 
 def create_app(
@@ -113,14 +109,12 @@ def create_app(
                 for config in settings.sources:
                     if config.enabled:
                         built.append(build_provider(config))
-            owned, observed = _build_federation(settings, built, gateway_metrics)
+            owned = Federation(built, settings.cache, cursor_secret=cursor_secret(), observer=gateway_metrics)
         except BaseException:
             for provider in built:
                 await provider.aclose()
             raise
         app.state.federation = owned
-        if not observed:
-            app.state.status_metrics = _status_feeder(gateway_metrics)
         log.info("gateway ready with sources: %s", ", ".join(p.name for p in built) or "(none)")
         try:
             yield
@@ -139,10 +133,11 @@ def create_app(
     app.state.settings = settings
     app.state.authenticator = Authenticator(settings.auth)
     app.state.metrics = gateway_metrics
-    app.state.status_metrics = None
     if federation is not None:
+        # A caller-built federation reports upstream metrics to whatever observer it was given
+        # (build it with observer=app.state.metrics to see them in /metrics).
         app.state.federation = federation
-        app.state.status_metrics = _status_feeder(gateway_metrics)
+    app.openapi = _problem_openapi(app)  # type: ignore[method-assign]
     install_problem_handlers(app)
     app.include_router(annotation_routes.router)
     app.include_router(sources.router)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
@@ -29,6 +29,9 @@ from annotation_gateway.federation import Federation
 from annotation_gateway.settings import AuthConfig
 
 __all__ = [
+    "BEARER_SCHEME_NAME",
+    "BEARER_SECURITY",
+    "BEARER_SECURITY_SCHEME",
     "AuthDep",
     "Authenticator",
     "FederationDep",
@@ -38,6 +41,14 @@ __all__ = [
 ]
 
 BEARER_PREFIX = "bearer "
+BEARER_SCHEME_NAME = "gatewayKey"
+BEARER_SECURITY: dict[str, Any] = {"security": [{BEARER_SCHEME_NAME: []}]}
+"""``openapi_extra`` for a route that needs a gateway key (the scheme is added by the app)."""
+BEARER_SECURITY_SCHEME: dict[str, Any] = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": "A gateway key; the config stores only its SHA-256 (`annotation-gateway hash-key`).",
+}
 # A longer "key" is certainly not one of ours; refuse before hashing megabytes of header.
 MAX_KEY_CHARS = 512
 

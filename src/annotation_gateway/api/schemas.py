@@ -15,12 +15,14 @@ Contract:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
+from annotation_gateway.api.problems import validation_problem
 from annotation_gateway.errors import PayloadTooLargeError
 from annotation_gateway.federation import (
     DEFAULT_PAGE_SIZE,
@@ -34,6 +36,7 @@ from annotation_gateway.federation import (
 from annotation_gateway.model import Annotation, AnnotationWrite, AnnotatorKind, ProviderKind, SubjectKind
 
 __all__ = [
+    "AnnotationJsonMemo",
     "AnnotationPage",
     "AnnotationQueryParams",
     "AnnotationSearchBody",
@@ -47,6 +50,8 @@ __all__ = [
     "WriteBody",
     "check_subject_id_limit",
     "page_json",
+    "parse_query_params",
+    "query_parameters_openapi",
 ]
 
 NEED_SUBJECT_OR_IDENTIFIER = "give at least one subject_id or identifier"
@@ -311,16 +316,124 @@ class ReadyAnswer(BaseModel):
 
 # --- the hot path ----------------------------------------------------------------------------
 
-_ANNOTATIONS = TypeAdapter(list[Annotation])
+_QUERY_LIST_FIELDS = frozenset(
+    name
+    for name, info in AnnotationQueryParams.model_fields.items()
+    if getattr(info.annotation, "__origin__", None) is list
+)
 
 
-def page_json(page: QueryPage) -> bytes:
+def parse_query_params(items: Iterable[tuple[str, str]]) -> AnnotationQueryParams:
+    """The ``GET /v1/annotations`` parameters from the query's (key, value) pairs (repeated
+    keys → lists; pass ``request.query_params.multi_items()``, which Starlette parses once).
+
+    Done here rather than by FastAPI's query-model support, which re-inspects every field's type
+    on every request and costs more than the whole cached query; pydantic validates the dict in
+    one Rust call. Invalid input raises ``RequestValidationError`` (422) with ``loc`` under
+    ``query``, as FastAPI would have.
+    """
+    data: dict[str, Any] = {}
+    for key, value in items:
+        if key in _QUERY_LIST_FIELDS:
+            values = data.get(key)
+            if values is None:
+                data[key] = [value]
+            else:
+                values.append(value)
+        else:
+            # A repeated scalar: the last one wins, as with FastAPI's own parameters.
+            data[key] = value
+    try:
+        return AnnotationQueryParams.model_validate(data)
+    except ValidationError as exc:
+        raise validation_problem(
+            [{**err, "loc": ("query", *err["loc"])} for err in exc.errors(include_input=False)]
+        ) from None
+
+
+def _inline_refs(schema: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(schema, dict):
+        ref = schema.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            return _inline_refs(defs[ref.removeprefix("#/$defs/")], defs)
+        return {k: _inline_refs(v, defs) for k, v in schema.items() if k != "$defs"}
+    if isinstance(schema, list):
+        return [_inline_refs(item, defs) for item in schema]
+    return schema
+
+
+def query_parameters_openapi(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """OpenAPI ``parameters`` (in: query, repeated keys for lists) for ``model``'s fields."""
+    schema = model.model_json_schema()
+    defs = schema.get("$defs", {})
+    out: list[dict[str, Any]] = []
+    for name, prop in schema["properties"].items():
+        prop = _inline_refs(prop, defs)
+        description = prop.pop("description", None)
+        prop.pop("title", None)
+        param: dict[str, Any] = {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "description": description,
+            "schema": prop,
+        }
+        if name in _QUERY_LIST_FIELDS:
+            param["style"] = "form"
+            param["explode"] = True
+        out.append(param)
+    return out
+
+
+_ANNOTATION = TypeAdapter(Annotation)
+
+MEMO_MAX_ENTRIES = 100_000
+"""Serialized annotations kept by :class:`AnnotationJsonMemo` before it starts over (~60 MB)."""
+
+
+class AnnotationJsonMemo:
+    """Each annotation's JSON bytes, computed once per annotation object.
+
+    Annotations are immutable and the federation serves a cached query's pages from the same
+    objects, so a cache hit re-serializes nothing: it joins bytes. Keyed by ``id()`` with the
+    object itself kept alongside — the strong reference keeps the id from being reused while
+    the entry lives, and the identity check guards the lookup. When full it starts over, which
+    is simpler and cheaper than LRU bookkeeping on every hit.
+    """
+
+    def __init__(self, max_entries: int = MEMO_MAX_ENTRIES) -> None:
+        self._max_entries = max_entries
+        self._entries: dict[int, tuple[Annotation, bytes]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def array(self, annotations: list[Annotation]) -> bytes:
+        """The JSON array of ``annotations``."""
+        entries = self._entries
+        parts: list[bytes] = []
+        append = parts.append
+        for item in annotations:
+            entry = entries.get(id(item))
+            if entry is None or entry[0] is not item:
+                if len(entries) >= self._max_entries:
+                    entries.clear()
+                entry = (item, _ANNOTATION.dump_json(item))
+                entries[id(item)] = entry
+            append(entry[1])
+        return b"[" + b",".join(parts) + b"]"
+
+
+_MEMO = AnnotationJsonMemo()
+
+
+def page_json(page: QueryPage, memo: AnnotationJsonMemo = _MEMO) -> bytes:
     """The JSON bytes of ``page`` (the :class:`AnnotationPage` shape), without a model round trip."""
     # orjson serialises the SourceStatus dataclasses (and their StrEnum) natively.
     return b"".join(
         (
             b'{"data":',
-            _ANNOTATIONS.dump_json(page.data),
+            memo.array(page.data),
             b',"next_cursor":',
             orjson.dumps(page.next_cursor),
             b',"partial":',

@@ -5,9 +5,11 @@ Contract:
   in one process — tests, the demo — never collide);
 - metric families (all prefixed ``annotation_gateway_``):
   ``http_requests_total{route,method,status}``, ``http_request_duration_seconds{route}``,
-  ``http_requests_in_flight``, ``upstream_request_duration_seconds{source,outcome}``,
-  ``upstream_errors_total{source,code}``, ``cache_requests_total{source,result}``
-  (``result`` = hit | miss | stale);
+  ``http_requests_in_flight``, ``upstream_request_duration_seconds{source,operation,outcome}``,
+  ``upstream_errors_total{source,code}``, ``upstream_requests_in_flight{source}``,
+  ``circuit_state{source}``, ``cache_requests_total{source,result}`` (hit | miss | stale);
+- :class:`GatewayMetrics` is the federation's ``FederationObserver`` (``on_upstream``,
+  ``on_cache``, ``on_inflight``, ``on_circuit``) and the middleware's request observer;
 - label values are only route templates, HTTP methods/status codes, configured source names and
   closed-list problem codes — never anything a client or vendor sent, so never a credential.
 
@@ -16,8 +18,6 @@ and counts only.
 """
 
 from __future__ import annotations
-
-from typing import Literal
 
 from fastapi import APIRouter, Request
 from prometheus_client import (
@@ -36,7 +36,7 @@ PREFIX = "annotation_gateway"
 # Buckets in seconds: a cache hit is sub-millisecond, a cold Phoenix query 10-500 ms, a timeout 5 s.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
-CacheResult = Literal["hit", "miss", "stale"]
+CIRCUIT_STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 
 
 class GatewayMetrics:
@@ -64,8 +64,9 @@ class GatewayMetrics:
         )
         self.upstream_duration = Histogram(
             f"{PREFIX}_upstream_request_duration_seconds",
-            "Time a source took to answer the gateway, by source and outcome (ok|error).",
-            ("source", "outcome"),
+            "Time a source took to answer the gateway, by source, operation (fetch|write) and "
+            "outcome (ok|error).",
+            ("source", "operation", "outcome"),
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
@@ -73,6 +74,18 @@ class GatewayMetrics:
             f"{PREFIX}_upstream_errors",
             "Failed source calls, by source and problem code.",
             ("source", "code"),
+            registry=self.registry,
+        )
+        self.upstream_in_flight = Gauge(
+            f"{PREFIX}_upstream_requests_in_flight",
+            "Upstream calls in progress, per source.",
+            ("source",),
+            registry=self.registry,
+        )
+        self.circuit_state = Gauge(
+            f"{PREFIX}_circuit_state",
+            "Circuit breaker state per source: 0 closed, 1 half open, 2 open.",
+            ("source",),
             registry=self.registry,
         )
         self.cache = Counter(
@@ -102,16 +115,24 @@ class GatewayMetrics:
             histogram = self._duration_children[route] = self.request_duration.labels(route)
         histogram.observe(seconds)
 
-    # --- the upstream side (called by the federation's observer hooks) ------------------------
+    # --- the upstream side: the federation's observer hooks (FederationObserver) -------------
 
-    def upstream_call(self, source: str, seconds: float, error_code: str | None = None) -> None:
-        """One call to a source finished (``error_code`` = its problem code when it failed)."""
-        self.upstream_duration.labels(source, "ok" if error_code is None else "error").observe(seconds)
-        if error_code is not None:
-            self.upstream_errors.labels(source, error_code).inc()
+    def on_upstream(self, source: str, operation: str, elapsed_s: float, outcome: str) -> None:
+        """One upstream call ended; ``outcome`` is ``ok`` or a problem code (closed list)."""
+        self.upstream_duration.labels(source, operation, "ok" if outcome == "ok" else "error").observe(
+            elapsed_s
+        )
+        if outcome != "ok":
+            self.upstream_errors.labels(source, outcome).inc()
 
-    def cache_lookup(self, source: str, result: CacheResult, count: int = 1) -> None:
-        self.cache.labels(source, result).inc(count)
+    def on_cache(self, source: str, result: str) -> None:
+        self.cache.labels(source, result).inc()
+
+    def on_inflight(self, source: str, delta: int) -> None:
+        self.upstream_in_flight.labels(source).inc(delta)
+
+    def on_circuit(self, source: str, state: str) -> None:
+        self.circuit_state.labels(source).set(CIRCUIT_STATE_VALUES.get(state, -1))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

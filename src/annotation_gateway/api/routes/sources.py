@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from annotation_gateway.api.auth import AuthDep, FederationDep
+from annotation_gateway.api.auth import BEARER_SECURITY, AuthDep, FederationDep
 from annotation_gateway.api.schemas import (
     PROBLEM_RESPONSES,
     Capabilities,
@@ -62,6 +62,7 @@ def source_model(info: SourceInfo) -> SourceInfoModel:
     "it can be written to, and its health (last probe, latency, circuit breaker state).",
     response_model=SourceList,
     responses={401: PROBLEM_RESPONSES[401]},
+    openapi_extra=BEARER_SECURITY,
 )
 async def list_sources(
     request: Request,
