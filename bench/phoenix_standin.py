@@ -1,0 +1,423 @@
+"""A latency-controlled stand-in for Arize Phoenix's annotation read API (benchmarks only).
+
+The real Phoenix (``make phoenix``) is a large server whose own latency varies by tens of
+milliseconds from run to run, and it takes ~15 s to start: a poor *controlled* upstream for a
+benchmark that must attribute every millisecond. This tiny raw-ASGI app answers the routes the
+gateway reads with Phoenix 20.26.1's exact wire format (copied from the recorded transcripts in
+``tests/fixtures/contracts/phoenix/noauth/``):
+
+- ``GET /v1/projects/{project}/session_annotations`` (``session_ids``), ``.../trace_annotations``
+  (``trace_ids``) and ``.../span_annotations`` (``span_ids``) with repeatable ids, ``identifier``,
+  ``include_annotation_names``, ``exclude_annotation_names``, ``cursor`` and ``limit`` (default 10,
+  1..10000): rows newest first (row id descending), ``next_cursor`` = GlobalID of the first row of
+  the next page, ``null`` on the last; 404 ``text/plain`` for an unknown project and for "None of
+  the supplied session_ids exist in this project"; 422 ``text/plain`` for a missing filter, too
+  many ids or a bad cursor, 422 JSON ``{"detail": [...]}`` for a bad ``limit``;
+- ``GET /arize_phoenix_version`` (``text/plain``), ``GET /v1/projects``;
+- any other path: 200 ``text/html`` (Phoenix's web UI answers unknown routes that way);
+- ``x-phoenix-server-version: 20.26.1`` on every answer.
+
+Bench controls (not Phoenix's): ``POST /_bench/seed`` generates a deterministic data set,
+``POST /_bench/control`` sets ``latency_ms`` (added to every annotation read) and ``fail``
+(answer reads with 500), ``GET /_bench/stats`` returns request counters, ``POST /_bench/reset``
+zeroes them. Serialized answers are memoized per query string so that the stand-in costs little
+CPU next to the gateway it feeds.
+
+Run: ``python -m bench.phoenix_standin --host 127.0.0.1 --port 6106 [--latency-ms 0]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import binascii
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+import orjson
+
+PHOENIX_VERSION = "20.26.1"
+MAX_IDS = 1000
+MAX_LIMIT = 10_000
+DEFAULT_LIMIT = 10
+MEMO_MAX_ENTRIES = 20_000
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+KINDS: dict[str, tuple[str, str, str]] = {
+    # route -> (subject kind, id field / query parameter stem, GlobalID type name)
+    "session_annotations": ("session", "session_id", "ProjectSessionAnnotation"),
+    "trace_annotations": ("trace", "trace_id", "TraceAnnotation"),
+    "span_annotations": ("span", "span_id", "SpanAnnotation"),
+}
+BASE_TIME = datetime(2026, 1, 1, tzinfo=UTC)
+LABELS = ("correct", "incorrect", "partial", "helpful", "unhelpful")
+ANNOTATOR_KINDS = ("HUMAN", "LLM", "CODE")
+
+
+def global_id(type_name: str, row_id: int) -> str:
+    """Phoenix's GlobalID: standard base64 (with ``=``) of ``"{Type}:{id}"``."""
+    return base64.b64encode(f"{type_name}:{row_id}".encode()).decode()
+
+
+def parse_global_id(value: str, type_name: str) -> int | None:
+    try:
+        decoded = base64.b64decode(value.encode(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    prefix, _, number = decoded.partition(":")
+    if prefix != type_name or not number.isdigit():
+        return None
+    return int(number)
+
+
+def _timestamp(offset_s: int) -> str:
+    return (BASE_TIME + timedelta(seconds=offset_s)).isoformat()
+
+
+@dataclass(slots=True)
+class Store:
+    """Annotations per project, kind and subject (rows kept newest first)."""
+
+    projects: dict[str, dict[str, dict[str, list[dict[str, Any]]]]] = field(default_factory=dict)
+    next_row_id: int = 1
+
+    def add_subjects(
+        self, project: str, kind: str, subject_ids: list[str], per_subject: int, *, empty: bool = False
+    ) -> int:
+        """Create ``per_subject`` annotations on each subject (or register it without any)."""
+        route = f"{kind}_annotations"
+        _, id_field, type_name = KINDS[route]
+        by_subject = self.projects.setdefault(project, {}).setdefault(route, {})
+        created = 0
+        for subject in subject_ids:
+            rows = by_subject.setdefault(subject, [])
+            if empty:
+                continue
+            for k in range(per_subject):
+                row_id = self.next_row_id
+                self.next_row_id += 1
+                score = round(((row_id * 37) % 100) / 100, 2)
+                row = {
+                    "id": global_id(type_name, row_id),
+                    "created_at": _timestamp(row_id),
+                    "updated_at": _timestamp(row_id),
+                    "source": "API",
+                    "user_id": None,
+                    "name": f"metric_{k:02d}",
+                    "annotator_kind": ANNOTATOR_KINDS[row_id % 3],
+                    "result": {
+                        "label": LABELS[row_id % len(LABELS)],
+                        "score": score,
+                        "explanation": f"bench explanation {row_id} for {subject}",
+                    },
+                    "metadata": {"bench": True, "n": k},
+                    "identifier": "" if k % 2 else f"bench-run-{k % 5}",
+                    id_field: subject,
+                    "_row": row_id,
+                }
+                rows.insert(0, row)
+                created += 1
+        return created
+
+
+@dataclass(slots=True)
+class Controls:
+    latency_ms: float = 0.0
+    fail: bool = False
+
+
+class PhoenixStandIn:
+    """The raw ASGI application."""
+
+    def __init__(self, latency_ms: float = 0.0) -> None:
+        self.store = Store()
+        self.controls = Controls(latency_ms=latency_ms)
+        self.counters: dict[str, int] = {}
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.memo: dict[tuple[str, bytes], tuple[int, bytes, bytes]] = {}
+
+    # -- ASGI ------------------------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        path: str = scope["path"]
+        method: str = scope["method"]
+        if path.startswith("/_bench/"):
+            await self._control(path, method, receive, send)
+            return
+        if method == "GET" and path == "/arize_phoenix_version":
+            self._count("version")
+            await _respond(send, 200, b"text/plain; charset=utf-8", PHOENIX_VERSION.encode())
+            return
+        if method == "GET" and path == "/v1/projects":
+            self._count("projects")
+            body = orjson.dumps(
+                {
+                    "data": [
+                        {"id": global_id("Project", i + 1), "name": name, "description": None}
+                        for i, name in enumerate(self.store.projects)
+                    ],
+                    "next_cursor": None,
+                }
+            )
+            await _respond(send, 200, b"application/json", body)
+            return
+        parts = path.split("/")
+        # ["", "v1", "projects", "{project}", "{route}"]
+        if method == "GET" and len(parts) == 5 and parts[1] == "v1" and parts[2] == "projects":
+            route = parts[4]
+            if route in KINDS:
+                await self._annotations(unquote(parts[3]), route, scope, send)
+                return
+        self._count("other")
+        await _respond(
+            send, 200, b"text/html; charset=utf-8", b"<!DOCTYPE html><html><title>Phoenix</title></html>"
+        )
+
+    def _count(self, key: str, n: int = 1) -> None:
+        self.counters[key] = self.counters.get(key, 0) + n
+
+    async def _annotations(self, project: str, route: str, scope: Scope, send: Send) -> None:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await self._annotations_once(project, route, scope, send)
+        finally:
+            self.in_flight -= 1
+
+    async def _annotations_once(self, project: str, route: str, scope: Scope, send: Send) -> None:
+        self._count("annotation_reads")
+        self._count(route)
+        if self.controls.latency_ms > 0:
+            await asyncio.sleep(self.controls.latency_ms / 1000)
+        if self.controls.fail:
+            self._count("failed")
+            await _respond(send, 500, b"text/plain; charset=utf-8", b"Internal Server Error")
+            return
+        key = (f"{project}/{route}", scope["query_string"])
+        memo = self.memo.get(key)
+        if memo is None:
+            memo = self._answer(project, route, scope["query_string"].decode("latin-1"))
+            if len(self.memo) >= MEMO_MAX_ENTRIES:
+                self.memo.clear()
+            self.memo[key] = memo
+        status, ctype, body = memo
+        await _respond(send, status, ctype, body)
+
+    def _answer(self, project: str, route: str, query: str) -> tuple[int, bytes, bytes]:
+        _kind, id_field, type_name = KINDS[route]
+        params = parse_qsl(query, keep_blank_values=True)
+        ids: list[str] = []
+        identifiers: list[str] = []
+        include: list[str] = []
+        exclude: list[str] = []
+        cursor: str | None = None
+        limit_raw: str | None = None
+        for name, value in params:
+            if name == f"{id_field}s":
+                ids.append(value)
+            elif name == "identifier":
+                identifiers.append(value)
+            elif name == "include_annotation_names":
+                include.append(value)
+            elif name == "exclude_annotation_names":
+                exclude.append(value)
+            elif name == "cursor":
+                cursor = value
+            elif name == "limit":
+                limit_raw = value
+        limit = DEFAULT_LIMIT
+        if limit_raw is not None:
+            problem = _limit_problem(limit_raw)
+            if problem is not None:
+                return 422, b"application/json", problem
+            limit = int(limit_raw)
+        routes = self.store.projects.get(project)
+        if routes is None:
+            return 404, b"text/plain; charset=utf-8", f"Project with name {project} not found".encode()
+        if not ids and not identifiers:
+            return (
+                422,
+                b"text/plain; charset=utf-8",
+                f"At least one of {id_field}s or identifier must be supplied".encode(),
+            )
+        distinct = list(dict.fromkeys(ids))
+        if len(distinct) > MAX_IDS:
+            return (
+                422,
+                b"text/plain; charset=utf-8",
+                f"Too many {id_field}s supplied: {len(distinct)} (max {MAX_IDS})".encode(),
+            )
+        by_subject = routes.get(route, {})
+        known = [s for s in distinct if s in by_subject]
+        if distinct and not known and not identifiers:
+            return (
+                404,
+                b"text/plain; charset=utf-8",
+                f"None of the supplied {id_field}s exist in this project".encode(),
+            )
+        cursor_id: int | None = None
+        if cursor is not None:
+            cursor_id = parse_global_id(cursor, type_name)
+            if cursor_id is None:
+                return 422, b"text/plain; charset=utf-8", b"Invalid cursor value"
+        if distinct:
+            candidates = [row for s in known for row in by_subject[s]]
+        else:
+            candidates = [row for rows in by_subject.values() for row in rows]
+        wanted_ids = set(identifiers)
+        include_set = set(include)
+        exclude_set = set(exclude)
+        selected = [
+            row
+            for row in candidates
+            if (not wanted_ids or row["identifier"] in wanted_ids)
+            and (not include_set or row["name"] in include_set)
+            and row["name"] not in exclude_set
+            and (cursor_id is None or row["_row"] <= cursor_id)
+        ]
+        selected.sort(key=lambda row: row["_row"], reverse=True)
+        page = selected[:limit]
+        next_cursor = selected[limit]["id"] if len(selected) > limit else None
+        data = [{k: v for k, v in row.items() if k != "_row"} for row in page]
+        return 200, b"application/json", orjson.dumps({"data": data, "next_cursor": next_cursor})
+
+    # -- bench controls ----------------------------------------------------------------------
+    async def _control(self, path: str, method: str, receive: Receive, send: Send) -> None:
+        body = await _read_body(receive)
+        if path == "/_bench/stats" and method == "GET":
+            answer: dict[str, Any] = {
+                "counters": self.counters,
+                "max_in_flight": self.max_in_flight,
+                "controls": vars_of(self.controls),
+            }
+        elif path == "/_bench/reset" and method == "POST":
+            self.counters = {}
+            self.max_in_flight = 0
+            answer = {"ok": True}
+        elif path == "/_bench/control" and method == "POST":
+            args = orjson.loads(body or b"{}")
+            if "latency_ms" in args:
+                self.controls.latency_ms = float(args["latency_ms"])
+            if "fail" in args:
+                self.controls.fail = bool(args["fail"])
+            answer = {"controls": vars_of(self.controls)}
+        elif path == "/_bench/seed" and method == "POST":
+            spec = orjson.loads(body or b"{}")
+            created = self.store.add_subjects(
+                project=str(spec.get("project", "bench")),
+                kind=str(spec.get("kind", "session")),
+                subject_ids=[str(s) for s in spec["subject_ids"]],
+                per_subject=int(spec.get("per_subject", 10)),
+                empty=bool(spec.get("empty", False)),
+            )
+            self.memo.clear()
+            answer = {"created": created}
+        else:
+            await _respond(send, 404, b"text/plain; charset=utf-8", b"Not Found")
+            return
+        await _respond(send, 200, b"application/json", orjson.dumps(answer))
+
+
+def vars_of(controls: Controls) -> dict[str, Any]:
+    return {"latency_ms": controls.latency_ms, "fail": controls.fail}
+
+
+def _limit_problem(raw: str) -> bytes | None:
+    try:
+        value = int(raw)
+    except ValueError:
+        detail = {
+            "type": "int_parsing",
+            "loc": ["query", "limit"],
+            "msg": "Input should be a valid integer, unable to parse string as an integer",
+            "input": raw,
+        }
+        return orjson.dumps({"detail": [detail]})
+    if value < 1:
+        detail = {
+            "type": "greater_than",
+            "loc": ["query", "limit"],
+            "msg": "Input should be greater than 0",
+            "input": raw,
+            "ctx": {"gt": 0},
+        }
+        return orjson.dumps({"detail": [detail]})
+    if value > MAX_LIMIT:
+        detail = {
+            "type": "less_than_equal",
+            "loc": ["query", "limit"],
+            "msg": f"Input should be less than or equal to {MAX_LIMIT}",
+            "input": raw,
+            "ctx": {"le": MAX_LIMIT},
+        }
+        return orjson.dumps({"detail": [detail]})
+    return None
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    for _ in range(100_000):  # bounded: a body of at most 100k chunks
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+async def _respond(send: Send, status: int, ctype: bytes, body: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", ctype),
+                (b"content-length", str(len(body)).encode()),
+                (b"x-phoenix-server-version", PHOENIX_VERSION.encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=6106)
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        parser.error("the stand-in listens on loopback only")
+    import uvicorn
+
+    uvicorn.run(
+        PhoenixStandIn(latency_ms=args.latency_ms),
+        host=args.host,
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+        lifespan="on",
+    )
+
+
+if __name__ == "__main__":
+    main()
