@@ -1,0 +1,74 @@
+"""The shared typer app, console and helpers the command modules register on and use.
+
+Contract: :data:`app` is the one ``typer.Typer``; :data:`ConfigOption` is the ``--config``
+option every command that needs settings declares; :func:`load_or_exit` turns a
+:class:`~annotation_gateway.settings.ConfigError` into one red line and exit code
+:data:`EXIT_CONFIG`; :func:`setup_logging` configures rich logging once.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from annotation_gateway.settings import DEFAULT_CONFIG_PATH, ConfigError, GatewaySettings, load_settings
+
+__all__ = [
+    "EXIT_CONFIG",
+    "EXIT_FAILURE",
+    "ConfigOption",
+    "app",
+    "console",
+    "err_console",
+    "load_or_exit",
+    "setup_logging",
+]
+
+EXIT_FAILURE = 1
+"""A check or query failed (a source unreachable, an error answer)."""
+EXIT_CONFIG = 2
+"""The configuration is wrong (missing file, bad key, unset secret variable)."""
+
+app = typer.Typer(
+    name="annotation-gateway",
+    help="One federated REST API over Arize Phoenix and Datadog LLM Observability annotations.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,  # locals can hold secrets
+)
+console = Console()
+err_console = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Gateway config (TOML). Secrets come from the environment variables it names.",
+        envvar="GATEWAY_CONFIG",
+    ),
+]
+DEFAULT_CONFIG = DEFAULT_CONFIG_PATH
+
+
+def load_or_exit(path: Path, **overrides: Any) -> GatewaySettings:
+    """The settings at ``path``, or exit with :data:`EXIT_CONFIG` and a readable message."""
+    try:
+        return load_settings(path, **overrides)
+    except ConfigError as exc:
+        err_console.print(f"[bold red]config error:[/] {exc}", highlight=False, markup=True)
+        raise typer.Exit(EXIT_CONFIG) from None
+
+
+def setup_logging(level: str = "INFO") -> None:
+    """Rich log lines on stderr (idempotent)."""
+    root = logging.getLogger()
+    if any(isinstance(h, RichHandler) for h in root.handlers):
+        return
+    handler = RichHandler(console=err_console, show_path=False, rich_tracebacks=False)
+    logging.basicConfig(level=level.upper(), format="%(message)s", handlers=[handler])

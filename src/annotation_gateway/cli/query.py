@@ -1,0 +1,182 @@
+"""``annotation-gateway query``: run a federated query in-process and print it.
+
+Contract: builds the configured sources and a :class:`~annotation_gateway.federation.Federation`
+exactly as the server does (no server needed), runs one query (or every page with ``--all``)
+and prints a rich table or, with ``--format json``, the API's answer shape
+``{data, next_cursor, partial, sources}``. A failing source is reported (partial) unless
+``--partial deny``; a failed query prints its problem and exits 1; a bad config exits 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import secrets
+import sys
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from annotation_gateway.api.schemas import page_json
+from annotation_gateway.cli._app import (
+    DEFAULT_CONFIG,
+    EXIT_CONFIG,
+    EXIT_FAILURE,
+    ConfigOption,
+    app,
+    console,
+    err_console,
+    load_or_exit,
+)
+from annotation_gateway.errors import GatewayError
+from annotation_gateway.federation import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    FederatedQuery,
+    Federation,
+    QueryPage,
+)
+from annotation_gateway.model import AnnotatorKind, ProviderKind, SubjectKind
+from annotation_gateway.providers import AnnotationProvider, build_provider
+from annotation_gateway.providers.config import ConfigError
+from annotation_gateway.settings import GatewaySettings
+
+__all__ = ["OutputFormat", "query", "run_query"]
+
+EXPLANATION_WIDTH = 40
+
+
+class OutputFormat(enum.StrEnum):
+    TABLE = "table"
+    JSON = "json"
+
+
+class PartialMode(enum.StrEnum):
+    ALLOW = "allow"
+    DENY = "deny"
+
+
+async def run_query(settings: GatewaySettings, query: FederatedQuery, *, follow: bool) -> QueryPage:
+    """The page for ``query`` (every page merged into one when ``follow``)."""
+    providers: list[AnnotationProvider] = []
+    try:
+        for config in settings.sources:
+            if config.enabled:
+                providers.append(build_provider(config))
+        federation = Federation(providers, settings.cache, cursor_secret=secrets.token_bytes(32))
+    except BaseException:
+        for provider in providers:
+            await provider.aclose()
+        raise
+    try:
+        if not follow:
+            return await federation.query(query)
+        merged: QueryPage | None = None
+        async for page in federation.pages(query):
+            if merged is None:
+                merged = page
+            else:
+                merged.data.extend(page.data)
+                merged.partial = merged.partial or page.partial
+        assert merged is not None
+        merged.next_cursor = None
+        return merged
+    finally:
+        await federation.aclose()
+
+
+def _table(page: QueryPage) -> Table:
+    table = Table(title=f"{len(page.data)} annotation(s)" + (" — PARTIAL" if page.partial else ""))
+    for column in ("updated_at", "source", "subject", "name", "label", "score", "annotator", "explanation"):
+        table.add_column(column, overflow="fold")
+    for a in page.data:
+        explanation = a.explanation or ""
+        if len(explanation) > EXPLANATION_WIDTH:
+            explanation = explanation[: EXPLANATION_WIDTH - 1] + "…"
+        table.add_row(
+            a.updated_at.strftime("%Y-%m-%d %H:%M:%S"),
+            a.source,
+            f"{a.subject.kind.value}:{a.subject.id}",
+            a.name,
+            a.label or "",
+            "" if a.score is None else f"{a.score:g}",
+            a.annotator.kind.value + (f" {a.annotator.id}" if a.annotator.id else ""),
+            explanation,
+        )
+    return table
+
+
+@app.command()
+def query(
+    config: ConfigOption = DEFAULT_CONFIG,
+    subject_id: Annotated[
+        list[str] | None, typer.Option("--subject-id", "-s", help="Subject id (repeat for more).")
+    ] = None,
+    identifier: Annotated[
+        list[str] | None, typer.Option(help="Phoenix upsert identifier (repeatable).")
+    ] = None,
+    name: Annotated[
+        list[str] | None, typer.Option("--name", "-n", help="Annotation name (repeatable).")
+    ] = None,
+    exclude_name: Annotated[list[str] | None, typer.Option(help="Leave out this name (repeatable).")] = None,
+    source: Annotated[list[str] | None, typer.Option(help="Only this source (repeatable).")] = None,
+    provider: Annotated[
+        list[ProviderKind] | None, typer.Option(help="Only this vendor (repeatable).")
+    ] = None,
+    subject_kind: Annotated[
+        list[SubjectKind] | None, typer.Option(help="Only this kind (repeatable).")
+    ] = None,
+    annotator_kind: Annotated[
+        list[AnnotatorKind] | None, typer.Option(help="Only this annotator kind (repeatable).")
+    ] = None,
+    limit: Annotated[
+        int, typer.Option(min=1, max=MAX_PAGE_SIZE, help="Annotations per page.")
+    ] = DEFAULT_PAGE_SIZE,
+    all_pages: Annotated[bool, typer.Option("--all", help="Follow the cursor to the last page.")] = False,
+    include_raw: Annotated[bool, typer.Option(help="Add each vendor record as `raw` (JSON).")] = False,
+    partial: Annotated[PartialMode, typer.Option(help="deny: fail if any source fails.")] = PartialMode.ALLOW,
+    output: Annotated[
+        OutputFormat, typer.Option("--format", "-f", help="table or json.")
+    ] = OutputFormat.TABLE,
+) -> None:
+    """Query annotations across every source, in-process (no server needed)."""
+    if not subject_id and not identifier:
+        err_console.print("[red]give at least one --subject-id or --identifier[/]")
+        raise typer.Exit(EXIT_CONFIG)
+    settings = load_or_exit(config)
+    federated = FederatedQuery(
+        subject_ids=tuple(subject_id or ()),
+        subject_kinds=tuple(subject_kind or ()),
+        identifiers=tuple(identifier or ()),
+        names=tuple(name or ()),
+        exclude_names=tuple(exclude_name or ()),
+        sources=tuple(source or ()),
+        providers=tuple(provider or ()),
+        annotator_kinds=tuple(annotator_kind or ()),
+        limit=limit,
+        include_raw=include_raw,
+        partial=partial.value,
+    )
+    try:
+        page = asyncio.run(run_query(settings, federated, follow=all_pages))
+    except ConfigError as exc:
+        err_console.print(f"[bold red]config error:[/] {exc}")
+        raise typer.Exit(EXIT_CONFIG) from None
+    except GatewayError as exc:
+        err_console.print(f"[bold red]{exc.code.value}[/] ({exc.status}): {exc.detail}")
+        raise typer.Exit(EXIT_FAILURE) from None
+    if output is OutputFormat.JSON:
+        sys.stdout.buffer.write(page_json(page) + b"\n")
+        sys.stdout.flush()
+        return
+    console.print(_table(page))
+    for status in page.sources:
+        style = {"ok": "green", "error": "red", "skipped": "yellow"}[status.status]
+        line = f"[{style}]{status.source}[/] {status.status}: {status.count} match(es)"
+        line += f", {status.elapsed_ms:.0f} ms"
+        if status.error:
+            line += f" — {status.error.get('detail') or status.error.get('reason') or status.error}"
+        console.print(line, highlight=False)
+    if page.next_cursor:
+        console.print(f"[dim]more: --limit {MAX_PAGE_SIZE} or --all[/]")
