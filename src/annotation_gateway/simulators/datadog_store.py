@@ -550,15 +550,19 @@ class DatadogStore:
         pointer: str = "/data/attributes/interactions",
         make_id: IdFactory = random_ids,
         created_at: Sequence[datetime | None] | None = None,
+        item_pointer: str | None = None,
     ) -> list[tuple[Interaction, bool]]:
-        """Add interactions; returns each with ``already_existed``. All-or-nothing on errors."""
+        """Add interactions; returns each with ``already_existed``. All-or-nothing on errors.
+
+        ``item_pointer`` names a single item in errors (a seed entry) instead of ``pointer/i``.
+        """
         if not isinstance(items, list) or not items:
             raise SimApiError.bad_request("interactions must contain at least one item", pointer=pointer)
         with self._lock:
             self.get_queue(queue_id)
             planned: list[tuple[str, str, list[Any] | None]] = []
             for index, item in enumerate(items):
-                planned.append(_check_interaction(item, pointer=f"{pointer}/{index}"))
+                planned.append(_check_interaction(item, pointer=item_pointer or f"{pointer}/{index}"))
             existing = {
                 (i.type, i.content_id): i for i in self.interactions.values() if i.queue_id == queue_id
             }
@@ -645,6 +649,7 @@ class DatadogStore:
         pointer: str = "/data/attributes/annotations",
         make_id: IdFactory = random_ids,
         timestamps: Sequence[tuple[datetime | None, datetime | None]] | None = None,
+        item_pointer: str | None = None,
     ) -> tuple[list[Annotation], list[dict[str, Any]]]:
         """Create or replace ``user_id``'s annotation on each interaction.
 
@@ -658,7 +663,7 @@ class DatadogStore:
             planned: list[tuple[str, list[dict[str, Any]]] | None] = []
             errors: list[dict[str, Any]] = []
             for index, item in enumerate(items):
-                where = f"{pointer}/{index}"
+                where = item_pointer or f"{pointer}/{index}"
                 if not isinstance(item, dict):
                     raise SimApiError.bad_request("an annotation must be an object", pointer=where)
                 interaction_id = item.get("interaction_id")
@@ -805,7 +810,7 @@ class DatadogStore:
         make_id = _fixed_id(str(raw["id"])) if "id" in raw else derived_ids
         # add_interactions wants a list; a seed entry is one interaction.
         [(interaction, _)] = self.add_interactions(
-            queue.id, [item], pointer=where, make_id=make_id, created_at=[stamp]
+            queue.id, [item], item_pointer=where, make_id=make_id, created_at=[stamp]
         )
         annotations = raw.get("annotations") or []
         if not isinstance(annotations, list):
@@ -844,7 +849,7 @@ class DatadogStore:
             queue.id,
             [{"interaction_id": interaction.id, "label_values": entries}],
             user_id=user,
-            pointer=where,
+            item_pointer=where,
             make_id=make_id,
             timestamps=[(created, modified)],
         )
