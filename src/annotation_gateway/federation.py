@@ -75,6 +75,7 @@ from bisect import bisect_right
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from typing import Any, Literal, Protocol, TypeVar
 
 import orjson
@@ -307,6 +308,8 @@ class _BoundObserver:
 # --- ordering and cursors ---------------------------------------------------------------------
 
 _SortKey = tuple[int, str]
+_BY_ID = attrgetter("id")
+_BY_UPDATED_AT = attrgetter("updated_at")
 
 
 def _sort_key(item: Annotation) -> _SortKey:
@@ -589,13 +592,17 @@ class Federation:
                 "narrow it with fewer subject ids, names, or an updated_after/updated_before window"
             )
         by_id: dict[str, Annotation] = {}
+        strip_raw = not query.include_raw
         for outcome in done:
             if outcome.items is not None:
                 for item in outcome.items:
+                    if strip_raw and item.raw is not None:
+                        item = item.without_raw()
                     by_id[item.id] = item
-        ordered = sorted(by_id.values(), key=_sort_key)
-        if not query.include_raw:
-            ordered = [item.without_raw() for item in ordered]
+        # Two stable passes with C-level keys: the order of _sort_key, at about half the cost of
+        # sorting on (-µs, id) tuples (tuple comparisons dominate a one-pass sort).
+        ordered = sorted(by_id.values(), key=_BY_ID)
+        ordered.sort(key=_BY_UPDATED_AT, reverse=True)
 
         fetched = [o.fetched_at for o in done if o.fetched_at is not None]
         merged = _Merged(
