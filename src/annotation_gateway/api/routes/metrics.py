@@ -26,6 +26,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
 )
 from starlette.responses import Response
@@ -43,6 +44,9 @@ class GatewayMetrics:
     """The gateway's metrics, in a registry of their own."""
 
     def __init__(self) -> None:
+        # The *_created series double every counter's output and no dashboard reads them. The
+        # switch is process-wide in prometheus-client; the gateway owns its process.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             f"{PREFIX}_http_requests",
