@@ -747,6 +747,27 @@ async def test_breaker_opens_then_recovers() -> None:
     assert f.circuit_state("datadog-a") == "closed"
 
 
+async def test_per_source_concurrency_cap() -> None:
+    running = 0
+    peak = 0
+    p = phoenix(items=many("phoenix-a", 2, subject="s0"))
+    plain_fetch = p.fetch
+
+    async def counting_fetch(query: Any) -> list[Annotation]:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.01)
+        running -= 1
+        return await plain_fetch(query)
+
+    p.fetch = counting_fetch  # type: ignore[method-assign]
+    f = fed(p, max_inflight_per_source=2)
+    pages = await asyncio.gather(*(f.query(FederatedQuery(subject_ids=(f"s{i}",))) for i in range(8)))
+    assert peak == 2
+    assert len(pages[0].data) == 2
+
+
 class Recorder(NullObserver):
     def __init__(self) -> None:
         self.upstream: list[tuple[str, str, str]] = []

@@ -669,10 +669,13 @@ class Federation:
         observer = self._observer
         outcome = "ok"
         started = time.perf_counter()
-        observer.on_inflight(source.name, 1)
         try:
             async with source.bulkhead:
-                return await source.breaker.call(lambda: self._within_deadline(source, call))
+                observer.on_inflight(source.name, 1)
+                try:
+                    return await source.breaker.call(lambda: self._within_deadline(source, call))
+                finally:
+                    observer.on_inflight(source.name, -1)
         except CircuitOpenError:
             outcome = "circuit_open"
             raise
@@ -692,7 +695,6 @@ class Federation:
                 source=source.name,
             ) from exc
         finally:
-            observer.on_inflight(source.name, -1)
             observer.on_upstream(source.name, operation, time.perf_counter() - started, outcome)
 
     async def _within_deadline(self, source: _Source, call: Callable[[], Awaitable[T]]) -> T:
