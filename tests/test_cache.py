@@ -402,6 +402,12 @@ async def test_disabled_cache_never_stores_but_still_single_flights() -> None:
     assert not (await c.get(SRC, q("s1"), p.fetch)).cached
     assert len(p.calls) == 2
     assert len(c) == 0
+    p.gate = asyncio.Event()
+    waiters = [asyncio.create_task(c.get(SRC, q("s1"), p.fetch)) for _ in range(5)]
+    await asyncio.sleep(0.01)
+    p.gate.set()
+    await asyncio.gather(*waiters)
+    assert len(p.calls) == 3
 
 
 async def test_unrequested_subjects_from_a_provider_are_dropped() -> None:

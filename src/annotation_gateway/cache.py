@@ -199,7 +199,8 @@ class AnnotationCache:
         slot_flight: dict[_Slot, _Flight] = {}
         to_fetch: list[_Slot] = []
         for slot in missing:
-            flight = self._flights.get((source, fkey, slot)) if read else None
+            # Joining needs no stored entry: single flight holds even with the cache disabled.
+            flight = self._flights.get((source, fkey, slot)) if use_cache else None
             if flight is None:
                 to_fetch.append(slot)
             else:
