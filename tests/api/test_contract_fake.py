@@ -105,7 +105,7 @@ def client(base_url: str) -> Iterator[httpx.Client]:
 
 
 def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, object]:
-    assert response.status_code == status, response.text
+    assert response.status_code == status, response.text[:500]
     assert response.headers["content-type"] == "application/problem+json"
     body = response.json()
     assert body["status"] == status
