@@ -301,6 +301,7 @@ class PhoenixServer:
                 "PHOENIX_ALLOW_EXTERNAL_RESOURCES": "false",
                 "PHOENIX_DISABLE_AGENT_ASSISTANT": "true",
                 "PHOENIX_ENABLE_PROMETHEUS": "false",
+                "PHOENIX_LOG_MIGRATIONS": "false",  # keeps the log tail in start errors readable
                 "PYTHONUNBUFFERED": "1",
             }
         )
