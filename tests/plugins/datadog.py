@@ -1,9 +1,13 @@
 """Fixtures for the project's Datadog LLM Observability simulator, served over real HTTP.
 
-- ``datadog_simulator`` (session): one simulator (uvicorn in a background thread, on a free
-  127.0.0.1 port) with fixed keys. Use ``.base_url``, ``.api_key``, ``.app_key``.
-- ``datadog_sim`` (function): the same simulator, **reset** before and after the test (no data,
-  default switches, empty request log). Prefer it in tests: nothing leaks between tests.
+- ``datadog_simulator`` (session): the shared simulator (uvicorn in a background thread, on a
+  free 127.0.0.1 port) with fixed keys. Use ``.base_url``, ``.api_key``, ``.app_key``. Seed it
+  once from a session fixture for data many tests read.
+- ``datadog_switches`` (function): that shared simulator, its switches (and request log) reset
+  after the test, its data kept. Use it to inject faults into the shared data set.
+- ``datadog_sim`` (function): a *separate* simulator, wiped before and after each test (no data,
+  default switches, empty request log), for tests that build their own data: nothing leaks into
+  or out of the shared one.
 
 Typical use::
 
@@ -95,8 +99,7 @@ class DatadogSimulator:
         return self.state.requests
 
 
-@pytest.fixture(scope="session")
-def datadog_simulator() -> Iterator[DatadogSimulator]:
+def _serve() -> Iterator[DatadogSimulator]:
     running = start_in_thread(SimulatorConfig(api_key=SIM_API_KEY, app_key=SIM_APP_KEY))
     try:
         yield DatadogSimulator(running)
@@ -104,8 +107,24 @@ def datadog_simulator() -> Iterator[DatadogSimulator]:
         running.stop()
 
 
+@pytest.fixture(scope="session")
+def datadog_simulator() -> Iterator[DatadogSimulator]:
+    yield from _serve()
+
+
 @pytest.fixture
-def datadog_sim(datadog_simulator: DatadogSimulator) -> Iterator[DatadogSimulator]:
-    datadog_simulator.reset()
+def datadog_switches(datadog_simulator: DatadogSimulator) -> Iterator[DatadogSimulator]:
     yield datadog_simulator
-    datadog_simulator.reset()
+    datadog_simulator.state.reset(data=False, switches=True)
+
+
+@pytest.fixture(scope="session")
+def _datadog_scratch_simulator() -> Iterator[DatadogSimulator]:
+    yield from _serve()
+
+
+@pytest.fixture
+def datadog_sim(_datadog_scratch_simulator: DatadogSimulator) -> Iterator[DatadogSimulator]:
+    _datadog_scratch_simulator.reset()
+    yield _datadog_scratch_simulator
+    _datadog_scratch_simulator.reset()
