@@ -1151,6 +1151,20 @@ def test_seed_file_and_command_line_config(tmp_path: Path) -> None:
             RateLimit.parse(text)
 
 
+def test_a_bad_seed_file_is_a_readable_value_error(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.json"
+    with pytest.raises(ValueError, match=r"seed .*missing\.json"):
+        build_app(make_config(seed=missing, environ={}))
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"queues": [{"name": "q", "interactions": [{"type": "span", "content_id": "x"}]}]}')
+    with pytest.raises(ValueError, match=r"type must be one of .* at /queues/0/interactions/0/type"):
+        build_app(make_config(seed=broken, environ={}))
+    not_json = tmp_path / "not.json"
+    not_json.write_text("{")
+    with pytest.raises(ValueError, match="seed"):
+        build_app(make_config(seed=not_json, environ={}))
+
+
 def test_only_loopback_addresses() -> None:
     with pytest.raises(ValueError, match="loopback"):
         start_in_thread(host="0.0.0.0")

@@ -317,10 +317,23 @@ class SimulatorState:
         return self.store.load_seed(doc, default_user=self.default_user)
 
     def _load_initial_seed(self) -> None:
+        """Load the configured seeds; a bad seed is a ValueError naming the file and the entry."""
+        seeds: list[tuple[str, Callable[[], Any]]] = []
         if self.config.seed_file is not None:
-            self.load_seed(orjson.loads(self.config.seed_file.read_bytes()))
+            path = self.config.seed_file
+            seeds.append((str(path), lambda: orjson.loads(path.read_bytes())))
         if self.config.seed is not None:
-            self.load_seed(self.config.seed)
+            inline = self.config.seed
+            seeds.append(("the inline seed", lambda: inline))
+        for name, read in seeds:
+            try:
+                self.load_seed(read())
+            except SimApiError as exc:
+                first = exc.errors[0]
+                where = first.get("source", {}).get("pointer", "")
+                raise ValueError(f"seed {name}: {first['detail']} at {where or '/'}") from None
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"seed {name}: {exc}") from None
 
     # --- request log ---
 
