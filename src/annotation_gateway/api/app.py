@@ -8,7 +8,8 @@ Contract of :func:`create_app`:
 - the cursor secret comes from ``GATEWAY_CURSOR_SECRET`` (so several gateway processes accept
   each other's cursors), else it is random per process (cursors then die with the process);
 - middleware, outermost first: Server-Timing + request metrics + last-resort 500
-  (:mod:`.timing`), body size limit (:mod:`.limits`); errors are problem+json (:mod:`.problems`);
+  (:mod:`.timing`), body size limit (:mod:`.limits`), the ``GET /v1/annotations`` fast lane
+  (:mod:`.fastlane`); errors are problem+json (:mod:`.problems`);
 - OpenAPI at ``/openapi.json``, Swagger UI at ``/docs``; every operation has an ``operation_id``,
   a summary and described parameters.
 """
@@ -24,9 +25,11 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 
 from annotation_gateway import __version__
 from annotation_gateway.api.auth import BEARER_SCHEME_NAME, BEARER_SECURITY_SCHEME, Authenticator
+from annotation_gateway.api.fastlane import FAST_LANE_PATH, FastLaneMiddleware
 from annotation_gateway.api.limits import MAX_REQUEST_BODY_BYTES, BodyLimitMiddleware
 from annotation_gateway.api.problems import PROBLEM_MEDIA_TYPE, install_problem_handlers
 from annotation_gateway.api.routes import annotations as annotation_routes
@@ -144,6 +147,12 @@ def create_app(
     app.include_router(health.router)
     app.include_router(metrics.router)
     # add_middleware prepends: the last added is the outermost.
+    list_route = next(
+        r
+        for r in annotation_routes.router.routes
+        if isinstance(r, APIRoute) and r.path == FAST_LANE_PATH and "GET" in (r.methods or ())
+    )
+    app.add_middleware(FastLaneMiddleware, route=list_route)
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_REQUEST_BODY_BYTES)
     app.add_middleware(ServerTimingMiddleware, observer=gateway_metrics)
     return app

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Literal
+from urllib.parse import parse_qsl
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
@@ -52,6 +53,7 @@ __all__ = [
     "check_subject_id_limit",
     "page_json",
     "parse_query_params",
+    "query_items",
     "query_parameters_openapi",
 ]
 
@@ -324,9 +326,26 @@ _QUERY_LIST_FIELDS = frozenset(
 )
 
 
+def query_items(raw: bytes) -> list[tuple[str, str]]:
+    """(key, value) pairs of a raw query string, as Starlette's ``request.query_params`` has them.
+
+    A plain ASCII query with nothing escaped — what clients send for ids and names — is split
+    directly; anything else goes through ``parse_qsl``, whose per-item unquoting costs more than
+    the rest of a cached query.
+    """
+    if raw.isascii() and b"%" not in raw and b"+" not in raw:
+        out: list[tuple[str, str]] = []
+        for part in raw.decode("ascii").split("&"):
+            if part:
+                key, _, value = part.partition("=")
+                out.append((key, value))
+        return out
+    return parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
+
+
 def parse_query_params(items: Iterable[tuple[str, str]]) -> AnnotationQueryParams:
     """The ``GET /v1/annotations`` parameters from the query's (key, value) pairs (repeated
-    keys → lists; pass ``request.query_params.multi_items()``, which Starlette parses once).
+    keys → lists; see :func:`query_items`).
 
     Done here rather than by FastAPI's query-model support, which re-inspects every field's type
     on every request and costs more than the whole cached query; pydantic validates the dict in
@@ -396,33 +415,39 @@ class AnnotationJsonMemo:
     """Each annotation's JSON bytes, computed once per annotation object.
 
     Annotations are immutable and the federation serves a cached query's pages from the same
-    objects, so a cache hit re-serializes nothing: it joins bytes. Keyed by ``id()`` with the
-    object itself kept alongside — the strong reference keeps the id from being reused while
-    the entry lives, and the identity check guards the lookup. When full it starts over, which
-    is simpler and cheaper than LRU bookkeeping on every hit.
+    objects, so a cache hit re-serializes nothing: it joins bytes. Keyed by ``id()``; the memo
+    keeps every annotation it has bytes for alive, so while an entry exists no other object can
+    have its id — a hit is always the same object, with no identity check. The lookup of a whole
+    page runs in C (``map``); only misses take the Python path. When full it starts over, which is
+    simpler and cheaper than LRU bookkeeping on every hit.
     """
 
     def __init__(self, max_entries: int = MEMO_MAX_ENTRIES) -> None:
         self._max_entries = max_entries
-        self._entries: dict[int, tuple[Annotation, bytes]] = {}
+        self._json: dict[int, bytes] = {}
+        self._alive: dict[int, Annotation] = {}
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._json)
+
+    def parts(self, annotations: list[Annotation]) -> list[bytes]:
+        """The JSON of each of ``annotations``, in order."""
+        parts = list(map(self._json.get, map(id, annotations)))
+        if None in parts:
+            if len(self._json) + len(annotations) > self._max_entries:
+                self._json.clear()
+                self._alive.clear()
+            for index, item in enumerate(annotations):
+                if parts[index] is None:
+                    encoded = _ANNOTATION.dump_json(item)
+                    self._alive[id(item)] = item
+                    self._json[id(item)] = encoded
+                    parts[index] = encoded
+        return parts  # type: ignore[return-value]  # no None left
 
     def array(self, annotations: list[Annotation]) -> bytes:
         """The JSON array of ``annotations``."""
-        entries = self._entries
-        parts: list[bytes] = []
-        append = parts.append
-        for item in annotations:
-            entry = entries.get(id(item))
-            if entry is None or entry[0] is not item:
-                if len(entries) >= self._max_entries:
-                    entries.clear()
-                entry = (item, _ANNOTATION.dump_json(item))
-                entries[id(item)] = entry
-            append(entry[1])
-        return b"[" + b",".join(parts) + b"]"
+        return b"[" + b",".join(self.parts(annotations)) + b"]"
 
 
 _MEMO = AnnotationJsonMemo()
@@ -446,9 +471,9 @@ def page_json(page: QueryPage, memo: AnnotationJsonMemo = _MEMO) -> bytes:
     """The JSON bytes of ``page`` (the :class:`AnnotationPage` shape), without a model round trip."""
     return b"".join(
         (
-            b'{"data":',
-            memo.array(page.data),
-            b',"next_cursor":',
+            b'{"data":[',
+            b",".join(memo.parts(page.data)),
+            b'],"next_cursor":',
             orjson.dumps(page.next_cursor),
             b',"partial":',
             b"true" if page.partial else b"false",

@@ -33,13 +33,14 @@ from annotation_gateway.api.schemas import (
     WriteBody,
     page_json,
     parse_query_params,
+    query_items,
     query_parameters_openapi,
 )
 from annotation_gateway.api.timing import record_source_timing
 from annotation_gateway.errors import PayloadTooLargeError
 from annotation_gateway.federation import MAX_WRITE_ITEMS, Federation, QueryPage
 
-__all__ = ["router"]
+__all__ = ["answer_list", "router"]
 
 router = APIRouter(prefix="/v1/annotations", tags=["annotations"])
 
@@ -76,10 +77,16 @@ def _answer(request: Request, page: QueryPage) -> Response:
     openapi_extra={"parameters": query_parameters_openapi(AnnotationQueryParams), **BEARER_SECURITY},
 )
 async def list_annotations(request: Request) -> Response:
-    # The hot path: auth and the federation are looked up directly rather than through
-    # AuthDep/FederationDep, whose dependency resolution costs a fifth of a cached answer.
+    # Normally reached through the fast lane (api/fastlane.py), which calls this same function
+    # without FastAPI's routing and dependency resolution.
+    return await answer_list(request)
+
+
+async def answer_list(request: Request) -> Response:
+    """``GET /v1/annotations``. Auth and the federation are looked up directly rather than
+    through AuthDep/FederationDep, whose dependency resolution costs a fifth of a cached answer."""
     principal = await authenticate(request)
-    params = parse_query_params(request.query_params.multi_items())
+    params = parse_query_params(query_items(request.scope["query_string"]))
     query = params.to_query(use_cache=not wants_fresh(request))
     federation: Federation = request.app.state.federation
     page = await federation.query(query, allowed_sources=principal.allowed_sources)

@@ -101,6 +101,7 @@ class GatewayMetrics:
         # labels() takes a lock and builds a key each call; the children are cached here instead.
         self._request_children: dict[tuple[str, str, int], Counter] = {}
         self._duration_children: dict[str, Histogram] = {}
+        self._cache_children: dict[tuple[str, str], Counter] = {}
 
     # --- the HTTP side (called by the Server-Timing middleware) --------------------------------
 
@@ -130,7 +131,12 @@ class GatewayMetrics:
             self.upstream_errors.labels(source, outcome).inc()
 
     def on_cache(self, source: str, result: str) -> None:
-        self.cache.labels(source, result).inc()
+        # Called per source on every query, cache hits included: keep the hot path lock-free.
+        key = (source, result)
+        counter = self._cache_children.get(key)
+        if counter is None:
+            counter = self._cache_children[key] = self.cache.labels(source, result)
+        counter.inc()
 
     def on_inflight(self, source: str, delta: int) -> None:
         self.upstream_in_flight.labels(source).inc(delta)
