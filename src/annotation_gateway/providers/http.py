@@ -93,6 +93,8 @@ async def send(client: httpx.AsyncClient, request: httpx.Request, *, source: str
         response = await client.send(request)
         await response.aread()
     except httpx.TimeoutException as exc:
+        if _is_refused_connection(exc):
+            raise SourceUnavailableError(f"{source}: connection refused on {where}", source=source) from exc
         raise SourceTimeoutError(f"{source}: no answer to {where} in time", source=source) from exc
     except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
         raise SourceUnavailableError(
@@ -103,6 +105,13 @@ async def send(client: httpx.AsyncClient, request: httpx.Request, *, source: str
             f"{source}: transport error on {where}: {type(exc).__name__}", source=source
         ) from exc
     return response
+
+
+def _is_refused_connection(exc: httpx.TimeoutException) -> bool:
+    """httpx-aiohttp maps *every* aiohttp connection error, a refused connect included, to
+    ``httpx.ConnectTimeout``; only a cause that is itself a timeout really is one."""
+    cause = exc.__cause__
+    return isinstance(exc, httpx.ConnectTimeout) and cause is not None and not isinstance(cause, TimeoutError)
 
 
 def is_json(response: httpx.Response) -> bool:

@@ -1,0 +1,89 @@
+"""The shared HTTP edge: transport failures become the right SourceError, retries are bounded."""
+
+from __future__ import annotations
+
+import socket
+
+import httpx
+import pytest
+import respx
+
+from annotation_gateway.errors import (
+    SourceRateLimitedError,
+    SourceTimeoutError,
+    SourceUnavailableError,
+)
+from annotation_gateway.providers.http import RetryPolicy, make_client, send, send_idempotent
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_refused_connection_is_unavailable_not_a_timeout() -> None:
+    # A real refused connect through the production (aiohttp) transport.
+    client = make_client(f"http://127.0.0.1:{closed_port()}", timeout_s=2.0)
+    try:
+        with pytest.raises(SourceUnavailableError, match="connection refused"):
+            await send(client, client.build_request("GET", "/x"), source="s")
+    finally:
+        await client.aclose()
+
+
+async def test_read_timeout_is_a_timeout() -> None:
+    client = make_client("http://127.0.0.1:9", transport=httpx.AsyncHTTPTransport())
+    with respx.mock(using="httpx") as mock:
+        mock.get("http://127.0.0.1:9/slow").mock(side_effect=httpx.ReadTimeout("slow"))
+        with pytest.raises(SourceTimeoutError):
+            await send(client, client.build_request("GET", "/slow"), source="s")
+    await client.aclose()
+
+
+async def test_retries_retryable_errors_then_succeeds_and_honours_rate_limit_wait() -> None:
+    calls: list[int] = []
+
+    def classify(response: httpx.Response) -> int:
+        calls.append(response.status_code)
+        if response.status_code == 429:
+            raise SourceRateLimitedError("slow down", source="s", retry_after=0.01)
+        if response.status_code >= 500:
+            raise SourceUnavailableError("down", source="s", upstream_status=response.status_code)
+        return response.status_code
+
+    client = make_client("http://127.0.0.1:9", transport=httpx.AsyncHTTPTransport())
+    with respx.mock(using="httpx") as mock:
+        mock.get("http://127.0.0.1:9/r").mock(
+            side_effect=[httpx.Response(503), httpx.Response(429), httpx.Response(200)]
+        )
+        result = await send_idempotent(
+            client,
+            lambda: client.build_request("GET", "/r"),
+            classify,
+            source="s",
+            policy=RetryPolicy(attempts=3, backoff_base_s=0.001),
+        )
+    await client.aclose()
+    assert result == 200
+    assert calls == [503, 429, 200]
+
+
+async def test_gives_up_after_the_configured_attempts() -> None:
+    client = make_client("http://127.0.0.1:9", transport=httpx.AsyncHTTPTransport())
+
+    def classify(response: httpx.Response) -> int:
+        raise SourceUnavailableError("down", source="s", upstream_status=response.status_code)
+
+    with respx.mock(using="httpx") as mock:
+        route = mock.get("http://127.0.0.1:9/r").mock(return_value=httpx.Response(500))
+        with pytest.raises(SourceUnavailableError):
+            await send_idempotent(
+                client,
+                lambda: client.build_request("GET", "/r"),
+                classify,
+                source="s",
+                policy=RetryPolicy(attempts=2, backoff_base_s=0.001),
+            )
+    await client.aclose()
+    assert route.call_count == 2
