@@ -43,6 +43,8 @@ def _server(mode: str) -> PhoenixServer:
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Launch (without waiting) every Phoenix some selected test needs, so start-ups overlap."""
+    if session.config.option.collectonly:
+        return
     used: set[str] = set()
     for item in session.items:
         used.update(getattr(item, "fixturenames", ()))

@@ -281,7 +281,6 @@ _KINDS: dict[SubjectKind, _Kind] = {
         TypeAdapter(_SpanPage),
     ),
 }
-_NOUN_TO_KIND = {spec.noun: kind for kind, spec in _KINDS.items()}
 PHOENIX_KINDS = frozenset(_KINDS)
 
 
