@@ -49,7 +49,14 @@ run: install phoenix
 	$(BIN)/annotation-gateway demo
 
 bench: install phoenix
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	@test -x $(BIN)/py-spy || $(BIN)/pip install --quiet py-spy
 	$(BIN)/python -m bench.run
+
+# 60 s of mixed load while one upstream flaps (bench/soak.py); writes bench/results/soak.md.
+.PHONY: soak
+soak: install
+	$(BIN)/python -m bench.soak
 
 clean:
 	rm -rf $(VENV) $(PHOENIX_VENV) .pytest_cache .mypy_cache .ruff_cache

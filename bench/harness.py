@@ -83,6 +83,15 @@ def group_cpu_seconds(pgid: int) -> float:
     return sum(cpu_seconds(pid) for pid in group_pids(pgid))
 
 
+def core_busy_seconds(core: str = SERVER_CPU) -> float:
+    """Non-idle time of one CPU core since boot (user, nice, system, irq, softirq, steal)."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{core} "):
+            v = [int(x) for x in line.split()[1:]]
+            return (v[0] + v[1] + v[2] + v[5] + v[6] + (v[7] if len(v) > 7 else 0)) / CLK_TCK
+    return 0.0
+
+
 def _status_kib(pid: int, key: str) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -262,7 +271,7 @@ def run_wrk(
         raise ValueError("wrk targets loopback only")
     lines = [f"wrk.method = {_lua_string(method)}"]
     for key, value in (headers or {}).items():
-        lines.append(f"wrk.headers[{_lua_string(key)}] = {_lua_string(value)}")
+        lines.append(f"wrk.headers[ {_lua_string(key)} ] = {_lua_string(value)}")
     if body is not None:
         lines.append(f"wrk.body = {_lua_string(body.decode())}")
     script = work_dir / f"wrk-{os.getpid()}-{time.monotonic_ns()}.lua"
@@ -322,6 +331,8 @@ class Measurement:
     rss_mib: float
     others_cpu_ms_per_request: dict[str, float] = field(default_factory=dict)
     """CPU per request of the other processes watched (the upstreams), for context."""
+    core_foreign_pct: float = 0.0
+    """Share of the server core used by processes this bench did not start (noise)."""
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -354,12 +365,16 @@ def measure(
         run_wrk(url, duration_s=warmup_s, **common)
     others_before = {o.name: o.cpu_seconds() for o in others}
     cpu_before = server.cpu_seconds()
+    core_before = core_busy_seconds()
     result = run_wrk(url, duration_s=duration_s, **common)
     cpu = server.cpu_seconds() - cpu_before
+    core = core_busy_seconds() - core_before
     per_request = {
         o.name: round((o.cpu_seconds() - others_before[o.name]) * 1000 / max(1, result.requests), 4)
         for o in others
     }
+    ours = cpu + sum(o.cpu_seconds() - others_before[o.name] for o in others)
+    foreign = max(0.0, core - ours) / result.duration_s * 100 if result.duration_s else 0.0
     return Measurement(
         wrk=result,
         cpu_s=cpu,
@@ -367,4 +382,5 @@ def measure(
         peak_rss_mib=peak_rss_kib(server.pid) / 1024,
         rss_mib=rss_kib(server.pid) / 1024,
         others_cpu_ms_per_request=per_request,
+        core_foreign_pct=foreign,
     )

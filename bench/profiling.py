@@ -1,0 +1,182 @@
+"""Where a server's time goes: py-spy sampling of a running process, summarized for the report.
+
+:func:`py_spy_record` samples a live process (non-blocking, ``--format raw``: one collapsed
+stack per line with its sample count) for a bounded duration; :func:`summarize` turns the stacks
+into the three tables the report shows: time by package/module (where the leaf frame lives),
+the hottest leaf functions (self time), and the functions with the most inclusive time.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
+
+
+def py_spy_path() -> str | None:
+    here = Path(sys.executable).parent / "py-spy"
+    if here.exists():
+        return str(here)
+    return shutil.which("py-spy")
+
+
+def py_spy_record(pid: int, duration_s: int, out: Path, rate: int = 250) -> str | None:
+    """Sample ``pid`` for ``duration_s`` seconds into ``out``; an error message or None."""
+    exe = py_spy_path()
+    if exe is None:
+        return "py-spy is not installed"
+    argv = [
+        exe,
+        "record",
+        "--pid",
+        str(pid),
+        "--duration",
+        str(duration_s),
+        "--rate",
+        str(rate),
+        "--format",
+        "raw",
+        "--output",
+        str(out),
+        "--nonblocking",
+    ]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + 30, check=False)
+    except subprocess.TimeoutExpired:
+        return "py-spy did not finish in time"
+    if done.returncode != 0 or not out.exists():
+        return f"py-spy failed ({done.returncode}): {done.stderr.strip()[-500:]}"
+    return None
+
+
+def py_spy_start(pid: int, out: Path, rate: int = 250, max_s: int = 120) -> subprocess.Popen[bytes] | None:
+    """Start sampling ``pid`` in the background (at most ``max_s`` s); stop with :func:`py_spy_stop`."""
+    exe = py_spy_path()
+    if exe is None:
+        return None
+    argv = [exe, "record", "--pid", str(pid), "--duration", str(max_s), "--rate", str(rate)]
+    argv += ["--format", "raw", "--output", str(out), "--nonblocking"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)  # let it attach
+    return proc
+
+
+def py_spy_stop(proc: subprocess.Popen[bytes] | None, out: Path) -> ProfileSummary:
+    """Stop a background py-spy (SIGINT makes it write its output) and summarize it."""
+    if proc is None:
+        return ProfileSummary(error="py-spy is not installed")
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+    if not out.exists():
+        return ProfileSummary(error=f"py-spy wrote nothing (exit {proc.returncode})")
+    return summarize(out)
+
+
+def _frame(text: str) -> tuple[str, str]:
+    match = _FRAME.match(text.strip())
+    if match is None:
+        return text.strip(), ""
+    return match.group("func"), match.group("file")
+
+
+def category(file: str) -> str:
+    """A frame's package (``httpx``, ``pydantic``) or gateway module (``annotation_gateway/cache.py``)."""
+    if "annotation_gateway/" in file:
+        return "annotation_gateway/" + file.split("annotation_gateway/", 1)[1]
+    if file.startswith("<frozen "):
+        return file.removeprefix("<frozen ").removesuffix(">")
+    if "/" not in file:
+        return file.removesuffix(".py") or "?"
+    if "site-packages/" in file:
+        file = file.split("site-packages/", 1)[1]
+    head = file.split("/", 1)[0]
+    return head.removesuffix(".py")
+
+
+@dataclass
+class ProfileSummary:
+    samples: int = 0
+    by_category: list[tuple[str, float]] = field(default_factory=list)
+    self_top: list[tuple[str, float]] = field(default_factory=list)
+    inclusive_top: list[tuple[str, float]] = field(default_factory=list)
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "samples": self.samples,
+            "by_category_pct": self.by_category,
+            "self_top_pct": self.self_top,
+            "inclusive_top_pct": self.inclusive_top,
+            "error": self.error,
+        }
+
+    def markdown(self, top: int = 12) -> str:
+        if self.error:
+            return f"_profile unavailable: {self.error}_\n"
+        lines = [f"py-spy, {self.samples} samples of busy (non-idle) stacks.", ""]
+        lines += ["| where the leaf frame is | % of samples |", "|---|---:|"]
+        lines += [f"| `{name}` | {pct:.1f} |" for name, pct in self.by_category[:top]]
+        lines += ["", "| hottest functions (self) | % |", "|---|---:|"]
+        lines += [f"| `{name}` | {pct:.1f} |" for name, pct in self.self_top[:top]]
+        lines += ["", "| gateway functions with most inclusive time | % |", "|---|---:|"]
+        lines += [f"| `{name}` | {pct:.1f} |" for name, pct in self.inclusive_top[:top]]
+        return "\n".join(lines) + "\n"
+
+
+def summarize(raw: Path, top: int = 25) -> ProfileSummary:
+    by_category: Counter[str] = Counter()
+    self_time: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_frame(part) for part in stack.split(";") if part]
+        # drop py-spy's thread/process header frames, which carry no file
+        frames = [f for f in frames if f[1]]
+        if not frames:
+            continue
+        total += count
+        func, file = frames[-1]
+        by_category[category(file)] += count
+        self_time[f"{func} ({category(file)})"] += count
+        seen: set[str] = set()
+        for func, file in frames:
+            key = f"{func} ({category(file)})"
+            if key not in seen:
+                seen.add(key)
+                inclusive[key] += count
+    if total == 0:
+        return ProfileSummary(error="no samples (the process was idle)")
+
+    def pct(counter: Counter[str]) -> list[tuple[str, float]]:
+        return [(name, 100.0 * n / total) for name, n in counter.most_common(top)]
+
+    # the gateway's own functions (frames of the server, the CLI and the event loop are on every
+    # stack and say nothing), without the entry points that sit under everything
+    own = Counter(
+        {
+            name: n
+            for name, n in inclusive.items()
+            if "(annotation_gateway/" in name and "annotation_gateway/cli" not in name and n < 0.9 * total
+        }
+    )
+    inclusive = own or inclusive
+    return ProfileSummary(
+        samples=total, by_category=pct(by_category), self_top=pct(self_time), inclusive_top=pct(inclusive)
+    )

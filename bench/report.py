@@ -1,0 +1,399 @@
+"""Turn the bench's measurements into ratios, verdicts and ``bench/results/latest.md``.
+
+:func:`ratios` computes the issue-7 ratios from one run's results, :func:`verdicts` checks each
+against its target, and :func:`markdown` renders the whole report: targets, throughput table,
+overhead with ``Server-Timing``, the naive-script comparison, scale, profiles, and — for every
+target not met — the measured figure with the profile that shows where the time goes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from bench.profiling import ProfileSummary
+
+TARGETS: dict[str, float] = {
+    "cache_hit_vs_hello": 0.8,
+    "miss_cpu_vs_reference": 1.5,
+    "overhead_p50_ms": 105.0,
+    "overhead_p99_ms": 125.0,
+    "naive_miss_speedup": 1.0,
+    "naive_hit_speedup": 10.0,
+}
+
+NOTES = [
+    "Phoenix upstream: `bench/phoenix_standin.py`, a tiny ASGI app with Phoenix 20.26.1's exact "
+    "wire format, a latency knob and a request counter. The real Phoenix takes ~15 s to start and "
+    "answers in 10-200+ ms depending on its SQL work, varying run to run: it cannot be the "
+    "*controlled* upstream that CPU and latency attribution needs (its behaviour is covered by "
+    "the test suite against the real server).",
+    "Datadog upstream: the project's Datadog simulator (`annotation_gateway.simulators.datadog`), "
+    "seeded through its seed format (`POST /_simulator/seed`), latency set through "
+    "`/_simulator/config`, upstream calls counted from `/_simulator/requests`.",
+    "Gateway config (generated into a temp dir): auth on with one bearer key, cache TTL 600 s, "
+    "`max_concurrency = 64` per source (the default 16 would queue 16 clients' fan-outs behind a "
+    "100 ms upstream), both sources on loopback.",
+    "CPU ms per request = the server process group's user+sys CPU time delta "
+    "(/proc/<pid>/stat, 10 ms ticks) over the measured wrk run, divided by completed requests. "
+    "Peak RSS = VmHWM of the server process.",
+    "The upstreams run on core 0 with the server under test, so the fan-out scenarios' req/s "
+    "include the upstreams' CPU; CPU ms per request counts the server's own process only.",
+    "The machine is shared (other sessions run test suites and real Phoenix servers on both "
+    "cores): every measured run records the share of core 0 used by processes the bench did not "
+    "start, the throughput scenarios are interleaved so such load falls on all of them alike, and "
+    "CPU ms per request (a process's own CPU time) is the least disturbed figure.",
+]
+
+_LABELS = {
+    "hello": "bare FastAPI hello",
+    "hello_answer": "bare FastAPI, the cache-hit answer's bytes",
+    "cache_hit": "gateway cache hit (100 annotations)",
+    "reference": "reference fan-out (aiohttp + orjson)",
+    "cache_miss": "gateway cache miss fan-out (no-cache)",
+}
+
+
+def ratios(results: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    hello, hit = results.get("hello", {}), results.get("cache_hit", {})
+    if "rps" in hello and "rps" in hit:
+        out["cache_hit_vs_hello"] = round(hit["rps"] / hello["rps"], 3)
+    same_bytes = results.get("hello_answer", {})
+    if "rps" in same_bytes and "rps" in hit:
+        out["cache_hit_vs_same_bytes"] = round(hit["rps"] / same_bytes["rps"], 3)
+    ref, miss = results.get("reference", {}), results.get("cache_miss", {})
+    if "cpu_ms_per_request" in ref and "cpu_ms_per_request" in miss:
+        out["miss_cpu_vs_reference"] = round(miss["cpu_ms_per_request"] / ref["cpu_ms_per_request"], 3)
+        out["miss_rps_vs_reference"] = round(miss["rps"] / ref["rps"], 3)
+    over = results.get("overhead", {})
+    if "p50_ms" in over:
+        out["overhead_p50_ms"] = over["p50_ms"]
+        out["overhead_p99_ms"] = over["p99_ms"]
+    naive = results.get("naive", {}).get("upstream_100ms")
+    if naive:
+        out["naive_miss_speedup"] = naive["miss_speedup"]
+        out["naive_hit_speedup"] = naive["hit_speedup"]
+    return out
+
+
+def verdicts(r: dict[str, Any]) -> list[dict[str, Any]]:
+    t = TARGETS
+    checks: list[tuple[str, str, Callable[[float], bool], str]] = [
+        (
+            "cache_hit_vs_hello",
+            "cache hit throughput / hello throughput",
+            lambda v: v >= t["cache_hit_vs_hello"],
+            ">= 0.8x",
+        ),
+        (
+            "miss_cpu_vs_reference",
+            "miss CPU per request / reference fan-out",
+            lambda v: v <= t["miss_cpu_vs_reference"],
+            "<= 1.5x",
+        ),
+        (
+            "overhead_p50_ms",
+            "p50 at 100 ms upstreams, 16 clients",
+            lambda v: v <= t["overhead_p50_ms"],
+            "<= 105 ms",
+        ),
+        (
+            "overhead_p99_ms",
+            "p99 at 100 ms upstreams, 16 clients",
+            lambda v: v <= t["overhead_p99_ms"],
+            "<= 125 ms",
+        ),
+        (
+            "naive_miss_speedup",
+            "naive script time / gateway miss time (100 ms upstreams)",
+            lambda v: v > t["naive_miss_speedup"],
+            "> 1x",
+        ),
+        (
+            "naive_hit_speedup",
+            "naive script time / gateway hit time (100 ms upstreams)",
+            lambda v: v >= t["naive_hit_speedup"],
+            ">= 10x",
+        ),
+    ]
+    rows = []
+    for key, what, ok, target in checks:
+        value = r.get(key)
+        met = None if value is None else bool(ok(value))
+        rows.append({"key": key, "what": what, "target": target, "value": value, "met": met})
+    return rows
+
+
+def fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _why(row: dict[str, Any] | None) -> str:
+    row = row or {}
+    return str(row.get("skipped") or row.get("error") or "not run")
+
+
+def _throughput(res: dict[str, Any]) -> list[str]:
+    out = [
+        "| scenario | req/s | p50 ms | p99 ms | CPU ms/req | peak RSS MiB | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for key, label in _LABELS.items():
+        row = res.get(key)
+        if not row or "rps" not in row:
+            out.append(f"| {label} | {_why(row)} | | | | | |")
+            continue
+        errors = sum(row["errors"].values())
+        out.append(
+            f"| {label} | {fmt(row['rps'], 0)} | {fmt(row['p50_ms'])} | {fmt(row['p99_ms'])} | "
+            f"{fmt(row['cpu_ms_per_request'], 3)} | {fmt(row['peak_rss_mib'], 1)} | {errors} |"
+        )
+    out += [
+        "",
+        "req/s, p50 and p99 are those of the best of the interleaved rounds (the one least disturbed "
+        "by other load on the machine); CPU ms/req is the median over the rounds. Errors = wrk's "
+        "connect/read/write/timeout errors plus non-2xx answers, over all rounds.",
+        "",
+        "Every round (req/s · CPU ms/req · other processes' share of core 0):",
+        "",
+    ]
+    for key, label in _LABELS.items():
+        rounds = (res.get(key) or {}).get("rounds") or []
+        if rounds:
+            cells = "; ".join(
+                f"{fmt(r['rps'], 0)} · {fmt(r['cpu_ms_per_request'], 3)} · {fmt(r['core0_foreign_pct'], 0)} %"
+                for r in rounds
+            )
+            out.append(f"- {label}: {cells}")
+    for key in ("reference", "cache_miss"):
+        row = res.get(key) or {}
+        if row.get("upstream_cpu_ms_per_request"):
+            parts = ", ".join(f"{k} {v:.3f}" for k, v in row["upstream_cpu_ms_per_request"].items())
+            out.append(f"\n`{key}` upstream CPU ms per request (same core): {parts}.")
+    for key in ("cache_hit", "cache_miss", "reference"):
+        row = res.get(key) or {}
+        if "upstream_calls_per_request" in row:
+            calls = row["upstream_calls_per_request"]
+            out.append(
+                f"\n`{key}` upstream calls per request: Phoenix {calls['phoenix']:.2f}, "
+                f"Datadog {calls['datadog']:.2f}."
+            )
+        if "answer" in row:
+            a = row["answer"]
+            sources = ", ".join(
+                f"{s['source']} {s['status']} cached={s['cached']}" for s in a.get("sources", [])
+            )
+            out.append(
+                f"\n`{key}` answer: {a.get('annotations')} annotations {a.get('by_provider')}, "
+                f"partial={a.get('partial')}, {fmt(a.get('bytes'))} bytes; sources: {sources}; "
+                f"Server-Timing: `{row.get('server_timing_sample')}`"
+            )
+    return out
+
+
+def _overhead(res: dict[str, Any]) -> list[str]:
+    over = res.get("overhead")
+    out = ["", "## Overhead (both upstreams answer in 100 ms, 16 concurrent clients, no-cache)", ""]
+    if not over or "p50_ms" not in over:
+        return [*out, _why(over)]
+    st = over["server_timing_under_load"]
+    out.append(
+        f"wrk: {fmt(over['rps'], 0)} req/s, p50 {fmt(over['p50_ms'])} ms, p90 {fmt(over['p90_ms'])} ms, "
+        f"p99 {fmt(over['p99_ms'])} ms, max {fmt(over['max_ms'])} ms, errors {over['errors']}, "
+        f"CPU {fmt(over['cpu_ms_per_request'], 3)} ms/request."
+    )
+    out.append(
+        f"\nThe gateway's own time (`Server-Timing: gateway;dur=`, wall time minus the slowest "
+        f"source), {st['samples']} responses sampled during the load: p50 "
+        f"{fmt(st['gateway_p50_ms'])} ms, p99 {fmt(st['gateway_p99_ms'])} ms, max "
+        f"{fmt(st['gateway_max_ms'])} ms. Example: `{st['example']}`."
+    )
+    seq = over["sequential_single_client"]
+    out.append(f"\nOne client alone: p50 {fmt(seq['p50_ms'])} ms; Server-Timing {seq['server_timing']}.")
+    return out
+
+
+def _naive(res: dict[str, Any]) -> list[str]:
+    naive = res.get("naive")
+    out = ["", "## Versus a naive sequential script (Phoenix, then Datadog, with httpx)", ""]
+    if not naive or "upstream_100ms" not in naive:
+        return [*out, _why(naive)]
+    out += [
+        "| upstream latency | naive p50 ms | gateway miss p50 ms | gateway hit p50 ms "
+        "| miss speed-up | hit speed-up |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for key, row in naive.items():
+        if not isinstance(row, dict) or "naive_p50_ms" not in row:
+            continue
+        out.append(
+            f"| {key.removeprefix('upstream_')} | {fmt(row['naive_p50_ms'])} | "
+            f"{fmt(row['gateway_miss_p50_ms'])} | {fmt(row['gateway_hit_p50_ms'])} | "
+            f"{fmt(row['miss_speedup'])}x | {fmt(row['hit_speedup'], 1)}x |"
+        )
+    out.append(
+        "\nOne client, requests one after the other (the latency a script user feels); the naive "
+        "script (`bench/naive_sequential.py`) runs on the client core and returns the same "
+        "annotations, flattened and sorted."
+    )
+    return out
+
+
+def _search(search: dict[str, Any]) -> list[str]:
+    up = search["upstream"]
+    a = search["answer"]
+    sources = ", ".join(f"{s['source']} {s['status']} count={s['count']}" for s in a.get("sources", []))
+    out = [
+        f"\n`POST /v1/annotations/search` with {fmt(search['subject_ids'])} subject ids (1,000 "
+        f"sessions with 100 annotations each, 9,000 with none; upstreams answering in "
+        f"{search['upstream_latency_ms']:.0f} ms): HTTP {a.get('status')}, first page of "
+        f"{fmt(a.get('annotations'))} annotations in **{fmt(search['wall_ms'], 0)} ms**.",
+        f"\nUpstream calls: Phoenix **{up['phoenix_calls']}** (at most {up['phoenix_max_in_flight']} "
+        f"in flight), Datadog **{up['datadog_calls']}** (at most {up['datadog_max_in_flight']} in "
+        f"flight); one after the other their latency alone would be "
+        f"~{fmt(search['sequential_estimate_ms'], 0)} ms. Sources: {sources}.",
+    ]
+    line = (
+        f"\nGateway RSS: {search['rss_before_mib']} MiB before, {search['rss_after_mib']} MiB after "
+        f"caching the answer of the 10,000 ids (100,000 annotations)"
+    )
+    if "rss_after_paging_mib" in search:
+        line += f", {search['rss_after_paging_mib']} MiB after paging through all of it"
+    if "peak_rss_mib" in search:
+        line += f"; peak {search['peak_rss_mib']} MiB"
+    out.append(line + ".")
+    if "paging" in search:
+        p = search["paging"]
+        out.append(
+            f"\nPaging the whole result (limit 1000, from the cache): {p['pages']} pages, "
+            f"{fmt(p['annotations'])} annotations, complete={p['complete']}, page p50 "
+            f"{fmt(p['page_p50_ms'])} ms, max {fmt(p['page_max_ms'])} ms."
+        )
+    if "paging_error" in search:
+        out.append(f"\nPaging stopped on an error: {search['paging_error']}")
+    return out
+
+
+def _export(export: dict[str, Any]) -> list[str]:
+    if "cold" not in export:
+        return [
+            f"\nExport of 100,000 annotations: {export.get('status')} "
+            f"(probe HTTP {export.get('probe_status')})."
+        ]
+    out = []
+    for key in ("cold", "warm"):
+        e = export.get(key)
+        if not e:
+            continue
+        if e.get("status") != 200:
+            out.append(f"\nExport ({key}): HTTP {e.get('status')} {e.get('body', '')}")
+            continue
+        out.append(
+            f"\nExport, {key} cache (`GET /v1/annotations/export?format=jsonl`, the 1,000 sessions): "
+            f"{fmt(e['lines'])} lines, {fmt(e['bytes'])} bytes in {e['wall_s']} s "
+            f"({fmt(e['annotations_per_s'])} annotations/s, first byte after {e['first_byte_ms']} ms); "
+            f"RSS {e['rss_before_mib']} MiB before → peak {e['rss_peak_mib']} MiB (growth "
+            f"{e['rss_growth_mib']} MiB) → {e['rss_after_mib']} MiB after."
+        )
+    return out
+
+
+def _scale(res: dict[str, Any]) -> list[str]:
+    out = ["", "## Scale", ""]
+    scale = res.get("scale") or {}
+    if "seed" in scale:
+        sd = scale["seed"]
+        out.append(
+            f"Seeded in {sd['seconds']} s: Phoenix {fmt(sd['phoenix_rows'])} rows, Datadog {sd['datadog']}."
+        )
+    if "search_10k" in scale:
+        out += _search(scale["search_10k"])
+    if "export_100k" in scale:
+        out += _export(scale["export_100k"])
+    for key in ("scale", "export"):
+        row = res.get(key) or {}
+        if "skipped" in row or "error" in row:
+            out.append(f"\n{key}: {_why(row)}")
+    return out
+
+
+def _misses(report: dict[str, Any], profiles: dict[str, ProfileSummary]) -> list[str]:
+    """For each target not met: the figure, and what the profile of that scenario shows."""
+    missed = [v for v in report["verdicts"] if v["met"] is False]
+    if not missed:
+        return []
+    profile_of = {
+        "cache_hit_vs_hello": "cache_hit",
+        "miss_cpu_vs_reference": "cache_miss",
+        "overhead_p50_ms": "overhead",
+        "overhead_p99_ms": "overhead",
+        "naive_miss_speedup": "cache_miss",
+        "naive_hit_speedup": "cache_hit",
+    }
+    out = ["", "## Targets not met", ""]
+    for v in missed:
+        name = profile_of.get(v["key"], "")
+        line = f"- **{v['what']}**: measured {fmt(v['value'])}, target {v['target']}."
+        summary = profiles.get(name)
+        if summary is not None and not summary.error:
+            top = ", ".join(f"`{n}` {p:.0f}%" for n, p in summary.by_category[:6])
+            line += f" Profile `{name}` (below): leaf-frame time by package — {top}."
+        out.append(line)
+    return out
+
+
+def markdown(report: dict[str, Any], profiles: dict[str, ProfileSummary]) -> str:
+    res = report["results"]
+    meta = report["meta"]
+    out: list[str] = ["# annotation-gateway benchmark", ""]
+    out.append(
+        f"Run {meta['date']} on {meta['machine']} ({meta['cpus']} cores), commit `{meta['commit']}`, "
+        f"Python {meta['python']}. Servers pinned to core 0, wrk to core 1; "
+        f"{meta['duration_s']:.0f} s per measured wrk run ({meta.get('rounds', 1)} interleaved rounds "
+        f"for the throughput scenarios, warm-up before each), {meta['connections']} connections "
+        f"unless stated; the whole run took {meta['elapsed_s']:.0f} s."
+    )
+    out += ["", "## Targets", "", "| check | measured | target | met |", "|---|---:|---:|:---:|"]
+    for v in report["verdicts"]:
+        mark = "—" if v["met"] is None else ("yes" if v["met"] else "**no**")
+        out.append(f"| {v['what']} | {fmt(v['value'])} | {v['target']} | {mark} |")
+    r = report["ratios"]
+    diag = []
+    if "cache_hit_vs_same_bytes" in r:
+        size = (res.get("cache_hit") or {}).get("answer", {}).get("bytes")
+        diag.append(
+            f"cache hit / a bare endpoint sending the same {fmt(size)} "
+            f"bytes = **{fmt(r['cache_hit_vs_same_bytes'])}** (what the gateway's own work costs on a hit, "
+            f"the payload's size aside)"
+        )
+    if "miss_rps_vs_reference" in r:
+        diag.append(f"cache miss req/s / reference fan-out req/s = {fmt(r['miss_rps_vs_reference'])}")
+    if diag:
+        out += ["", "Diagnostics: " + "; ".join(diag) + "."]
+    out += _misses(report, profiles)
+    out += ["", "## Throughput scenarios", "", *_throughput(res)]
+    out += _overhead(res)
+    out += _naive(res)
+    out += _scale(res)
+    failed = {k: v for k, v in res.items() if isinstance(v, dict) and "error" in v}
+    if failed:
+        out += ["", "## Scenario errors", ""]
+        out += [f"- `{k}`: {v['error'][:1500]}" for k, v in failed.items()]
+    if profiles:
+        out += ["", "## Profiles", ""]
+        for name, summary in profiles.items():
+            out += [f"### {name}", "", summary.markdown()]
+    if report.get("analysis"):
+        out += ["", "## Analysis", "", report["analysis"]]
+    out += ["", "## Set-up and caveats", ""]
+    out += [f"- {note}" for note in meta["notes"]]
+    return "\n".join(out) + "\n"

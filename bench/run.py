@@ -1,0 +1,949 @@
+"""``make bench``: every scenario and ratio of issue 7 in one bounded run.
+
+Starts, each as its own process group pinned to core 0 (``taskset -c 0``): the Phoenix stand-in
+(:mod:`bench.phoenix_standin`), the Datadog simulator (``annotation_gateway.simulators.datadog``),
+the bare FastAPI hello (:mod:`bench.hello_app`), the reference fan-out
+(:mod:`bench.reference_fanout`) and the gateway (``annotation-gateway serve``); drives them with
+wrk pinned to core 1, and writes ``bench/results/latest.md`` and ``latest.json``.
+
+Scenarios (see ``bench/README.md`` for how to read them):
+
+1. ``hello`` — the framework's ceiling; 2. ``cache_hit`` — ``GET /v1/annotations`` answering 100
+annotations (50 + 50) from the cache, ratio to hello (target >= 0.8); 3. ``cache_miss`` and
+``reference`` — the same query with ``Cache-Control: no-cache`` vs the minimal aiohttp+orjson
+fan-out, CPU ms per request ratio (target <= 1.5); 4. ``overhead`` — both upstreams at 100 ms,
+16 concurrent clients: p50 <= 105 ms, p99 <= 125 ms, plus the gateway's own time from
+``Server-Timing``; 5. ``naive`` — a sequential Phoenix-then-Datadog httpx script vs the gateway
+(faster on a miss, >= 10x on a hit); 6. ``scale`` — a 10,000-id search (upstream calls, wall
+time, RSS after caching 100,000 annotations) and a 100,000-annotation export (RSS over time).
+
+Every wrk run has a fixed duration, every loop a count or deadline, and the whole run a budget
+(``--budget-s``, default 600): a scenario that no longer fits is reported as skipped. Every
+process started is stopped in ``finally`` (its whole process group).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import math
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import orjson
+
+from bench import datasets as ds
+from bench.harness import (
+    CLIENT_CPU,
+    Measurement,
+    ServerProcess,
+    free_port,
+    measure,
+    peak_rss_kib,
+    pin_self_to_client_core,
+    rss_kib,
+    run_wrk,
+    wrk_available,
+)
+from bench.profiling import ProfileSummary, py_spy_record, py_spy_start, py_spy_stop, summarize
+from bench.report import NOTES, TARGETS, fmt, markdown, ratios, verdicts
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+PYTHON = sys.executable
+BIN = Path(sys.executable).parent
+
+
+# --- run context -----------------------------------------------------------------------------
+
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    work: Path
+    deadline: float
+    stack: contextlib.ExitStack
+    results: dict[str, Any] = field(default_factory=dict)
+    profiles: dict[str, ProfileSummary] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    phoenix: ServerProcess | None = None
+    datadog: ServerProcess | None = None
+    servers: list[ServerProcess] = field(default_factory=list)
+    gateway_launcher: str = ""
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def fits(self, name: str, needs_s: float) -> bool:
+        if self.remaining() >= needs_s:
+            return True
+        self.results[name] = {"skipped": f"time budget: needs ~{needs_s:.0f}s, {self.remaining():.0f}s left"}
+        return False
+
+    @property
+    def dur(self) -> float:
+        return float(self.args.duration)
+
+    def log(self, message: str) -> None:
+        left = self.remaining()
+        print(f"[bench {left:5.0f}s left] {message}", flush=True)
+
+
+def auth_headers(extra: dict[str, str] | None = None) -> dict[str, str]:
+    headers = {"Authorization": f"Bearer {ds.GATEWAY_KEY}"}
+    headers.update(extra or {})
+    return headers
+
+
+NO_CACHE = {"Cache-Control": "no-cache"}
+
+
+def hot_query_url(base: str) -> str:
+    params = [("subject_id", s) for s in ds.HOT_IDS] + [("subject_kind", "session"), ("limit", "100")]
+    return f"{base}/v1/annotations?{urlencode(params)}"
+
+
+def reference_url(base: str) -> str:
+    return f"{base}/fanout?{urlencode([('subject_id', s) for s in ds.HOT_IDS])}"
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+def start(bench: Bench, server: ServerProcess) -> ServerProcess:
+    bench.stack.enter_context(server)
+    bench.servers.append(server)
+    return server
+
+
+def start_phoenix(bench: Bench) -> ServerProcess:
+    port = free_port()
+    return start(
+        bench,
+        ServerProcess(
+            "phoenix-standin",
+            [PYTHON, "-m", "bench.phoenix_standin", "--port", str(port)],
+            port,
+            bench.work,
+            ready_path="/arize_phoenix_version",
+        ),
+    )
+
+
+def start_datadog(bench: Bench) -> ServerProcess:
+    port = free_port()
+    code = (
+        "import sys; from annotation_gateway.simulators.datadog import serve; "
+        "serve('127.0.0.1', int(sys.argv[1]), api_key=sys.argv[2], app_key=sys.argv[3], log_level='warning')"
+    )
+    return start(
+        bench,
+        ServerProcess(
+            "datadog-simulator",
+            [PYTHON, "-c", code, str(port), ds.DD_API_KEY, ds.DD_APP_KEY],
+            port,
+            bench.work,
+            ready_path="/_simulator/health",
+        ),
+    )
+
+
+def cli_has_serve() -> bool:
+    exe = BIN / "annotation-gateway"
+    if not exe.exists():
+        return False
+    try:
+        done = subprocess.run([str(exe), "serve", "--help"], capture_output=True, timeout=60, check=False)
+    except subprocess.TimeoutExpired:
+        return False
+    return done.returncode == 0
+
+
+def start_gateway(
+    bench: Bench,
+    name: str,
+    *,
+    ttl_s: float = 600.0,
+    source_timeout_s: float = 10.0,
+    max_stale_s: float | None = None,
+) -> ServerProcess:
+    assert bench.phoenix is not None
+    assert bench.datadog is not None
+    port = free_port()
+    config = ds.write_gateway_config(
+        bench.work / f"{name}.toml",
+        port=port,
+        phoenix_url=bench.phoenix.base_url,
+        datadog_url=bench.datadog.base_url,
+        ttl_s=ttl_s,
+        max_stale_s=max_stale_s,
+        timeout_s=source_timeout_s,
+    )
+    if not bench.gateway_launcher:
+        bench.gateway_launcher = "cli" if cli_has_serve() else "bench.serve"
+        if bench.gateway_launcher != "cli":
+            bench.notes.append(
+                "`annotation-gateway serve` was not available: the gateway was served by "
+                "`python -m bench.serve --gateway-config` (same uvicorn configuration)."
+            )
+    if bench.gateway_launcher == "cli":
+        argv = [str(BIN / "annotation-gateway"), "serve", "--config", str(config)]
+        argv += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    else:
+        argv = [PYTHON, "-m", "bench.serve", "--gateway-config", str(config), "--port", str(port)]
+    return start(
+        bench, ServerProcess(name, argv, port, bench.work, env=ds.gateway_env(), ready_path="/healthz")
+    )
+
+
+def upstreams(bench: Bench) -> list[ServerProcess]:
+    return [s for s in (bench.phoenix, bench.datadog) if s is not None]
+
+
+def stop(bench: Bench, server: ServerProcess) -> None:
+    server.stop()
+    if server in bench.servers:
+        bench.servers.remove(server)
+
+
+# --- upstream controls -------------------------------------------------------------------------
+
+
+def set_latency(bench: Bench, ms: float) -> None:
+    assert bench.phoenix is not None
+    assert bench.datadog is not None
+    with httpx.Client(timeout=30, trust_env=False) as client:
+        client.post(bench.phoenix.base_url + "/_bench/control", json={"latency_ms": ms}).raise_for_status()
+        client.post(bench.datadog.base_url + "/_simulator/config", json={"latency_ms": ms}).raise_for_status()
+
+
+def reset_upstream_counts(bench: Bench) -> None:
+    assert bench.phoenix is not None
+    assert bench.datadog is not None
+    with httpx.Client(timeout=30, trust_env=False) as client:
+        client.post(bench.phoenix.base_url + "/_bench/reset").raise_for_status()
+        client.delete(bench.datadog.base_url + "/_simulator/requests").raise_for_status()
+
+
+def upstream_counts(bench: Bench) -> dict[str, Any]:
+    assert bench.phoenix is not None
+    assert bench.datadog is not None
+    with httpx.Client(timeout=30, trust_env=False) as client:
+        px = client.get(bench.phoenix.base_url + "/_bench/stats").json()
+        dd = client.get(bench.datadog.base_url + "/_simulator/requests").json()
+    dd_reads = [r for r in dd["requests"] if r["path"].endswith("/annotated-interactions")]
+    return {
+        "phoenix_calls": int(px["counters"].get("annotation_reads", 0)),
+        "phoenix_max_in_flight": int(px.get("max_in_flight", 0)),
+        "phoenix_other": {k: v for k, v in px["counters"].items() if k not in ("annotation_reads",)},
+        "datadog_calls": len(dd_reads),
+        "datadog_other_calls": len(dd["requests"]) - len(dd_reads),
+        "datadog_max_in_flight": int(dd.get("max_in_flight", 0)),
+    }
+
+
+def seed(bench: Bench, *, big: bool) -> dict[str, Any]:
+    assert bench.phoenix is not None
+    assert bench.datadog is not None
+    started = time.perf_counter()
+    with httpx.Client(timeout=600, trust_env=False) as client:
+        if big:
+            px = ds.phoenix_seed(ds.BIG_IDS, ds.PHOENIX_BIG_PER_SUBJECT)
+            dd = ds.datadog_seed("bench-big", ds.BIG_IDS, ds.DATADOG_BIG_USERS)
+        else:
+            px = ds.phoenix_seed(ds.HOT_IDS, ds.PHOENIX_HOT_PER_SUBJECT)
+            dd = ds.datadog_seed("bench-hot", ds.HOT_IDS, 1)
+        px_answer = client.post(bench.phoenix.base_url + "/_bench/seed", json=px)
+        px_answer.raise_for_status()
+        dd_answer = client.post(bench.datadog.base_url + "/_simulator/seed", content=orjson.dumps(dd))
+        if dd_answer.status_code != 200:
+            raise RuntimeError(f"simulator refused the seed: {dd_answer.status_code} {dd_answer.text[:500]}")
+    return {
+        "phoenix_rows": px_answer.json()["created"],
+        "datadog": dd_answer.json().get("counts"),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+# --- small helpers ---------------------------------------------------------------------------
+
+
+_TIMING = re.compile(r"(?P<name>[A-Za-z0-9._-]+);dur=(?P<dur>[0-9.]+)")
+
+
+def server_timing(header: str | None) -> dict[str, float]:
+    return {m.group("name"): float(m.group("dur")) for m in _TIMING.finditer(header or "")}
+
+
+def sequential_ms(
+    url: str, *, headers: dict[str, str], repeat: int, method: str = "GET", body: bytes | None = None
+) -> tuple[list[float], httpx.Response]:
+    """``repeat`` requests one after the other; their wall times and the last response."""
+    times: list[float] = []
+    last: httpx.Response | None = None
+    with httpx.Client(timeout=60, trust_env=False) as client:
+        for _ in range(repeat):
+            started = time.perf_counter()
+            last = client.request(method, url, headers=headers, content=body)
+            last.read()
+            times.append((time.perf_counter() - started) * 1000)
+    assert last is not None
+    return times, last
+
+
+def describe_answer(response: httpx.Response) -> dict[str, Any]:
+    out: dict[str, Any] = {"status": response.status_code}
+    try:
+        body = response.json()
+    except ValueError:
+        out["body"] = response.text[:300]
+        return out
+    if not isinstance(body, dict) or "data" not in body:
+        out["body"] = body
+        return out
+    by_provider: dict[str, int] = {}
+    for item in body["data"]:
+        by_provider[item.get("provider", "?")] = by_provider.get(item.get("provider", "?"), 0) + 1
+    out.update(
+        annotations=len(body["data"]),
+        by_provider=by_provider,
+        partial=body.get("partial"),
+        next_cursor=bool(body.get("next_cursor")),
+        sources=[
+            {k: s.get(k) for k in ("source", "status", "count", "cached", "stale", "elapsed_ms", "error")}
+            for s in body.get("sources", [])
+        ],
+        bytes=len(response.content),
+    )
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
+    index = min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))
+    return ordered[index]
+
+
+def profile(bench: Bench, name: str, server: ServerProcess, url: str, headers: dict[str, str]) -> None:
+    """Sample ``server`` with py-spy while wrk drives ``url`` (a separate, unmeasured run)."""
+    seconds = int(bench.args.profile_s)
+    if seconds <= 0 or not bench.fits(f"profile_{name}", seconds + 5):
+        return
+    bench.results.pop(f"profile_{name}", None)
+    out = bench.work / f"profile-{name}.txt"
+    load = threading.Thread(
+        target=run_wrk,
+        args=(url,),
+        kwargs={
+            "duration_s": seconds + 2,
+            "connections": bench.args.connections,
+            "work_dir": bench.work,
+            "headers": headers,
+        },
+        daemon=True,
+    )
+    load.start()
+    time.sleep(1.0)
+    error = py_spy_record(server.pid, seconds, out)
+    load.join(timeout=seconds + 30)
+    bench.profiles[name] = ProfileSummary(error=error) if error else summarize(out)
+
+
+def record_measurement(m: Measurement) -> dict[str, Any]:
+    w = m.wrk
+    return {
+        "rps": round(w.rps, 1),
+        "p50_ms": w.p50_ms,
+        "p99_ms": w.p99_ms,
+        "requests": w.requests,
+        "errors": w.errors,
+        "cpu_ms_per_request": round(m.cpu_ms_per_request, 4),
+        "cpu_s": round(m.cpu_s, 2),
+        "peak_rss_mib": round(m.peak_rss_mib, 1),
+        "rss_mib": round(m.rss_mib, 1),
+        "duration_s": round(w.duration_s, 2),
+        "core0_foreign_pct": round(m.core_foreign_pct, 1),
+        "upstream_cpu_ms_per_request": {
+            k: v
+            for k, v in m.others_cpu_ms_per_request.items()
+            if k in ("phoenix-standin", "datadog-simulator")
+        },
+    }
+
+
+def combine_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One scenario's figures from its rounds: the best round's throughput and latencies (the one
+    least disturbed by other load on the machine), the median CPU per request, every round kept."""
+    best = max(rounds, key=lambda r: r["rps"])
+    out = dict(best)
+    out["cpu_ms_per_request"] = round(statistics.median(r["cpu_ms_per_request"] for r in rounds), 4)
+    out["peak_rss_mib"] = max(r["peak_rss_mib"] for r in rounds)
+    out["errors"] = {k: sum(r["errors"][k] for r in rounds) for k in best["errors"]}
+    out["rounds"] = [
+        {k: r[k] for k in ("rps", "p50_ms", "p99_ms", "cpu_ms_per_request", "core0_foreign_pct", "rss_mib")}
+        for r in rounds
+    ]
+    return out
+
+
+# --- scenarios -------------------------------------------------------------------------------
+
+
+def start_hello(bench: Bench, answer: bytes) -> ServerProcess:
+    port = free_port()
+    answer_file = bench.work / "cache-hit-answer.json"
+    answer_file.write_bytes(answer)
+    return start(
+        bench,
+        ServerProcess(
+            "hello",
+            [PYTHON, "-m", "bench.serve", "bench.hello_app:app", "--port", str(port)],
+            port,
+            bench.work,
+            env={"BENCH_ANSWER_FILE": str(answer_file)},
+            ready_path="/hello",
+        ),
+    )
+
+
+def start_reference(bench: Bench) -> ServerProcess:
+    assert bench.phoenix is not None
+    assert bench.datadog is not None
+    port = free_port()
+    env = {
+        "BENCH_PHOENIX_URL": bench.phoenix.base_url,
+        "BENCH_PHOENIX_PROJECT": ds.PROJECT,
+        "BENCH_DATADOG_URL": bench.datadog.base_url,
+        "BENCH_DD_API_KEY": ds.DD_API_KEY,
+        "BENCH_DD_APP_KEY": ds.DD_APP_KEY,
+    }
+    return start(
+        bench,
+        ServerProcess(
+            "reference",
+            [PYTHON, "-m", "bench.serve", "bench.reference_fanout:app", "--port", str(port)],
+            port,
+            bench.work,
+            env=env,
+            ready_path="/fanout?subject_id=hot-0",
+        ),
+    )
+
+
+def cache_hit_body(gateway: ServerProcess) -> bytes:
+    """The gateway's cache-hit answer, byte for byte (served by the hello app's ``/answer``)."""
+    with httpx.Client(timeout=30, trust_env=False) as client:
+        client.get(hot_query_url(gateway.base_url), headers=auth_headers())
+        response = client.get(hot_query_url(gateway.base_url), headers=auth_headers())
+    response.raise_for_status()
+    return response.content
+
+
+def calls_per_request(bench: Bench, url: str, headers: dict[str, str], n: int = 20) -> dict[str, float]:
+    """Upstream calls one request makes, counted over ``n`` sequential requests."""
+    reset_upstream_counts(bench)
+    sequential_ms(url, headers=headers, repeat=n)
+    calls = upstream_counts(bench)
+    return {"phoenix": calls["phoenix_calls"] / n, "datadog": calls["datadog_calls"] / n}
+
+
+def scenario_throughput(
+    bench: Bench, hello: ServerProcess, reference: ServerProcess, gateway: ServerProcess
+) -> None:
+    """hello, cache hit, reference fan-out and cache miss, interleaved over ``--rounds`` rounds.
+
+    Interleaving (A B C D, A B C D, ...) spreads any load from outside the bench evenly over
+    the four, so their ratios stay fair on a shared machine.
+    """
+    hit_url = hot_query_url(gateway.base_url)
+    ref_url = reference_url(reference.base_url)
+    with httpx.Client(timeout=30, trust_env=False) as client:
+        client.get(hit_url, headers=auth_headers())  # fill the cache
+        hit_sample = client.get(hit_url, headers=auth_headers())
+        miss_sample = client.get(hit_url, headers=auth_headers(NO_CACHE))
+        ref_sample = client.get(ref_url)
+        ref_sample.raise_for_status()
+    extra: dict[str, dict[str, Any]] = {
+        "cache_hit": {
+            "answer": describe_answer(hit_sample),
+            "server_timing_sample": hit_sample.headers.get("server-timing"),
+            "upstream_calls_per_request": calls_per_request(bench, hit_url, auth_headers()),
+        },
+        "cache_miss": {
+            "answer": describe_answer(miss_sample),
+            "server_timing_sample": miss_sample.headers.get("server-timing"),
+            "upstream_calls_per_request": calls_per_request(bench, hit_url, auth_headers(NO_CACHE)),
+        },
+        "reference": {
+            "rows_per_answer": len(ref_sample.json()["data"]),
+            "upstream_calls_per_request": calls_per_request(bench, ref_url, {}),
+        },
+    }
+    plan: list[tuple[str, ServerProcess, str, dict[str, str]]] = [
+        ("hello", hello, hello.base_url + "/hello", {}),
+        ("hello_answer", hello, hello.base_url + "/answer", {}),
+        ("cache_hit", gateway, hit_url, auth_headers()),
+        ("reference", reference, ref_url, {}),
+        ("cache_miss", gateway, hit_url, auth_headers(NO_CACHE)),
+    ]
+    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name, *_ in plan}
+    for r in range(max(1, int(bench.args.rounds))):
+        for name, server, url, headers in plan:
+            warmup = 2.0 if r == 0 else 0.5
+            if bench.remaining() < bench.dur + warmup + 120:
+                bench.notes.append(f"throughput round {r + 1} of {name} skipped: time budget")
+                continue
+            bench.log(f"round {r + 1}: {name}")
+            m = measure(
+                server,
+                url,
+                duration_s=bench.dur,
+                connections=bench.args.connections,
+                work_dir=bench.work,
+                warmup_s=warmup,
+                headers=headers,
+                others=[s for s in bench.servers if s is not server],
+            )
+            rounds[name].append(record_measurement(m))
+    for name, measured in rounds.items():
+        if measured:
+            bench.results[name] = combine_rounds(measured) | extra.get(name, {})
+    profile(bench, "cache_hit", gateway, hit_url, auth_headers())
+    profile(bench, "cache_miss", gateway, hit_url, auth_headers(NO_CACHE))
+
+
+def scenario_overhead(bench: Bench, gateway: ServerProcess) -> None:
+    if not bench.fits("overhead", bench.dur + 15):
+        return
+    bench.log("overhead: both upstreams at 100 ms, 16 concurrent clients, cache bypassed")
+    set_latency(bench, 100)
+    url = hot_query_url(gateway.base_url)
+    headers = auth_headers(NO_CACHE)
+    samples: list[dict[str, float]] = []
+    stop_sampling = threading.Event()
+
+    def sample_timing() -> None:
+        with httpx.Client(timeout=30, trust_env=False) as client:
+            for _ in range(200):  # bounded; stops with the wrk run
+                if stop_sampling.wait(0.1):
+                    return
+                response = client.get(url, headers=headers)
+                samples.append(server_timing(response.headers.get("server-timing")))
+
+    try:
+        run_wrk(url, duration_s=2, connections=16, work_dir=bench.work, headers=headers)
+        sampler = threading.Thread(target=sample_timing, daemon=True)
+        cpu_before = gateway.cpu_seconds()
+        sampler.start()
+        try:
+            w = run_wrk(url, duration_s=bench.dur, connections=16, work_dir=bench.work, headers=headers)
+        finally:
+            stop_sampling.set()
+            sampler.join(timeout=35)
+        cpu = gateway.cpu_seconds() - cpu_before
+        quiet_times, last = sequential_ms(url, headers=headers, repeat=10)
+        quiet = [server_timing(last.headers.get("server-timing"))]
+        gateway_own = [s["gateway"] for s in samples if "gateway" in s]
+        result: dict[str, Any] = {
+            "rps": round(w.rps, 1),
+            "p50_ms": w.p50_ms,
+            "p90_ms": w.p90_ms,
+            "p99_ms": w.p99_ms,
+            "max_ms": w.max_ms,
+            "requests": w.requests,
+            "errors": w.errors,
+            "cpu_ms_per_request": round(cpu * 1000 / w.requests, 4) if w.requests else None,
+            "server_timing_under_load": {
+                "samples": len(samples),
+                "gateway_p50_ms": statistics.median(gateway_own) if gateway_own else None,
+                "gateway_p99_ms": pct(gateway_own, 99) if gateway_own else None,
+                "gateway_max_ms": max(gateway_own) if gateway_own else None,
+                "example": last.headers.get("server-timing"),
+            },
+            "sequential_single_client": {
+                "p50_ms": statistics.median(quiet_times),
+                "server_timing": quiet[0],
+            },
+            "peak_rss_mib": round(peak_rss_kib(gateway.pid) / 1024, 1),
+        }
+        bench.results["overhead"] = result
+        if w.p50_ms > TARGETS["overhead_p50_ms"] or w.p99_ms > TARGETS["overhead_p99_ms"]:
+            profile(bench, "overhead", gateway, url, headers)
+    finally:
+        set_latency(bench, 0)
+
+
+def run_naive(bench: Bench, repeat: int) -> dict[str, Any]:
+    assert bench.phoenix is not None
+    assert bench.datadog is not None
+    argv = ["taskset", "-c", CLIENT_CPU, PYTHON, "-m", "bench.naive_sequential"]
+    argv += [
+        "--phoenix-url",
+        bench.phoenix.base_url,
+        "--project",
+        ds.PROJECT,
+        "--datadog-url",
+        bench.datadog.base_url,
+    ]
+    argv += ["--dd-api-key", ds.DD_API_KEY, "--dd-app-key", ds.DD_APP_KEY, "--repeat", str(repeat), "--json"]
+    for subject in ds.HOT_IDS:
+        argv += ["--subject-id", subject]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False, cwd=ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(f"naive script failed: {done.stderr[-1000:]}")
+    summary: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    summary.pop("times_ms", None)
+    return summary
+
+
+def scenario_naive(bench: Bench, gateway: ServerProcess) -> None:
+    if not bench.fits("naive", 25):
+        return
+    bench.log("naive: sequential Phoenix-then-Datadog script vs the gateway")
+    url = hot_query_url(gateway.base_url)
+    rows: dict[str, Any] = {}
+    try:
+        for latency in (100, 0):
+            set_latency(bench, latency)
+            naive = run_naive(bench, repeat=10 if latency else 30)
+            miss_times, _ = sequential_ms(url, headers=auth_headers(NO_CACHE), repeat=10 if latency else 30)
+            sequential_ms(url, headers=auth_headers(), repeat=1)  # make sure the cache holds the answer
+            hit_times, hit_last = sequential_ms(url, headers=auth_headers(), repeat=50)
+            miss = statistics.median(miss_times)
+            hit = statistics.median(hit_times)
+            rows[f"upstream_{latency}ms"] = {
+                "naive_p50_ms": round(naive["p50_ms"], 2),
+                "naive_annotations": naive["annotations"],
+                "gateway_miss_p50_ms": round(miss, 2),
+                "gateway_hit_p50_ms": round(hit, 2),
+                "gateway_annotations": describe_answer(hit_last).get("annotations"),
+                "miss_speedup": round(naive["p50_ms"] / miss, 2),
+                "hit_speedup": round(naive["p50_ms"] / hit, 1),
+            }
+    finally:
+        set_latency(bench, 0)
+    bench.results["naive"] = rows
+
+
+def rss_sampler(
+    pid: int, stop_event: threading.Event, out: list[tuple[float, int]], period_s: float = 0.05
+) -> None:
+    started = time.monotonic()
+    for _ in range(100_000):  # bounded: stops with the event
+        out.append((time.monotonic() - started, rss_kib(pid)))
+        if stop_event.wait(period_s):
+            return
+
+
+@contextlib.contextmanager
+def sampling_rss(pid: int) -> Iterator[list[tuple[float, int]]]:
+    series: list[tuple[float, int]] = []
+    stop_event = threading.Event()
+    thread = threading.Thread(target=rss_sampler, args=(pid, stop_event, series), daemon=True)
+    thread.start()
+    try:
+        yield series
+    finally:
+        stop_event.set()
+        thread.join(timeout=5)
+
+
+def scenario_scale(bench: Bench) -> None:
+    if not bench.fits("scale", 90):
+        return
+    bench.log("scale: seeding 1,000 sessions x (50 Phoenix + 50 Datadog) annotations")
+    result: dict[str, Any] = {"seed": seed(bench, big=True)}
+    bench.results["scale"] = result
+    latency = float(bench.args.scale_latency_ms)
+    set_latency(bench, latency)
+    try:
+        gateway = start_gateway(bench, "gateway-scale")
+        try:
+            _scale_search(bench, gateway, result, latency)
+        finally:
+            stop(bench, gateway)
+    finally:
+        set_latency(bench, 0)
+    if not bench.fits("export", 60):
+        return
+    gateway = start_gateway(bench, "gateway-export")
+    try:
+        _scale_export(bench, gateway, result)
+    finally:
+        stop(bench, gateway)
+
+
+def _scale_search(bench: Bench, gateway: ServerProcess, result: dict[str, Any], latency: float) -> None:
+    ids = ds.BIG_IDS + ds.EMPTY_IDS
+    body = orjson.dumps({"subject_ids": ids, "subject_kinds": ["session"], "limit": 1000})
+    rss_before = rss_kib(gateway.pid)
+    reset_upstream_counts(bench)
+    bench.log(
+        f"scale: POST /v1/annotations/search with {len(ids)} subject ids (upstreams at {latency:.0f} ms)"
+    )
+    spy_out = bench.work / "profile-search.txt"
+    spy = py_spy_start(gateway.pid, spy_out) if bench.args.profile_s > 0 else None
+    try:
+        times, response = sequential_ms(
+            gateway.base_url + "/v1/annotations/search",
+            headers=auth_headers({"Content-Type": "application/json"}),
+            repeat=1,
+            method="POST",
+            body=body,
+        )
+    finally:
+        if spy is not None:
+            bench.profiles["search_10k"] = py_spy_stop(spy, spy_out)
+    calls = upstream_counts(bench)
+    answer = describe_answer(response)
+    search: dict[str, Any] = {
+        "subject_ids": len(ids),
+        "upstream_latency_ms": latency,
+        "wall_ms": round(times[0], 1),
+        "answer": answer,
+        "server_timing": response.headers.get("server-timing"),
+        "upstream": calls,
+        "rss_before_mib": round(rss_before / 1024, 1),
+        "rss_after_mib": round(rss_kib(gateway.pid) / 1024, 1),
+    }
+    seq = (calls["phoenix_calls"] + calls["datadog_calls"]) * latency
+    search["sequential_estimate_ms"] = seq
+    result["search_10k"] = search
+    # the rest of the pages, from the cache (bounded by count and time)
+    if response.status_code == 200:
+        bench.log("scale: paging through every result of the search")
+        cursor = response.json().get("next_cursor")
+        total = answer.get("annotations", 0)
+        pages = 1
+        page_times: list[float] = []
+        deadline = time.monotonic() + min(60.0, max(5.0, bench.remaining() - 120))
+        with httpx.Client(timeout=60, trust_env=False) as client:
+            while cursor and pages < 500 and time.monotonic() < deadline:
+                page_body = orjson.dumps(
+                    {"subject_ids": ids, "subject_kinds": ["session"], "limit": 1000, "cursor": cursor}
+                )
+                started = time.perf_counter()
+                page = client.post(
+                    gateway.base_url + "/v1/annotations/search",
+                    headers=auth_headers({"Content-Type": "application/json"}),
+                    content=page_body,
+                )
+                page_times.append((time.perf_counter() - started) * 1000)
+                if page.status_code != 200:
+                    search["paging_error"] = describe_answer(page)
+                    break
+                data = page.json()
+                total += len(data["data"])
+                cursor = data.get("next_cursor")
+                pages += 1
+        search["paging"] = {
+            "pages": pages,
+            "annotations": total,
+            "complete": not cursor,
+            "page_p50_ms": round(statistics.median(page_times), 1) if page_times else None,
+            "page_max_ms": round(max(page_times), 1) if page_times else None,
+        }
+        search["rss_after_paging_mib"] = round(rss_kib(gateway.pid) / 1024, 1)
+        search["peak_rss_mib"] = round(peak_rss_kib(gateway.pid) / 1024, 1)
+
+
+def _export_once(gateway: ServerProcess, url: str) -> dict[str, Any]:
+    rss_before = rss_kib(gateway.pid)
+    lines = 0
+    size = 0
+    started = time.perf_counter()
+    first_byte: float | None = None
+    with (
+        sampling_rss(gateway.pid) as series,
+        httpx.Client(timeout=300, trust_env=False) as client,
+        client.stream("GET", url, headers=auth_headers()) as response,
+    ):
+        status = response.status_code
+        if status != 200:
+            response.read()
+            return {"status": status, "body": response.text[:300]}
+        for chunk in response.iter_bytes():
+            if first_byte is None:
+                first_byte = time.perf_counter() - started
+            size += len(chunk)
+            lines += chunk.count(b"\n")
+    wall = time.perf_counter() - started
+    peak = max(kib for _, kib in series) if series else rss_before
+    return {
+        "status": status,
+        "lines": lines,
+        "bytes": size,
+        "wall_s": round(wall, 2),
+        "first_byte_ms": round((first_byte or 0) * 1000, 1),
+        "annotations_per_s": round(lines / wall) if wall else None,
+        "rss_before_mib": round(rss_before / 1024, 1),
+        "rss_peak_mib": round(peak / 1024, 1),
+        "rss_growth_mib": round((peak - rss_before) / 1024, 1),
+        "rss_after_mib": round(rss_kib(gateway.pid) / 1024, 1),
+        "rss_series_mib": [
+            (round(t, 2), round(k / 1024, 1)) for t, k in series[:: max(1, len(series) // 40)]
+        ],
+    }
+
+
+def _scale_export(bench: Bench, gateway: ServerProcess, result: dict[str, Any]) -> None:
+    params = [("subject_id", s) for s in ds.BIG_IDS] + [("subject_kind", "session"), ("format", "jsonl")]
+    url = f"{gateway.base_url}/v1/annotations/export?{urlencode(params)}"
+    with httpx.Client(timeout=30, trust_env=False) as client:
+        probe = client.get(
+            f"{gateway.base_url}/v1/annotations/export?subject_id=nothing&format=jsonl",
+            headers=auth_headers(),
+        )
+    if probe.status_code in (404, 405):
+        result["export_100k"] = {"status": "not yet available", "probe_status": probe.status_code}
+        return
+    bench.log("scale: export of 100,000 annotations (cold cache), RSS sampled every 50 ms")
+    cold = _export_once(gateway, url)
+    out: dict[str, Any] = {"cold": cold}
+    if bench.remaining() > 45 and cold.get("status") == 200:
+        bench.log("scale: export again (warm cache: the streaming alone)")
+        out["warm"] = _export_once(gateway, url)
+    result["export_100k"] = out
+
+
+def git_commit() -> str:
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=10,
+            check=False,
+        )
+        return done.stdout.strip() or "unknown"
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
+def run(args: argparse.Namespace) -> int:
+    pin_self_to_client_core()
+    if not wrk_available():
+        print("wrk is not installed: `apt-get install -y wrk` (make bench does it)", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp, contextlib.ExitStack() as stack:
+        bench = Bench(args=args, work=Path(tmp), deadline=started + args.budget_s, stack=stack)
+        bench.notes += NOTES
+        try:
+            bench.phoenix = start_phoenix(bench)
+            bench.datadog = start_datadog(bench)
+            bench.results["seed_hot"] = seed(bench, big=False)
+
+            def gateway_scenarios() -> None:
+                gateway = start_gateway(bench, "gateway")
+                hello = start_hello(bench, cache_hit_body(gateway))
+                reference = start_reference(bench)
+                try:
+                    _guard(bench, "throughput", lambda: scenario_throughput(bench, hello, reference, gateway))
+                finally:
+                    stop(bench, hello)
+                    stop(bench, reference)
+                try:
+                    _guard(bench, "overhead", lambda: scenario_overhead(bench, gateway))
+                    _guard(bench, "naive", lambda: scenario_naive(bench, gateway))
+                finally:
+                    stop(bench, gateway)
+
+            _guard(bench, "gateway", gateway_scenarios)
+            if not args.skip_scale:
+                _guard(bench, "scale", lambda: scenario_scale(bench))
+        finally:
+            bench.stack.close()
+        elapsed = time.monotonic() - started
+        r = ratios(bench.results)
+        report = {
+            "meta": {
+                "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                "machine": platform.platform(),
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "commit": git_commit(),
+                "duration_s": bench.dur,
+                "warmup_s": 2.0,
+                "rounds": args.rounds,
+                "connections": args.connections,
+                "elapsed_s": round(elapsed, 1),
+                "gateway_launcher": bench.gateway_launcher,
+                "notes": bench.notes,
+            },
+            "ratios": r,
+            "verdicts": verdicts(r),
+            "results": bench.results,
+            "profiles": {k: v.as_dict() for k, v in bench.profiles.items()},
+            "analysis": _analysis_text(args),
+        }
+        out_dir = Path(args.out)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / f"{args.name}.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+        (out_dir / f"{args.name}.md").write_text(markdown(report, bench.profiles))
+        print(f"wrote {out_dir / (args.name + '.md')} and .json in {elapsed:.0f} s")
+        for v in report["verdicts"]:
+            flag = "<-- NOT MET" if v["met"] is False else ""
+            print(f"  {v['what']}: {fmt(v['value'])} (target {v['target']}) {flag}")
+    return 0
+
+
+def _analysis_text(args: argparse.Namespace) -> str:
+    path = Path(args.analysis) if args.analysis else None
+    if path is not None and path.exists():
+        return path.read_text().strip()
+    return ""
+
+
+def _guard(bench: Bench, name: str, step: Callable[[], None]) -> None:
+    """Run one scenario; a failure is recorded in the report instead of ending the run."""
+    try:
+        step()
+    except Exception as exc:
+        bench.log(f"{name} failed: {exc!r}")
+        entry = bench.results.setdefault(name, {})
+        if isinstance(entry, dict):
+            entry["error"] = f"{type(exc).__name__}: {exc}"
+            entry["traceback"] = traceback.format_exc()[-3000:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run the gateway benchmarks (bench/README.md).")
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per measured wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the throughput runs")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections for throughput runs")
+    parser.add_argument("--budget-s", type=float, default=600.0, help="time budget of the whole run")
+    parser.add_argument("--profile-s", type=float, default=6.0, help="py-spy seconds per profile (0: none)")
+    parser.add_argument(
+        "--scale-latency-ms", type=float, default=50.0, help="upstream latency in the 10k search"
+    )
+    parser.add_argument("--skip-scale", action="store_true")
+    parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--name", default="latest", help="report file name (without extension)")
+    parser.add_argument(
+        "--analysis", default=str(RESULTS / "analysis.md"), help="hand-written analysis to include"
+    )
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
