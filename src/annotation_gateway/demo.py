@@ -256,18 +256,24 @@ def demo_stack(
     gateway_port: int = GATEWAY_PORT,
     phoenix_port: int = PHOENIX_PORT,
     simulator_port: int = SIMULATOR_PORT,
+    phoenix: PhoenixServer | None = None,
     progress: Callable[[str], None] = print,
 ) -> Iterator[DemoStack]:
-    """Start, seed and yield the demo; everything is stopped when the block exits."""
+    """Start, seed and yield the demo; everything it started is stopped when the block exits.
+
+    ``phoenix``: an already running Phoenix to seed instead of starting one (tests); the caller
+    keeps owning it. Its ``support-bot`` project must not exist yet."""
     from annotation_gateway.simulators.datadog import make_config, start_in_thread
 
     with contextlib.ExitStack() as stack:
-        phoenix = PhoenixServer(
-            port=free_port(HOST, phoenix_port), grpc_port=free_port(HOST, PHOENIX_GRPC_PORT)
-        )
-        stack.callback(phoenix.stop)
-        progress(f"starting Phoenix on {phoenix.base_url} (takes 15-30 s) ...")
-        phoenix.launch()  # Phoenix boots while the simulator is started and seeded
+        own_phoenix = phoenix is None
+        if phoenix is None:
+            phoenix = PhoenixServer(
+                port=free_port(HOST, phoenix_port), grpc_port=free_port(HOST, PHOENIX_GRPC_PORT)
+            )
+            stack.callback(phoenix.stop)
+            progress(f"starting Phoenix on {phoenix.base_url} (takes 15-30 s) ...")
+            phoenix.launch()  # Phoenix boots while the simulator is started and seeded
 
         simulator = start_in_thread(
             make_config(api_key=DEMO_DD_API_KEY, app_key=DEMO_DD_APP_KEY, environ={}),
@@ -280,7 +286,8 @@ def demo_stack(
             seed_datadog(simulator.base_url, api_key=DEMO_DD_API_KEY, app_key=DEMO_DD_APP_KEY)
         )
 
-        phoenix.start(timeout_s=PHOENIX_START_TIMEOUT_S)
+        if own_phoenix:
+            phoenix.start(timeout_s=PHOENIX_START_TIMEOUT_S)
         progress(f"Phoenix {phoenix.version or ''} is up; seeding it through its REST API ...")
         phx_count = seed_phoenix(phoenix.base_url)
 

@@ -61,7 +61,8 @@ def load_or_exit(path: Path, **overrides: Any) -> GatewaySettings:
     try:
         return load_settings(path, **overrides)
     except ConfigError as exc:
-        err_console.print(f"[bold red]config error:[/] {exc}", highlight=False, markup=True)
+        # soft_wrap: a path or key name cut across lines is hard to copy.
+        err_console.print(f"[bold red]config error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_CONFIG) from None
 
 

@@ -1,0 +1,5 @@
+"""``python -m annotation_gateway.cli``: the same as the ``annotation-gateway`` console script."""
+
+from annotation_gateway.cli import main
+
+main()
