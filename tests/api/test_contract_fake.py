@@ -218,6 +218,19 @@ def test_validation_error_for_a_body_that_is_not_json(client: httpx.Client) -> N
     assert_problem(r, 422, "validation_error")
 
 
+def test_unsupported_media_type(client: httpx.Client) -> None:
+    r = client.post(
+        "/v1/annotations/search", content=b"subject_ids=s1", headers={"Content-Type": "text/plain"}
+    )
+    assert_problem(r, 415, "unsupported_media_type")
+    ok = client.post(
+        "/v1/annotations/search",
+        content=b'{"subject_ids": ["s1"]}',
+        headers={"Content-Type": "application/json; charset=utf-8"},
+    )
+    assert ok.status_code == 200
+
+
 def test_invalid_cursor(client: httpx.Client) -> None:
     assert_problem(
         client.get("/v1/annotations", params={"subject_id": "s1", "cursor": "abc"}), 422, "invalid_cursor"

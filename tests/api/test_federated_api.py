@@ -244,6 +244,31 @@ def test_upstream_4xx_stays_4xx(
         del os.environ["WRONG_DD_API_KEY"], os.environ["WRONG_DD_APP_KEY"]
 
 
+def test_garbage_upstream_is_source_error(
+    make_gateway: GatewayFactory, client_for: ClientFactory, api_data: ApiData
+) -> None:
+    # Phoenix answers unknown paths with its HTML web UI: a "Datadog" there sends garbage.
+    not_datadog = api_data.datadog_config(base_url=api_data.phoenix.base_url)
+    c = client_for(make_gateway([api_data.phoenix_config(), not_datadog]).base_url)
+    body = c.get(ANNOTATIONS, params=_all(api_data)).json()
+    assert body["partial"] is True
+    assert _status(body, DATADOG_SOURCE)["error"]["code"] == "source_error"
+    assert_problem(c.get(ANNOTATIONS, params=_all(api_data, partial="deny")), 502, "source_error")
+
+
+def test_unknown_phoenix_project_is_not_found(
+    make_gateway: GatewayFactory, client_for: ClientFactory, api_data: ApiData
+) -> None:
+    missing = api_data.phoenix_config(project=f"no-such-project-{uuid.uuid4().hex[:6]}")
+    c = client_for(make_gateway([missing, api_data.datadog_config()]).base_url)
+    body = c.get(ANNOTATIONS, params=_all(api_data, limit=1000)).json()
+    assert body["partial"] is True
+    assert _status(body, PHOENIX_SOURCE)["error"]["code"] == "not_found"
+    assert _by_source(body["data"]) == {DATADOG_SOURCE: api_data.expected[DATADOG_SOURCE]}
+    problem = assert_problem(c.get(ANNOTATIONS, params=_all(api_data, partial="deny")), 404, "not_found")
+    assert problem["source"] == PHOENIX_SOURCE
+
+
 def test_rate_limited_upstream_is_429(
     make_gateway: GatewayFactory, client_for: ClientFactory, api_data: ApiData
 ) -> None:

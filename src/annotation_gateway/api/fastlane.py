@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from annotation_gateway.api.problems import problem_response
+from annotation_gateway.api.problems import error_response
 from annotation_gateway.api.routes.annotations import answer_list
 from annotation_gateway.errors import GatewayError
 
@@ -45,5 +45,5 @@ class FastLaneMiddleware:
         try:
             response = await answer_list(request)
         except GatewayError as exc:
-            response = problem_response(exc, instance=FAST_LANE_PATH)
+            response = error_response(exc, FAST_LANE_PATH)
         await response(scope, receive, send)

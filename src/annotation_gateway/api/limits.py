@@ -1,9 +1,13 @@
-"""Request body size limit, as a pure ASGI middleware in front of the routes.
+"""Request body guard (size and media type), as a pure ASGI middleware in front of the routes.
 
-Contract: a request whose body is larger than :data:`MAX_REQUEST_BODY_BYTES` is answered 413
-``payload_too_large`` (problem+json naming the limit) — at once when ``Content-Length`` says so,
-otherwise as soon as the streamed body passes the limit — and the app never sees the rest of the
-body. This bounds the memory one request can make the JSON parser and pydantic use.
+Contract:
+- a request whose body is larger than :data:`MAX_REQUEST_BODY_BYTES` is answered 413
+  ``payload_too_large`` (problem+json naming the limit) — at once when ``Content-Length`` says
+  so, otherwise as soon as the streamed body passes the limit — and the app never sees the rest
+  of the body. This bounds the memory one request can make the JSON parser and pydantic use;
+- every body the API takes is JSON: a POST/PUT/PATCH that declares another ``Content-Type``
+  is answered 415 ``unsupported_media_type`` (a missing one is left to the JSON parser, as curl
+  users often omit it).
 """
 
 from __future__ import annotations
@@ -12,12 +16,24 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from annotation_gateway.api.problems import problem_response
-from annotation_gateway.errors import PayloadTooLargeError
+from annotation_gateway.errors import GatewayError, PayloadTooLargeError, ProblemCode
 
-__all__ = ["MAX_REQUEST_BODY_BYTES", "BodyLimitMiddleware"]
+__all__ = ["MAX_REQUEST_BODY_BYTES", "BodyLimitMiddleware", "UnsupportedMediaTypeError"]
 
 MAX_REQUEST_BODY_BYTES = 8 * 1024 * 1024
 """Largest request body accepted: 10,000 subject ids or 5,000 write items fit with room to spare."""
+
+
+class UnsupportedMediaTypeError(GatewayError):
+    """The request body is not JSON (415)."""
+
+    code = ProblemCode.UNSUPPORTED_MEDIA_TYPE
+    status = 415
+
+
+def _is_json(content_type: bytes) -> bool:
+    media = content_type.split(b";", 1)[0].strip().lower()
+    return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
 
 
 class _TooLarge(StarletteHTTPException):
@@ -44,6 +60,12 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         for name, value in scope["headers"]:
+            if name == b"content-type" and not _is_json(value):
+                error = UnsupportedMediaTypeError(
+                    f"send the body as application/json, not {value.decode('latin-1')[:100]}"
+                )
+                await problem_response(error, instance=scope["path"])(scope, receive, send)
+                return
             if name == b"content-length":
                 try:
                     declared = int(value)

@@ -35,6 +35,7 @@ from annotation_gateway.errors import (
 __all__ = [
     "PROBLEM_MEDIA_TYPE",
     "MethodNotAllowedError",
+    "error_response",
     "install_problem_handlers",
     "problem_response",
     "validation_problem",
@@ -104,12 +105,17 @@ def validation_problem(
     return RequestValidationError(detail, errors=items)
 
 
+def error_response(error: GatewayError, path: str) -> Response:
+    """The answer to a ``GatewayError`` raised while serving ``path`` (5xx ones are logged)."""
+    if error.status >= 500:
+        # Only the safe detail is logged: providers already scrub vendor messages of secrets.
+        log.warning("answering %s %s on %s: %s", error.status, error.code.value, path, error.detail)
+    return problem_response(error, instance=path)
+
+
 async def _gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
-    if exc.status >= 500:
-        # Logged without the exception's args beyond the safe detail: providers already scrub.
-        log.warning("answering %s %s: %s", exc.status, exc.code.value, exc.detail)
-    return problem_response(exc, instance=request.url.path)
+    return error_response(exc, request.url.path)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
