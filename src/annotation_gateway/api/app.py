@@ -33,6 +33,8 @@ from annotation_gateway.api.fastlane import FAST_LANE_PATH, FastLaneMiddleware
 from annotation_gateway.api.limits import MAX_REQUEST_BODY_BYTES, BodyLimitMiddleware
 from annotation_gateway.api.problems import PROBLEM_MEDIA_TYPE, install_problem_handlers
 from annotation_gateway.api.routes import annotations as annotation_routes
+from annotation_gateway.api.routes import compare as compare_routes
+from annotation_gateway.api.routes import export as export_routes
 from annotation_gateway.api.routes import health, metrics, sources
 from annotation_gateway.api.routes.metrics import GatewayMetrics
 from annotation_gateway.api.schemas import Problem
@@ -142,7 +144,10 @@ def create_app(
         app.state.federation = federation
     app.openapi = _problem_openapi(app)  # type: ignore[method-assign]
     install_problem_handlers(app)
+    # Before the annotations router; /v1/annotations/export is not the fast lane's exact path.
+    app.include_router(export_routes.router)
     app.include_router(annotation_routes.router)
+    app.include_router(compare_routes.router)
     app.include_router(sources.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
