@@ -239,3 +239,44 @@ def test_demo_stack_and_its_curl_lines(phoenix_server: PhoenixServer) -> None:
         assert {a["annotator"]["kind"] for a in answers[2]["data"]} == {"LLM"}
         assert {s["name"] for s in answers[3]["data"]} == {PHOENIX_SOURCE, DATADOG_SOURCE}
     assert any("seeded" in m for m in messages)
+
+
+def test_simulate_datadog_serves_until_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    log = (tmp_path / "sim.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "annotation_gateway.cli",
+            "simulate-datadog",
+            "--port",
+            str(port),
+            "--latency-ms",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + SERVE_START_TIMEOUT_S
+        while True:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/_simulator/health", timeout=1, trust_env=False)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, (tmp_path / "sim.log").read_text()
+                assert time.monotonic() < deadline, "the simulator did not start"
+                time.sleep(0.1)
+        assert health.json() == {"ok": True}
+        config = httpx.get(f"http://127.0.0.1:{port}/_simulator/config", timeout=5, trust_env=False).json()
+        assert "latency_ms" in json.dumps(config)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(SERVE_STOP_TIMEOUT_S) in (0, -signal.SIGTERM)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(SERVE_STOP_TIMEOUT_S)
+        log.close()
+    refused = runner.invoke(cli_app, ["simulate-datadog", "--host", "0.0.0.0"])
+    assert refused.exit_code == 2

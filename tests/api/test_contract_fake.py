@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
+from openapi_spec_validator import validate
 
 from annotation_gateway.api.app import create_app
 from annotation_gateway.api.limits import MAX_REQUEST_BODY_BYTES
@@ -363,8 +364,8 @@ def test_openapi_documents_every_operation(base_url: str) -> None:
             for param in op.get("parameters", []):
                 assert param.get("description"), (path, method, param["name"])
     assert {"list_annotations", "search_annotations", "write_annotations", "list_sources"} <= operation_ids
-    params = {p["name"] for p in doc["paths"]["/v1/annotations"]["get"]["parameters"]}
-    assert params == {
+    params = [p["name"] for p in doc["paths"]["/v1/annotations"]["get"]["parameters"]]
+    assert params == [
         "subject_id",
         "subject_kind",
         "identifier",
@@ -380,5 +381,9 @@ def test_openapi_documents_every_operation(base_url: str) -> None:
         "cursor",
         "include",
         "partial",
-    }
+    ]
+    error = doc["paths"]["/v1/annotations"]["get"]["responses"]["422"]
+    assert error["content"]["application/problem+json"]["schema"] == {"$ref": "#/components/schemas/Problem"}
+    assert doc["components"]["securitySchemes"]["gatewayKey"]["scheme"] == "bearer"
+    validate(doc)  # a valid OpenAPI 3.1 document
     assert httpx.get(base_url + "/docs").status_code == 200

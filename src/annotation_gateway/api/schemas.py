@@ -387,8 +387,11 @@ def query_parameters_openapi(model: type[BaseModel]) -> list[dict[str, Any]]:
     schema = model.model_json_schema()
     defs = schema.get("$defs", {})
     out: list[dict[str, Any]] = []
-    for name, prop in schema["properties"].items():
-        prop = _inline_refs(prop, defs)
+    # The query's own fields first (subject_id...), then the shared paging ones, as in SPEC §3.
+    shared = [name for name in schema["properties"] if name in _QueryFields.model_fields]
+    own = [name for name in schema["properties"] if name not in _QueryFields.model_fields]
+    for name in own + shared:
+        prop = _inline_refs(schema["properties"][name], defs)
         description = prop.pop("description", None)
         prop.pop("title", None)
         param: dict[str, Any] = {
