@@ -1,0 +1,160 @@
+"""Inputs shared by ``compare``, ``export`` and ``migrate``: id lists, maps, the federation.
+
+Contract:
+- :func:`read_subject_ids`: one id per line (surrounding whitespace stripped; blank lines and
+  lines starting with ``#`` ignored), or a one-column CSV with the header ``subject_id``;
+  duplicates kept in first-seen order;
+- :func:`read_name_map` (left/source name → right/target name) from TOML (top-level
+  ``key = "value"`` pairs, or a ``[name_map]`` table), JSON (an object of strings) or CSV
+  (``left,right`` records, an optional header row ``left,right``), chosen by the file's suffix;
+- :func:`read_subject_map`: CSV ``left_id,right_id`` records (optional header of those names);
+- every problem is an :class:`InputError` naming the file and the line or key, which the commands
+  report with exit code 2 (bad arguments);
+- :func:`open_federation`: the configured, enabled sources' providers and a
+  :class:`~annotation_gateway.federation.Federation` over them, as the server builds them (the
+  CLI needs no server), closed on exit.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import secrets
+import tomllib
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import typer
+
+from annotation_gateway.cli._app import EXIT_CONFIG, err_console
+from annotation_gateway.federation import Federation
+from annotation_gateway.providers import AnnotationProvider, build_provider
+from annotation_gateway.settings import GatewaySettings
+
+__all__ = [
+    "InputError",
+    "exit_bad_input",
+    "open_federation",
+    "read_name_map",
+    "read_subject_ids",
+    "read_subject_map",
+]
+
+
+class InputError(ValueError):
+    """A file given on the command line cannot be used; the message names file and place."""
+
+
+def exit_bad_input(message: str) -> typer.Exit:
+    """Print ``message`` as a bad-arguments error; return the ``Exit`` (code 2) to raise."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(EXIT_CONFIG)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text") from None
+
+
+def read_subject_ids(path: Path) -> list[str]:
+    """Subject ids from ``path`` (see the module docstring)."""
+    ids: list[str] = []
+    for number, line in enumerate(_read_text(path).splitlines(), start=1):
+        value = line.strip()
+        if not value or value.startswith("#"):
+            continue
+        if number == 1 and value == "subject_id":
+            continue
+        if "," in value:
+            raise InputError(f"{path}:{number}: one subject id per line (found a comma)")
+        ids.append(value)
+    if not ids:
+        raise InputError(f"{path}: no subject ids in it")
+    return list(dict.fromkeys(ids))
+
+
+def _pairs_csv(path: Path, header: tuple[str, str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    reader = csv.reader(_read_text(path).splitlines())
+    for number, record in enumerate(reader, start=1):
+        cells = [cell.strip() for cell in record]
+        if not cells or all(not cell for cell in cells) or cells[0].startswith("#"):
+            continue
+        if number == 1 and tuple(cells) == header:
+            continue
+        if len(cells) != 2 or not cells[0] or not cells[1]:
+            raise InputError(f"{path}:{number}: expected two non-empty cells {header[0]},{header[1]}")
+        if cells[0] in out and out[cells[0]] != cells[1]:
+            raise InputError(f"{path}:{number}: {cells[0]!r} is mapped twice")
+        out[cells[0]] = cells[1]
+    return out
+
+
+def _string_map(value: object, path: Path) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise InputError(f"{path}: expected a table/object of name = name pairs")
+    out: dict[str, str] = {}
+    for key, target in value.items():
+        if not isinstance(target, str) or not target or not key:
+            raise InputError(f"{path}: {key!r} must map to a non-empty string")
+        out[str(key)] = target
+    return out
+
+
+def read_name_map(path: Path) -> dict[str, str]:
+    """A name map (left → right) from a TOML, JSON or CSV file."""
+    suffix = path.suffix.lower()
+    text = _read_text(path)
+    if suffix == ".toml":
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise InputError(f"{path}: not valid TOML ({exc})") from None
+        table = data.get("name_map", data) if isinstance(data.get("name_map"), dict) else data
+        return _string_map(table, path)
+    if suffix == ".json":
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise InputError(f"{path}: not valid JSON ({exc})") from None
+        return _string_map(data, path)
+    if suffix == ".csv":
+        return _pairs_csv(path, ("left", "right"))
+    raise InputError(f"{path}: a name map is a .toml, .json or .csv file")
+
+
+def read_subject_map(path: Path) -> dict[str, str]:
+    """A subject map (left id → right id) from a CSV file."""
+    return _pairs_csv(path, ("left_id", "right_id"))
+
+
+def collect_subject_ids(subject_ids: Sequence[str] | None, subject_ids_file: Path | None) -> list[str]:
+    """``--subject-id`` values then the ids of ``--subject-ids-file``, de-duplicated."""
+    ids = [s for s in (subject_ids or ()) if s.strip()]
+    if subject_ids_file is not None:
+        ids += read_subject_ids(subject_ids_file)
+    return list(dict.fromkeys(ids))
+
+
+@asynccontextmanager
+async def open_federation(settings: GatewaySettings) -> AsyncIterator[Federation]:
+    """A federation over the configured, enabled sources; providers closed on exit."""
+    providers: list[AnnotationProvider] = []
+    try:
+        for config in settings.sources:
+            if config.enabled:
+                providers.append(build_provider(config))
+        federation = Federation(providers, settings.cache, cursor_secret=secrets.token_bytes(32))
+    except BaseException:
+        for provider in providers:
+            await provider.aclose()
+        raise
+    try:
+        yield federation
+    finally:
+        await federation.aclose()

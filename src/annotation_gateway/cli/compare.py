@@ -1,0 +1,171 @@
+"""``annotation-gateway compare``: compare two sources' annotations of the same subjects.
+
+Contract: builds the configured sources and a federation in-process (no server needed), reads
+every page of both sides exactly as ``POST /v1/compare`` does
+(:func:`~annotation_gateway.api.routes.compare.fetch_sides`: a failing source fails the
+comparison), runs :func:`~annotation_gateway.compare.compare` and prints it as a rich ``table``
+(summary per name, then the rows that differ; ``--all-rows`` for every row), ``json``
+(the API's answer), ``csv`` or ``html`` (the self-contained report), to stdout or ``--output``.
+
+Subjects come from ``--subject-id`` (repeatable) and/or ``--subject-ids-file`` (one per line);
+``--name-map`` is a TOML/JSON/CSV (``left,right``) file, ``--subject-map`` a CSV
+(``left_id,right_id``); see :mod:`annotation_gateway.cli._inputs`.
+
+Exit codes: 0 compared (differences are data, not failure), 1 a source failed, 2 bad config or
+arguments (unknown source, bad file, invalid request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from annotation_gateway.api.routes.compare import CompareFormat, fetch_sides, render
+from annotation_gateway.cli._app import (
+    DEFAULT_CONFIG,
+    EXIT_CONFIG,
+    EXIT_FAILURE,
+    ConfigOption,
+    app,
+    console,
+    err_console,
+    load_or_exit,
+)
+from annotation_gateway.cli._inputs import (
+    InputError,
+    collect_subject_ids,
+    exit_bad_input,
+    open_federation,
+    read_name_map,
+    read_subject_map,
+)
+from annotation_gateway.compare import CompareRequest, CompareResult, compare
+from annotation_gateway.errors import ClientError, GatewayError
+from annotation_gateway.providers.config import ConfigError
+from annotation_gateway.reports import to_rich_table
+from annotation_gateway.settings import GatewaySettings
+
+__all__ = ["CompareOutput", "compare_command", "run_compare"]
+
+
+class CompareOutput(enum.StrEnum):
+    TABLE = "table"
+    JSON = "json"
+    CSV = "csv"
+    HTML = "html"
+
+
+async def run_compare(settings: GatewaySettings, request: CompareRequest) -> CompareResult:
+    """Fetch both sides (every page) through an in-process federation and compare them."""
+    async with open_federation(settings) as federation:
+        left, right = await fetch_sides(federation, request)
+    return await asyncio.to_thread(compare, left, right, request)
+
+
+def _request_or_exit(**fields: object) -> CompareRequest:
+    try:
+        return CompareRequest.model_validate(fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "request"
+        raise exit_bad_input(f"{where}: {first['msg']}") from None
+
+
+@app.command("compare")
+def compare_command(
+    config: ConfigOption = DEFAULT_CONFIG,
+    left: Annotated[
+        str, typer.Option("--left", "-l", help="The left source (its vocabulary is the key).")
+    ] = "",
+    right: Annotated[str, typer.Option("--right", "-r", help="The right source.")] = "",
+    subject_id: Annotated[
+        list[str] | None, typer.Option("--subject-id", "-s", help="Subject id, left vocabulary (repeatable).")
+    ] = None,
+    subject_ids_file: Annotated[
+        Path | None, typer.Option(help="File of subject ids, one per line ('#' comments).")
+    ] = None,
+    name: Annotated[
+        list[str] | None, typer.Option("--name", "-n", help="Only this annotation name (repeatable).")
+    ] = None,
+    name_map: Annotated[
+        Path | None, typer.Option(help="Left name → right name: TOML, JSON or CSV (left,right).")
+    ] = None,
+    subject_map: Annotated[
+        Path | None, typer.Option(help="Left id → right id: CSV (left_id,right_id).")
+    ] = None,
+    score_tolerance: Annotated[
+        float, typer.Option(min=0.0, help="Scores at most this far apart are equal.")
+    ] = 1e-9,
+    output_format: Annotated[
+        CompareOutput, typer.Option("--format", "-f", help="table, json, csv or html.")
+    ] = CompareOutput.TABLE,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
+    ] = None,
+    all_rows: Annotated[
+        bool, typer.Option("--all-rows", help="table: every row, not only differences.")
+    ] = False,
+) -> None:
+    """Compare two sources' annotations per (subject, name), in-process (no server needed)."""
+    if not left or not right:
+        raise exit_bad_input("give --left and --right (source names from the config)")
+    try:
+        ids = collect_subject_ids(subject_id, subject_ids_file)
+        names_map = read_name_map(name_map) if name_map is not None else None
+        subjects_map = read_subject_map(subject_map) if subject_map is not None else None
+    except InputError as exc:
+        raise exit_bad_input(str(exc)) from None
+    if not ids:
+        raise exit_bad_input("give at least one --subject-id or a --subject-ids-file")
+    request = _request_or_exit(
+        subject_ids=ids,
+        left=left,
+        right=right,
+        names=name or None,
+        name_map=names_map,
+        subject_map=subjects_map,
+        score_tolerance=score_tolerance,
+    )
+    settings = load_or_exit(config)
+    try:
+        result = asyncio.run(run_compare(settings, request))
+    except ConfigError as exc:
+        err_console.print(f"[bold red]config error:[/] {exc}", highlight=False)
+        raise typer.Exit(EXIT_CONFIG) from None
+    except ClientError as exc:  # unknown source, too many ids...
+        raise exit_bad_input(f"{exc.code.value}: {exc.detail}") from None
+    except GatewayError as exc:
+        err_console.print(f"[bold red]{exc.code.value}[/] ({exc.status}): {exc.detail}", highlight=False)
+        err_console.print("[dim]no comparison: one side could not be read completely[/]")
+        raise typer.Exit(EXIT_FAILURE) from None
+    _write(result, output_format, output, all_rows=all_rows)
+
+
+def _write(result: CompareResult, fmt: CompareOutput, output: Path | None, *, all_rows: bool) -> None:
+    if fmt is CompareOutput.TABLE:
+        tables = to_rich_table(result, only_differences=not all_rows)
+        if output is None:
+            console.print(tables)
+        else:
+            with output.open("w", encoding="utf-8") as handle:
+                Console(file=handle, width=160, color_system=None).print(tables)
+        return
+    data = render(result, CompareFormat(fmt.value))
+    if output is None:
+        sys.stdout.buffer.write(data if data.endswith(b"\n") else data + b"\n")
+        sys.stdout.flush()
+    else:
+        output.write_bytes(data)
+        o = result.overall
+        err_console.print(
+            f"wrote {output} ({o.n_rows} rows: {o.agree} agree, {o.label_differs} label differs, "
+            f"{o.score_differs} score differs, {o.only_left} only left, {o.only_right} only right)",
+            highlight=False,
+        )

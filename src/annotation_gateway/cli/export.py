@@ -1,0 +1,218 @@
+"""``annotation-gateway export``: every matching annotation as JSON Lines or CSV, in-process.
+
+Contract: the filters of ``query`` (``--subject-id``/``--subject-ids-file``, ``--identifier``,
+``--name``...); builds the configured sources and a federation in-process (no server needed)
+and writes every page through the same serializer as ``GET /v1/annotations/export``
+(:class:`~annotation_gateway.api.routes.export.ExportWriter`), page by page, so memory stays
+flat. Output goes to ``--output`` (written to ``FILE.partial`` and renamed when complete) or
+stdout. A rich progress bar (annotations written of the query's total) is drawn on stderr when
+stderr is a terminal, never otherwise.
+
+Failures: one before anything was written (``--partial deny`` and a failing source, every
+source failing, a 403/413) → its problem on stderr, exit 1, no file. A source failing once the
+export has begun (or from the start with ``--partial allow``) → the export ends with the same
+trailer as the API (JSONL ``{"_export": {"partial": true, "sources": [...]}}``, CSV
+``#_export,...``), a warning naming the sources, and exit 1. Bad config or arguments → exit 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, BinaryIO
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from annotation_gateway.api.routes.export import EXPORT_PAGE_SIZE, ExportFormat, ExportWriter
+from annotation_gateway.cli._app import (
+    DEFAULT_CONFIG,
+    EXIT_CONFIG,
+    EXIT_FAILURE,
+    ConfigOption,
+    app,
+    err_console,
+    load_or_exit,
+)
+from annotation_gateway.cli._inputs import InputError, collect_subject_ids, exit_bad_input, open_federation
+from annotation_gateway.errors import ClientError, GatewayError
+from annotation_gateway.federation import FederatedQuery
+from annotation_gateway.model import AnnotatorKind, ProviderKind, SubjectKind
+from annotation_gateway.providers.config import ConfigError
+from annotation_gateway.settings import GatewaySettings
+
+__all__ = ["ExportSummary", "export_command", "run_export"]
+
+
+class PartialMode(enum.StrEnum):
+    ALLOW = "allow"
+    DENY = "deny"
+
+
+class ExportSummary:
+    """What an export wrote: how many annotations, and the sources that failed (if any)."""
+
+    def __init__(self, count: int, failed: list[str]) -> None:
+        self.count = count
+        self.failed = failed
+
+
+async def run_export(
+    settings: GatewaySettings,
+    query: FederatedQuery,
+    fmt: ExportFormat,
+    sink: BinaryIO,
+    *,
+    progress: Progress | None = None,
+) -> ExportSummary:
+    """Write every page of ``query`` to ``sink``; raises a ``GatewayError`` of the first page."""
+    writer = ExportWriter(fmt, include_raw=query.include_raw)
+    async with open_federation(settings) as federation:
+        pages = federation.pages(replace(query, limit=EXPORT_PAGE_SIZE))
+        task = None
+        try:
+            page = await anext(pages)  # failures of the first page: nothing written yet
+            if progress is not None:
+                total = sum(s.count for s in page.sources if s.status == "ok")
+                task = progress.add_task("exporting", total=total)
+            sink.write(writer.header())
+            while True:
+                writer.note(page)
+                sink.write(writer.page(page.data))
+                if progress is not None and task is not None:
+                    progress.update(task, completed=writer.count)
+                try:
+                    page = await anext(pages)
+                except StopAsyncIteration:
+                    break
+                except GatewayError as exc:
+                    writer.note_error(exc)
+                    break
+        finally:
+            aclose = getattr(pages, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        sink.write(writer.trailer())
+        sink.flush()
+    return ExportSummary(writer.count, sorted(writer.failed))
+
+
+@contextlib.contextmanager
+def _sink(output: Path | None) -> Iterator[BinaryIO]:
+    if output is None:
+        yield sys.stdout.buffer
+        return
+    partial = output.with_name(output.name + ".partial")
+    try:
+        with partial.open("wb") as handle:
+            yield handle
+        os.replace(partial, output)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+@app.command("export")
+def export_command(
+    config: ConfigOption = DEFAULT_CONFIG,
+    output_format: Annotated[
+        ExportFormat, typer.Option("--format", "-f", help="jsonl (one annotation per line) or csv.")
+    ] = ExportFormat.JSONL,
+    subject_id: Annotated[
+        list[str] | None, typer.Option("--subject-id", "-s", help="Subject id (repeatable).")
+    ] = None,
+    subject_ids_file: Annotated[
+        Path | None, typer.Option(help="File of subject ids, one per line ('#' comments).")
+    ] = None,
+    identifier: Annotated[
+        list[str] | None, typer.Option(help="Phoenix upsert identifier (repeatable).")
+    ] = None,
+    name: Annotated[
+        list[str] | None, typer.Option("--name", "-n", help="Annotation name (repeatable).")
+    ] = None,
+    exclude_name: Annotated[list[str] | None, typer.Option(help="Leave out this name (repeatable).")] = None,
+    source: Annotated[list[str] | None, typer.Option(help="Only this source (repeatable).")] = None,
+    provider: Annotated[
+        list[ProviderKind] | None, typer.Option(help="Only this vendor (repeatable).")
+    ] = None,
+    subject_kind: Annotated[
+        list[SubjectKind] | None, typer.Option(help="Only this kind (repeatable).")
+    ] = None,
+    annotator_kind: Annotated[
+        list[AnnotatorKind] | None, typer.Option(help="Only this annotator kind (repeatable).")
+    ] = None,
+    project: Annotated[list[str] | None, typer.Option(help="Only this Phoenix project (repeatable).")] = None,
+    updated_after: Annotated[
+        datetime | None, typer.Option(help="Only annotations updated at or after this time (UTC if naive).")
+    ] = None,
+    updated_before: Annotated[
+        datetime | None, typer.Option(help="Only annotations updated before this time (UTC if naive).")
+    ] = None,
+    include_raw: Annotated[bool, typer.Option(help="Add each vendor record (`raw`).")] = False,
+    partial: Annotated[
+        PartialMode, typer.Option(help="deny: fail if any source fails before anything is written.")
+    ] = PartialMode.ALLOW,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
+    ] = None,
+) -> None:
+    """Export every matching annotation as JSON Lines or CSV, page by page (no server needed)."""
+    try:
+        ids = collect_subject_ids(subject_id, subject_ids_file)
+    except InputError as exc:
+        raise exit_bad_input(str(exc)) from None
+    if not ids and not identifier:
+        raise exit_bad_input("give at least one --subject-id, --subject-ids-file or --identifier")
+    settings = load_or_exit(config)
+    query = FederatedQuery(
+        subject_ids=tuple(ids),
+        subject_kinds=tuple(subject_kind or ()),
+        identifiers=tuple(identifier or ()),
+        names=tuple(name or ()),
+        exclude_names=tuple(exclude_name or ()),
+        sources=tuple(source or ()),
+        providers=tuple(provider or ()),
+        annotator_kinds=tuple(annotator_kind or ()),
+        projects=tuple(project or ()),
+        updated_after=updated_after,
+        updated_before=updated_before,
+        include_raw=include_raw,
+        partial=partial.value,
+    )
+    progress: Progress | None = None
+    if err_console.is_terminal:
+        progress = Progress(
+            TextColumn("[bold]export[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=False,
+        )
+    try:
+        with _sink(output) as sink, progress or contextlib.nullcontext():
+            summary = asyncio.run(run_export(settings, query, output_format, sink, progress=progress))
+    except ConfigError as exc:
+        err_console.print(f"[bold red]config error:[/] {exc}", highlight=False)
+        raise typer.Exit(EXIT_CONFIG) from None
+    except ClientError as exc:  # unknown source, too many ids, a bad filter
+        raise exit_bad_input(f"{exc.code.value}: {exc.detail}") from None
+    except GatewayError as exc:
+        err_console.print(f"[bold red]{exc.code.value}[/] ({exc.status}): {exc.detail}", highlight=False)
+        err_console.print("[dim]nothing exported[/]")
+        raise typer.Exit(EXIT_FAILURE) from None
+    where = str(output) if output is not None else "stdout"
+    if summary.failed:
+        err_console.print(
+            f"[bold yellow]partial export:[/] {summary.count} annotations to {where}; "
+            f"failed: {', '.join(summary.failed)} (named in the trailer line)",
+            highlight=False,
+        )
+        raise typer.Exit(EXIT_FAILURE)
+    err_console.print(f"exported {summary.count} annotations to {where}", highlight=False)
