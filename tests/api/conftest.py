@@ -61,6 +61,8 @@ LABELS = ("resolved", "unresolved", "escalated")
 class ApiData:
     project: str
     session_ids: list[str]
+    write_session_id: str
+    """A Phoenix session outside ``session_ids``, for write tests."""
     phoenix_ids: set[str]
     """Canonical ids of every Phoenix session annotation seeded."""
     expected: dict[str, int]
@@ -177,13 +179,16 @@ def api_data(phoenix_server: PhoenixServer, datadog_simulator: DatadogSimulator)
     with PhoenixSeeder(phoenix_server.base_url) as seeder:
         seeder.create_project(project)
         # Sessions exist in Phoenix once a span carries their id; the fixture names them.
-        session_ids, _, _ = seed_sessions(seeder, project, N_SESSIONS)
+        # One more session than the data set: writes go there, so they never change what the
+        # other tests expect.
+        *session_ids, write_session_id = seed_sessions(seeder, project, N_SESSIONS + 1)[0]
         gids = seeder.annotate_sessions(_phoenix_rows(session_ids))
     datadog_simulator.seed(_datadog_seed(session_ids))
     dd_annotations = len(DATADOG_SESSIONS) + len(BOB_SESSIONS)
     data = ApiData(
         project=project,
         session_ids=session_ids,
+        write_session_id=write_session_id,
         phoenix_ids={f"{PHOENIX_SOURCE}:{gid}" for gid in gids},
         expected={PHOENIX_SOURCE: len(gids), DATADOG_SOURCE: dd_annotations * DD_LABELS_PER_ANNOTATION},
         simulator=datadog_simulator,
