@@ -457,6 +457,9 @@ def test_write_errors(client: httpx.Client, api_data: ApiData) -> None:
         404,
         "not_found",
     )
+    # All or nothing: the known subject's item was not written either.
+    after = client.get(ANNOTATIONS, params={"subject_id": api_data.write_session_id, "name": "api_write"})
+    assert [a for a in after.json()["data"] if a["label"] == "x"] == []
     assert_problem(
         client.post(ANNOTATIONS, json={"source": "nope", "annotations": [item]}), 422, "validation_error"
     )
