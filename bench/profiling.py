@@ -29,7 +29,14 @@ def py_spy_path() -> str | None:
     return shutil.which("py-spy")
 
 
-def py_spy_record(pid: int, duration_s: int, out: Path, rate: int = 250) -> str | None:
+def _mode_args() -> list[str]:
+    # --native shows C frames, the only way to see the cyclic GC (gc_collect_main) at work; it
+    # needs the blocking mode (py-spy pauses the process for each sample): fine for a profile
+    # run, which is never the measured one.
+    return ["--native"]
+
+
+def py_spy_record(pid: int, duration_s: int, out: Path, rate: int = 200) -> str | None:
     """Sample ``pid`` for ``duration_s`` seconds into ``out``; an error message or None."""
     exe = py_spy_path()
     if exe is None:
@@ -47,7 +54,7 @@ def py_spy_record(pid: int, duration_s: int, out: Path, rate: int = 250) -> str 
         "raw",
         "--output",
         str(out),
-        "--nonblocking",
+        *_mode_args(),
     ]
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + 30, check=False)
@@ -58,13 +65,13 @@ def py_spy_record(pid: int, duration_s: int, out: Path, rate: int = 250) -> str 
     return None
 
 
-def py_spy_start(pid: int, out: Path, rate: int = 250, max_s: int = 120) -> subprocess.Popen[bytes] | None:
+def py_spy_start(pid: int, out: Path, rate: int = 200, max_s: int = 120) -> subprocess.Popen[bytes] | None:
     """Start sampling ``pid`` in the background (at most ``max_s`` s); stop with :func:`py_spy_stop`."""
     exe = py_spy_path()
     if exe is None:
         return None
     argv = [exe, "record", "--pid", str(pid), "--duration", str(max_s), "--rate", str(rate)]
-    argv += ["--format", "raw", "--output", str(out), "--nonblocking"]
+    argv += ["--format", "raw", "--output", str(out), *_mode_args()]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)  # let it attach
     return proc
@@ -106,9 +113,19 @@ def category(file: str) -> str:
     return head.removesuffix(".py")
 
 
+def is_python_frame(file: str) -> bool:
+    path = file.rsplit(":", 1)[0] if file[-1:].isdigit() else file
+    return path.endswith(".py") or path.startswith("<") or path == "annotation-gateway"
+
+
+GC_FRAME = "gc_collect_main"
+GC_CATEGORY = "cyclic GC (gc_collect_main)"
+
+
 @dataclass
 class ProfileSummary:
     samples: int = 0
+    gc_pct: float = 0.0
     by_category: list[tuple[str, float]] = field(default_factory=list)
     self_top: list[tuple[str, float]] = field(default_factory=list)
     inclusive_top: list[tuple[str, float]] = field(default_factory=list)
@@ -117,6 +134,7 @@ class ProfileSummary:
     def as_dict(self) -> dict[str, Any]:
         return {
             "samples": self.samples,
+            "gc_pct": self.gc_pct,
             "by_category_pct": self.by_category,
             "self_top_pct": self.self_top,
             "inclusive_top_pct": self.inclusive_top,
@@ -126,7 +144,11 @@ class ProfileSummary:
     def markdown(self, top: int = 12) -> str:
         if self.error:
             return f"_profile unavailable: {self.error}_\n"
-        lines = [f"py-spy, {self.samples} samples of busy (non-idle) stacks.", ""]
+        lines = [
+            f"py-spy (with native frames), {self.samples} samples of busy (non-idle) stacks; "
+            f"**{self.gc_pct:.0f} %** of them inside Python's cyclic garbage collector.",
+            "",
+        ]
         lines += ["| where the leaf frame is | % of samples |", "|---|---:|"]
         lines += [f"| `{name}` | {pct:.1f} |" for name, pct in self.by_category[:top]]
         lines += ["", "| hottest functions (self) | % |", "|---|---:|"]
@@ -141,20 +163,27 @@ def summarize(raw: Path, top: int = 25) -> ProfileSummary:
     self_time: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     total = 0
+    gc_samples = 0
     for line in raw.read_text(errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
         frames = [_frame(part) for part in stack.split(";") if part]
-        # drop py-spy's thread/process header frames, which carry no file
-        frames = [f for f in frames if f[1]]
+        in_gc = any(func == GC_FRAME for func, _ in frames)
+        # native frames (the event loop's C code, libc...) are left out but for the GC marker
+        frames = [f for f in frames if f[1] and is_python_frame(f[1])]
         if not frames:
             continue
         total += count
         func, file = frames[-1]
-        by_category[category(file)] += count
-        self_time[f"{func} ({category(file)})"] += count
+        if in_gc:
+            gc_samples += count
+            by_category[GC_CATEGORY] += count
+            self_time[f"{GC_CATEGORY} under {func} ({category(file)})"] += count
+        else:
+            by_category[category(file)] += count
+            self_time[f"{func} ({category(file)})"] += count
         seen: set[str] = set()
         for func, file in frames:
             key = f"{func} ({category(file)})"
@@ -178,5 +207,9 @@ def summarize(raw: Path, top: int = 25) -> ProfileSummary:
     )
     inclusive = own or inclusive
     return ProfileSummary(
-        samples=total, by_category=pct(by_category), self_top=pct(self_time), inclusive_top=pct(inclusive)
+        samples=total,
+        gc_pct=100.0 * gc_samples / total,
+        by_category=pct(by_category),
+        self_top=pct(self_time),
+        inclusive_top=pct(inclusive),
     )

@@ -5,9 +5,11 @@ Starts the Phoenix stand-in, the Datadog simulator and the gateway (pinned to co
 workers (default 16) issuing a mix of cached queries, ``no-cache`` fan-outs, queries over random
 sets of 1,000 seeded sessions, 200-id searches, ``/v1/sources``, ``/metrics``, ``/healthz`` and
 ``/readyz`` for ``--duration`` seconds (default 60; every worker also stops after
-``--max-requests``). Meanwhile the simulator is flipped every ``--flap-s`` seconds (default 5)
-between healthy and one fault in turn: 500s, 503s, answers slower than the gateway's timeout,
-429 rate limiting, 502s.
+``--max-requests``), after ``--warmup`` seconds (default 15) of the same mix with both upstreams
+healthy, not counted, so that steadiness is judged once the cache has its working set.
+Meanwhile the simulator is flipped every ``--flap-s`` seconds (default 5) between healthy and
+one fault in turn: 500s, 503s, answers slower than the gateway's timeout, 429 rate limiting,
+502s.
 
 Checked and reported in ``bench/results/soak.md`` (and ``soak.json``):
 
@@ -156,6 +158,18 @@ async def worker(
             tally.transport_errors[f"{route}:{type(exc).__name__}"] += 1
 
 
+async def _configure(session: aiohttp.ClientSession, simulator_url: str, switches: dict[str, Any]) -> None:
+    """Set the simulator's switches; a pooled connection the server closed is retried (twice)."""
+    for attempt in range(3):
+        try:
+            async with session.post(simulator_url + "/_simulator/config", json=switches) as response:
+                response.raise_for_status()
+                return
+        except aiohttp.ClientConnectionError:
+            if attempt == 2:
+                raise
+
+
 async def flapper(simulator_url: str, deadline: float, period_s: float, log: list[dict[str, Any]]) -> None:
     """Healthy, fault 1, healthy, fault 2, ...: one change every ``period_s`` until the deadline."""
     started = time.monotonic()
@@ -168,12 +182,10 @@ async def flapper(simulator_url: str, deadline: float, period_s: float, log: lis
             else:
                 name, fault = FAULTS[(step // 2) % len(FAULTS)]
                 switches = HEALTHY | fault
-            async with session.post(simulator_url + "/_simulator/config", json=switches) as response:
-                response.raise_for_status()
+            await _configure(session, simulator_url, switches)
             log.append({"t": round(time.monotonic() - started, 1), "datadog": name})
             await asyncio.sleep(period_s)
-        async with session.post(simulator_url + "/_simulator/config", json=HEALTHY) as response:
-            response.raise_for_status()
+        await _configure(session, simulator_url, HEALTHY)
         log.append({"t": round(time.monotonic() - started, 1), "datadog": "healthy (end)"})
 
 
@@ -194,6 +206,22 @@ async def sampler(pid: int, deadline: float, tally: Tally, out: list[dict[str, A
         if time.monotonic() >= deadline:
             return
         await asyncio.sleep(1.0)
+
+
+async def warm_up(args: argparse.Namespace, gateway_url: str) -> int:
+    """The same mix for ``--warmup`` seconds, upstreams healthy, not counted: fills the cache and
+    the gateway's other long-lived structures, so that steadiness is judged on a steady state."""
+    tally = Tally()
+    deadline = time.monotonic() + args.warmup
+    connector = aiohttp.TCPConnector(limit=args.concurrency)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
+        await asyncio.gather(
+            *(
+                worker(gateway_url, session, tally, deadline, 1000 + i, args.max_requests)
+                for i in range(args.concurrency)
+            )
+        )
+    return sum(tally.status.values())
 
 
 async def load(args: argparse.Namespace, gateway_url: str, simulator_url: str, pid: int) -> dict[str, Any]:
@@ -336,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--flap-s", type=float, default=5.0)
+    parser.add_argument("--warmup", type=float, default=15.0, help="seconds of uncounted load first")
     parser.add_argument("--max-requests", type=int, default=200_000, help="per worker, a hard bound")
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--name", default="soak")
@@ -350,6 +379,9 @@ def main(argv: list[str] | None = None) -> int:
             seed(bench, big=False)
             seed(bench, big=True)
             gateway = start_gateway(bench, "gateway-soak", ttl_s=5.0, source_timeout_s=1.0, max_stale_s=30.0)
+            print(f"soak: {args.warmup:.0f} s warm-up", flush=True)
+            warm = asyncio.run(warm_up(args, gateway.base_url))
+            rss_warm = round(rss_kib(gateway.pid) / 1024, 1)
             print(
                 f"soak: {args.duration:.0f} s of mixed load, Datadog flapping every {args.flap_s:.0f} s",
                 flush=True,
@@ -396,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
                 "flipped through `POST /_simulator/config`.",
                 "Gateway config: cache TTL 5 s (entries expire during the run, so misses keep reaching "
                 "the flapping upstream), `max_stale_s` 30, per-source timeout 1 s, auth on.",
+                f"Warm-up first: {args.warmup:.0f} s of the same mix with both upstreams healthy "
+                f"({warm:,} requests, not counted); gateway RSS {rss_warm} MiB after it.",
                 f"Gateway after the load (2 s later): RSS {after['rss_mib']} MiB, {after['fds']} open fds.",
             ],
         }
