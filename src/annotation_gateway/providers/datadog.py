@@ -19,7 +19,9 @@ schema (``GET .../annotation-queues/{queue_id}/label-schema``, cached per queue 
 provider's life), else the ``label_schema_id``. See :func:`map_label_value` for the value table.
 ``label_values`` may come as the array Datadog sends or the legacy ``{label name: value}``
 object. Zero-time (``0001-01-01T00:00:00Z``) annotation timestamps fall back to the
-interaction's.
+interaction's. Nothing Datadog sends is dropped silently (SPEC §2): fields this module does not
+know are kept in ``extensions.datadog`` under ``interaction``, ``annotation`` and ``label_value``,
+by the level of the answer they came on.
 
 Errors: every answer is classified by status and content type before a success is parsed.
 401/403 → :class:`SourceAuthError`; 400 → :class:`SourceRequestError` with Datadog's ``detail``
@@ -511,6 +513,11 @@ class _Entry:
     assessment: str | None
     reasoning: str | None
     field: str
+    extra: Mapping[str, Any]
+    """Fields of the label value this module does not know (kept in extensions)."""
+
+
+_KNOWN_LEGACY_VALUE_FIELDS = frozenset({"value", "assessment", "reasoning"})
 
 
 def _entries(annotation: _WireAnnotation, labels: _QueueLabels, field: str) -> Iterator[_Entry]:
@@ -524,6 +531,7 @@ def _entries(annotation: _WireAnnotation, labels: _QueueLabels, field: str) -> I
                 assessment=item.assessment or None,
                 reasoning=item.reasoning,
                 field=f"{field}.label_values.{index}",
+                extra=item.model_extra or {},
             )
         return
     # Legacy object form {label name: value}: the schema gives the id and the type back.
@@ -531,10 +539,12 @@ def _entries(annotation: _WireAnnotation, labels: _QueueLabels, field: str) -> I
         where = f"{field}.label_values.{name}"
         label = labels.by_name.get(name)
         assessment = reasoning = None
+        extra: dict[str, Any] = {}
         if isinstance(value, dict):
             if "value" not in value:
                 raise _ValueError(f"{where}: expected a value")
             assessment, reasoning = value.get("assessment"), value.get("reasoning")
+            extra = {k: v for k, v in value.items() if k not in _KNOWN_LEGACY_VALUE_FIELDS}
             value = value["value"]
         yield _Entry(
             label_schema_id=label.id if label and label.id else name,
@@ -544,6 +554,7 @@ def _entries(annotation: _WireAnnotation, labels: _QueueLabels, field: str) -> I
             assessment=assessment if isinstance(assessment, str) else None,
             reasoning=reasoning if isinstance(reasoning, str) else None,
             field=where,
+            extra=extra,
         )
 
 
@@ -851,6 +862,7 @@ class DatadogProvider:
         subject = Subject(kind=SubjectKind(interaction.type), id=interaction.content_id, project=None)
         queue = Queue(id=interaction.queue_id, name=interaction.queue_name or None)
         raw_interaction = _without_annotations(raw) if include_raw else None
+        interaction_extra = interaction.model_extra or {}
         for index, annotation in enumerate(interaction.annotations):
             field = f"annotated_interactions[{interaction.id}].annotations.{index}"
             created = (
@@ -896,6 +908,13 @@ class DatadogProvider:
                     datadog["reasoning"] = entry.reasoning
                 if inferred:
                     datadog["label_type_inferred"] = True
+                # Fields newer than this module: kept, not dropped (SPEC §2), by level.
+                if interaction_extra:
+                    datadog["interaction"] = dict(interaction_extra)
+                if annotation.model_extra:
+                    datadog["annotation"] = dict(annotation.model_extra)
+                if entry.extra:
+                    datadog["label_value"] = dict(entry.extra)
                 yield Annotation(
                     id=f"{self._name}:{annotation.id}:{entry.label_schema_id}",
                     source=self._name,
