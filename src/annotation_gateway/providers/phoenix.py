@@ -25,9 +25,10 @@ Outcomes — classified by status and content type before any success body is pa
 unknown project (404 text) → :class:`SourceNotFoundError`; "None of the supplied ..._ids exist
 in this project" (404) → no annotations; 401/403 → :class:`SourceAuthError`; other 4xx (422 as
 text or as JSON ``{"detail": [...]}``) → :class:`SourceRequestError` with Phoenix's message (and
-``errors`` from ``detail``); 429 → :class:`SourceRateLimitedError` with ``Retry-After``; 5xx →
-:class:`SourceUnavailableError`; 200 with ``text/html`` (Phoenix's web UI answers unknown routes,
-trailing slashes and HEAD) or any non-JSON, malformed JSON, a missing or wrong-typed field →
+``errors`` from ``detail``); 429 → :class:`SourceRateLimitedError` with ``Retry-After`` (else
+``X-RateLimit-Reset``); 5xx → :class:`SourceUnavailableError`; 200 with ``text/html`` (Phoenix's
+web UI answers unknown routes, trailing slashes and HEAD) or any non-JSON, malformed JSON, a
+missing or wrong-typed field →
 :class:`SourceProtocolError` naming the field. Reads are retried on connect errors, timeouts, 5xx
 and 429 (:class:`~annotation_gateway.providers.http.RetryPolicy`); writes are not.
 
@@ -1008,9 +1009,15 @@ def _loc(loc: Iterable[Any]) -> str:
 
 
 def _retry_after(response: httpx.Response) -> float | None:
+    """The wait a 429 asks for: ``Retry-After`` (seconds or an HTTP date), else the seconds of
+    ``X-RateLimit-Reset`` (what rate-limiting proxies in front of Phoenix commonly send)."""
     value = response.headers.get("retry-after")
     if not value:
-        return None
+        reset = response.headers.get("x-ratelimit-reset")
+        try:
+            return max(0.0, float(reset)) if reset else None
+        except ValueError:
+            return None
     try:
         return max(0.0, float(value))
     except ValueError:
