@@ -128,9 +128,14 @@ def _differences(result: CompareResult) -> int:
 
 def _report_table(report: MigrationReport) -> Table:
     verb = " (dry run: nothing written)" if report.dry_run else ""
-    table = Table(title=f"migrate {report.source} → {report.target}{verb}", title_justify="left")
-    table.add_column("")
-    table.add_column("", justify="right")
+    table = Table(
+        title=f"migrate {report.source} → {report.target}{verb}",
+        title_justify="left",
+        show_header=False,
+        min_width=60,
+    )
+    table.add_column("what")
+    table.add_column("count", justify="right")
     resumed = f" ({report.subjects_resumed} done by an earlier run)" if report.subjects_resumed else ""
     rows: list[tuple[str, str, str]] = [
         ("method", report.method, ""),
@@ -148,7 +153,10 @@ def _report_table(report: MigrationReport) -> Table:
         ("elapsed", f"{report.elapsed_s:.1f} s", "dim"),
     ]
     if report.queues:
-        rows.insert(1, ("queues", ", ".join(report.queues), ""))
+        shown = ", ".join(report.queues[:3]) + (
+            f" … ({len(report.queues)} queues)" if len(report.queues) > 3 else ""
+        )
+        rows.insert(1, ("queues", shown, ""))
     for label, value, style in rows:
         table.add_row(Text(label), Text(value, style=style))
     return table
