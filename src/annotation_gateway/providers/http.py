@@ -93,8 +93,9 @@ async def send(client: httpx.AsyncClient, request: httpx.Request, *, source: str
         response = await client.send(request)
         await response.aread()
     except httpx.TimeoutException as exc:
-        if _is_refused_connection(exc):
-            raise SourceUnavailableError(f"{source}: connection refused on {where}", source=source) from exc
+        if _is_connection_failure(exc):
+            what = "connection refused" if _is_refused(exc) else f"connection failed ({_cause_name(exc)})"
+            raise SourceUnavailableError(f"{source}: {what} on {where}", source=source) from exc
         raise SourceTimeoutError(f"{source}: no answer to {where} in time", source=source) from exc
     except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
         raise SourceUnavailableError(
@@ -107,11 +108,29 @@ async def send(client: httpx.AsyncClient, request: httpx.Request, *, source: str
     return response
 
 
-def _is_refused_connection(exc: httpx.TimeoutException) -> bool:
-    """httpx-aiohttp maps *every* aiohttp connection error, a refused connect included, to
-    ``httpx.ConnectTimeout``; only a cause that is itself a timeout really is one."""
+def _is_connection_failure(exc: httpx.TimeoutException) -> bool:
+    """httpx-aiohttp maps *every* aiohttp connection error (a refused connect, a server that
+    closes the connection without answering...) to ``httpx.ConnectTimeout``; only a cause that
+    is itself a timeout really is one."""
     cause = exc.__cause__
     return isinstance(exc, httpx.ConnectTimeout) and cause is not None and not isinstance(cause, TimeoutError)
+
+
+def _is_refused(exc: BaseException) -> bool:
+    """True when a ``ConnectionRefusedError`` is in the cause chain (aiohttp's connector error
+    wraps it), so a disconnect after connecting is not reported as "refused"."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 8:
+        if isinstance(current, ConnectionRefusedError):
+            return True
+        current = current.__cause__
+        seen += 1
+    return False
+
+
+def _cause_name(exc: BaseException) -> str:
+    return type(exc.__cause__).__name__ if exc.__cause__ is not None else type(exc).__name__
 
 
 def is_json(response: httpx.Response) -> bool:
