@@ -11,7 +11,8 @@ Contract of :func:`run_demo`:
   :class:`~annotation_gateway.providers.datadog.DatadogProvider` (create queue with label schema,
   add interactions, upsert annotations) against the simulator;
 - checks the gateway answers with both vendors' annotations, prints ``curl`` lines using the
-  demo's bearer key, and stays up until Ctrl-C or SIGTERM, then stops everything (gateway, then
+  demo's bearer key and a config file for the command line (its actual ports; removed at exit),
+  and stays up until Ctrl-C or SIGTERM, then stops everything (gateway, then
   simulator, then Phoenix's process group) — also when start-up fails half way.
 
 The demo's keys are fixed, public demo values (never use them elsewhere); the Datadog keys reach
@@ -24,12 +25,15 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -60,6 +64,7 @@ __all__ = [
     "DEMO_GATEWAY_KEY",
     "DemoStack",
     "curl_examples",
+    "demo_config_toml",
     "demo_stack",
     "run_demo",
     "seed_datadog",
@@ -333,6 +338,40 @@ def curl_examples(stack: DemoStack) -> list[str]:
     ]
 
 
+def demo_config_toml(stack: DemoStack) -> str:
+    """A gateway config for the running demo's actual ports (for the command line: query, compare,
+    export, migrate, or a second ``serve``). Secrets stay in the environment, as always."""
+    phoenix, datadog = stack.settings.sources
+    assert isinstance(phoenix, PhoenixSourceConfig)
+    assert isinstance(datadog, DatadogSourceConfig)
+    return f"""# Written by `annotation-gateway demo` for its running servers; deleted when it stops.
+# export {DD_API_KEY_ENV}={DEMO_DD_API_KEY} {DD_APP_KEY_ENV}={DEMO_DD_APP_KEY}
+
+[server]
+host = "{HOST}"
+port = {stack.settings.server.port}
+
+[auth]
+enabled = true
+[[auth.keys]]
+name = "demo"
+sha256 = "{hash_key(DEMO_GATEWAY_KEY)}"   # the key "{DEMO_GATEWAY_KEY}"
+
+[[sources]]
+name = "{PHOENIX_SOURCE}"
+provider = "phoenix"
+base_url = "{stack.phoenix_url}"
+project = "{PROJECT}"
+
+[[sources]]
+name = "{DATADOG_SOURCE}"
+provider = "datadog"
+base_url = "{stack.simulator_url}"
+api_key_env = "{DD_API_KEY_ENV}"
+app_key_env = "{DD_APP_KEY_ENV}"
+"""
+
+
 def _self_check(stack: DemoStack) -> str:
     """One query through the gateway over HTTP: how many annotations per source."""
     ids = [s.id for s in SESSIONS]
@@ -384,9 +423,20 @@ def run_demo(
             print("\ntry:")
             for line in curl_examples(stack):
                 print(f"  {line}")
+            config_dir = Path(tempfile.mkdtemp(prefix="gw-demo-"))
+            config_file = config_dir / "gateway.toml"
+            config_file.write_text(demo_config_toml(stack), encoding="utf-8")
+            print("\nthe command line, on the same sources:")
+            print(f"  export {DD_API_KEY_ENV}={DEMO_DD_API_KEY} {DD_APP_KEY_ENV}={DEMO_DD_APP_KEY}")
+            print(
+                f"  annotation-gateway query --config {config_file} -s {SESSIONS[6].id} -s {SESSIONS[8].id}"
+            )
             print("\nCtrl-C stops everything.", flush=True)
             serving = True
-            stop.wait()
+            try:
+                stop.wait()
+            finally:
+                shutil.rmtree(config_dir, ignore_errors=True)
             print("\nstopping ...", flush=True)
     finally:
         for signum, handler in previous.items():

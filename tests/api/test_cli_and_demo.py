@@ -25,7 +25,14 @@ from typer.testing import CliRunner
 
 from annotation_gateway.api.serving import free_port
 from annotation_gateway.cli import app as cli_app
-from annotation_gateway.demo import DATADOG_SOURCE, PHOENIX_SOURCE, _self_check, curl_examples, demo_stack
+from annotation_gateway.demo import (
+    DATADOG_SOURCE,
+    PHOENIX_SOURCE,
+    _self_check,
+    curl_examples,
+    demo_config_toml,
+    demo_stack,
+)
 from annotation_gateway.demo_data import SESSIONS
 from annotation_gateway.devservers.phoenix import PhoenixServer
 from annotation_gateway.settings import hash_key
@@ -213,7 +220,7 @@ def test_serve_answers_and_stops_on_sigterm(
     assert "Application shutdown complete" in (tmp_path / "serve.log").read_text()
 
 
-def test_demo_stack_and_its_curl_lines(phoenix_server: PhoenixServer) -> None:
+def test_demo_stack_and_its_curl_lines(phoenix_server: PhoenixServer, tmp_path: Path) -> None:
     messages: list[str] = []
     with demo_stack(
         gateway_port=0, simulator_port=0, phoenix=phoenix_server, progress=messages.append
@@ -238,6 +245,13 @@ def test_demo_stack_and_its_curl_lines(phoenix_server: PhoenixServer) -> None:
         assert one_sided["next_cursor"]
         assert {a["annotator"]["kind"] for a in answers[2]["data"]} == {"LLM"}
         assert {s["name"] for s in answers[3]["data"]} == {PHOENIX_SOURCE, DATADOG_SOURCE}
+        config = tmp_path / "demo.toml"
+        config.write_text(demo_config_toml(stack), encoding="utf-8")
+        result = runner.invoke(
+            cli_app, ["query", "--config", str(config), "-s", SESSIONS[6].id, "--format", "json"]
+        )
+        assert result.exit_code == 0, result.output
+        assert {a["provider"] for a in json.loads(result.stdout)["data"]} == {"phoenix", "datadog"}
     assert any("seeded" in m for m in messages)
 
 
