@@ -198,10 +198,11 @@ def _print_table(report: MigrationReport, checked: CompareResult | None) -> None
         console.print(rows_table(checked, only_differences=True, max_rows=MAX_FAILURES_SHOWN))
     style = "bold green" if differences == 0 else "bold red"
     console.print(
-        Text("verify: ", style="bold").append(
-            f"{checked.overall.n_rows} (subject, name) rows compared between {checked.left} and "
-            f"{checked.right}: {differences} differences",
-            style=style,
+        Text("verify: ", style="bold")
+        .append(f"{differences} differences", style=style)
+        .append(
+            f" ({checked.overall.n_rows} (subject, name) rows of {checked.left} "
+            f"compared with {checked.right})"
         )
     )
 

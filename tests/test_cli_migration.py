@@ -1,0 +1,486 @@
+"""The migration-team commands end to end: ``compare``, ``export`` and ``migrate`` on the command
+line, against a real Phoenix and the Datadog simulator (typer's runner in-process; a real
+subprocess for Ctrl-C). Each test seeds its own Phoenix project and a wiped simulator, so writes
+never touch another test's data. Expectations come from what the test seeded.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from annotation_gateway.cli import app as cli_app
+from annotation_gateway.devservers.phoenix import PhoenixSeeder, PhoenixServer
+from tests.plugins.datadog import API_KEY_ENV, APP_KEY_ENV, DatadogSimulator
+from tests.plugins.phoenix import seed_sessions
+
+pytestmark = pytest.mark.phoenix
+
+runner = CliRunner()
+PX = "phoenix-cli"
+DD = "datadog-cli"
+N_SESSIONS = 10
+DD_SESSIONS = range(0, 8)
+"""Sessions alice reviewed in Datadog (bob too on 0-1)."""
+PX_SESSIONS = range(4, 10)
+"""Sessions with Phoenix annotations."""
+LABELS = ("resolved", "unresolved", "escalated")
+INTERRUPT_TIMEOUT_S = 60.0
+
+
+@dataclass
+class World:
+    config: Path
+    sessions: list[str]
+    ids_file: Path
+    project: str
+    phoenix: PhoenixServer
+    sim: DatadogSimulator
+
+    @property
+    def dd_annotations(self) -> int:
+        # alice: resolution + helpfulness per session; bob: resolution on sessions 0-1.
+        return 2 * len(DD_SESSIONS) + 2
+
+    @property
+    def px_annotations(self) -> int:
+        return 2 * len(PX_SESSIONS)
+
+
+def _datadog_seed(sessions: list[str]) -> dict[str, Any]:
+    interactions = []
+    for i in DD_SESSIONS:
+        annotations: list[dict[str, Any]] = [
+            {"user": "alice", "label_values": {"resolution": [LABELS[i % 3]], "helpfulness": i / 10}}
+        ]
+        if i < 2:
+            annotations.append({"user": "bob", "label_values": {"resolution": ["escalated"]}})
+        interactions.append({"type": "session", "content_id": sessions[i], "annotations": annotations})
+    return {
+        "queues": [
+            {
+                "name": f"cli-{uuid.uuid4().hex[:6]}",
+                "label_schemas": [
+                    {"name": "resolution", "type": "categorical", "values": list(LABELS)},
+                    {"name": "helpfulness", "type": "score", "min": 0, "max": 1},
+                ],
+                "interactions": interactions,
+            }
+        ]
+    }
+
+
+def _phoenix_rows(sessions: list[str]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for i in PX_SESSIONS:
+        # Sessions 4-5 agree with Datadog's alice; 6-7 differ; 8-9 are Phoenix-only.
+        label = LABELS[i % 3] if i < 6 or i >= 8 else LABELS[(i + 1) % 3]
+        rows.append(
+            {
+                "session_id": sessions[i],
+                "name": "resolution",
+                "annotator_kind": "HUMAN",
+                "result": {"label": label},
+                "identifier": "",
+                "metadata": {},
+            }
+        )
+        rows.append(
+            {
+                "session_id": sessions[i],
+                "name": "helpfulness",
+                "annotator_kind": "LLM",
+                "result": {"score": i / 10, "explanation": f"judge {i}"},
+                "identifier": "",
+                "metadata": {},
+            }
+        )
+    return rows
+
+
+@pytest.fixture
+def world(
+    phoenix_server: PhoenixServer,
+    datadog_sim: DatadogSimulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> World:
+    project = f"gw-cli-{uuid.uuid4().hex[:8]}"
+    with PhoenixSeeder(phoenix_server.base_url) as seeder:
+        seeder.create_project(project)
+        sessions, _, _ = seed_sessions(seeder, project, N_SESSIONS)
+        seeder.annotate_sessions(_phoenix_rows(sessions))
+    datadog_sim.seed(_datadog_seed(sessions))
+    for name, value in datadog_sim.environ.items():
+        monkeypatch.setenv(name, value)
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f"""
+[auth]
+enabled = false
+
+[[sources]]
+name = "{PX}"
+provider = "phoenix"
+base_url = "{phoenix_server.base_url}"
+project = "{project}"
+retry_attempts = 1
+
+[[sources]]
+name = "{DD}"
+provider = "datadog"
+base_url = "{datadog_sim.base_url}"
+api_key_env = "{API_KEY_ENV}"
+app_key_env = "{APP_KEY_ENV}"
+retry_attempts = 1
+""",
+        encoding="utf-8",
+    )
+    ids_file = tmp_path / "sessions.txt"
+    ids_file.write_text("# the test's sessions\n" + "\n".join(sessions) + "\n\n", encoding="utf-8")
+    return World(config, sessions, ids_file, project, phoenix_server, datadog_sim)
+
+
+def _run(*args: str) -> Any:
+    return runner.invoke(cli_app, list(args))
+
+
+# --- compare --------------------------------------------------------------------------------
+
+
+def test_compare_json_csv_html_and_table(world: World, tmp_path: Path) -> None:
+    base = ["compare", "--config", str(world.config), "--left", PX, "--right", DD]
+    base += ["--subject-ids-file", str(world.ids_file), "--score-tolerance", "0.001"]
+    result = _run(*base, "--format", "json")
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.stdout)
+    rows = {(r["subject_id"], r["name"]): r for r in body["rows"]}
+    s = world.sessions
+    assert rows[(s[4], "resolution")]["status"] == "agree"
+    assert rows[(s[6], "resolution")]["status"] == "label_differs"
+    assert rows[(s[8], "resolution")]["status"] == "only_left"
+    assert rows[(s[0], "resolution")]["status"] == "only_right"
+    assert rows[(s[0], "resolution")]["right"]["count"] == 2  # alice and bob
+    assert rows[(s[5], "helpfulness")]["status"] == "agree"
+    resolution = next(x for x in body["summary"] if x["name"] == "resolution")
+    # Paired 4-7: agree on 4 and 5, differ on 6 and 7; only left 8-9; only right 0-3.
+    assert (resolution["agree"], resolution["label_differs"]) == (2, 2)
+    assert (resolution["only_left"], resolution["only_right"]) == (2, 4)
+
+    as_csv = _run(*base, "--format", "csv")
+    assert as_csv.exit_code == 0, as_csv.output
+    records = list(csv.DictReader(io.StringIO(as_csv.stdout)))
+    assert [(r["subject_id"], r["name"], r["status"]) for r in records] == [
+        (r["subject_id"], r["name"], r["status"]) for r in body["rows"]
+    ]
+
+    report = tmp_path / "report.html"
+    as_html = _run(*base, "--format", "html", "--output", str(report))
+    assert as_html.exit_code == 0, as_html.output
+    html = report.read_text(encoding="utf-8")
+    assert html.startswith("<!DOCTYPE html>")
+    assert s[6] in html
+    assert "<script" not in html
+
+    table = _run(*base, "--name", "resolution")
+    assert table.exit_code == 0, table.output
+    assert "summary per name" in table.stdout
+    assert "rows (8 of 8)" in table.stdout  # only non-agreeing rows: 6-7 differ, 0-3 and 8-9 one-sided
+
+
+def test_compare_name_and_subject_maps_from_files(world: World, tmp_path: Path) -> None:
+    # Pair Phoenix session 8 with Datadog session 0 and Phoenix "helpfulness" with itself through
+    # a JSON name map; a CSV subject map with a header.
+    subject_map = tmp_path / "subjects.csv"
+    subject_map.write_text(f"left_id,right_id\n{world.sessions[8]},{world.sessions[0]}\n", encoding="utf-8")
+    name_map = tmp_path / "names.toml"
+    name_map.write_text('[name_map]\nresolution = "resolution"\n', encoding="utf-8")
+    result = _run(
+        "compare",
+        "--config",
+        str(world.config),
+        "--left",
+        PX,
+        "--right",
+        DD,
+        "--subject-id",
+        world.sessions[8],
+        "--subject-map",
+        str(subject_map),
+        "--name-map",
+        str(name_map),
+        "--name",
+        "resolution",
+        "--format",
+        "json",
+    )
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)["rows"]
+    assert (row["subject_id"], row["right_subject_id"]) == (world.sessions[8], world.sessions[0])
+    # Phoenix says LABELS[8 % 3] = escalated; Datadog on session 0: alice resolved, bob escalated.
+    assert row["left"]["label"] == "escalated"
+    assert row["right"]["count"] == 2
+
+
+def test_compare_bad_arguments_exit_2(world: World, tmp_path: Path) -> None:
+    cfg = ["--config", str(world.config)]
+    assert _run("compare", *cfg, "--left", PX, "--subject-id", "x").exit_code == 2
+    assert _run("compare", *cfg, "--left", PX, "--right", DD).exit_code == 2  # no subjects
+    unknown = _run("compare", *cfg, "--left", PX, "--right", "nope", "--subject-id", "x")
+    assert unknown.exit_code == 2
+    assert "unknown right source 'nope'" in unknown.output
+    bad_map = tmp_path / "names.csv"
+    bad_map.write_text("left,right\nquality\n", encoding="utf-8")
+    bad = _run("compare", *cfg, "--left", PX, "--right", DD, "--subject-id", "x", "--name-map", str(bad_map))
+    assert bad.exit_code == 2
+    assert "names.csv:2" in bad.output
+    missing = _run(
+        "compare", *cfg, "--left", PX, "--right", DD, "--subject-ids-file", str(tmp_path / "none.txt")
+    )
+    assert missing.exit_code == 2
+    assert (
+        _run(
+            "compare", "--config", str(tmp_path / "none.toml"), "--left", PX, "--right", DD, "-s", "x"
+        ).exit_code
+        == 2
+    )
+
+
+def test_compare_a_source_down_exits_1(world: World, tmp_path: Path) -> None:
+    config = tmp_path / "down.toml"
+    config.write_text(
+        world.config.read_text().replace(world.sim.base_url, "http://127.0.0.1:9"), encoding="utf-8"
+    )
+    result = _run("compare", "--config", str(config), "--left", PX, "--right", DD, "-s", world.sessions[0])
+    assert result.exit_code == 1, result.output
+    assert "source_unavailable" in result.output
+
+
+# --- export ---------------------------------------------------------------------------------
+
+
+def test_export_jsonl_and_csv(world: World, tmp_path: Path) -> None:
+    out = tmp_path / "all.jsonl"
+    result = _run(
+        "export",
+        "--config",
+        str(world.config),
+        "--subject-ids-file",
+        str(world.ids_file),
+        "--output",
+        str(out),
+    )
+    assert result.exit_code == 0, result.output
+    assert "━" not in result.output  # no progress bar when stderr is not a terminal
+    items = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert len(items) == len({i["id"] for i in items}) == world.dd_annotations + world.px_annotations
+    assert f"exported {len(items)} annotations" in result.output
+    assert not (tmp_path / "all.jsonl.partial").exists()
+
+    as_csv = _run(
+        "export", "--config", str(world.config), "-f", "csv", "-s", world.sessions[0], "--source", DD
+    )
+    assert as_csv.exit_code == 0, as_csv.output
+    records = list(csv.DictReader(io.StringIO(as_csv.stdout.split("exported")[0])))
+    assert {r["source"] for r in records} == {DD}
+    assert len(records) == 3  # alice: resolution + helpfulness; bob: resolution
+
+
+def test_export_partial_and_bad_arguments(world: World, tmp_path: Path) -> None:
+    config = tmp_path / "down.toml"
+    config.write_text(
+        world.config.read_text().replace(world.sim.base_url, "http://127.0.0.1:9"), encoding="utf-8"
+    )
+    out = tmp_path / "partial.jsonl"
+    args = [
+        "export",
+        "--config",
+        str(config),
+        "--subject-ids-file",
+        str(world.ids_file),
+        "--output",
+        str(out),
+    ]
+    result = _run(*args)
+    assert result.exit_code == 1, result.output
+    assert f"failed: {DD}" in result.output
+    *data, trailer = (json.loads(line) for line in out.read_text(encoding="utf-8").splitlines())
+    assert len(data) == world.px_annotations
+    assert trailer["_export"]["sources"][0]["source"] == DD
+    denied = tmp_path / "denied.jsonl"
+    deny = _run(*args[:-1], str(denied), "--partial", "deny")
+    assert deny.exit_code == 1
+    assert not denied.exists()
+    assert "nothing exported" in deny.output
+    assert _run("export", "--config", str(world.config)).exit_code == 2
+    assert _run("export", "--config", str(world.config), "-s", "x", "--source", "nope").exit_code == 2
+    assert _run("export", "--config", str(world.config), "-s", "x", "--format", "xml").exit_code == 2
+
+
+# --- migrate --------------------------------------------------------------------------------
+
+
+def _migrate(world: World, *extra: str) -> Any:
+    return _run(
+        "migrate",
+        "--config",
+        str(world.config),
+        "--from",
+        DD,
+        "--to",
+        PX,
+        "--subject-ids-file",
+        str(world.ids_file),
+        *extra,
+    )
+
+
+def _migrated_in_phoenix(world: World) -> list[dict[str, Any]]:
+    result = _run(
+        "export", "--config", str(world.config), "--subject-ids-file", str(world.ids_file), "--source", PX
+    )
+    assert result.exit_code == 0, result.output
+    items = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    return [i for i in items if (i["metadata"].get("migrated_from") or {}).get("source") == DD]
+
+
+def test_migrate_then_again_writes_nothing_and_verifies(world: World, tmp_path: Path) -> None:
+    dry = _migrate(world, "--dry-run", "--format", "json")
+    assert dry.exit_code == 0, dry.output
+    dry_doc = json.loads(dry.stdout)
+    assert dry_doc["report"]["dry_run"] is True
+    assert dry_doc["report"]["written"] == world.dd_annotations
+    assert dry_doc["verify"] is None
+    assert _migrated_in_phoenix(world) == []
+
+    checkpoint = tmp_path / "ckpt.json"
+    first = _migrate(world, "--checkpoint", str(checkpoint), "--format", "json")
+    assert first.exit_code == 0, first.output
+    doc = json.loads(first.stdout)
+    assert doc["report"]["written"] == world.dd_annotations
+    assert doc["report"]["failed"] == 0
+    assert doc["verify"]["differences"] == 0
+    assert len(_migrated_in_phoenix(world)) == world.dd_annotations
+
+    again = _migrate(world, "--checkpoint", str(checkpoint))
+    assert again.exit_code == 0, again.output
+    table = " ".join(again.stdout.split())
+    assert "verify: 0 differences" in table
+    assert f"unchanged │ {world.dd_annotations}" in table
+    assert "written │ 0" in table
+    assert len(_migrated_in_phoenix(world)) == world.dd_annotations
+
+
+def test_migrate_bad_arguments_exit_2(world: World, tmp_path: Path) -> None:
+    cfg = ["migrate", "--config", str(world.config)]
+    assert _run(*cfg, "--from", DD, "-s", "x").exit_code == 2
+    same = _run(*cfg, "--from", DD, "--to", DD, "-s", "x")
+    assert same.exit_code == 2
+    unknown = _run(*cfg, "--from", "nope", "--to", PX, "-s", "x")
+    assert unknown.exit_code == 2
+    assert "unknown source 'nope'" in unknown.output
+    assert _run(*cfg, "--from", DD, "--to", PX).exit_code == 2  # no subjects
+    no_project = _run(*cfg, "--from", PX, "--to", DD, "--subject-ids-file", str(world.ids_file))
+    assert no_project.exit_code == 2
+    assert "--datadog-project" in no_project.output
+    other = tmp_path / "other.json"
+    other.write_text(
+        '{"version": 1, "source": "x", "target": "y", "name_map": {}, "subjects_total": 1, '
+        '"subjects_sha256": "0"}',
+        encoding="utf-8",
+    )
+    mismatch = _migrate(world, "--checkpoint", str(other))
+    assert mismatch.exit_code == 2
+    assert "another migration" in mismatch.output
+
+
+def test_migrate_phoenix_to_datadog_through_queues(world: World) -> None:
+    result = _run(
+        "migrate",
+        "--config",
+        str(world.config),
+        "--from",
+        PX,
+        "--to",
+        DD,
+        "--subject-ids-file",
+        str(world.ids_file),
+        "--datadog-project",
+        "llm-obs-project-1",
+        "--format",
+        "json",
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["report"]["method"] == "annotation_queues"
+    assert doc["report"]["written"] == world.px_annotations
+    assert doc["verify"]["differences"] == 0
+
+
+def test_migrate_interrupted_by_ctrl_c_then_resumed(world: World, tmp_path: Path) -> None:
+    checkpoint = tmp_path / "ckpt.json"
+    args = [
+        sys.executable,
+        "-m",
+        "annotation_gateway.cli",
+        "migrate",
+        "--config",
+        str(world.config),
+        "--from",
+        DD,
+        "--to",
+        PX,
+        "--subject-ids-file",
+        str(world.ids_file),
+        "--checkpoint",
+        str(checkpoint),
+        "--batch-size",
+        "1",
+        "--concurrency",
+        "1",
+    ]
+    world.sim.configure(latency_ms=250)  # each batch takes a few simulator calls: seconds in all
+    try:
+        proc = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy()
+        )
+        deadline = time.monotonic() + INTERRUPT_TIMEOUT_S
+        while time.monotonic() < deadline and proc.poll() is None:
+            if checkpoint.exists() and json.loads(checkpoint.read_text())["completed_subjects"]:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the migration ended before it could be interrupted"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=INTERRUPT_TIMEOUT_S)
+    finally:
+        world.sim.configure(latency_ms=0)
+    assert proc.returncode == 130, out + err
+    assert "interrupted" in err
+    assert "run the same command again to resume" in err
+    state = json.loads(checkpoint.read_text())
+    done = len(state["completed_subjects"])
+    assert 0 < done < N_SESSIONS
+    assert state["finished"] is False
+
+    resumed = _migrate(world, "--checkpoint", str(checkpoint), "--format", "json")
+    assert resumed.exit_code == 0, resumed.output
+    doc = json.loads(resumed.stdout)
+    assert doc["report"]["subjects_resumed"] == done
+    # Totals over the whole migration equal one clean run: every annotation exactly once.
+    report = doc["report"]
+    assert report["written"] + report["updated"] + report["unchanged"] == world.dd_annotations
+    assert doc["verify"]["differences"] == 0
+    assert len(_migrated_in_phoenix(world)) == world.dd_annotations
