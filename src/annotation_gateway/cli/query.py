@@ -45,6 +45,7 @@ from annotation_gateway.settings import GatewaySettings
 __all__ = ["OutputFormat", "query", "run_query"]
 
 EXPLANATION_WIDTH = 40
+ID_WIDTH = 9
 
 
 class OutputFormat(enum.StrEnum):
@@ -86,22 +87,35 @@ async def run_query(settings: GatewaySettings, query: FederatedQuery, *, follow:
         await federation.aclose()
 
 
+def _short(text: str) -> str:
+    """Long opaque ids (Datadog user UUIDs) cut to what tells them apart in a table."""
+    return text if len(text) <= ID_WIDTH else text[: ID_WIDTH - 1] + "…"
+
+
 def _table(page: QueryPage) -> Table:
-    table = Table(title=f"{len(page.data)} annotation(s)" + (" — PARTIAL" if page.partial else ""))
+    title = f"{len(page.data)} annotation(s)" + (" — PARTIAL" if page.partial else "")
+    table = Table(title=title, caption="subjects are sessions unless prefixed (trace:…, span:…)")
+    # The subject and the explanation wrap; the other columns shorten with an ellipsis instead.
     for column in ("updated_at", "source", "subject", "name", "label", "score", "annotator", "explanation"):
-        table.add_column(column, overflow="fold")
+        table.add_column(
+            column,
+            overflow="fold" if column in ("subject", "explanation") else "ellipsis",
+            no_wrap=column in ("updated_at", "score"),
+        )
     for a in page.data:
         explanation = a.explanation or ""
         if len(explanation) > EXPLANATION_WIDTH:
             explanation = explanation[: EXPLANATION_WIDTH - 1] + "…"
         table.add_row(
-            a.updated_at.strftime("%Y-%m-%d %H:%M:%S"),
+            a.updated_at.strftime("%m-%d %H:%M:%S"),
             a.source,
-            f"{a.subject.kind.value}:{a.subject.id}",
+            a.subject.id
+            if a.subject.kind is SubjectKind.SESSION
+            else f"{a.subject.kind.value}:{a.subject.id}",
             a.name,
             a.label or "",
             "" if a.score is None else f"{a.score:g}",
-            a.annotator.kind.value + (f" {a.annotator.id}" if a.annotator.id else ""),
+            a.annotator.kind.value + (f" {_short(a.annotator.id)}" if a.annotator.id else ""),
             explanation,
         )
     return table
