@@ -128,12 +128,8 @@ def _differences(result: CompareResult) -> int:
 
 def _report_table(report: MigrationReport) -> Table:
     verb = " (dry run: nothing written)" if report.dry_run else ""
-    table = Table(
-        title=f"migrate {report.source} → {report.target}{verb}",
-        title_justify="left",
-        show_header=False,
-        min_width=60,
-    )
+    title = f"migrate {report.source} → {report.target}{verb}"
+    table = Table(title=title, title_justify="left", show_header=False, min_width=len(title))
     table.add_column("what")
     table.add_column("count", justify="right")
     resumed = f" ({report.subjects_resumed} done by an earlier run)" if report.subjects_resumed else ""
