@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from pydantic import ValidationError
 
-from annotation_gateway.model import Annotation, AnnotationWrite, Annotator, Queue, Subject
+from annotation_gateway.model import Annotation, AnnotationWrite, Annotator, Queue, Subject, format_utc
 
 SPEC_FIELDS = {
     "id", "source", "provider", "subject", "name", "label", "score", "explanation", "annotator",
@@ -61,6 +61,7 @@ def test_raw_appears_only_when_set() -> None:
 def test_timestamps_are_rfc3339_utc_with_z(given: object, expected: str) -> None:
     annotation = make(updated_at=given)
     assert json.loads(annotation.model_dump_json())["updated_at"] == expected
+    assert format_utc(annotation.updated_at) == expected  # what CSV export writes: the same text
     assert annotation.updated_at.tzinfo == UTC
 
 

@@ -17,7 +17,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PlainSerializer,
     model_validator,
 )
 
@@ -74,12 +73,10 @@ def format_utc(value: datetime) -> str:
     return to_utc(value).isoformat().replace("+00:00", "Z")
 
 
-UtcDatetime = Annotated[
-    datetime,
-    AfterValidator(to_utc),
-    PlainSerializer(format_utc, return_type=str, when_used="json"),
-]
-"""A datetime normalised to UTC and serialised as ``2026-01-02T03:04:05Z``."""
+UtcDatetime = Annotated[datetime, AfterValidator(to_utc)]
+"""A datetime normalised to UTC. Pydantic serialises an aware UTC datetime as RFC 3339 with ``Z``
+(microseconds only when non-zero), exactly :func:`format_utc`, so no custom serializer is needed —
+one would cost ~60 % of an annotation's first serialisation (a Python call per timestamp)."""
 
 
 class _Frozen(BaseModel):
