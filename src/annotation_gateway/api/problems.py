@@ -5,7 +5,9 @@ Contract:
   from :meth:`GatewayError.problem` with its own status (so an upstream 4xx stays a 4xx);
 - FastAPI's request validation failures become 422 ``validation_error`` with
   ``errors: [{loc, msg, type}]`` (never the offending input: it may be a secret or huge);
-- Starlette's 404/405 become ``not_found`` / ``method_not_allowed`` problems (405 keeps ``Allow``);
+- Starlette's 404/405 become ``not_found`` / ``method_not_allowed`` problems (405 with an ``Allow``
+  listing every method of the path); its 400 for a body it cannot parse is a 422
+  ``validation_error``, like any other body that is not JSON;
 - anything else becomes 500 ``internal_error`` with a fixed detail: the exception is logged
   server-side, never sent (it could carry a URL, a header or a vendor message).
 
@@ -128,18 +130,36 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     error: GatewayError
+    headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() == "allow"}
     if exc.status_code == 404:
         error = NotFoundError(f"no route {request.url.path}")
     elif exc.status_code == 405:
         error = MethodNotAllowedError(f"{request.method} is not allowed on {request.url.path}")
+        # Starlette's Allow names only the first route matching the path (GET of /v1/annotations),
+        # not every method the path has (GET, POST).
+        allowed = _allowed_methods(request)
+        if allowed:
+            headers = {"Allow": ", ".join(allowed)}
     elif exc.status_code == 413:
         error = PayloadTooLargeError(str(exc.detail))
+    elif exc.status_code == 400:
+        # FastAPI's "There was an error parsing the body" (e.g. bytes that are not UTF-8): a body
+        # that is not JSON, which is a validation_error (422) like any other malformed JSON.
+        error = RequestValidationError(
+            str(exc.detail), errors=[{"loc": ["body"], "msg": str(exc.detail), "type": "json_invalid"}]
+        )
     elif 400 <= exc.status_code < 500:
         error = RequestValidationError(str(exc.detail), status=exc.status_code)
     else:
         error = GatewayError("internal error", status=exc.status_code)
-    headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() == "allow"}
     return problem_response(error, instance=request.url.path, headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method the OpenAPI document lists for this path (the API's paths have no templates;
+    FastAPI nests included routers, so the routes themselves are not a flat list to scan)."""
+    item = request.app.openapi().get("paths", {}).get(request.url.path)
+    return sorted(method.upper() for method in item) if isinstance(item, dict) else []
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
