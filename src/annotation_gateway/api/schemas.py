@@ -15,13 +15,22 @@ Contract:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 from annotation_gateway.api.problems import validation_problem
 from annotation_gateway.errors import PayloadTooLargeError
@@ -91,13 +100,27 @@ def check_subject_id_limit(subject_ids: tuple[str, ...], limit: int, where: str)
         )
 
 
+_NUMBER = re.compile(r"^\s*[+-]?\d+(\.\d*)?\s*$")
+
+
+def _not_a_number(value: Any) -> Any:
+    """pydantic reads a bare number as Unix time, in seconds or milliseconds depending on its
+    size: ambiguous, and not the RFC 3339 the API documents. Refused (422)."""
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.match(value)):
+        raise ValueError("must be an RFC 3339 date-time such as 2026-01-31T12:00:00Z, not a number")
+    return value
+
+
+Rfc3339 = Annotated[datetime, BeforeValidator(_not_a_number)]
+
+
 class _QueryFields(BaseModel):
     """Fields shared by the GET query string and the search body (single names)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    updated_after: datetime | None = Field(default=None, description=_D_UPDATED_AFTER)
-    updated_before: datetime | None = Field(default=None, description=_D_UPDATED_BEFORE)
+    updated_after: Rfc3339 | None = Field(default=None, description=_D_UPDATED_AFTER)
+    updated_before: Rfc3339 | None = Field(default=None, description=_D_UPDATED_BEFORE)
     limit: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE, description=_D_LIMIT)
     cursor: str | None = Field(default=None, max_length=4096, description=_D_CURSOR)
     include: list[Literal["raw"]] = Field(default_factory=list, description=_D_INCLUDE)
