@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -245,6 +246,8 @@ class WrkResult:
     mean_ms: float
     errors: dict[str, int]
     bytes: int
+    wrk_cpu_pct: float = 0.0
+    """wrk's own CPU time over the run's duration: near 100 % means the load generator limits."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -294,10 +297,14 @@ def run_wrk(
         str(script),
         url,
     ]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         done = subprocess.run(argv, capture_output=True, timeout=duration_s + timeout_s + 30, check=False)
     finally:
         script.unlink(missing_ok=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # children's usage is added when they are reaped: this run's wrk (taskset execs into it)
+    wrk_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     out = done.stdout.decode(errors="replace")
     for line in out.splitlines():
         if line.startswith("BENCHJSON "):
@@ -314,6 +321,7 @@ def run_wrk(
                 mean_ms=raw["mean_us"] / 1000,
                 errors={k: raw[k] for k in ("connect", "read", "write", "status", "timeout")},
                 bytes=raw["bytes"],
+                wrk_cpu_pct=100 * wrk_cpu / duration if duration else 0.0,
             )
     raise RuntimeError(
         f"wrk printed no result (exit {done.returncode}): {out[-2000:]} {done.stderr[-2000:]!r}"
@@ -333,6 +341,8 @@ class Measurement:
     """CPU per request of the other processes watched (the upstreams), for context."""
     core_foreign_pct: float = 0.0
     """Share of the server core used by processes this bench did not start (noise)."""
+    client_core_busy_pct: float = 0.0
+    """How busy the load generator's core was: near 100 % means the client, not the server, limits."""
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -366,9 +376,11 @@ def measure(
     others_before = {o.name: o.cpu_seconds() for o in others}
     cpu_before = server.cpu_seconds()
     core_before = core_busy_seconds()
+    client_before = core_busy_seconds(CLIENT_CPU)
     result = run_wrk(url, duration_s=duration_s, **common)
     cpu = server.cpu_seconds() - cpu_before
     core = core_busy_seconds() - core_before
+    client = core_busy_seconds(CLIENT_CPU) - client_before
     per_request = {
         o.name: round((o.cpu_seconds() - others_before[o.name]) * 1000 / max(1, result.requests), 4)
         for o in others
@@ -383,4 +395,5 @@ def measure(
         rss_mib=rss_kib(server.pid) / 1024,
         others_cpu_ms_per_request=per_request,
         core_foreign_pct=foreign,
+        client_core_busy_pct=client / result.duration_s * 100 if result.duration_s else 0.0,
     )

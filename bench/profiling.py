@@ -119,6 +119,23 @@ def is_python_frame(file: str) -> bool:
 
 
 GC_FRAME = "gc_collect_main"
+WAIT_FRAMES = frozenset(
+    {
+        "pthread_cond_timedwait",
+        "pthread_cond_wait",
+        "PyThread_acquire_lock_timed",
+        "sem_wait",
+        "sem_timedwait",
+        "sem_clockwait",
+        "epoll_wait",
+        "epoll_pwait",
+        "select",
+        "poll",
+        "nanosleep",
+        "clock_nanosleep",
+    }
+)
+"""Native frames of a thread that waits (for the GIL, a lock, a queue, I/O): not CPU time."""
 GC_CATEGORY = "cyclic GC (gc_collect_main)"
 
 
@@ -141,11 +158,26 @@ class ProfileSummary:
             "error": self.error,
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProfileSummary:
+        def pairs(key: str) -> list[tuple[str, float]]:
+            return [(str(name), float(value)) for name, value in data.get(key) or []]
+
+        return cls(
+            samples=int(data.get("samples", 0)),
+            gc_pct=float(data.get("gc_pct", 0.0)),
+            by_category=pairs("by_category_pct"),
+            self_top=pairs("self_top_pct"),
+            inclusive_top=pairs("inclusive_top_pct"),
+            error=data.get("error"),
+        )
+
     def markdown(self, top: int = 12) -> str:
         if self.error:
             return f"_profile unavailable: {self.error}_\n"
         lines = [
-            f"py-spy (with native frames), {self.samples} samples of busy (non-idle) stacks; "
+            f"py-spy (with native frames), {self.samples} samples of threads on CPU (samples of "
+            f"threads waiting for the GIL, a lock, a queue or I/O left out); "
             f"**{self.gc_pct:.0f} %** of them inside Python's cyclic garbage collector.",
             "",
         ]
@@ -170,6 +202,8 @@ def summarize(raw: Path, top: int = 25) -> ProfileSummary:
             continue
         count = int(count_text)
         frames = [_frame(part) for part in stack.split(";") if part]
+        if any(func in WAIT_FRAMES for func, _ in frames):
+            continue  # a waiting thread (GIL, lock, queue, epoll): no CPU
         in_gc = any(func == GC_FRAME for func, _ in frames)
         # native frames (the event loop's C code, libc...) are left out but for the GC marker
         frames = [f for f in frames if f[1] and is_python_frame(f[1])]

@@ -59,6 +59,9 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
     hello, hit = results.get("hello", {}), results.get("cache_hit", {})
     if "rps" in hello and "rps" in hit:
         out["cache_hit_vs_hello"] = round(hit["rps"] / hello["rps"], 3)
+    if "cpu_ms_per_request" in hello and "cpu_ms_per_request" in hit:
+        # what each could serve on a core of its own: robust to other load on a shared machine
+        out["cache_hit_vs_hello_by_cpu"] = round(hello["cpu_ms_per_request"] / hit["cpu_ms_per_request"], 3)
     same_bytes = results.get("hello_answer", {})
     if "rps" in same_bytes and "rps" in hit:
         out["cache_hit_vs_same_bytes"] = round(hit["rps"] / same_bytes["rps"], 3)
@@ -163,14 +166,15 @@ def _throughput(res: dict[str, Any]) -> list[str]:
         "by other load on the machine); CPU ms/req is the median over the rounds. Errors = wrk's "
         "connect/read/write/timeout errors plus non-2xx answers, over all rounds.",
         "",
-        "Every round (req/s · CPU ms/req · other processes' share of core 0):",
+        "Every round (req/s · CPU ms/req · other processes' share of core 0 · wrk's own CPU on core 1):",
         "",
     ]
     for key, label in _LABELS.items():
         rounds = (res.get(key) or {}).get("rounds") or []
         if rounds:
             cells = "; ".join(
-                f"{fmt(r['rps'], 0)} · {fmt(r['cpu_ms_per_request'], 3)} · {fmt(r['core0_foreign_pct'], 0)} %"
+                f"{fmt(r['rps'], 0)} · {fmt(r['cpu_ms_per_request'], 3)} · "
+                f"{fmt(r['core0_foreign_pct'], 0)} % · {fmt(r.get('wrk_cpu_pct'), 0)} %"
                 for r in rounds
             )
             out.append(f"- {label}: {cells}")
@@ -374,6 +378,11 @@ def markdown(report: dict[str, Any], profiles: dict[str, ProfileSummary]) -> str
             f"cache hit / a bare endpoint sending the same {fmt(size)} "
             f"bytes = **{fmt(r['cache_hit_vs_same_bytes'])}** (what the gateway's own work costs on a hit, "
             f"the payload's size aside)"
+        )
+    if "cache_hit_vs_hello_by_cpu" in r:
+        diag.append(
+            f"cache hit vs hello by CPU per request (1/CPU = what each could serve on a core of its "
+            f"own, robust to other load) = **{fmt(r['cache_hit_vs_hello_by_cpu'])}**"
         )
     if "miss_rps_vs_reference" in r:
         diag.append(f"cache miss req/s / reference fan-out req/s = {fmt(r['miss_rps_vs_reference'])}")

@@ -381,6 +381,8 @@ def record_measurement(m: Measurement) -> dict[str, Any]:
         "rss_mib": round(m.rss_mib, 1),
         "duration_s": round(w.duration_s, 2),
         "core0_foreign_pct": round(m.core_foreign_pct, 1),
+        "core1_busy_pct": round(m.client_core_busy_pct, 1),
+        "wrk_cpu_pct": round(w.wrk_cpu_pct, 1),
         "upstream_cpu_ms_per_request": {
             k: v
             for k, v in m.others_cpu_ms_per_request.items()
@@ -398,7 +400,19 @@ def combine_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     out["peak_rss_mib"] = max(r["peak_rss_mib"] for r in rounds)
     out["errors"] = {k: sum(r["errors"][k] for r in rounds) for k in best["errors"]}
     out["rounds"] = [
-        {k: r[k] for k in ("rps", "p50_ms", "p99_ms", "cpu_ms_per_request", "core0_foreign_pct", "rss_mib")}
+        {
+            k: r[k]
+            for k in (
+                "rps",
+                "p50_ms",
+                "p99_ms",
+                "cpu_ms_per_request",
+                "core0_foreign_pct",
+                "core1_busy_pct",
+                "wrk_cpu_pct",
+                "rss_mib",
+            )
+        }
         for r in rounds
     ]
     return out
@@ -926,6 +940,19 @@ def _guard(bench: Bench, name: str, step: Callable[[], None]) -> None:
             entry["traceback"] = traceback.format_exc()[-3000:]
 
 
+def render_only(args: argparse.Namespace) -> int:
+    """Re-render ``<name>.md`` from ``<name>.json`` (e.g. after editing the analysis file)."""
+    out_dir = Path(args.out)
+    json_path = out_dir / f"{args.name}.json"
+    report = json.loads(json_path.read_text())
+    report["analysis"] = _analysis_text(args)
+    profiles = {k: ProfileSummary.from_dict(v) for k, v in report.get("profiles", {}).items()}
+    json_path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (out_dir / f"{args.name}.md").write_text(markdown(report, profiles))
+    print(f"re-rendered {out_dir / (args.name + '.md')}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the gateway benchmarks (bench/README.md).")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per measured wrk run")
@@ -942,7 +969,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--analysis", default=str(RESULTS / "analysis.md"), help="hand-written analysis to include"
     )
-    return run(parser.parse_args(argv))
+    parser.add_argument(
+        "--render-only", action="store_true", help="re-render the .md from the .json (no measuring)"
+    )
+    args = parser.parse_args(argv)
+    return render_only(args) if args.render_only else run(args)
 
 
 if __name__ == "__main__":

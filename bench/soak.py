@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import itertools
 import json
 import random
 import statistics
@@ -77,7 +78,10 @@ class Tally:
     source_errors: Counter[str] = field(default_factory=Counter)
     transport_errors: Counter[str] = field(default_factory=Counter)
     latencies_ms: list[float] = field(default_factory=list)
+    timeline: list[tuple[float, float]] = field(default_factory=list)
+    """(seconds since the tally's start when the request began, its latency in ms)."""
     five_xx_examples: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
 
     def add(self, route: str, status: int, elapsed_ms: float, body: bytes | None) -> None:
         key = str(status)
@@ -88,6 +92,8 @@ class Tally:
                 self.five_xx_examples.append(f"{route} {status} {(body or b'')[:300]!r}")
         if len(self.latencies_ms) < 200_000:
             self.latencies_ms.append(elapsed_ms)
+            began = time.monotonic() - self.started - elapsed_ms / 1000
+            self.timeline.append((began, elapsed_ms))
         if body and route.startswith(("annotations", "search")) and status == 200:
             answer = orjson.loads(body)
             if answer.get("partial"):
@@ -267,8 +273,31 @@ def wait_recovered(gateway_url: str, budget_s: float = 30.0) -> dict[str, Any]:
     return {"recovered": False, "after_s": round(time.monotonic() - started, 1), "last": last}
 
 
+def phases(tally: Tally, flaps: list[dict[str, Any]], end_s: float) -> list[dict[str, Any]]:
+    """Requests and latency per flap phase (by the time each request began)."""
+    out = []
+    bounds = [*flaps, {"t": end_s, "datadog": "end"}]
+    for phase, nxt in itertools.pairwise(bounds):
+        lat = sorted(ms for began, ms in tally.timeline if phase["t"] <= began < nxt["t"])
+        if not lat:
+            out.append({"from_s": phase["t"], "datadog": phase["datadog"], "requests": 0})
+            continue
+        out.append(
+            {
+                "from_s": phase["t"],
+                "datadog": phase["datadog"],
+                "requests": len(lat),
+                "p50_ms": round(lat[len(lat) // 2], 1),
+                "p99_ms": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))], 1),
+                "max_ms": round(lat[-1], 1),
+            }
+        )
+    return out
+
+
 def steadiness(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    early = [s for s in samples if 10 <= s["t"] < 20]
+    """Steady = the second half of the run adds ≤ 5 % RSS and ≤ 16 fds (last 10 s vs s 25-35)."""
+    early = [s for s in samples if 25 <= s["t"] < 35]
     late = samples[-10:]
     if not early or not late:
         return {"verdict": "too short to judge"}
@@ -276,15 +305,15 @@ def steadiness(samples: list[dict[str, Any]]) -> dict[str, Any]:
     rss_late = statistics.median(s["rss_mib"] for s in late)
     fds_early = max(s["fds"] for s in early)
     fds_late = max(s["fds"] for s in late)
-    rss_ok = rss_late <= rss_early * 1.10
+    rss_ok = rss_late <= rss_early * 1.05
     fds_ok = fds_late <= fds_early + 16
     return {
-        "rss_mib_s10_20": rss_early,
+        "rss_mib_s25_35": rss_early,
         "rss_mib_last10": rss_late,
         "rss_growth_pct": round(100 * (rss_late - rss_early) / rss_early, 1) if rss_early else None,
         "rss_min_mib": min(s["rss_mib"] for s in samples),
         "rss_max_mib": max(s["rss_mib"] for s in samples),
-        "fds_s10_20_max": fds_early,
+        "fds_s25_35_max": fds_early,
         "fds_last10_max": fds_late,
         "fds_min": min(s["fds"] for s in samples),
         "fds_max": max(s["fds"] for s in samples),
@@ -313,11 +342,12 @@ def render(report: dict[str, Any]) -> str:
         f"| no transport errors | {sum(t['transport_errors'].values())} | {_yes(not t['transport_errors'])} |"
     )
     lines.append(
-        f"| RSS steady (last 10 s vs s 10-20, ≤ +10 %) | {st.get('rss_mib_s10_20')} → "
+        f"| RSS steady over the second half (last 10 s vs s 25-35, ≤ +5 %) | {st.get('rss_mib_s25_35')} → "
         f"{st.get('rss_mib_last10')} MiB ({st.get('rss_growth_pct')} %) | {_yes(st.get('rss_steady'))} |"
     )
     lines.append(
-        f"| open fds steady (≤ +16) | {st.get('fds_s10_20_max')} → {st.get('fds_last10_max')} "
+        f"| open fds steady (last 10 s vs s 25-35, ≤ +16) | {st.get('fds_s25_35_max')} → "
+        f"{st.get('fds_last10_max')} "
         f"(min {st.get('fds_min')}, max {st.get('fds_max')}) | {_yes(st.get('fds_steady'))} |"
     )
     lines.append(
@@ -344,8 +374,13 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"\nTransport errors: {dict(t['transport_errors'])}")
     if report["five_xx_examples"]:
         lines += ["", "5xx examples:", ""] + [f"- `{e}`" for e in report["five_xx_examples"]]
-    lines += ["", "## Upstream flaps", ""]
-    lines.append(", ".join(f"{f['t']} s {f['datadog']}" for f in report["flaps"]))
+    lines += ["", "## Per phase of the Datadog simulator (by when each request began)", ""]
+    lines += ["| from s | Datadog | requests | p50 ms | p99 ms | max ms |", "|---:|---|---:|---:|---:|---:|"]
+    for ph in report["phases"]:
+        lines.append(
+            f"| {ph['from_s']} | {ph['datadog']} | {ph['requests']:,} | {ph.get('p50_ms', '')} | "
+            f"{ph.get('p99_ms', '')} | {ph.get('max_ms', '')} |"
+        )
     lines += ["", "## Gateway RSS and open fds, every second", ""]
     lines += ["| t s | RSS MiB | fds | requests so far | 5xx so far |", "|---:|---:|---:|---:|---:|"]
     for s in report["samples"]:
@@ -418,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
             "by_route": {k: dict(v) for k, v in tally.by_route.items()},
             "five_xx_examples": tally.five_xx_examples,
             "flaps": result["flaps"],
+            "phases": phases(tally, result["flaps"], result["elapsed_s"]),
             "samples": result["samples"],
             "after_load": after,
             "steadiness": steadiness(result["samples"]),
