@@ -517,6 +517,15 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
         (403, "The key may not use a source named (`forbidden`), or a source refused our key."),
         (413, "More ids or items than a limit allows (`payload_too_large`); the detail names it."),
         (422, "Invalid parameter or body (`validation_error`), or cursor (`invalid_cursor`)."),
-        (502, "A source failed with partial=deny, or every source failed (`source_error`...)."),
+        (
+            502,
+            "A source failed with partial=deny, or every source failed: the failing source's "
+            "problem (`source_error`...). Its class is kept: 503, 504, 429 and the upstream 4xx "
+            "classes below are answered the same way.",
+        ),
+        (404, "A source does not know the configured project or resource (`not_found`)."),
+        (429, "A source throttled the gateway (`rate_limited`); `Retry-After` says how long to wait."),
+        (503, "A source is unreachable or its circuit is open (`source_unavailable`)."),
+        (504, "A source did not answer in time (`source_timeout`)."),
     )
 }
