@@ -450,6 +450,8 @@ def test_fault(rig: RigFactory, source: str, case: Case) -> None:
         assert denied.status_code == case.status, denied.text[:500]
         assert denied.headers["content-type"] == "application/problem+json"
         assert denied.json()["code"] == case.code
+        documented = r.get("/openapi.json").json()["paths"][ANNOTATIONS]["get"]["responses"]
+        assert str(case.status) in documented, f"{case.status} is answered but not in the OpenAPI document"
         if case.status == 429:
             assert int(denied.headers["retry-after"]) >= 1
 
