@@ -887,7 +887,32 @@ def _fingerprint(query: FederatedQuery, selected: list[_Source]) -> bytes:
         query.include_raw,
         query.partial,
     ]
-    return hashlib.sha256(orjson.dumps(shape)).digest()
+    try:
+        encoded = orjson.dumps(shape)
+    except TypeError:  # orjson.JSONEncodeError: a lone surrogate (JSON "\ud800") is not text
+        field = next(
+            (
+                name
+                for name in ("subject_ids", "identifiers", "names", "exclude_names", "projects")
+                if not all(_is_text(v) for v in getattr(query, name))
+            ),
+            "query",
+        )
+        raise RequestValidationError(
+            f"{field}: a value holds a lone surrogate (\\ud800-\\udfff), which is not Unicode text",
+            errors=[
+                {"loc": [field], "msg": "not valid Unicode text (lone surrogate)", "type": "string_unicode"}
+            ],
+        ) from None
+    return hashlib.sha256(encoded).digest()
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _skip_reason(source: _Source, query: FederatedQuery) -> str | None:
