@@ -737,7 +737,11 @@ class DatadogProvider:
             return []  # Datadog annotations have no identifier: "" is the only one that matches.
         if query.subject_kinds and not SUBJECT_KINDS.intersection(query.subject_kinds):
             return []
-        content_ids = list(dict.fromkeys(query.subject_ids))
+        # A blank content id matches nothing, and Datadog answers 400 to a request whose ids are
+        # all blank: a stray "" in a long id list must not fail the whole source.
+        content_ids = [c for c in dict.fromkeys(query.subject_ids) if c.strip()]
+        if not content_ids:
+            return []
         chunks = self._chunk(content_ids)
         pages = await _gather(self._fetch_chunk(chunk) for chunk in chunks)
         interactions: dict[str, tuple[_WireInteraction, Mapping[str, Any]]] = {}
