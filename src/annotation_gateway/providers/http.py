@@ -6,6 +6,7 @@
   respx intercepts with ``respx.mock(using="httpx")``, which works whatever the transport.
 - :func:`send` sends one request and translates transport failures into ``SourceError``s
   (``raise ... from exc``); the caller classifies the *response* by status and content type.
+  A body that echoes one of the request's credentials comes back with it redacted.
 - :class:`RetryPolicy` / :func:`send_idempotent` retry only idempotent reads, only on retryable
   errors (connect errors, resets, timeouts, 5xx, 429), honouring the vendor's requested wait
   (capped) and otherwise backing off exponentially with full jitter (tenacity).
@@ -92,6 +93,7 @@ async def send(client: httpx.AsyncClient, request: httpx.Request, *, source: str
     try:
         response = await client.send(request)
         await response.aread()
+        response = _without_credentials(response, request, source=source)
     except httpx.TimeoutException as exc:
         if _is_connection_failure(exc):
             what = "connection refused" if _is_refused(exc) else f"connection failed ({_cause_name(exc)})"
@@ -106,6 +108,49 @@ async def send(client: httpx.AsyncClient, request: httpx.Request, *, source: str
             f"{source}: transport error on {where}: {type(exc).__name__}", source=source
         ) from exc
     return response
+
+
+CREDENTIAL_HEADER_WORDS = ("authorization", "key", "token", "secret")
+"""A request header whose name contains one of these carries a credential."""
+REDACTED = b"[redacted]"
+MIN_CREDENTIAL_CHARS = 8
+"""Shorter header values (a scheme name, a flag) are not searched for."""
+
+
+def _credentials(request: httpx.Request) -> list[bytes]:
+    """The credential values sent with ``request``: whole header values and, for
+    ``Authorization: <scheme> <token>``, the token alone; longest first."""
+    found: set[bytes] = set()
+    for name, value in request.headers.items():
+        if not any(word in name.lower() for word in CREDENTIAL_HEADER_WORDS):
+            continue
+        whole = value.strip()
+        token = whole.partition(" ")[2].strip()
+        found.update(v.encode() for v in (whole, token) if len(v) >= MIN_CREDENTIAL_CHARS)
+    return sorted(found, key=len, reverse=True)
+
+
+def _without_credentials(response: httpx.Response, request: httpx.Request, *, source: str) -> httpx.Response:
+    """``response``, with any credential of ``request`` it echoes replaced by ``[redacted]``.
+
+    A vendor (or a proxy in front of it) may echo the request, headers included, in an error
+    page; its text reaches problem details, health reports and logs, so the credentials would
+    leave the gateway with it (SPEC §3: never in a response, a log line or a metric). A search
+    for a few short byte strings in the body costs microseconds next to parsing it."""
+    content = response.content
+    leaked = [c for c in _credentials(request) if c in content]
+    if not leaked:
+        return response
+    for credential in leaked:
+        content = content.replace(credential, REDACTED)
+    log.warning("a source echoed the gateway's credentials in its answer; redacted", extra={"source": source})
+    return httpx.Response(
+        response.status_code,
+        headers=response.headers,
+        content=content,
+        request=response.request,
+        extensions=response.extensions,
+    )
 
 
 def _is_connection_failure(exc: httpx.TimeoutException) -> bool:
