@@ -67,6 +67,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import functools
 import hashlib
 import hmac
 import logging
@@ -80,6 +81,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import orjson
 from cachetools import TTLCache
+from pydantic import TypeAdapter
 
 from annotation_gateway.cache import AnnotationCache, CacheAnswer
 from annotation_gateway.errors import (
@@ -175,6 +177,7 @@ _CURSOR_VERSION = 1
 _CURSOR_MAC_BYTES = 16
 _FINGERPRINT_BYTES = 12
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ANNOTATION_JSON = TypeAdapter(Annotation).dump_json
 _MICROSECOND = timedelta(microseconds=1)
 
 PartialMode = Literal["allow", "deny"]
@@ -232,6 +235,11 @@ class QueryPage:
     next_cursor: str | None
     partial: bool
     sources: list[SourceStatus]
+    data_json: Callable[[], list[bytes]] | None = field(default=None, repr=False, compare=False)
+    """Returns each of ``data``'s JSON (the canonical model's own serialization), in order,
+    serialized once per merged result and kept with it (:meth:`Federation.query` sets it);
+    ``None``: serialize ``data``. A callable, so that readers that never write the page as
+    JSON (export) make nothing be kept."""
 
 
 @dataclass(slots=True)
@@ -392,6 +400,22 @@ class _Merged:
     statuses: tuple[SourceStatus, ...]
     partial: bool
     expires_at: float
+    encoded: list[bytes | None]
+    """Each item's JSON, filled in as pages are served: it lives exactly as long as the result
+    (cached or not), so a cached query's later pages serialize nothing and nothing outlives
+    its cache entry (a process-wide memo did, and kept the GC walking dead answers)."""
+
+    def page_json(self, start: int, end: int) -> list[bytes]:
+        """The JSON of ``items[start:end]``, serialized once per item per result."""
+        encoded = self.encoded
+        parts = encoded[start:end]
+        if None in parts:
+            items = self.items
+            for offset, part in enumerate(parts):
+                if part is None:
+                    part = encoded[start + offset] = _ANNOTATION_JSON(items[start + offset])
+                    parts[offset] = part
+        return parts  # type: ignore[return-value]  # no None left
 
 
 @dataclass(slots=True)
@@ -505,7 +529,13 @@ class Federation:
         end = start + query.limit
         data = list(items[start:end])
         next_cursor = self._codec.encode(fingerprint, _sort_key(data[-1])) if end < len(items) else None
-        return QueryPage(data=data, next_cursor=next_cursor, partial=merged.partial, sources=statuses)
+        return QueryPage(
+            data=data,
+            next_cursor=next_cursor,
+            partial=merged.partial,
+            sources=statuses,
+            data_json=functools.partial(merged.page_json, start, end),
+        )
 
     async def pages(
         self, query: FederatedQuery, *, allowed_sources: frozenset[str] | None = None
@@ -610,6 +640,7 @@ class Federation:
             statuses=tuple(o.status for o in done),
             partial=bool(failures),
             expires_at=(min(fetched) if fetched else self._clock()) + self._merged_ttl,
+            encoded=[None] * len(ordered),
         )
         storable = (
             self._merged_ttl > 0

@@ -47,7 +47,6 @@ from annotation_gateway.federation import (
 from annotation_gateway.model import Annotation, AnnotationWrite, AnnotatorKind, ProviderKind, SubjectKind
 
 __all__ = [
-    "AnnotationJsonMemo",
     "AnnotationPage",
     "AnnotationQueryParams",
     "AnnotationSearchBody",
@@ -431,52 +430,7 @@ def query_parameters_openapi(model: type[BaseModel]) -> list[dict[str, Any]]:
     return out
 
 
-_ANNOTATION = TypeAdapter(Annotation)
-
-MEMO_MAX_ENTRIES = 100_000
-"""Serialized annotations kept by :class:`AnnotationJsonMemo` before it starts over (~60 MB)."""
-
-
-class AnnotationJsonMemo:
-    """Each annotation's JSON bytes, computed once per annotation object.
-
-    Annotations are immutable and the federation serves a cached query's pages from the same
-    objects, so a cache hit re-serializes nothing: it joins bytes. Keyed by ``id()``; the memo
-    keeps every annotation it has bytes for alive, so while an entry exists no other object can
-    have its id — a hit is always the same object, with no identity check. The lookup of a whole
-    page runs in C (``map``); only misses take the Python path. When full it starts over, which is
-    simpler and cheaper than LRU bookkeeping on every hit.
-    """
-
-    def __init__(self, max_entries: int = MEMO_MAX_ENTRIES) -> None:
-        self._max_entries = max_entries
-        self._json: dict[int, bytes] = {}
-        self._alive: dict[int, Annotation] = {}
-
-    def __len__(self) -> int:
-        return len(self._json)
-
-    def parts(self, annotations: list[Annotation]) -> list[bytes]:
-        """The JSON of each of ``annotations``, in order."""
-        parts = list(map(self._json.get, map(id, annotations)))
-        if None in parts:
-            if len(self._json) + len(annotations) > self._max_entries:
-                self._json.clear()
-                self._alive.clear()
-            for index, item in enumerate(annotations):
-                if parts[index] is None:
-                    encoded = _ANNOTATION.dump_json(item)
-                    self._alive[id(item)] = item
-                    self._json[id(item)] = encoded
-                    parts[index] = encoded
-        return parts  # type: ignore[return-value]  # no None left
-
-    def array(self, annotations: list[Annotation]) -> bytes:
-        """The JSON array of ``annotations``."""
-        return b"[" + b",".join(self.parts(annotations)) + b"]"
-
-
-_MEMO = AnnotationJsonMemo()
+_ANNOTATION_JSON = TypeAdapter(Annotation).dump_json
 
 
 def _status(status: SourceStatus) -> dict[str, Any]:
@@ -493,12 +447,17 @@ def _status(status: SourceStatus) -> dict[str, Any]:
     }
 
 
-def page_json(page: QueryPage, memo: AnnotationJsonMemo = _MEMO) -> bytes:
-    """The JSON bytes of ``page`` (the :class:`AnnotationPage` shape), without a model round trip."""
+def page_json(page: QueryPage) -> bytes:
+    """The JSON bytes of ``page`` (the :class:`AnnotationPage` shape), without a model round trip.
+
+    The annotations' JSON comes with the page when the federation has it (kept with its merged
+    result, so a cached query's pages serialize nothing); otherwise each is serialized here.
+    """
+    parts = page.data_json() if page.data_json is not None else list(map(_ANNOTATION_JSON, page.data))
     return b"".join(
         (
             b'{"data":[',
-            b",".join(memo.parts(page.data)),
+            b",".join(parts),
             b'],"next_cursor":',
             orjson.dumps(page.next_cursor),
             b',"partial":',

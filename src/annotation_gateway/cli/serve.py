@@ -9,6 +9,7 @@ upstream connection pools).
 
 from __future__ import annotations
 
+import gc
 from typing import Annotated, Any
 
 import typer
@@ -24,7 +25,33 @@ from annotation_gateway.cli._app import (
     setup_logging,
 )
 
-__all__ = ["serve"]
+__all__ = ["GC_GEN0_THRESHOLD", "serve", "tune_gc"]
+
+GC_GEN0_THRESHOLD = 10_000
+"""Allocations between young-generation collections (CPython's default: 700)."""
+
+
+def tune_gc() -> None:
+    """Make the cyclic garbage collector cheap for a server, once start-up is done.
+
+    - ``gc.freeze()`` moves everything alive after start-up (modules, pydantic's schemas and
+      validators, FastAPI's routes: hundreds of thousands of objects) out of the collector's
+      reach: they live as long as the process, and every full collection walked them for
+      nothing.
+    - A request allocates thousands of short-lived container objects (a cache miss validates
+      ~100 vendor rows into ~1,000 of them), almost all freed by reference counting; with the
+      default gen-0 threshold of 700 a miss triggered several young collections, each also
+      moving the request's live objects a generation up. At 10,000, fewer collections run and
+      most objects are already gone when one does.
+
+    Measured on the bench's cache-miss load (100 annotations per answer, 2-core machine): server
+    CPU per miss 3.77 ms (defaults) → 3.50 ms (freeze) → 3.16 ms (freeze + 10,000); p99 at 8
+    concurrent clients 61 → 33 ms. 50,000 measured no better (3.27 ms) and holds more garbage.
+    """
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
 @app.command()
@@ -53,8 +80,10 @@ def serve(
         f"(sources: {', '.join(s.name for s in settings.sources if s.enabled) or 'none'}; "
         f"auth {'on' if settings.auth.enabled else 'OFF (loopback only)'})"
     )
+    gateway = create_app(settings)
+    tune_gc()
     uvicorn.run(
-        create_app(settings),
+        gateway,
         host=listen.host,
         port=listen.port,
         access_log=listen.access_log,
