@@ -79,12 +79,13 @@ from annotation_gateway.errors import (
 from annotation_gateway.model import (
     Annotation,
     AnnotationWrite,
-    Annotator,
     AnnotatorKind,
     ProviderKind,
-    Queue,
-    Subject,
     SubjectKind,
+    build_annotation,
+    build_annotator,
+    build_queue,
+    build_subject,
 )
 from annotation_gateway.providers.base import Capabilities, HealthReport, SourceQuery, WriteResult
 from annotation_gateway.providers.config import BaseSourceConfig, ConfigError, read_secret
@@ -863,8 +864,10 @@ class DatadogProvider:
         self, interaction: _WireInteraction, raw: Mapping[str, Any], *, include_raw: bool
     ) -> Iterator[Annotation]:
         labels = self._labels.get(interaction.queue_id, NO_LABELS)
-        subject = Subject(kind=SubjectKind(interaction.type), id=interaction.content_id, project=None)
-        queue = Queue(id=interaction.queue_id, name=interaction.queue_name or None)
+        # Built without validation: the wire models are strict, so every value below already has
+        # the canonical type (build_annotation makes the timestamps UTC).
+        subject = build_subject(SubjectKind(interaction.type), interaction.content_id, None)
+        queue = build_queue(interaction.queue_id, interaction.queue_name or None)
         raw_interaction = _without_annotations(raw) if include_raw else None
         interaction_extra = interaction.model_extra or {}
         for index, annotation in enumerate(interaction.annotations):
@@ -919,7 +922,7 @@ class DatadogProvider:
                     datadog["annotation"] = dict(annotation.model_extra)
                 if entry.extra:
                     datadog["label_value"] = dict(entry.extra)
-                yield Annotation(
+                yield build_annotation(
                     id=f"{self._name}:{annotation.id}:{entry.label_schema_id}",
                     source=self._name,
                     provider=ProviderKind.DATADOG,
@@ -928,7 +931,7 @@ class DatadogProvider:
                     label=mapped.label,
                     score=mapped.score,
                     explanation=mapped.explanation,
-                    annotator=Annotator(kind=AnnotatorKind.HUMAN, id=annotation.created_by or None),
+                    annotator=build_annotator(AnnotatorKind.HUMAN, annotation.created_by or None),
                     identifier="",
                     metadata={},
                     queue=queue,

@@ -89,6 +89,9 @@ from annotation_gateway.model import (
     AnnotatorKind,
     ProviderKind,
     SubjectKind,
+    build_annotation,
+    build_annotator,
+    build_subject,
 )
 from annotation_gateway.providers.base import Capabilities, HealthReport, SourceQuery, WriteResult
 from annotation_gateway.providers.config import BaseSourceConfig, read_secret
@@ -234,7 +237,6 @@ class _ProjectBody(TypedDict):
 _KNOWN_ROW_FIELDS = _Row.__required_keys__ | _Row.__optional_keys__ | {"session_id", "trace_id", "span_id"}
 _KNOWN_RESULT_FIELDS = frozenset({"label", "score", "explanation"})
 _PHOENIX_ANNOTATOR_KINDS = {kind.value: kind for kind in WRITABLE_ANNOTATOR_KINDS}
-_ANNOTATIONS = TypeAdapter(list[Annotation])
 _INSERTED = TypeAdapter(_InsertedBody)
 _PROJECT = TypeAdapter(_ProjectBody)
 _ANY_PAGE = TypeAdapter(dict[str, Any])
@@ -576,16 +578,21 @@ class PhoenixProvider:
         body = parse_json(response, source=self.name)
         page = self._validate(spec.page, body, what=f"{spec.kind.value} annotation page")
         raw_rows: list[Any] = body["data"]
-        rows: list[dict[str, Any]] = []
-        for index, row in enumerate(page["data"]):
-            if not plan.filters_locally or plan.keeps(row["name"], row.get("identifier", "")):
-                rows.append(self._canonical(spec, row, raw_rows[index] if include_raw else None))
-        annotations = self._validate(_ANNOTATIONS, rows, what="normalised annotation")
+        keep_all = not plan.filters_locally
+        annotations = [
+            self._canonical(spec, row, raw_rows[index] if include_raw else None)
+            for index, row in enumerate(page["data"])
+            if keep_all or plan.keeps(row["name"], row.get("identifier", ""))
+        ]
         cursor: str | None = page["next_cursor"]
         return annotations, cursor
 
-    def _canonical(self, spec: _Kind, row: Mapping[str, Any], raw: Any) -> dict[str, Any]:
-        """A Phoenix row as the dict of a canonical Annotation (SPEC §2)."""
+    def _canonical(self, spec: _Kind, row: Mapping[str, Any], raw: dict[str, Any] | None) -> Annotation:
+        """A validated Phoenix row as a canonical Annotation (SPEC §2).
+
+        Built without a second validation: the row's wire TypedDict already guarantees every
+        type the canonical model needs (build_annotation makes the timestamps UTC).
+        """
         result: Mapping[str, Any] = row.get("result") or {}
         gid: str = row["id"]
         phoenix: dict[str, Any] = {"id": gid, "source": row["source"]}
@@ -597,25 +604,24 @@ class PhoenixProvider:
         if annotator_kind is None:  # a kind newer than this module: keep what Phoenix said
             annotator_kind = AnnotatorKind.UNKNOWN
             phoenix["annotator_kind"] = row["annotator_kind"]
-        canonical: dict[str, Any] = {
-            "id": f"{self.name}:{gid}",
-            "source": self.name,
-            "provider": ProviderKind.PHOENIX,
-            "subject": {"kind": spec.kind, "id": row[spec.row_field], "project": self._config.project},
-            "name": row["name"],
-            "label": result.get("label"),
-            "score": result.get("score"),
-            "explanation": result.get("explanation"),
-            "annotator": {"kind": annotator_kind, "id": row["user_id"]},
-            "identifier": row.get("identifier", ""),
-            "metadata": row.get("metadata") or {},
-            "created_at": row["created_at"],
-            "updated_at": row["updated_at"],
-            "extensions": {"phoenix": phoenix},
-        }
-        if raw is not None:
-            canonical["raw"] = raw
-        return canonical
+        return build_annotation(
+            id=f"{self.name}:{gid}",
+            source=self.name,
+            provider=ProviderKind.PHOENIX,
+            subject=build_subject(spec.kind, row[spec.row_field], self._config.project),
+            name=row["name"],
+            label=result.get("label"),
+            score=result.get("score"),
+            explanation=result.get("explanation"),
+            annotator=build_annotator(annotator_kind, row["user_id"]),
+            identifier=row.get("identifier", ""),
+            metadata=row.get("metadata") or {},
+            queue=None,
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            extensions={"phoenix": phoenix},
+            raw=raw,
+        )
 
     # --- writing ------------------------------------------------------------------------------
 
