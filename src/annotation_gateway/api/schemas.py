@@ -59,6 +59,7 @@ __all__ = [
     "WriteAnswer",
     "WriteBody",
     "check_subject_id_limit",
+    "list_query",
     "page_json",
     "parse_query_params",
     "query_items",
@@ -393,6 +394,32 @@ def parse_query_params(items: Iterable[tuple[str, str]]) -> AnnotationQueryParam
         ) from None
 
 
+PARSED_QUERY_MEMO_MAX_ITEMS = 1024
+"""Distinct query strings whose parsed query is remembered (emptied when full)."""
+PARSED_QUERY_MEMO_MAX_BYTES = 4096
+"""Longer query strings are parsed every time: the memo stays under ~10 MB, and for a query of
+hundreds of ids parsing is a small part of the answer anyway."""
+_PARSED: dict[tuple[bytes, bool], FederatedQuery] = {}
+
+
+def list_query(raw: bytes, *, use_cache: bool) -> FederatedQuery:
+    """The :class:`FederatedQuery` of a raw ``GET /v1/annotations`` query string.
+
+    Dashboards repeat the same few queries: a valid one is parsed and validated once and its
+    (immutable) query reused, which takes parsing off a cache hit's path. Invalid ones raise
+    (422/413) every time and are not remembered.
+    """
+    key = (raw, use_cache)
+    query = _PARSED.get(key)
+    if query is None:
+        query = parse_query_params(query_items(raw)).to_query(use_cache=use_cache)
+        if len(raw) <= PARSED_QUERY_MEMO_MAX_BYTES:
+            if len(_PARSED) >= PARSED_QUERY_MEMO_MAX_ITEMS:
+                _PARSED.clear()
+            _PARSED[key] = query
+    return query
+
+
 def _inline_refs(schema: Any, defs: dict[str, Any]) -> Any:
     if isinstance(schema, dict):
         ref = schema.get("$ref")
@@ -453,11 +480,11 @@ def page_json(page: QueryPage) -> bytes:
     The annotations' JSON comes with the page when the federation has it (kept with its merged
     result, so a cached query's pages serialize nothing); otherwise each is serialized here.
     """
-    parts = page.data_json() if page.data_json is not None else list(map(_ANNOTATION_JSON, page.data))
+    items = page.data_json() if page.data_json is not None else b",".join(map(_ANNOTATION_JSON, page.data))
     return b"".join(
         (
             b'{"data":[',
-            b",".join(parts),
+            items,
             b'],"next_cursor":',
             orjson.dumps(page.next_cursor),
             b',"partial":',

@@ -31,9 +31,8 @@ from annotation_gateway.api.schemas import (
     AnnotationSearchBody,
     WriteAnswer,
     WriteBody,
+    list_query,
     page_json,
-    parse_query_params,
-    query_items,
     query_parameters_openapi,
 )
 from annotation_gateway.api.timing import record_source_timing
@@ -86,8 +85,7 @@ async def answer_list(request: Request) -> Response:
     """``GET /v1/annotations``. Auth and the federation are looked up directly rather than
     through AuthDep/FederationDep, whose dependency resolution costs a fifth of a cached answer."""
     principal = await authenticate(request)
-    params = parse_query_params(query_items(request.scope["query_string"]))
-    query = params.to_query(use_cache=not wants_fresh(request))
+    query = list_query(request.scope["query_string"], use_cache=not wants_fresh(request))
     federation: Federation = request.app.state.federation
     page = await federation.query(query, allowed_sources=principal.allowed_sources)
     return _answer(request, page)
