@@ -133,6 +133,8 @@ WRITABLE_ANNOTATOR_KINDS = frozenset({AnnotatorKind.HUMAN, AnnotatorKind.LLM, An
 THREAD_PARSE_MIN_BYTES = 256 * 1024
 """Pages at least this big are validated in a worker thread: a 10,000-row page costs 80-170 ms of
 CPU, which would otherwise stall every other request on the event loop."""
+ID_ROOM_MEMO_MAX_ITEMS = 256
+"""Distinct (path, pushed-down filters) whose URL room is remembered (emptied when full)."""
 MAX_MESSAGE_CHARS = 500
 MAX_LISTED_ERRORS = 20
 NO_SUCH_SUBJECTS = re.compile(r"^None of the supplied (session|trace|span)_ids exist in this project")
@@ -413,6 +415,7 @@ class PhoenixProvider:
         self._semaphore = asyncio.Semaphore(config.max_concurrency)
         self._retry = RetryPolicy(attempts=config.retry_attempts, max_retry_after_s=config.max_retry_after_s)
         self._project_path = f"/v1/projects/{quote(config.project, safe='')}"
+        self._id_rooms: dict[tuple[str, tuple[tuple[str, Any], ...]], int] = {}
         self._capabilities = Capabilities(
             subject_kinds=PHOENIX_KINDS,
             pushdown=frozenset({"subject_ids", "identifiers", "names", "exclude_names"}),
@@ -505,11 +508,20 @@ class PhoenixProvider:
         return [annotation for chunk_result in results for annotation in chunk_result]
 
     def _id_room(self, path: str, plan: _Plan) -> int:
-        """URL bytes left for ids once the path, fixed filters, limit and a cursor are in."""
-        fixed = self._client.build_request(
-            "GET", path, params=[*plan.fixed_params(), ("limit", str(self._config.page_size))]
-        )
-        return MAX_URL_BYTES - len(str(fixed.url)) - CURSOR_RESERVE_BYTES
+        """URL bytes left for ids once the path, fixed filters, limit and a cursor are in.
+
+        Remembered per (path, filters): building the URL through httpx parses it character
+        by character, which cost more than the rest of planning a small query."""
+        params = [*plan.fixed_params(), ("limit", str(self._config.page_size))]
+        key = (path, tuple(params))
+        room = self._id_rooms.get(key)
+        if room is None:
+            fixed = self._client.build_request("GET", path, params=params)
+            room = MAX_URL_BYTES - len(str(fixed.url)) - CURSOR_RESERVE_BYTES
+            if len(self._id_rooms) >= ID_ROOM_MEMO_MAX_ITEMS:
+                self._id_rooms.clear()
+            self._id_rooms[key] = room
+        return room
 
     async def _read_chunk(
         self,
