@@ -54,7 +54,9 @@ MAX_LATENCY_S = 10.0
 class Fault:
     """What the proxy does to the next requests (``times=None``: to every one until cleared).
 
-    kind: ``close`` (read the request, close without a word), ``latency`` (wait ``latency_s``,
+    kind: ``close`` (read the request, close without a word), ``echo`` (``status``/``headers``
+    and ``body`` followed by every request header, credentials included; ``body=b"json"``: a
+    JSON error body ``{"errors": [...], "detail": ...}`` made of them), ``latency`` (wait ``latency_s``,
     then forward), ``reset`` (headers and half the body,
     then a TCP RST), ``truncate`` (a complete response whose JSON body is cut in half), ``answer``
     (``status``/``headers``/``body`` instead of the upstream's answer), ``mutate`` (forward, then
@@ -175,6 +177,16 @@ class FaultProxy:
             fault = self._take()
             if fault is not None and fault.kind == "close":
                 return  # read the request, answer nothing, close the connection
+            if fault is not None and fault.kind == "echo":
+                # A careless vendor (or a debugging proxy) that echoes the request it got,
+                # credentials included, in its error body.
+                lines = [f"{k.strip()}: {v.strip()}" for k, v in headers]
+                if fault.body == b"json":  # as a well-formed JSON:API / FastAPI error body
+                    echoed = orjson.dumps({"errors": lines, "detail": " | ".join(lines)})
+                else:
+                    echoed = fault.body + "\n".join(lines).encode()
+                await self._send(writer, fault.status, list(fault.headers.items()), echoed)
+                return
             if fault is not None and fault.kind == "answer":
                 await self._send(writer, fault.status, list(fault.headers.items()), fault.body)
                 return
