@@ -39,6 +39,7 @@ from annotation_gateway.federation import Federation
 from annotation_gateway.providers import AnnotationProvider, build_provider
 from annotation_gateway.providers.datadog import DatadogSourceConfig
 from annotation_gateway.providers.phoenix import PhoenixSourceConfig
+from annotation_gateway.resilience import Clock
 from annotation_gateway.settings import CacheConfig, GatewaySettings
 
 __all__ = ["Fault", "FaultProxy", "GatewayHandle", "start_gateway"]
@@ -343,9 +344,11 @@ def start_gateway(
     reset_timeout_s: float = 0.5,
     deadline_s: float = 5.0,
     cache: CacheConfig | None = None,
+    clock: Clock | None = None,
 ) -> GatewayHandle:
     """A started gateway over ``configs`` whose breaker opens after ``failure_threshold``
-    retryable failures and half-opens after ``reset_timeout_s``."""
+    retryable failures and half-opens after ``reset_timeout_s`` (of ``clock``: a test may pass
+    a manual clock to decide when that is, instead of sleeping and racing the server)."""
     providers = [build_provider(config) for config in configs]
     observer = _ForwardingObserver()
     federation = Federation(
@@ -356,6 +359,7 @@ def start_gateway(
         breaker_failure_threshold=failure_threshold,
         breaker_reset_timeout_s=reset_timeout_s,
         source_deadline_s=deadline_s,
+        **({"clock": clock} if clock is not None else {}),
     )
     app = create_app(settings, federation=federation)
     observer.target = app.state.metrics

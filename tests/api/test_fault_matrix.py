@@ -10,7 +10,8 @@ switches; the rest by the proxy. Each case checks, over real HTTP:
    (and ``upstream_status`` where the vendor sent one) and ``partial``, and the *other* source's
    annotations all present;
 2. ``partial=deny`` answers the source's own problem (its status, never 500);
-3. the circuit breaker (threshold 2, reset 0.4 s) opens after two retryable failures, and then
+3. the circuit breaker (threshold 2, reset 0.4 s of a clock the test moves) opens after two
+   retryable failures, and then
    fails fast without calling the source; permanent faults (garbage answers) never open it;
 4. when the fault ends the gateway recovers by itself: the breaker half-opens, its trial closes
    it, and the full answer comes back with ``partial: false``.
@@ -39,10 +40,12 @@ from tests.api.conftest import (
     ClientFactory,
     build_settings,
 )
+from tests.fakes import ManualClock
 
 ANNOTATIONS = "/v1/annotations"
-SOURCE_TIMEOUT_S = 0.4
-SLOW_S = 1.5
+SOURCE_TIMEOUT_S = 1.0
+"""Generous for a real Phoenix on a busy 2-core machine: only the faulted source waits this long."""
+SLOW_S = 2.5
 BREAKER_THRESHOLD = 2
 BREAKER_RESET_S = 0.4
 EXTRA = {"x_vendor_new": {"nested": [1, "two"]}}
@@ -302,6 +305,7 @@ class Rig:
     ctx: Ctx
     gateway: GatewayHandle
     client: httpx.Client
+    clock: ManualClock
 
     @property
     def faulted(self) -> str:
@@ -362,14 +366,16 @@ def rig(
             DATADOG_SOURCE, **({"retry_attempts": 1} | (tuned if source == DATADOG_SOURCE else {}))
         )
         configs: list[PhoenixSourceConfig | DatadogSourceConfig] = [phoenix, datadog]
+        clock = ManualClock()
         gateway = start_gateway(
             build_settings(configs),
             configs,
             failure_threshold=BREAKER_THRESHOLD,
             reset_timeout_s=BREAKER_RESET_S,
+            clock=clock,
         )
         gateways.append(gateway)
-        made = Rig(Ctx(source, proxy, api_data), gateway, client_for(gateway.base_url))
+        made = Rig(Ctx(source, proxy, api_data), gateway, client_for(gateway.base_url), clock)
         # The first GET /v1/sources probes every source; do it now, while all is well, so that
         # reading the circuit state later costs no probe (the proxy counts requests).
         assert made.circuit() == "closed"
@@ -474,7 +480,7 @@ def test_fault(rig: RigFactory, source: str, case: Case) -> None:
         case.stop(r.ctx)
 
     if case.retryable:
-        time.sleep(BREAKER_RESET_S + 0.05)
+        r.clock.advance(BREAKER_RESET_S + 0.001)  # the cool-down is over: the next call is the trial
     recovered = r.query()
     assert recovered.status_code == 200
     _assert_whole(r, recovered.json())
