@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 import httpx
 import pytest
@@ -13,7 +14,7 @@ from annotation_gateway.errors import (
     SourceTimeoutError,
     SourceUnavailableError,
 )
-from annotation_gateway.providers.http import RetryPolicy, make_client, send, send_idempotent
+from annotation_gateway.providers.http import RetryPolicy, get_request, make_client, send, send_idempotent
 
 
 def closed_port() -> int:
@@ -87,3 +88,25 @@ async def test_gives_up_after_the_configured_attempts() -> None:
             )
     await client.aclose()
     assert route.call_count == 2
+
+
+@pytest.mark.parametrize(
+    "base_url", ["http://127.0.0.1:6006", "http://h:1/prefix/", "https://api.example.com"]
+)
+@pytest.mark.parametrize(
+    "params",
+    [
+        [],
+        [("a", "x y"), ("b", "é/?#&=%+"), ("b", "")],
+        [("ids", "😀"), ("offset", 5), ("limit", 10), ("score", 0.5)],
+        [("flag", True), ("other", False), ("none", None), ("ctl", "a\x00b\tc")],
+    ],
+)
+def test_get_request_builds_what_httpx_builds(base_url: str, params: list[tuple[str, Any]]) -> None:
+    client = httpx.AsyncClient(base_url=base_url, headers={"Accept": "application/json"})
+    expected = client.build_request("GET", "/v1/projects/p/session_annotations", params=params)
+    built = get_request(client, "/v1/projects/p/session_annotations", params)
+    assert built.url == expected.url
+    assert str(built.url) == str(expected.url)
+    assert built.method == "GET"
+    assert list(built.headers.items()) == list(expected.headers.items())

@@ -91,6 +91,7 @@ from annotation_gateway.providers.base import Capabilities, HealthReport, Source
 from annotation_gateway.providers.config import BaseSourceConfig, ConfigError, read_secret
 from annotation_gateway.providers.http import (
     RetryPolicy,
+    get_request,
     is_json,
     make_client,
     parse_json,
@@ -830,7 +831,7 @@ class DatadogProvider:
         params += [("offset", offset), ("limit", self._page_size)]
 
         def build() -> httpx.Request:
-            return self._client.build_request("GET", ANNOTATED_INTERACTIONS_PATH, params=params)
+            return get_request(self._client, ANNOTATED_INTERACTIONS_PATH, params)
 
         def classify(response: httpx.Response) -> _Page:
             body = self._success_body(response, where=f"GET {ANNOTATED_INTERACTIONS_PATH}")

@@ -95,7 +95,14 @@ from annotation_gateway.model import (
 )
 from annotation_gateway.providers.base import Capabilities, HealthReport, SourceQuery, WriteResult
 from annotation_gateway.providers.config import BaseSourceConfig, read_secret
-from annotation_gateway.providers.http import RetryPolicy, is_json, make_client, parse_json, send
+from annotation_gateway.providers.http import (
+    RetryPolicy,
+    get_request,
+    is_json,
+    make_client,
+    parse_json,
+    send,
+)
 
 __all__ = [
     "MAX_IDS_PER_REQUEST",
@@ -575,7 +582,7 @@ class PhoenixProvider:
         """One idempotent GET, retried per policy on retryable failures, under the cap."""
 
         async def once() -> httpx.Response:
-            request = self._client.build_request("GET", path, params=params)
+            request = get_request(self._client, path, params)
             async with self._semaphore:
                 response = await send(self._client, request, source=self.name)
             if response.status_code == 429 or response.status_code >= 500:
