@@ -481,7 +481,7 @@ async def test_one_source_down_gives_a_partial_answer() -> None:
     assert status["datadog-a"].error == {
         "type": "https://annotation-gateway.dev/problems/source_unavailable",
         "title": "The source is unavailable",
-        "status": 503,
+        "status": 502,
         "detail": "datadog-a: HTTP 503 from the vendor",
         "code": "source_unavailable",
         "source": "datadog-a",
@@ -506,7 +506,7 @@ async def test_all_down_raises_one_error() -> None:
     d.fail = SourceUnavailableError("datadog-a: 503", source="datadog-a")
     with pytest.raises(SourceUnavailableError) as info:
         await fed(p, d).query(FederatedQuery(subject_ids=("s1",)))
-    assert info.value.status == 503
+    assert info.value.status == 502
     assert [e["source"] for e in info.value.errors or []] == ["phoenix-a", "datadog-a"]
     # The shared original error was not mutated.
     assert p.fail.errors is None

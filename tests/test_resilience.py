@@ -64,7 +64,7 @@ async def test_opens_after_threshold_consecutive_retryable_failures() -> None:
     assert calls == 0, "an open circuit sends no request"
     assert "circuit open" in info.value.detail
     assert info.value.source == "src"
-    assert info.value.status == 503
+    assert info.value.status == 502
     assert cb.retry_in_s == pytest.approx(10.0)
 
 

@@ -23,13 +23,15 @@ retryable error is retried, served stale from the cache, or counted against a ci
         │   ├── SourceAuthError       source_unauthorized: the vendor rejected the gateway's key
         │   └── SourceNotFoundError   not_found: unknown project / subject at the vendor
         ├── SourceTimeoutError        source_timeout 504: no answer in time (retryable)
-        ├── SourceUnavailableError    source_unavailable 503: connect error, reset, 5xx (retryable)
+        ├── SourceUnavailableError    source_unavailable 502: connect error, reset, 5xx (retryable)
         ├── SourceRateLimitedError    rate_limited 429: the vendor throttled us (retryable)
         ├── SourceProtocolError       source_error 502: HTML, malformed JSON, missing field, wrong type
-        └── CircuitOpenError          source_unavailable 503: the breaker is open, no call was made
+        └── CircuitOpenError          source_unavailable 502: the breaker is open, no call was made
 
 An upstream 4xx is never reported as the gateway's 5xx: :class:`SourceRequestError` keeps a 4xx
-status; only failures of the vendor itself (5xx, timeouts, garbage) become 502/503/504.
+status; only failures of the vendor itself (5xx, timeouts, garbage) become 502/504. Never 503: that
+would tell a load balancer the *gateway* is down during one vendor's outage (``/readyz`` is the
+one place that answers 503).
 """
 
 from __future__ import annotations
@@ -262,7 +264,7 @@ class SourceUnavailableError(SourceError):
     """Connection refused or reset, or a 5xx from the vendor."""
 
     code = ProblemCode.SOURCE_UNAVAILABLE
-    status = 503
+    status = 502
     retryable = True
 
 

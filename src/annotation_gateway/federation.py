@@ -41,7 +41,7 @@ subject ids and more than ``MAX_FILTER_VALUES`` values of one list filter.
 source order) is raised. When every queried source fails, one error is raised: the failure
 itself if only one source was asked; if all failures are upstream 4xx-class (the vendor refused:
 auth, not found, throttled) the first of them, so an upstream 4xx is never the gateway's 5xx;
-otherwise the first non-4xx failure when all of those share one status (503, 504), else a
+otherwise the first non-4xx failure when all of those share one status (502, 504), else a
 ``SourceError`` 502. With several failures, ``errors`` lists every source's problem.
 
 *Cache.* Each source is read through :class:`~annotation_gateway.cache.AnnotationCache`

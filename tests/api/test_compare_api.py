@@ -282,7 +282,7 @@ def test_a_failing_source_fails_the_comparison(
 ) -> None:
     gw = make_gateway([api_data.phoenix_config(), api_data.datadog_config(base_url=closed_port_url())])
     r = client_for(gw.base_url).post(COMPARE, json=_body(api_data))
-    problem = assert_problem(r, 503, "source_unavailable")
+    problem = assert_problem(r, 502, "source_unavailable")
     assert problem["source"] == DATADOG_SOURCE
 
 

@@ -140,7 +140,7 @@ def test_a_source_down_deny_before_first_byte_allow_with_trailer(
     gw = make_gateway([api_data.phoenix_config(), api_data.datadog_config(base_url=closed_port_url())])
     c = client_for(gw.base_url)
     denied = assert_problem(
-        c.get(EXPORT, params=_params(api_data, partial="deny")), 503, "source_unavailable"
+        c.get(EXPORT, params=_params(api_data, partial="deny")), 502, "source_unavailable"
     )
     assert denied["source"] == DATADOG_SOURCE
 

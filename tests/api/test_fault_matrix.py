@@ -170,13 +170,13 @@ def _common(source: str) -> list[Case]:
             lambda ctx: ctx.proxy.refuse(),
             lambda ctx: ctx.proxy.accept(),
             "source_unavailable",
-            503,
+            502,
             retryable=True,
         ),
         Case(
-            "closed_without_answer", _proxy(Fault("close")), _clear, "source_unavailable", 503, retryable=True
+            "closed_without_answer", _proxy(Fault("close")), _clear, "source_unavailable", 502, retryable=True
         ),
-        Case("reset_mid_body", _proxy(Fault("reset")), _clear, "source_unavailable", 503, retryable=True),
+        Case("reset_mid_body", _proxy(Fault("reset")), _clear, "source_unavailable", 502, retryable=True),
         Case("truncated_json", _proxy(Fault("truncate")), _clear, "source_error", 502, upstream_status=200),
         Case(
             "html_200",
@@ -205,7 +205,7 @@ PHOENIX_CASES = [
             _proxy(Fault("answer", status, {"Content-Type": ctype}, body)),
             _clear,
             "source_unavailable",
-            503,
+            502,
             upstream_status=status,
             retryable=True,
         )
@@ -256,7 +256,7 @@ DATADOG_CASES = [
             _sim(fail_rate=1.0, fail_status=status),
             _sim_default,
             "source_unavailable",
-            503,
+            502,
             upstream_status=status,
             retryable=True,
         )
@@ -467,7 +467,7 @@ def test_fault(rig: RigFactory, source: str, case: Case) -> None:
             seen = r.ctx.proxy.requests
             fast = r.query().json()
             refused = _status(fast, r.faulted)["error"]
-            assert (refused["code"], refused["status"]) == ("source_unavailable", 503)
+            assert (refused["code"], refused["status"]) == ("source_unavailable", 502)
             assert "circuit open" in refused["detail"]
             assert fast["partial"] is True
             assert len(_ids_of(fast, r.other)) == r.ctx.data.expected[r.other]

@@ -203,7 +203,7 @@ def test_failing_simulator_partial_and_deny(
         denied = c.get(
             ANNOTATIONS, params=_all(api_data, partial="deny"), headers={"Cache-Control": "no-cache"}
         )
-        assert denied.status_code in (502, 503), denied.text[:500]
+        assert denied.status_code == 502, denied.text[:500]
         assert denied.json()["source"] == DATADOG_SOURCE
     finally:
         api_data.simulator.configure(fail_rate=0.0)
@@ -219,9 +219,8 @@ def test_every_source_down_is_a_gateway_error(
         ]
     )
     r = client_for(gw.base_url).get(ANNOTATIONS, params=_all(api_data))
-    # SPEC §3 says 502; the federation raises the shared class when every failure has the same
-    # one (503 here), which is still a gateway-side 5xx naming both sources.
-    assert r.status_code in (502, 503), r.text[:500]
+    # SPEC §3: every source down → 502, naming both sources.
+    assert r.status_code == 502, r.text[:500]
     body = r.json()
     assert body["code"] in ("source_error", *DOWN_CODES)
     assert {e["source"] for e in body["errors"]} == {PHOENIX_SOURCE, DATADOG_SOURCE}

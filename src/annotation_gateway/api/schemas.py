@@ -506,12 +506,11 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
         (
             502,
             "A source failed with partial=deny, or every source failed: the failing source's "
-            "problem (`source_error`...). Its class is kept: 503, 504, 429 and the upstream 4xx "
-            "classes below are answered the same way.",
+            "problem (`source_error`, `source_unavailable` when unreachable, 5xx or its circuit is "
+            "open). 504, 429 and the upstream 4xx classes below are answered the same way.",
         ),
         (404, "A source does not know the configured project or resource (`not_found`)."),
         (429, "A source throttled the gateway (`rate_limited`); `Retry-After` says how long to wait."),
-        (503, "A source is unreachable or its circuit is open (`source_unavailable`)."),
         (504, "A source did not answer in time (`source_timeout`)."),
     )
 }

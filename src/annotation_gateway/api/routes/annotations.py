@@ -7,7 +7,7 @@ Contract (SPEC §3):
   ``Cache-Control: no-cache`` on the request bypasses the cache;
 - a failing source makes the page ``partial`` (status ``error`` with its problem); with
   ``partial=deny``, or when every source failed, the federation raises the source's error and the
-  answer is its problem (502/503/504, or the upstream-4xx class: never a 5xx for a 4xx);
+  answer is its problem (502/504, or the upstream-4xx class: never a 5xx for a 4xx);
 - ``POST /v1/annotations`` upserts into one writable source all-or-nothing and synchronously, so
   an immediate read sees the write (the federation invalidates the cached subjects);
 - each source's time goes into ``Server-Timing`` (metrics come from the federation's observer).

@@ -10,7 +10,7 @@ Contract:
   fetched concurrently (:func:`fetch_sides`, which the CLI reuses);
 - a source the key may not use → 403 ``forbidden``; an unknown source → 422
   ``validation_error`` with ``loc`` ``["body", "left"|"right"]`` (the code the federation uses);
-- **a failing source fails the request** with that source's problem (502/503/504, or its 4xx
+- **a failing source fails the request** with that source's problem (502/504, or its 4xx
   class), as with ``partial=deny``: a comparison on one side's partial data would report
   ``only_left``/``only_right`` rows that are not true. The left side's failure is reported when
   both fail;

@@ -61,6 +61,7 @@ async def readyz(request: Request, federation: FederationDep) -> Response:
         error = SourceUnavailableError(
             f"unreachable: {', '.join(down)}",
             source=down[0],
+            status=503,  # here, and only here, 503 is right: this gateway is not ready
             errors=[
                 {
                     "source": name,
