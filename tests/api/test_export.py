@@ -16,8 +16,11 @@ import asyncio
 import csv
 import io
 import json
+import subprocess
+import sys
 import tracemalloc
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -44,6 +47,7 @@ from tests.api.test_contract_fake import assert_problem
 from tests.fakes import BASE_TIME, DATADOG_LIKE, FakeProvider, make_annotation
 
 EXPORT = "/v1/annotations/export"
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _params(data: ApiData, **extra: Any) -> dict[str, Any]:
@@ -256,7 +260,12 @@ def _big(source: str, n: int, subjects: int, provider: ProviderKind) -> list[Ann
     return out
 
 
-async def test_export_of_20000_annotations_keeps_memory_flat() -> None:
+async def measure_export_memory() -> dict[str, Any]:
+    """Export 20,000 annotations in both formats under tracemalloc; the figures the test checks.
+
+    Run in a fresh interpreter by the test: tracemalloc counts every thread's allocations, and the
+    suite's session fixtures keep servers running in threads of the pytest process.
+    """
     subjects = 1000  # GET's subject id limit
     phoenix = FakeProvider("px", _big("px", 10_000, subjects, ProviderKind.PHOENIX))
     datadog = FakeProvider(
@@ -286,23 +295,60 @@ async def test_export_of_20000_annotations_keeps_memory_flat() -> None:
         tracemalloc.stop()
         await federation.aclose()
 
+    figures: dict[str, Any] = {"query_peak": query_peak}
     for fmt in ("jsonl", "csv"):
         federation = Federation([phoenix, datadog], CacheConfig(), cursor_secret=b"k" * 32)
         app = _app(federation)
         try:
             # One tiny export first: the app builds its middleware stack and serializers on first use.
-            assert (await _get(app, EXPORT, [("subject_id", "warm-up"), ("format", fmt)])).status == 200
+            warm_up = await _get(app, EXPORT, [("subject_id", "warm-up"), ("format", fmt)])
             cold, cold_peak = await traced(app, fmt)  # fetch, merge, sort and stream
             warm, warm_peak = await traced(app, fmt)  # the merged result cached: the streaming alone
         finally:
             await federation.aclose()
-        for result in (cold, warm):
-            assert result.status == 200
-            assert result.lines == 20_000 + (1 if fmt == "csv" else 0)
-            assert b"_export" not in result.last
-            assert result.chunks >= 100  # sent a slice at a time, not as one body
-        size = cold.size
-        assert warm.size == size
+        figures[fmt] = {
+            "warm_up_status": warm_up.status,
+            "runs": [
+                {
+                    "status": r.status,
+                    "lines": r.lines,
+                    "size": r.size,
+                    "chunks": r.chunks,
+                    "trailer": b"_export" in r.last,
+                }
+                for r in (cold, warm)
+            ],
+            "cold_peak": cold_peak,
+            "warm_peak": warm_peak,
+        }
+    return figures
+
+
+def test_export_of_20000_annotations_keeps_memory_flat() -> None:
+    code = "import asyncio, json; from tests.api.test_export import measure_export_memory as m; "
+    code += "print(json.dumps(asyncio.run(m())))"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    query_peak = figures["query_peak"]
+    for fmt in ("jsonl", "csv"):
+        got = figures[fmt]
+        assert got["warm_up_status"] == 200
+        for run in got["runs"]:
+            assert run["status"] == 200
+            assert run["lines"] == 20_000 + (1 if fmt == "csv" else 0)
+            assert not run["trailer"]
+            assert run["chunks"] >= 100  # sent a slice at a time, not as one body
+        size = got["runs"][0]["size"]
+        assert got["runs"][1]["size"] == size
+        cold_peak, warm_peak = got["cold_peak"], got["warm_peak"]
         print(
             f"{fmt}: {size:,} B exported; traced peak cold {cold_peak:,} B (a cold query alone: "
             f"{query_peak:,} B), warm {warm_peak:,} B"
