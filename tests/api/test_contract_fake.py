@@ -294,7 +294,7 @@ def test_payload_too_large_for_ids_and_body(client: httpx.Client) -> None:
 @pytest.mark.parametrize(
     ("error", "status", "code"),
     [
-        (SourceUnavailableError("down", source="dd", upstream_status=503), 503, "source_unavailable"),
+        (SourceUnavailableError("down", source="dd", upstream_status=503), 502, "source_unavailable"),
         (SourceTimeoutError("slow", source="dd"), 504, "source_timeout"),
         (SourceRateLimitedError("throttled", source="dd", retry_after=3), 429, "rate_limited"),
         (SourceAuthError("key refused", source="dd", upstream_status=403), 403, "source_unauthorized"),
