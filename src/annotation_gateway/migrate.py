@@ -114,8 +114,8 @@ from typing import Any, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field
 
 from annotation_gateway.compare import CompareRequest, CompareResult, compare
+from annotation_gateway.concurrency import run_bounded
 from annotation_gateway.errors import (
-    GatewayError,
     RequestValidationError,
     SourceNotFoundError,
     UnsupportedError,
@@ -1040,7 +1040,7 @@ async def migrate(
                     )
                 )
 
-    await _run_bounded([run(batch) for batch in batches], concurrency)
+    await run_bounded([run(batch) for batch in batches], concurrency)
     if use_checkpoint and checkpoint is not None:
         state.finished = True
         state.save(checkpoint)
@@ -1062,43 +1062,6 @@ async def migrate(
         queues=writer.queues(),
         elapsed_s=round(time.perf_counter() - started, 3),
     )
-
-
-async def _run_bounded(coros: Sequence[Any], concurrency: int) -> None:
-    """Run ``coros`` with at most ``concurrency`` at once, in order; the first error stops all.
-
-    The error is raised itself (not an ExceptionGroup) so callers catch what they expect.
-    """
-    pending = iter(coros)
-    failure: BaseException | None = None
-
-    async def worker() -> None:
-        for coro in pending:
-            await coro
-
-    try:
-        async with asyncio.TaskGroup() as group:
-            for _ in range(min(concurrency, len(coros))):
-                group.create_task(worker())
-    except BaseExceptionGroup as failed:
-        failure = _first_leaf(failed)
-    finally:
-        for coro in pending:  # never started (the run stopped): close them without warnings
-            coro.close()
-    if failure is not None:
-        raise failure
-
-
-def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    leaves: list[BaseException] = []
-    stack: list[BaseException] = [group]
-    while stack:
-        current = stack.pop(0)
-        if isinstance(current, BaseExceptionGroup):
-            stack.extend(current.exceptions)
-        else:
-            leaves.append(current)
-    return next((e for e in leaves if isinstance(e, GatewayError)), leaves[0])
 
 
 def _first_line(text: str) -> str:

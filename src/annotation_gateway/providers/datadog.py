@@ -43,7 +43,7 @@ import asyncio
 import email.utils
 import logging
 import time
-from collections.abc import Awaitable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
@@ -65,6 +65,7 @@ from pydantic import (
     model_validator,
 )
 
+from annotation_gateway.concurrency import gather
 from annotation_gateway.errors import (
     GatewayError,
     SourceAuthError,
@@ -745,7 +746,7 @@ class DatadogProvider:
         if not content_ids:
             return []
         chunks = self._chunk(content_ids)
-        pages = await _gather(self._fetch_chunk(chunk) for chunk in chunks)
+        pages = await gather([self._fetch_chunk(chunk) for chunk in chunks], prefer=SourceError)
         interactions: dict[str, tuple[_WireInteraction, Mapping[str, Any]]] = {}
         for chunk_items in pages:
             for interaction, raw in chunk_items:
@@ -755,7 +756,7 @@ class DatadogProvider:
             (i, raw) for i, raw in interactions.values() if not wanted_kinds or i.type in wanted_kinds
         ]
         need_labels = {i.queue_id for i, _ in selected if any(_needs_schema(a) for a in i.annotations)}
-        await _gather(self._queue_labels(queue_id) for queue_id in sorted(need_labels))
+        await gather([self._queue_labels(queue_id) for queue_id in sorted(need_labels)], prefer=SourceError)
         names = set(query.names)
         excluded = set(query.exclude_names)
         found: dict[str, Annotation] = {}
@@ -809,7 +810,9 @@ class DatadogProvider:
             return items
         # The first page shows the server's real page size (it may cap our limit).
         step = len(first.items)
-        rest = await _gather(self._page(content_ids, offset) for offset in range(step, total, step))
+        rest = await gather(
+            [self._page(content_ids, offset) for offset in range(step, total, step)], prefer=SourceError
+        )
         covered = step
         for page in rest:
             items.extend(page.items)
@@ -1186,37 +1189,3 @@ def _segment(value: str) -> str:
 
 def _ms_since(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 2)
-
-
-async def _gather(coros: Iterable[Awaitable[T]]) -> list[T]:
-    """Run concurrently; on the first failure cancel the rest and raise that SourceError."""
-    tasks: list[asyncio.Task[T]] = []
-    try:
-        async with asyncio.TaskGroup() as group:
-            for coro in coros:
-                tasks.append(group.create_task(_as_coroutine(coro)))
-    except BaseExceptionGroup as failure:
-        raise _first_error(failure) from None
-    return [task.result() for task in tasks]
-
-
-async def _as_coroutine(awaitable: Awaitable[T]) -> T:
-    return await awaitable
-
-
-def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                walk(inner)
-        else:
-            leaves.append(exc)
-
-    walk(group)
-    # A vendor failure says more than a cancellation it caused elsewhere.
-    for exc in leaves:
-        if isinstance(exc, SourceError):
-            return exc
-    return leaves[0]

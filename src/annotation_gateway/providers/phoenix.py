@@ -59,7 +59,7 @@ import email.utils
 import logging
 import re
 import time
-from collections.abc import Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, NotRequired, TypeVar
@@ -71,6 +71,7 @@ from pydantic import ConfigDict as PydanticConfig
 from pydantic import Field, HttpUrl, TypeAdapter, ValidationError, field_validator, with_config
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
+from annotation_gateway.concurrency import gather
 from annotation_gateway.errors import (
     GatewayError,
     PayloadTooLargeError,
@@ -482,7 +483,7 @@ class PhoenixProvider:
         plan = _Plan.of(query)
         if plan is None or not kinds:
             return []
-        per_kind = await _gather([self._fetch_kind(spec, plan, query.include_raw) for spec in kinds])
+        per_kind = await gather([self._fetch_kind(spec, plan, query.include_raw) for spec in kinds])
         merged: dict[str, Annotation] = {}
         for found in per_kind:
             for annotation in found:
@@ -509,7 +510,7 @@ class PhoenixProvider:
                 f"({MAX_URL_BYTES} bytes)"
             )
         chunks = chunk_values(values, costs, budget=room, max_count=MAX_IDS_PER_REQUEST)
-        results = await _gather(
+        results = await gather(
             [self._read_chunk(spec, path, param, chunk, plan, include_raw) for chunk in chunks]
         )
         return [annotation for chunk_result in results for annotation in chunk_result]
@@ -752,7 +753,7 @@ class PhoenixProvider:
         wanted: dict[SubjectKind, list[str]] = {}
         for item in items:
             wanted.setdefault(item.subject_kind, []).append(item.subject_id)
-        found = await _gather([self._existing(kind, _unique(ids)) for kind, ids in wanted.items()])
+        found = await gather([self._existing(kind, _unique(ids)) for kind, ids in wanted.items()])
         missing: list[tuple[SubjectKind, str]] = []
         for (kind, ids), present in zip(wanted.items(), found, strict=True):
             missing.extend((kind, subject_id) for subject_id in _unique(ids) if subject_id not in present)
@@ -775,7 +776,7 @@ class PhoenixProvider:
             overhead = len(urlencode([("filter", f"{kind.value}_id in []"), ("limit", "1000")]))
         fixed = len(str(self._client.build_request("GET", path).url)) + overhead + CURSOR_RESERVE_BYTES
         chunks = chunk_values(ids, costs, budget=MAX_URL_BYTES - fixed, max_count=PREFLIGHT_PAGE_SIZE)
-        results = await _gather([self._existing_chunk(kind, path, param, chunk) for chunk in chunks])
+        results = await gather([self._existing_chunk(kind, path, param, chunk) for chunk in chunks])
         return set().union(*results)
 
     async def _existing_chunk(self, kind: SubjectKind, path: str, param: str, chunk: list[str]) -> set[str]:
@@ -944,34 +945,6 @@ class PhoenixProvider:
 
 
 # --- helpers ------------------------------------------------------------------------------------
-
-
-async def _gather(coros: Sequence[Coroutine[Any, Any, T]]) -> list[T]:
-    """Run ``coros`` concurrently; on failure cancel the rest and raise the first error itself."""
-    if len(coros) == 1:
-        return [await coros[0]]
-    failure: BaseException | None = None
-    tasks: list[asyncio.Task[T]] = []
-    try:
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(coro) for coro in coros]
-    except BaseExceptionGroup as failed:
-        failure = _first_leaf(failed)
-    if failure is not None:
-        raise failure  # outside the except block, so the group is not chained onto it
-    return [task.result() for task in tasks]
-
-
-def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    leaves: list[BaseException] = []
-    pending: list[BaseException] = [group]
-    while pending:
-        current = pending.pop(0)
-        if isinstance(current, BaseExceptionGroup):
-            pending.extend(current.exceptions)
-        else:
-            leaves.append(current)
-    return next((e for e in leaves if isinstance(e, GatewayError)), leaves[0])
 
 
 def _text(response: httpx.Response) -> str:
