@@ -14,7 +14,14 @@ from annotation_gateway.errors import (
     SourceTimeoutError,
     SourceUnavailableError,
 )
-from annotation_gateway.providers.http import RetryPolicy, get_request, make_client, send, send_idempotent
+from annotation_gateway.providers.http import (
+    RetryPolicy,
+    chunk_values,
+    get_request,
+    make_client,
+    send,
+    send_idempotent,
+)
 
 
 def closed_port() -> int:
@@ -110,3 +117,11 @@ def test_get_request_builds_what_httpx_builds(base_url: str, params: list[tuple[
     assert str(built.url) == str(expected.url)
     assert built.method == "GET"
     assert list(built.headers.items()) == list(expected.headers.items())
+
+
+def test_chunk_values_keeps_order_within_the_budget_and_the_count() -> None:
+    values = ["a", "b", "c", "d", "e"]
+    assert chunk_values(values, [3, 3, 3, 3, 3], budget=7) == [["a", "b"], ["c", "d"], ["e"]]
+    assert chunk_values(values, [1] * 5, budget=100, max_count=2) == [["a", "b"], ["c", "d"], ["e"]]
+    assert chunk_values(["big", "x"], [50, 1], budget=10) == [["big"], ["x"]]
+    assert chunk_values([], [], budget=10) == []

@@ -92,6 +92,7 @@ from annotation_gateway.providers.base import Capabilities, HealthReport, Source
 from annotation_gateway.providers.config import BaseSourceConfig, ConfigError, read_secret
 from annotation_gateway.providers.http import (
     RetryPolicy,
+    chunk_values,
     get_request,
     is_json,
     make_client,
@@ -784,20 +785,8 @@ class DatadogProvider:
         fixed += (
             len(str(httpx.QueryParams([("offset", str(2**31 - 1)), ("limit", str(self._page_size))]))) + 1
         )
-        budget = MAX_URL_BYTES - fixed
-        chunks: list[list[str]] = []
-        current: list[str] = []
-        used = 0
-        for content_id in content_ids:
-            cost = len(str(httpx.QueryParams([("contentIds", content_id)]))) + 1
-            if current and used + cost > budget:
-                chunks.append(current)
-                current, used = [], 0
-            current.append(content_id)
-            used += cost
-        if current:
-            chunks.append(current)
-        return chunks
+        costs = [len(str(httpx.QueryParams([("contentIds", c)]))) + 1 for c in content_ids]
+        return chunk_values(content_ids, costs, budget=MAX_URL_BYTES - fixed)
 
     async def _fetch_chunk(
         self, content_ids: Sequence[str]

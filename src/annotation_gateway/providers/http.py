@@ -40,6 +40,7 @@ from annotation_gateway.errors import (
 
 __all__ = [
     "RetryPolicy",
+    "chunk_values",
     "get_request",
     "is_json",
     "make_client",
@@ -54,6 +55,29 @@ T = TypeVar("T")
 
 DEFAULT_TIMEOUT_S = 5.0
 DEFAULT_MAX_CONNECTIONS = 32
+
+
+def chunk_values(
+    values: Sequence[str], cost: Sequence[int], *, budget: int, max_count: int | None = None
+) -> list[list[str]]:
+    """Split ``values``, in order, into runs of at most ``max_count`` whose ``cost`` sums stay ≤ ``budget``.
+
+    For keeping request URLs (ids as query parameters) within a length limit. A value costlier than
+    ``budget`` on its own still gets a run of its own; ``max_count=None`` means no count limit.
+    """
+    chunks: list[list[str]] = []
+    current: list[str] = []
+    used = 0
+    for value, size in zip(values, cost, strict=True):
+        full = max_count is not None and len(current) >= max_count
+        if current and (full or used + size > budget):
+            chunks.append(current)
+            current, used = [], 0
+        current.append(value)
+        used += size
+    if current:
+        chunks.append(current)
+    return chunks
 
 
 def make_client(

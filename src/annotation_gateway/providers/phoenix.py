@@ -98,6 +98,7 @@ from annotation_gateway.providers.base import Capabilities, HealthReport, Source
 from annotation_gateway.providers.config import BaseSourceConfig, read_secret
 from annotation_gateway.providers.http import (
     RetryPolicy,
+    chunk_values,
     get_request,
     is_json,
     make_client,
@@ -391,24 +392,6 @@ class _Plan:
 def _encoded_len(param: str, value: str) -> int:
     """Bytes ``&param=value`` adds to a URL (httpx encodes queries as ``urlencode`` does)."""
     return len(urlencode([(param, value)])) + 1
-
-
-def chunk_values(
-    values: Sequence[str], cost: Sequence[int], *, budget: int, max_count: int
-) -> list[list[str]]:
-    """Split ``values`` into runs of at most ``max_count`` whose ``cost`` sums stay ≤ ``budget``."""
-    chunks: list[list[str]] = []
-    current: list[str] = []
-    used = 0
-    for value, size in zip(values, cost, strict=True):
-        if current and (len(current) >= max_count or used + size > budget):
-            chunks.append(current)
-            current, used = [], 0
-        current.append(value)
-        used += size
-    if current:
-        chunks.append(current)
-    return chunks
 
 
 # --- the provider -------------------------------------------------------------------------------
