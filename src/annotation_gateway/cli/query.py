@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import secrets
 import sys
 from typing import Annotated
 
@@ -29,16 +28,15 @@ from annotation_gateway.cli._app import (
     err_console,
     load_or_exit,
 )
+from annotation_gateway.cli._inputs import open_federation
 from annotation_gateway.errors import GatewayError
 from annotation_gateway.federation import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
     FederatedQuery,
-    Federation,
     QueryPage,
 )
 from annotation_gateway.model import AnnotatorKind, ProviderKind, SubjectKind
-from annotation_gateway.providers import AnnotationProvider, build_provider
 from annotation_gateway.providers.config import ConfigError
 from annotation_gateway.settings import GatewaySettings
 
@@ -60,17 +58,7 @@ class PartialMode(enum.StrEnum):
 
 async def run_query(settings: GatewaySettings, query: FederatedQuery, *, follow: bool) -> QueryPage:
     """The page for ``query`` (every page merged into one when ``follow``)."""
-    providers: list[AnnotationProvider] = []
-    try:
-        for config in settings.sources:
-            if config.enabled:
-                providers.append(build_provider(config))
-        federation = Federation(providers, settings.cache, cursor_secret=secrets.token_bytes(32))
-    except BaseException:
-        for provider in providers:
-            await provider.aclose()
-        raise
-    try:
+    async with open_federation(settings) as federation:
         if not follow:
             return await federation.query(query)
         merged: QueryPage | None = None
@@ -83,8 +71,6 @@ async def run_query(settings: GatewaySettings, query: FederatedQuery, *, follow:
         assert merged is not None
         merged.next_cursor = None
         return merged
-    finally:
-        await federation.aclose()
 
 
 def _short(text: str) -> str:
