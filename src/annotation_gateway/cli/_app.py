@@ -1,7 +1,8 @@
 """The shared typer app, console and helpers the command modules register on and use.
 
 Contract: :data:`app` is the one ``typer.Typer``; :data:`ConfigOption` is the ``--config``
-option every command that needs settings declares; :func:`load_or_exit` turns a
+option every command that needs settings declares; the other ``*Option`` aliases are the
+options several commands share, declared once so their flags and help stay alike; :func:`load_or_exit` turns a
 :class:`~annotation_gateway.settings.ConfigError` into one red line and exit code
 :data:`EXIT_CONFIG`; :func:`setup_logging` configures rich logging once.
 """
@@ -16,12 +17,21 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
+from annotation_gateway.model import AnnotatorKind, ProviderKind, SubjectKind
 from annotation_gateway.settings import DEFAULT_CONFIG_PATH, ConfigError, GatewaySettings, load_settings
 
 __all__ = [
     "EXIT_CONFIG",
     "EXIT_FAILURE",
+    "AnnotatorKindOption",
     "ConfigOption",
+    "ExcludeNameOption",
+    "IdentifierOption",
+    "NameOption",
+    "ProviderOption",
+    "SourceOption",
+    "SubjectIdsFileOption",
+    "SubjectKindOption",
     "app",
     "console",
     "err_console",
@@ -54,6 +64,20 @@ ConfigOption = Annotated[
     ),
 ]
 DEFAULT_CONFIG = DEFAULT_CONFIG_PATH
+
+SubjectIdsFileOption = Annotated[
+    Path | None, typer.Option(help="File of subject ids, one per line ('#' comments).")
+]
+# The annotation filters of the commands that read through the federation (query, export).
+IdentifierOption = Annotated[list[str] | None, typer.Option(help="Phoenix upsert identifier (repeatable).")]
+NameOption = Annotated[list[str] | None, typer.Option("--name", "-n", help="Annotation name (repeatable).")]
+ExcludeNameOption = Annotated[list[str] | None, typer.Option(help="Leave out this name (repeatable).")]
+SourceOption = Annotated[list[str] | None, typer.Option(help="Only this source (repeatable).")]
+ProviderOption = Annotated[list[ProviderKind] | None, typer.Option(help="Only this vendor (repeatable).")]
+SubjectKindOption = Annotated[list[SubjectKind] | None, typer.Option(help="Only this kind (repeatable).")]
+AnnotatorKindOption = Annotated[
+    list[AnnotatorKind] | None, typer.Option(help="Only this annotator kind (repeatable).")
+]
 
 
 def load_or_exit(path: Path, **overrides: Any) -> GatewaySettings:

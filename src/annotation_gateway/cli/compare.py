@@ -33,6 +33,7 @@ from annotation_gateway.cli._app import (
     EXIT_CONFIG,
     EXIT_FAILURE,
     ConfigOption,
+    SubjectIdsFileOption,
     app,
     console,
     err_console,
@@ -88,9 +89,7 @@ def compare_command(
     subject_id: Annotated[
         list[str] | None, typer.Option("--subject-id", "-s", help="Subject id, left vocabulary (repeatable).")
     ] = None,
-    subject_ids_file: Annotated[
-        Path | None, typer.Option(help="File of subject ids, one per line ('#' comments).")
-    ] = None,
+    subject_ids_file: SubjectIdsFileOption = None,
     name: Annotated[
         list[str] | None, typer.Option("--name", "-n", help="Only this annotation name (repeatable).")
     ] = None,

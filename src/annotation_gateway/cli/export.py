@@ -36,7 +36,15 @@ from annotation_gateway.cli._app import (
     DEFAULT_CONFIG,
     EXIT_CONFIG,
     EXIT_FAILURE,
+    AnnotatorKindOption,
     ConfigOption,
+    ExcludeNameOption,
+    IdentifierOption,
+    NameOption,
+    ProviderOption,
+    SourceOption,
+    SubjectIdsFileOption,
+    SubjectKindOption,
     app,
     err_console,
     load_or_exit,
@@ -44,7 +52,6 @@ from annotation_gateway.cli._app import (
 from annotation_gateway.cli._inputs import InputError, collect_subject_ids, exit_bad_input, open_federation
 from annotation_gateway.errors import ClientError, GatewayError
 from annotation_gateway.federation import FederatedQuery
-from annotation_gateway.model import AnnotatorKind, ProviderKind, SubjectKind
 from annotation_gateway.providers.config import ConfigError
 from annotation_gateway.settings import GatewaySettings
 
@@ -127,26 +134,14 @@ def export_command(
     subject_id: Annotated[
         list[str] | None, typer.Option("--subject-id", "-s", help="Subject id (repeatable).")
     ] = None,
-    subject_ids_file: Annotated[
-        Path | None, typer.Option(help="File of subject ids, one per line ('#' comments).")
-    ] = None,
-    identifier: Annotated[
-        list[str] | None, typer.Option(help="Phoenix upsert identifier (repeatable).")
-    ] = None,
-    name: Annotated[
-        list[str] | None, typer.Option("--name", "-n", help="Annotation name (repeatable).")
-    ] = None,
-    exclude_name: Annotated[list[str] | None, typer.Option(help="Leave out this name (repeatable).")] = None,
-    source: Annotated[list[str] | None, typer.Option(help="Only this source (repeatable).")] = None,
-    provider: Annotated[
-        list[ProviderKind] | None, typer.Option(help="Only this vendor (repeatable).")
-    ] = None,
-    subject_kind: Annotated[
-        list[SubjectKind] | None, typer.Option(help="Only this kind (repeatable).")
-    ] = None,
-    annotator_kind: Annotated[
-        list[AnnotatorKind] | None, typer.Option(help="Only this annotator kind (repeatable).")
-    ] = None,
+    subject_ids_file: SubjectIdsFileOption = None,
+    identifier: IdentifierOption = None,
+    name: NameOption = None,
+    exclude_name: ExcludeNameOption = None,
+    source: SourceOption = None,
+    provider: ProviderOption = None,
+    subject_kind: SubjectKindOption = None,
+    annotator_kind: AnnotatorKindOption = None,
     project: Annotated[list[str] | None, typer.Option(help="Only this Phoenix project (repeatable).")] = None,
     updated_after: Annotated[
         datetime | None, typer.Option(help="Only annotations updated at or after this time (UTC if naive).")

@@ -45,6 +45,7 @@ from annotation_gateway.cli._app import (
     EXIT_CONFIG,
     EXIT_FAILURE,
     ConfigOption,
+    SubjectIdsFileOption,
     app,
     console,
     err_console,
@@ -247,9 +248,7 @@ def migrate_command(
     subject_id: Annotated[
         list[str] | None, typer.Option("--subject-id", "-s", help="Subject id (repeatable).")
     ] = None,
-    subject_ids_file: Annotated[
-        Path | None, typer.Option(help="File of subject ids, one per line ('#' comments).")
-    ] = None,
+    subject_ids_file: SubjectIdsFileOption = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Read and classify; write nothing.")] = False,
     name_map: Annotated[
         Path | None, typer.Option(help="Source name → target name: TOML, JSON or CSV (left,right).")

@@ -22,7 +22,14 @@ from annotation_gateway.cli._app import (
     DEFAULT_CONFIG,
     EXIT_CONFIG,
     EXIT_FAILURE,
+    AnnotatorKindOption,
     ConfigOption,
+    ExcludeNameOption,
+    IdentifierOption,
+    NameOption,
+    ProviderOption,
+    SourceOption,
+    SubjectKindOption,
     app,
     console,
     err_console,
@@ -36,7 +43,7 @@ from annotation_gateway.federation import (
     FederatedQuery,
     QueryPage,
 )
-from annotation_gateway.model import AnnotatorKind, ProviderKind, SubjectKind
+from annotation_gateway.model import SubjectKind
 from annotation_gateway.providers.config import ConfigError
 from annotation_gateway.settings import GatewaySettings
 
@@ -113,23 +120,13 @@ def query(
     subject_id: Annotated[
         list[str] | None, typer.Option("--subject-id", "-s", help="Subject id (repeat for more).")
     ] = None,
-    identifier: Annotated[
-        list[str] | None, typer.Option(help="Phoenix upsert identifier (repeatable).")
-    ] = None,
-    name: Annotated[
-        list[str] | None, typer.Option("--name", "-n", help="Annotation name (repeatable).")
-    ] = None,
-    exclude_name: Annotated[list[str] | None, typer.Option(help="Leave out this name (repeatable).")] = None,
-    source: Annotated[list[str] | None, typer.Option(help="Only this source (repeatable).")] = None,
-    provider: Annotated[
-        list[ProviderKind] | None, typer.Option(help="Only this vendor (repeatable).")
-    ] = None,
-    subject_kind: Annotated[
-        list[SubjectKind] | None, typer.Option(help="Only this kind (repeatable).")
-    ] = None,
-    annotator_kind: Annotated[
-        list[AnnotatorKind] | None, typer.Option(help="Only this annotator kind (repeatable).")
-    ] = None,
+    identifier: IdentifierOption = None,
+    name: NameOption = None,
+    exclude_name: ExcludeNameOption = None,
+    source: SourceOption = None,
+    provider: ProviderOption = None,
+    subject_kind: SubjectKindOption = None,
+    annotator_kind: AnnotatorKindOption = None,
     limit: Annotated[
         int, typer.Option(min=1, max=MAX_PAGE_SIZE, help="Annotations per page.")
     ] = DEFAULT_PAGE_SIZE,
