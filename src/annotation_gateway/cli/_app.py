@@ -9,6 +9,7 @@ options several commands share, declared once so their flags and help stay alike
 
 from __future__ import annotations
 
+import enum
 import logging
 from pathlib import Path
 from typing import Annotated, Any
@@ -28,6 +29,7 @@ __all__ = [
     "ExcludeNameOption",
     "IdentifierOption",
     "NameOption",
+    "PartialMode",
     "ProviderOption",
     "SourceOption",
     "SubjectIdsFileOption",
@@ -64,6 +66,14 @@ ConfigOption = Annotated[
     ),
 ]
 DEFAULT_CONFIG = DEFAULT_CONFIG_PATH
+
+
+class PartialMode(enum.StrEnum):
+    """``--partial``: ``deny`` fails the command when any source fails."""
+
+    ALLOW = "allow"
+    DENY = "deny"
+
 
 SubjectIdsFileOption = Annotated[
     Path | None, typer.Option(help="File of subject ids, one per line ('#' comments).")

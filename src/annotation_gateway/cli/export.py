@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import os
 import sys
 from collections.abc import Iterator
@@ -41,6 +40,7 @@ from annotation_gateway.cli._app import (
     ExcludeNameOption,
     IdentifierOption,
     NameOption,
+    PartialMode,
     ProviderOption,
     SourceOption,
     SubjectIdsFileOption,
@@ -56,11 +56,6 @@ from annotation_gateway.providers.config import ConfigError
 from annotation_gateway.settings import GatewaySettings
 
 __all__ = ["ExportSummary", "export_command", "run_export"]
-
-
-class PartialMode(enum.StrEnum):
-    ALLOW = "allow"
-    DENY = "deny"
 
 
 class ExportSummary:

@@ -27,6 +27,7 @@ from annotation_gateway.cli._app import (
     ExcludeNameOption,
     IdentifierOption,
     NameOption,
+    PartialMode,
     ProviderOption,
     SourceOption,
     SubjectKindOption,
@@ -56,11 +57,6 @@ ID_WIDTH = 9
 class OutputFormat(enum.StrEnum):
     TABLE = "table"
     JSON = "json"
-
-
-class PartialMode(enum.StrEnum):
-    ALLOW = "allow"
-    DENY = "deny"
 
 
 async def run_query(settings: GatewaySettings, query: FederatedQuery, *, follow: bool) -> QueryPage:
