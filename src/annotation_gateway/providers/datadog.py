@@ -1009,13 +1009,7 @@ class DatadogProvider:
         """``GetLLMObsAnnotationQueueLabelSchema``; refreshes the provider's cached copy."""
         path = f"{QUEUES_PATH}/{_segment(queue_id)}/label-schema"
         body = await self._call("GET", path, retry=True)
-        labels = tuple(
-            self._validate(
-                _LABEL_SCHEMA_RESPONSE, body, where=f"GET {path}"
-            ).data.attributes.annotation_schema.label_schemas
-        )
-        self._labels[queue_id] = _QueueLabels.of(labels)
-        return labels
+        return self._keep_labels(queue_id, body, where=f"GET {path}")
 
     async def replace_label_schema(
         self, queue_id: str, label_schemas: Sequence[LabelSchema]
@@ -1031,11 +1025,12 @@ class DatadogProvider:
             }
         }
         body = await self._call("PUT", path, json=payload, retry=True)
-        labels = tuple(
-            self._validate(
-                _LABEL_SCHEMA_RESPONSE, body, where=f"PUT {path}"
-            ).data.attributes.annotation_schema.label_schemas
-        )
+        return self._keep_labels(queue_id, body, where=f"PUT {path}")
+
+    def _keep_labels(self, queue_id: str, body: Any, *, where: str) -> tuple[LabelSchema, ...]:
+        """The labels of a label-schema answer, kept as the provider's cached copy for the queue."""
+        parsed = self._validate(_LABEL_SCHEMA_RESPONSE, body, where=where)
+        labels = tuple(parsed.data.attributes.annotation_schema.label_schemas)
         self._labels[queue_id] = _QueueLabels.of(labels)
         return labels
 
