@@ -96,9 +96,7 @@ def make_client(
     )
     timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 2.0))
     if transport is None:
-        from httpx_aiohttp import AiohttpTransport
-
-        transport = AiohttpTransport(limits=limits, trust_env=False)
+        transport = _reading_transport(limits)
     return httpx.AsyncClient(
         base_url=base_url,
         headers=dict(headers or {}),
@@ -108,6 +106,62 @@ def make_client(
         trust_env=False,
         follow_redirects=False,
     )
+
+
+def _reading_transport(limits: httpx.Limits) -> httpx.AsyncBaseTransport:
+    """httpx-aiohttp's transport, reading each answer's body in one call.
+
+    The stock transport hands httpx a stream that reads the body in 16 KiB chunks through two
+    async iterators (httpx's and aiohttp's); :func:`send` always reads the whole body anyway.
+    Here aiohttp reads it at once, under the same exception mapping (so a refused connect, a
+    timeout or a reset mid-body become the same httpx exceptions), and httpx gets it as a
+    one-chunk stream, which it still decodes per ``Content-Encoding`` as before.
+    """
+    from aiohttp import ClientSession, ClientTimeout
+    from httpx_aiohttp import AiohttpTransport
+    from httpx_aiohttp.transport import map_aiohttp_exceptions
+
+    class ReadingTransport(AiohttpTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            client = self.client
+            if not isinstance(client, ClientSession):
+                client = self.client = self.get_client()
+            timeout = request.extensions.get("timeout", {})
+            with map_aiohttp_exceptions():
+                data: bytes | httpx.AsyncByteStream | None
+                try:
+                    data = request.content or None
+                except httpx.RequestNotRead:
+                    data = request.stream  # type: ignore[assignment]
+                    request.headers.pop("transfer-encoding", None)  # handled by aiohttp
+                async with client.request(
+                    method=request.method,
+                    url=str(request.url),
+                    headers=request.headers,
+                    data=data,
+                    allow_redirects=False,
+                    auto_decompress=False,
+                    compress=False,
+                    timeout=ClientTimeout(
+                        sock_connect=timeout.get("connect"),
+                        sock_read=timeout.get("read"),
+                        connect=timeout.get("pool"),
+                    ),
+                    server_hostname=request.extensions.get("sni_hostname"),
+                ) as response:
+                    body = await response.read()
+            extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
+            if response.reason:
+                extensions["reason_phrase"] = response.reason.encode()
+            return httpx.Response(
+                status_code=response.status,
+                headers=response.raw_headers,
+                stream=httpx.ByteStream(body),
+                request=request,
+                extensions=extensions,
+            )
+
+    return ReadingTransport(limits=limits, trust_env=False)
 
 
 QueryParams = Sequence[tuple[str, str | int | float | bool | None]]
