@@ -180,6 +180,7 @@ _CURSOR_MAC_BYTES = 16
 _FINGERPRINT_BYTES = 12
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ANNOTATION_JSON = TypeAdapter(Annotation).dump_json
+_ANNOTATIONS_JSON = TypeAdapter(list[Annotation]).dump_json
 _MICROSECOND = timedelta(microseconds=1)
 
 PartialMode = Literal["allow", "deny"]
@@ -418,6 +419,13 @@ class _Merged:
             return last[0][2]
         encoded = self.encoded
         parts = encoded[start:end]
+        if parts and all(part is None for part in parts):
+            # A page none of whose items was written yet (every miss's first page): one call
+            # for the whole list costs ~25 % less than one per item. Its items' JSON is not
+            # kept apart; another page of this result covering them writes them again.
+            joined = _ANNOTATIONS_JSON(list(self.items[start:end]))[1:-1]
+            last[:] = [(start, end, joined)]
+            return joined
         if None in parts:
             items = self.items
             for offset, part in enumerate(parts):
