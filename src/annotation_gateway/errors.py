@@ -17,6 +17,10 @@ retryable error is retried, served stale from the cache, or counted against a ci
     │   ├── UnauthorizedError         unauthorized 401: no or unknown gateway key
     │   ├── ForbiddenError            forbidden 403: the key may not use that source
     │   ├── NotFoundError             not_found 404: unknown route, source or resource
+    │   ├── MethodNotAllowedError     method_not_allowed 405: the route exists, not with this method
+    │   ├── NotAcceptableError        not_acceptable 406: no representation the client accepts
+    │   ├── UnsupportedMediaTypeError unsupported_media_type 415: a body that is not (declared) JSON
+    │   ├── RequestTimeoutError       request_timeout 408: the request's head did not arrive in time
     │   └── UnsupportedError          not_supported 400: the source cannot do that (e.g. write)
     └── SourceError                   one upstream source failed; names the source
         ├── SourceRequestError        source_rejected 4xx: the vendor refused what we sent (permanent)
@@ -45,9 +49,12 @@ __all__ = [
     "ForbiddenError",
     "GatewayError",
     "InvalidCursorError",
+    "MethodNotAllowedError",
+    "NotAcceptableError",
     "NotFoundError",
     "PayloadTooLargeError",
     "ProblemCode",
+    "RequestTimeoutError",
     "RequestValidationError",
     "SourceAuthError",
     "SourceError",
@@ -59,6 +66,7 @@ __all__ = [
     "SourceUnavailableError",
     "UnauthorizedError",
     "UnsupportedError",
+    "UnsupportedMediaTypeError",
 ]
 
 
@@ -75,6 +83,7 @@ class ProblemCode(StrEnum):
     NOT_SUPPORTED = "not_supported"
     PAYLOAD_TOO_LARGE = "payload_too_large"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    REQUEST_TIMEOUT = "request_timeout"
     RATE_LIMITED = "rate_limited"
     SOURCE_REJECTED = "source_rejected"
     SOURCE_UNAUTHORIZED = "source_unauthorized"
@@ -95,6 +104,7 @@ PROBLEM_TITLES: dict[ProblemCode, str] = {
     ProblemCode.NOT_SUPPORTED: "Not supported by this source",
     ProblemCode.PAYLOAD_TOO_LARGE: "Request exceeds a limit",
     ProblemCode.UNSUPPORTED_MEDIA_TYPE: "Unsupported media type",
+    ProblemCode.REQUEST_TIMEOUT: "The request did not arrive in time",
     ProblemCode.RATE_LIMITED: "Rate limited",
     ProblemCode.SOURCE_REJECTED: "The source rejected the request",
     ProblemCode.SOURCE_UNAUTHORIZED: "The source rejected the gateway's credentials",
@@ -171,6 +181,34 @@ class PayloadTooLargeError(ClientError):
 
     code = ProblemCode.PAYLOAD_TOO_LARGE
     status = 413
+
+
+class NotAcceptableError(ClientError):
+    """No representation the client accepts (406); the detail names what is offered."""
+
+    code = ProblemCode.NOT_ACCEPTABLE
+    status = 406
+
+
+class MethodNotAllowedError(ClientError):
+    """The route exists but not with this method (405; the answer carries ``Allow``)."""
+
+    code = ProblemCode.METHOD_NOT_ALLOWED
+    status = 405
+
+
+class UnsupportedMediaTypeError(ClientError):
+    """The request body is not declared as JSON (415)."""
+
+    code = ProblemCode.UNSUPPORTED_MEDIA_TYPE
+    status = 415
+
+
+class RequestTimeoutError(ClientError):
+    """The client did not send its request line and headers in time (408; the server closes)."""
+
+    code = ProblemCode.REQUEST_TIMEOUT
+    status = 408
 
 
 class UnauthorizedError(ClientError):

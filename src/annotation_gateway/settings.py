@@ -67,6 +67,20 @@ class ServerConfig(_Section):
     access_log: bool = Field(
         default=False, description="uvicorn's access log costs 40-50% CPU per request (SPEC §4)."
     )
+    header_timeout_s: float = Field(
+        default=10.0,  # nginx: 60 s, Apache: 20-40 s; real clients send a head in milliseconds
+        gt=0,
+        le=300,
+        description="Seconds a client has to send a request's line and headers (then 408 and close).",
+    )
+    keep_alive_s: float = Field(
+        default=5.0, gt=0, le=300, description="Idle keep-alive connections are closed after this."
+    )
+    max_connections: int = Field(
+        default=1000,
+        ge=1,
+        description="Open connections and requests at once; beyond it uvicorn answers 503 at once.",
+    )
 
 
 class ApiKeyConfig(_Section):

@@ -6,6 +6,7 @@ in a daemon thread with its own event loop, and returns once uvicorn has run the
 startup and accepts connections (or raises if it did not within ``startup_timeout_s``);
 ``stop()`` asks uvicorn to exit (graceful: lifespan shutdown runs) and joins the thread, bounded
 by ``shutdown_timeout_s``. Only loopback hosts are accepted unless ``allow_public`` is set.
+It runs with the same client limits as ``annotation-gateway serve`` (:func:`uvicorn_limits`).
 """
 
 from __future__ import annotations
@@ -14,13 +15,28 @@ import socket
 import threading
 import time
 from types import TracebackType
+from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
 
-from annotation_gateway.settings import is_loopback
+from annotation_gateway.api.protocol import header_deadline_protocol
+from annotation_gateway.settings import ServerConfig, is_loopback
 
-__all__ = ["ThreadedServer", "free_port", "port_is_free"]
+__all__ = ["ThreadedServer", "free_port", "port_is_free", "uvicorn_limits"]
+
+
+def uvicorn_limits(server: ServerConfig) -> dict[str, Any]:
+    """uvicorn options that bound what one client can hold (``serve``, the demo and the tests
+    all use them): a deadline on each request's head (:mod:`~annotation_gateway.api.protocol`),
+    idle keep-alive connections closed after ``keep_alive_s``, and at most ``max_connections``
+    connections and requests at once (uvicorn answers 503 beyond it)."""
+    return {
+        "http": header_deadline_protocol(server.header_timeout_s),
+        "timeout_keep_alive": server.keep_alive_s,
+        "limit_concurrency": server.max_connections,
+    }
+
 
 STARTUP_POLL_S = 0.02
 
@@ -59,7 +75,10 @@ class ThreadedServer:
         startup_timeout_s: float = 30.0,
         shutdown_timeout_s: float = 10.0,
         allow_public: bool = False,
+        limits: ServerConfig | None = None,
     ) -> None:
+        """``limits``: the header deadline, keep-alive and connection cap of a ``[server]``
+        section (:func:`uvicorn_limits`); its defaults when ``None``."""
         if not allow_public and not is_loopback(host):
             raise ValueError(f"refusing to serve on non-loopback host {host!r}")
         self.host = host
@@ -76,6 +95,7 @@ class ThreadedServer:
             lifespan="on",
             # The threads' servers must not steal Ctrl-C from the process that owns them.
             timeout_graceful_shutdown=int(shutdown_timeout_s),
+            **uvicorn_limits(limits if limits is not None else ServerConfig()),
         )
         self._server = uvicorn.Server(self._config)
         self._thread: threading.Thread | None = None

@@ -3,8 +3,10 @@
 Contract: loads the config (``--host``/``--port`` override ``[server]``, and go through the same
 validation, so auth switched off on a non-loopback host is refused with exit code 2 before
 anything listens); uvicorn's access log stays off unless ``server.access_log`` or ``--access-log``
-(it costs 40-50 % CPU per request). Ctrl-C / SIGTERM stop it gracefully (lifespan closes the
-upstream connection pools).
+(it costs 40-50 % CPU per request). Each connection must send a request's head within
+``server.header_timeout_s`` (408 and close), idle keep-alive connections close after
+``server.keep_alive_s``, and at most ``server.max_connections`` are served at once (503 beyond).
+Ctrl-C / SIGTERM stop it gracefully (lifespan closes the upstream connection pools).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import typer
 import uvicorn
 
 from annotation_gateway.api.app import create_app
+from annotation_gateway.api.serving import uvicorn_limits
 from annotation_gateway.cli._app import (
     DEFAULT_CONFIG,
     ConfigOption,
@@ -90,4 +93,5 @@ def serve(
         log_level=log_level.lower(),
         log_config=None,  # keep our rich handler rather than uvicorn's own logging config
         server_header=False,
+        **uvicorn_limits(listen),
     )
