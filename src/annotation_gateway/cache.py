@@ -41,7 +41,9 @@ flights, but stores what it fetched (a refresh) and may still serve stale on err
 
 *Stale on error.* When a fetch fails with an error that allows it (see :func:`may_serve_stale`)
 and **every** subject of the request has a usable entry, the answer is served with
-``stale=True``; otherwise the error is raised.
+``stale=True``; otherwise the error is raised. The caller says how old a usable entry may be
+(``max_stale_s``, at most the configured ``max_stale``; ``0`` turns stale answers off): the
+federation turns them off when the client asked for fresh or complete data.
 """
 
 from __future__ import annotations
@@ -164,11 +166,15 @@ class AnnotationCache:
         fetch: Fetch,
         *,
         use_cache: bool = True,
+        max_stale_s: float | None = None,
     ) -> CacheAnswer:
         """The answer of ``source`` to ``query``, from the cache where fresh, else via ``fetch``.
 
-        Raises the ``SourceError`` of the fetch unless a stale answer may be served instead.
+        Raises the ``SourceError`` of the fetch unless a stale answer may be served instead:
+        one younger than ``max_stale_s`` (capped by the configured ``max_stale_s``; ``None``:
+        the configured value; ``0``: never stale).
         """
+        stale_limit = self._max_stale if max_stale_s is None else min(self._max_stale, max_stale_s)
         fkey = filter_key(query)
         slots: list[_Slot] = list(dict.fromkeys(query.subject_ids)) if query.subject_ids else [None]
         now = self._clock()
@@ -187,7 +193,7 @@ class AnnotationCache:
                     parts[slot] = entry.items
                     oldest = min(oldest, entry.stored_at)
                     continue
-                if age < self._max_stale:
+                if age < stale_limit:
                     usable[slot] = entry
             missing.append(slot)
 

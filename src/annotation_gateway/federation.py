@@ -24,8 +24,9 @@ Lists are OR within a field and AND across fields; ``raw`` is stripped unless ``
 *Order and paging.* ``updated_at`` descending, then ``id`` ascending (ids are unique, so the
 order is total). The cursor is a keyset position: urlsafe base64 (unpadded) of the compact JSON
 ``[version, query fingerprint, updated_at in µs, id]`` followed by a truncated HMAC-SHA256 of it
-under ``cursor_secret``. The fingerprint covers the normalised query minus ``limit``, ``cursor``
-and ``use_cache``, *and* the effective source selection. A bad encoding, a bad signature or a
+under ``cursor_secret``. The fingerprint covers the normalised query minus ``limit``, ``cursor``,
+``use_cache`` and ``max_stale_s``, the effective source selection, *and* the ``audience`` (the
+caller's key name): a cursor is valid only for the key it was issued to. A bad encoding, a bad signature or a
 fingerprint of another query is an ``InvalidCursorError`` (422) saying which. ``limit`` may change
 between pages. Paging to the end yields every match exactly once as long as the data does not
 change meanwhile (an annotation updated between pages moves to the front and may be missed or
@@ -212,6 +213,12 @@ class FederatedQuery:
     partial: PartialMode = "allow"
     use_cache: bool = True
     """False for ``Cache-Control: no-cache``: fetch fresh (and refresh the cache)."""
+    max_stale_s: float | None = None
+    """How old (seconds) a cached answer may be to stand in for a failing source: the client's
+    explicit opt-in (``Cache-Control: max-stale=N``), capped by the cache's ``max_stale_s``.
+    ``None``: the default — the configured ``max_stale_s`` for an ordinary query, **none** when
+    the client asked for fresh data (``use_cache=False``) or for complete data
+    (``partial="deny"``, and so compare), since a stale answer is then a failed source."""
 
 
 @dataclass(slots=True)
@@ -372,8 +379,9 @@ class _CursorCodec:
             )
         if bound_to != fingerprint:
             raise InvalidCursorError(
-                "the cursor belongs to a different query: filters, sources or options changed "
-                "since it was issued (only limit may change); start again without a cursor"
+                "the cursor belongs to a different query or key: filters, sources or options "
+                "changed since it was issued (only limit may change), or it was issued to another "
+                "gateway key; start again without a cursor"
             )
         if type(micros) is not int or not isinstance(item_id, str):
             raise InvalidCursorError("the cursor's content is malformed")
@@ -517,11 +525,17 @@ class Federation:
     # --- reading ------------------------------------------------------------------------------
 
     async def query(
-        self, query: FederatedQuery, *, allowed_sources: frozenset[str] | None = None
+        self,
+        query: FederatedQuery,
+        *,
+        allowed_sources: frozenset[str] | None = None,
+        audience: str | None = None,
     ) -> QueryPage:
         """One page. ``allowed_sources`` (from the caller's key) limits what may be queried;
         naming a source outside it raises ``ForbiddenError``; an unknown source
-        ``RequestValidationError`` (see the module docstring for every rule)."""
+        ``RequestValidationError`` (see the module docstring for every rule). ``audience`` (the
+        caller's key name) is what the page's cursor is issued to: another audience's cursor
+        is refused."""
         started = time.perf_counter()
         _validate(query)
         selected = self._select(query, allowed_sources)
@@ -535,7 +549,7 @@ class Federation:
                 self._fingerprints.clear()
             self._fingerprints[memo_key] = known
         digest = known
-        fingerprint = digest[:_FINGERPRINT_BYTES].hex()
+        fingerprint = _bind(digest, audience)
         position = self._codec.decode(query.cursor, fingerprint) if query.cursor is not None else None
 
         merged: _Merged | None = None
@@ -567,7 +581,11 @@ class Federation:
         )
 
     async def pages(
-        self, query: FederatedQuery, *, allowed_sources: frozenset[str] | None = None
+        self,
+        query: FederatedQuery,
+        *,
+        allowed_sources: frozenset[str] | None = None,
+        audience: str | None = None,
     ) -> AsyncIterator[QueryPage]:
         """Every page of ``query`` in order (export), following the cursor.
 
@@ -575,11 +593,13 @@ class Federation:
         just refreshed it, and re-fetching every source for every page would cost the whole
         query again per page, for nothing.
         """
-        page = await self.query(query, allowed_sources=allowed_sources)
+        page = await self.query(query, allowed_sources=allowed_sources, audience=audience)
         yield page
+        # Later pages may read what the first page stored, but no older answer than it allowed.
+        query = replace(query, max_stale_s=_stale_allowance(query))
         while page.next_cursor is not None:
             query = replace(query, cursor=page.next_cursor, use_cache=True)
-            page = await self.query(query, allowed_sources=allowed_sources)
+            page = await self.query(query, allowed_sources=allowed_sources, audience=audience)
             yield page
 
     def _select(self, query: FederatedQuery, allowed: frozenset[str] | None) -> list[_Source]:
@@ -625,7 +645,11 @@ class Federation:
                 )
             else:
                 outcomes.append(None)
-                jobs.append(self._ask(source, _pushdown(source, query), query.use_cache, keep))
+                jobs.append(
+                    self._ask(
+                        source, _pushdown(source, query), query.use_cache, _stale_allowance(query), keep
+                    )
+                )
         results = await asyncio.gather(*jobs, return_exceptions=True)
         answered = iter(results)
         done: list[_Outcome] = []
@@ -689,12 +713,13 @@ class Federation:
         source: _Source,
         pushdown: SourceQuery,
         use_cache: bool,
+        max_stale_s: float | None,
         keep: Callable[[Annotation], bool] | None,
     ) -> _Outcome:
         started = time.perf_counter()
         try:
             answer: CacheAnswer = await self._cache.get(
-                source.name, pushdown, self._fetcher(source), use_cache=use_cache
+                source.name, pushdown, self._fetcher(source), use_cache=use_cache, max_stale_s=max_stale_s
             )
         except SourceError as exc:
             elapsed_ms = (time.perf_counter() - started) * 1000
@@ -968,6 +993,18 @@ def _fingerprint(query: FederatedQuery, selected: list[_Source]) -> bytes:
     return hashlib.sha256(encoded).digest()
 
 
+def _bind(digest: bytes, audience: str | None) -> str:
+    """What a cursor is bound to: the query's digest and, when given, the key it was issued to
+    (so one key's cursor is refused for another, even when both may ask the same sources)."""
+    if audience is None:
+        return digest[:_FINGERPRINT_BYTES].hex()
+    return (
+        hashlib.sha256(digest + b"\x00" + audience.encode("utf-8", "surrogatepass"))
+        .digest()[:_FINGERPRINT_BYTES]
+        .hex()
+    )
+
+
 def _is_text(value: str) -> bool:
     try:
         value.encode("utf-8")
@@ -1026,6 +1063,16 @@ def _gateway_filter(query: FederatedQuery) -> Callable[[Annotation], bool] | Non
         return before is None or item.updated_at < before
 
     return keep
+
+
+def _stale_allowance(query: FederatedQuery) -> float | None:
+    """The oldest cached answer (seconds) that may stand in for a failing source in ``query``;
+    ``None``: as old as the cache keeps them (see :attr:`FederatedQuery.max_stale_s`)."""
+    if query.max_stale_s is not None:
+        return query.max_stale_s
+    if not query.use_cache or query.partial == "deny":
+        return 0.0
+    return None
 
 
 def _as_cache_hit(status: SourceStatus, elapsed_ms: float) -> SourceStatus:

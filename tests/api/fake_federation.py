@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from annotation_gateway.errors import ForbiddenError, GatewayError, InvalidCursorError, NotFoundError
+from annotation_gateway.errors import ForbiddenError, GatewayError, InvalidCursorError, RequestValidationError
 from annotation_gateway.federation import FederatedQuery, Federation, QueryPage, SourceInfo, SourceStatus
 from annotation_gateway.model import Annotation, AnnotationWrite, ProviderKind, SubjectKind
 from annotation_gateway.providers.base import Capabilities, HealthReport, WriteResult
@@ -37,14 +37,22 @@ class FakeFederation(Federation):
         return list(self._sources)
 
     async def query(
-        self, query: FederatedQuery, *, allowed_sources: frozenset[str] | None = None
+        self,
+        query: FederatedQuery,
+        *,
+        allowed_sources: frozenset[str] | None = None,
+        audience: str | None = None,
     ) -> QueryPage:
         self.queries.append((query, allowed_sources))
         if self.raise_on_query is not None:
             raise self.raise_on_query
         for name in query.sources:
             if name not in self._sources:
-                raise NotFoundError(f"unknown source {name!r}")
+                # As the real federation: the route exists, the value is wrong (422).
+                raise RequestValidationError(
+                    f"unknown source {name!r}",
+                    errors=[{"loc": ["sources"], "msg": f"unknown source {name!r}", "type": "value_error"}],
+                )
             if allowed_sources is not None and name not in allowed_sources:
                 raise ForbiddenError(f"this key may not use source {name!r}")
         if query.cursor is not None:
@@ -72,7 +80,11 @@ class FakeFederation(Federation):
         return QueryPage(data=data[: query.limit], next_cursor=None, partial=False, sources=statuses)
 
     def pages(
-        self, query: FederatedQuery, *, allowed_sources: frozenset[str] | None = None
+        self,
+        query: FederatedQuery,
+        *,
+        allowed_sources: frozenset[str] | None = None,
+        audience: str | None = None,
     ) -> AsyncIterator[QueryPage]:
         raise NotImplementedError
 

@@ -10,8 +10,9 @@ Contract of :func:`create_app`:
 - middleware, outermost first: Server-Timing + request metrics + last-resort 500
   (:mod:`.timing`), body size limit (:mod:`.limits`), the ``GET /v1/annotations`` fast lane
   (:mod:`.fastlane`); errors are problem+json (:mod:`.problems`);
-- OpenAPI at ``/openapi.json``, Swagger UI at ``/docs``; every operation has an ``operation_id``,
-  a summary and described parameters.
+- OpenAPI at ``/openapi.json``, Swagger UI at ``/docs`` (its assets served from the
+  ``swagger-ui-bundle`` package, so it works offline); every operation has an ``operation_id``,
+  a summary and described parameters; no trailing-slash redirects (an unknown path is a 404).
 """
 
 from __future__ import annotations
@@ -24,8 +25,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
+from starlette.responses import HTMLResponse
+from starlette.staticfiles import StaticFiles
+from swagger_ui_bundle import swagger_ui_path
 
 from annotation_gateway import __version__
 from annotation_gateway.api.auth import BEARER_SCHEME_NAME, BEARER_SECURITY_SCHEME, Authenticator
@@ -93,6 +98,27 @@ def _problem_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
     return openapi
 
 
+DOCS_PATH = "/docs"
+DOCS_ASSETS_PATH = "/docs/assets"
+
+
+def _install_docs(app: FastAPI) -> None:
+    """Swagger UI at ``/docs`` with its JavaScript and CSS served from the ``swagger-ui-bundle``
+    package: FastAPI's default loads them from a CDN, so ``/docs`` is blank without internet."""
+    app.mount(DOCS_ASSETS_PATH, StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{DOCS_ASSETS_PATH}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS_PATH}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS_PATH}/favicon-32x32.png",
+        )
+
+    app.add_api_route(DOCS_PATH, docs, methods=["GET"], include_in_schema=False)
+
+
 def create_app(
     settings: GatewaySettings,
     *,
@@ -131,9 +157,12 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # served from the package's own assets below, not from a CDN
         redoc_url=None,
         openapi_url="/openapi.json",
+        # No 307 to the path without its trailing slash: Starlette builds that Location from the
+        # client's Host header, before authentication. An unknown path is a 404 problem.
+        redirect_slashes=False,
         # FastAPI's native OpenTelemetry support asks the global OTel providers whether they are
         # configured on every request (~5 % of a cache hit's CPU); the gateway reports through
         # its own Prometheus metrics and Server-Timing, and configures no OTel provider.
@@ -147,6 +176,7 @@ def create_app(
         # (build it with observer=app.state.metrics to see them in /metrics).
         app.state.federation = federation
     app.openapi = _problem_openapi(app)  # type: ignore[method-assign]
+    _install_docs(app)
     install_problem_handlers(app)
     # Before the annotations router; /v1/annotations/export is not the fast lane's exact path.
     app.include_router(export_routes.router)

@@ -5,9 +5,9 @@ Contract:
   ``payload_too_large`` (problem+json naming the limit) — at once when ``Content-Length`` says
   so, otherwise as soon as the streamed body passes the limit — and the app never sees the rest
   of the body. This bounds the memory one request can make the JSON parser and pydantic use;
-- every body the API takes is JSON: a POST/PUT/PATCH that declares another ``Content-Type``
-  is answered 415 ``unsupported_media_type`` (a missing one is left to the JSON parser, as curl
-  users often omit it).
+- every body the API takes is JSON: a POST/PUT/PATCH that declares another ``Content-Type``,
+  or none, is answered 415 ``unsupported_media_type`` naming the one it takes (a body without
+  a media type is not known to be JSON; the parser's 422 would blame the content instead).
 """
 
 from __future__ import annotations
@@ -16,19 +16,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from annotation_gateway.api.problems import problem_response
-from annotation_gateway.errors import GatewayError, PayloadTooLargeError, ProblemCode
+from annotation_gateway.errors import PayloadTooLargeError, UnsupportedMediaTypeError
 
-__all__ = ["MAX_REQUEST_BODY_BYTES", "BodyLimitMiddleware", "UnsupportedMediaTypeError"]
+__all__ = ["MAX_REQUEST_BODY_BYTES", "BodyLimitMiddleware"]
 
 MAX_REQUEST_BODY_BYTES = 8 * 1024 * 1024
 """Largest request body accepted: 10,000 subject ids or 5,000 write items fit with room to spare."""
-
-
-class UnsupportedMediaTypeError(GatewayError):
-    """The request body is not JSON (415)."""
-
-    code = ProblemCode.UNSUPPORTED_MEDIA_TYPE
-    status = 415
 
 
 def _is_json(content_type: bytes) -> bool:
@@ -59,7 +52,10 @@ class BodyLimitMiddleware:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
+        typed = False
         for name, value in scope["headers"]:
+            if name == b"content-type":
+                typed = True
             if name == b"content-type" and not _is_json(value):
                 error = UnsupportedMediaTypeError(
                     f"send the body as application/json, not {value.decode('latin-1')[:100]}"
@@ -75,6 +71,10 @@ class BodyLimitMiddleware:
                     response = problem_response(_too_large(self.max_bytes), instance=scope["path"])
                     await response(scope, receive, send)
                     return
+        if not typed:
+            error = UnsupportedMediaTypeError("send the body as application/json (Content-Type is missing)")
+            await problem_response(error, instance=scope["path"])(scope, receive, send)
+            return
         received = 0
         started = False
 

@@ -28,6 +28,7 @@ from starlette.responses import Response
 
 from annotation_gateway.errors import (
     GatewayError,
+    MethodNotAllowedError,
     NotFoundError,
     PayloadTooLargeError,
     ProblemCode,
@@ -36,7 +37,6 @@ from annotation_gateway.errors import (
 
 __all__ = [
     "PROBLEM_MEDIA_TYPE",
-    "MethodNotAllowedError",
     "error_response",
     "install_problem_handlers",
     "problem_response",
@@ -51,13 +51,6 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 MAX_ERROR_MESSAGE_CHARS = 300
 # A body with thousands of invalid items would otherwise produce a multi-megabyte problem.
 MAX_VALIDATION_ERRORS = 50
-
-
-class MethodNotAllowedError(GatewayError):
-    """The route exists but not with this method (405)."""
-
-    code = ProblemCode.METHOD_NOT_ALLOWED
-    status = 405
 
 
 def problem_response(
@@ -86,6 +79,19 @@ def _loc(loc: Any) -> list[str | int]:
     return [part if isinstance(part, int) else str(part) for part in (loc or ())]
 
 
+# pydantic prefixes the message of a ValueError raised in a validator; the client wants the message.
+_PYDANTIC_PREFIXES = ("Value error, ", "Assertion failed, ")
+
+
+def _message(msg: object) -> str:
+    text = str(msg)
+    for prefix in _PYDANTIC_PREFIXES:
+        if text.startswith(prefix):
+            text = text[len(prefix) :]
+            break
+    return text[:MAX_ERROR_MESSAGE_CHARS]
+
+
 def validation_problem(
     errors: list[Mapping[str, Any]], *, detail: str | None = None
 ) -> RequestValidationError:
@@ -93,7 +99,7 @@ def validation_problem(
     items = [
         {
             "loc": _loc(err.get("loc")),
-            "msg": str(err.get("msg", ""))[:MAX_ERROR_MESSAGE_CHARS],
+            "msg": _message(err.get("msg", "")),
             "type": str(err.get("type", "value_error")),
         }
         for err in errors[:MAX_VALIDATION_ERRORS]

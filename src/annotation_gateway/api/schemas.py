@@ -510,6 +510,8 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
             "open). 504, 429 and the upstream 4xx classes below are answered the same way.",
         ),
         (404, "A source does not know the configured project or resource (`not_found`)."),
+        (406, "The `Accept` header admits no representation this operation has (`not_acceptable`)."),
+        (415, "A request body not declared as `application/json` (`unsupported_media_type`)."),
         (429, "A source throttled the gateway (`rate_limited`); `Retry-After` says how long to wait."),
         (504, "A source did not answer in time (`source_timeout`)."),
     )

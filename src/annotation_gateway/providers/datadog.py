@@ -68,6 +68,7 @@ from pydantic import (
 from annotation_gateway.concurrency import gather
 from annotation_gateway.errors import (
     GatewayError,
+    PayloadTooLargeError,
     SourceAuthError,
     SourceError,
     SourceNotFoundError,
@@ -786,7 +787,15 @@ class DatadogProvider:
             len(str(httpx.QueryParams([("offset", str(2**31 - 1)), ("limit", str(self._page_size))]))) + 1
         )
         costs = [len(str(httpx.QueryParams([("contentIds", c)]))) + 1 for c in content_ids]
-        return chunk_values(content_ids, costs, budget=MAX_URL_BYTES - fixed)
+        room = MAX_URL_BYTES - fixed
+        too_long = next((c for c, cost in zip(content_ids, costs, strict=True) if cost > room), None)
+        if too_long is not None:
+            # No URL can carry it: the caller's input is too large, not the vendor at fault.
+            raise PayloadTooLargeError(
+                f"a subject id of {len(too_long)} characters does not fit in one Datadog URL "
+                f"({MAX_URL_BYTES} bytes)"
+            )
+        return chunk_values(content_ids, costs, budget=room)
 
     async def _fetch_chunk(
         self, content_ids: Sequence[str]

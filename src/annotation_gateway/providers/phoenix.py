@@ -797,10 +797,11 @@ class PhoenixProvider:
         pairs: Sequence[tuple[SubjectKind, str]] | None = None,
     ) -> SourceNotFoundError:
         pairs = pairs if pairs is not None else [(kind or SubjectKind.SESSION, i) for i in ids]
-        noun = f"{kind.value}s" if kind is not None else "subjects"
+        one = len(ids) == 1
+        noun = (kind.value if kind is not None else "subject") + ("" if one else "s")
         shown = ", ".join(ids[:MAX_LISTED_ERRORS]) + (" ..." if len(ids) > MAX_LISTED_ERRORS else "")
         return SourceNotFoundError(
-            f"{self.name}: {len(ids)} {noun} do not exist in Phoenix project "
+            f"{self.name}: {len(ids)} {noun} {'does' if one else 'do'} not exist in Phoenix project "
             f"{self._config.project!r}: {shown}; nothing was written",
             source=self.name,
             upstream_status=404,

@@ -4,7 +4,9 @@ Contract (SPEC §3):
 - ``GET /v1/annotations`` and ``POST /v1/annotations/search`` answer
   ``{data, next_cursor, partial, sources}`` (see :class:`~annotation_gateway.api.schemas.AnnotationPage`);
   the key's source limits are passed to the federation (403 for a source outside them);
-  ``Cache-Control: no-cache`` on the request bypasses the cache;
+  ``Cache-Control: no-cache`` on the request bypasses the cache and ``max-stale=N`` opts into
+  stale answers where they are otherwise refused (:func:`cache_policy`); the cursor is issued
+  to the caller's key (``audience``) and refused for any other key;
 - a failing source makes the page ``partial`` (status ``error`` with its problem); with
   ``partial=deny``, or when every source failed, the federation raises the source's error and the
   answer is its problem (502/504, or the upstream-4xx class: never a 5xx for a 4xx);
@@ -18,12 +20,15 @@ as a raw ``Response``: ``response_model`` only documents them.
 
 from __future__ import annotations
 
+import math
 import time
+from dataclasses import dataclass, replace
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from annotation_gateway.api.auth import BEARER_SECURITY, AuthDep, FederationDep, authenticate
+from annotation_gateway.api.negotiation import require_json
 from annotation_gateway.api.schemas import (
     PROBLEM_RESPONSES,
     AnnotationPage,
@@ -36,20 +41,74 @@ from annotation_gateway.api.schemas import (
     query_parameters_openapi,
 )
 from annotation_gateway.api.timing import record_source_timing
-from annotation_gateway.errors import PayloadTooLargeError
-from annotation_gateway.federation import MAX_WRITE_ITEMS, Federation, QueryPage
+from annotation_gateway.errors import PayloadTooLargeError, RequestValidationError
+from annotation_gateway.federation import MAX_WRITE_ITEMS, FederatedQuery, Federation, QueryPage
 
-__all__ = ["answer_list", "router"]
+__all__ = ["CachePolicy", "answer_list", "cache_policy", "router"]
 
 router = APIRouter(prefix="/v1/annotations", tags=["annotations"])
 
 JSON = "application/json"
+MAX_STALE_DIGITS = 9
+"""``max-stale`` values beyond 30 years are no number a client means (and are capped anyway)."""
 
 
-def wants_fresh(request: Request) -> bool:
-    """True when the client sent ``Cache-Control: no-cache`` (or ``no-store``)."""
+@dataclass(frozen=True, slots=True)
+class CachePolicy:
+    """What the client's ``Cache-Control`` asks of the cache (see :func:`cache_policy`)."""
+
+    use_cache: bool = True
+    max_stale_s: float | None = None
+
+    def apply(self, query: FederatedQuery) -> FederatedQuery:
+        if self.use_cache and self.max_stale_s is None:
+            return query
+        return replace(query, use_cache=query.use_cache and self.use_cache, max_stale_s=self.max_stale_s)
+
+
+DEFAULT_POLICY = CachePolicy()
+
+
+def cache_policy(request: Request) -> CachePolicy:
+    """The client's ``Cache-Control`` (RFC 9111 request directives) as a :class:`CachePolicy`.
+
+    ``no-cache`` / ``no-store``: read every source afresh (what is fetched still refreshes the
+    cache), and no stale answer stands in for a failing source. ``max-stale=N``: the client
+    accepts an answer up to N seconds old (capped by the cache's ``max_stale_s``) in place of a
+    failing source — also with ``no-cache``, with ``partial=deny`` and in compare, where stale
+    answers are otherwise refused; bare ``max-stale`` accepts whatever the cache keeps. A
+    malformed ``max-stale`` value is a 422. Other directives are ignored.
+    """
     value = request.headers.get("cache-control")
-    return value is not None and ("no-cache" in value.lower() or "no-store" in value.lower())
+    if value is None:
+        return DEFAULT_POLICY
+    fresh = False
+    max_stale: float | None = None
+    for directive in value.split(","):
+        name, _, argument = directive.strip().partition("=")
+        name = name.strip().lower()
+        if name in ("no-cache", "no-store"):
+            fresh = True
+        elif name == "max-stale":
+            argument = argument.strip().strip('"')
+            if not argument:
+                max_stale = math.inf
+            elif argument.isascii() and argument.isdigit() and len(argument) <= MAX_STALE_DIGITS:
+                max_stale = float(argument)
+            else:
+                raise RequestValidationError(
+                    "Cache-Control: max-stale must be a number of seconds (e.g. max-stale=60)",
+                    errors=[
+                        {
+                            "loc": ["header", "cache-control"],
+                            "msg": "max-stale takes a non-negative integer of seconds",
+                            "type": "value_error",
+                        }
+                    ],
+                )
+    if not fresh and max_stale is None:
+        return DEFAULT_POLICY
+    return CachePolicy(use_cache=not fresh, max_stale_s=max_stale)
 
 
 def _answer(request: Request, page: QueryPage) -> Response:
@@ -85,9 +144,10 @@ async def answer_list(request: Request) -> Response:
     """``GET /v1/annotations``. Auth and the federation are looked up directly rather than
     through AuthDep/FederationDep, whose dependency resolution costs a fifth of a cached answer."""
     principal = await authenticate(request)
-    query = list_query(request.scope["query_string"], use_cache=not wants_fresh(request))
+    require_json(request.headers.get("accept"))
+    query = cache_policy(request).apply(list_query(request.scope["query_string"], use_cache=True))
     federation: Federation = request.app.state.federation
-    page = await federation.query(query, allowed_sources=principal.allowed_sources)
+    page = await federation.query(query, allowed_sources=principal.allowed_sources, audience=principal.name)
     return _answer(request, page)
 
 
@@ -108,8 +168,9 @@ async def search_annotations(
     federation: FederationDep,
     body: AnnotationSearchBody,
 ) -> Response:
-    query = body.to_query(use_cache=not wants_fresh(request))
-    page = await federation.query(query, allowed_sources=principal.allowed_sources)
+    require_json(request.headers.get("accept"))
+    query = cache_policy(request).apply(body.to_query(use_cache=True))
+    page = await federation.query(query, allowed_sources=principal.allowed_sources, audience=principal.name)
     return _answer(request, page)
 
 

@@ -23,7 +23,9 @@ Contract:
   JSON is the :class:`~annotation_gateway.compare.CompareResult`; CSV and HTML are
   :func:`~annotation_gateway.reports.to_csv` / :func:`~annotation_gateway.reports.to_html` (the
   HTML report is one self-contained file). Answers carry ``Vary: Accept``;
-- ``Cache-Control: no-cache`` on the request bypasses the cache for both sides.
+- ``Cache-Control: no-cache`` on the request bypasses the cache for both sides. A stale cached
+  answer never stands in for a failing side (that would compare old data as if it were
+  current) unless the client opts in with ``Cache-Control: max-stale=N``.
 """
 
 from __future__ import annotations
@@ -39,16 +41,12 @@ from fastapi import APIRouter, Body, Query, Request
 from starlette.responses import Response
 
 from annotation_gateway.api.auth import BEARER_SECURITY, AuthDep, FederationDep
-from annotation_gateway.api.routes.annotations import wants_fresh
+from annotation_gateway.api.negotiation import choose
+from annotation_gateway.api.routes.annotations import DEFAULT_POLICY, CachePolicy, cache_policy
 from annotation_gateway.api.schemas import PROBLEM_RESPONSES
 from annotation_gateway.api.timing import record_source_timing
 from annotation_gateway.compare import CompareRequest, CompareResult, compare
-from annotation_gateway.errors import (
-    ClientError,
-    ForbiddenError,
-    ProblemCode,
-    RequestValidationError,
-)
+from annotation_gateway.errors import ForbiddenError, NotAcceptableError, RequestValidationError
 from annotation_gateway.federation import MAX_PAGE_SIZE, FederatedQuery, Federation
 from annotation_gateway.model import Annotation
 from annotation_gateway.reports import to_csv, to_html, to_json
@@ -63,13 +61,6 @@ __all__ = [
 ]
 
 router = APIRouter(prefix="/v1", tags=["compare"])
-
-
-class NotAcceptableError(ClientError):
-    """No representation the client accepts (406)."""
-
-    code = ProblemCode.NOT_ACCEPTABLE
-    status = 406
 
 
 class CompareFormat(enum.StrEnum):
@@ -87,42 +78,9 @@ MEDIA_TYPES: dict[CompareFormat, str] = {
 
 def negotiate(accept: str | None) -> CompareFormat:
     """The format an ``Accept`` header asks for (see the module docstring); 406 if none fits."""
-    if accept is None or not accept.strip():
-        return CompareFormat.JSON
-    ranges: list[tuple[str, float]] = []
-    for part in accept.split(","):
-        pieces = [p.strip() for p in part.split(";")]
-        q = 1.0
-        for param in pieces[1:]:
-            key, _, value = param.partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
-        ranges.append((pieces[0].lower(), q))
-    best: tuple[tuple[float, int, int], CompareFormat] | None = None
-    for order, candidate in enumerate(CompareFormat):
-        media = MEDIA_TYPES[candidate].split(";")[0]
-        wildcard = media.split("/")[0] + "/*"
-        levels = {media: 2, wildcard: 1, "*/*": 0}
-        # The most specific range that matches decides the candidate's q (RFC 9110 §12.5.1).
-        matching = [(levels[r], q) for r, q in ranges if r in levels]
-        if not matching:
-            continue
-        specificity, q = max(matching, key=lambda m: m[0])
-        if q <= 0:
-            continue
-        # Highest q wins; then the most specific range; then the order json, csv, html.
-        rank = (q, specificity, -order)
-        if best is None or rank > best[0]:
-            best = (rank, candidate)
-    if best is None:
-        raise NotAcceptableError(
-            "this answer is available as application/json, text/csv or text/html "
-            "(or use ?format=json|csv|html)"
-        )
-    return best[1]
+    offered = [MEDIA_TYPES[f].split(";")[0] for f in CompareFormat]
+    chosen = choose(accept, offered, hint=" (or use ?format=json|csv|html)")
+    return list(CompareFormat)[offered.index(chosen)]
 
 
 def render(result: CompareResult, fmt: CompareFormat) -> bytes:
@@ -162,7 +120,7 @@ async def fetch_sides(
     request: CompareRequest,
     *,
     allowed_sources: frozenset[str] | None = None,
-    use_cache: bool = True,
+    policy: CachePolicy = DEFAULT_POLICY,
     timing: Callable[[str, float], None] | None = None,
 ) -> tuple[list[Annotation], list[Annotation]]:
     """Every annotation of the request's subjects (and names) in the left and the right source.
@@ -181,7 +139,6 @@ async def fetch_sides(
             sources=(request.left,),
             limit=MAX_PAGE_SIZE,
             partial="deny",
-            use_cache=use_cache,
         ),
         FederatedQuery(
             subject_ids=tuple(dict.fromkeys(request.right_subject_ids())),
@@ -189,11 +146,10 @@ async def fetch_sides(
             sources=(request.right,),
             limit=MAX_PAGE_SIZE,
             partial="deny",
-            use_cache=use_cache,
         ),
     )
     results = await asyncio.gather(
-        *(_read_all(federation, q, allowed_sources) for q in queries), return_exceptions=True
+        *(_read_all(federation, policy.apply(q), allowed_sources) for q in queries), return_exceptions=True
     )
     sides: list[list[Annotation]] = []
     for source, result in zip((request.left, request.right), results, strict=True):
@@ -273,7 +229,7 @@ async def compare_sources(
         federation,
         body,
         allowed_sources=principal.allowed_sources,
-        use_cache=not wants_fresh(request),
+        policy=cache_policy(request),
         timing=lambda source, ms: record_source_timing(request.state, source, ms),
     )
     content = await anyio.to_thread.run_sync(_run_compare, left, right, body, fmt)

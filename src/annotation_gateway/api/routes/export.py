@@ -49,7 +49,7 @@ from starlette.responses import Response, StreamingResponse
 
 from annotation_gateway.api.auth import BEARER_SECURITY, AuthDep, FederationDep
 from annotation_gateway.api.problems import validation_problem
-from annotation_gateway.api.routes.annotations import wants_fresh
+from annotation_gateway.api.routes.annotations import cache_policy
 from annotation_gateway.api.schemas import (
     PROBLEM_RESPONSES,
     AnnotationQueryParams,
@@ -306,8 +306,8 @@ async def export_annotations(request: Request, principal: AuthDep, federation: F
     if refused:
         raise validation_problem(refused)
     params = parse_query_params(filters)
-    query = replace(params.to_query(use_cache=not wants_fresh(request)), limit=EXPORT_PAGE_SIZE)
-    pages = federation.pages(query, allowed_sources=principal.allowed_sources)
+    query = replace(cache_policy(request).apply(params.to_query(use_cache=True)), limit=EXPORT_PAGE_SIZE)
+    pages = federation.pages(query, allowed_sources=principal.allowed_sources, audience=principal.name)
     # The first page before the first byte: its errors are still a proper problem answer.
     first = await anext(pages)
     writer = ExportWriter(fmt, include_raw=query.include_raw)

@@ -5,7 +5,7 @@ never touches a source. ``GET /readyz`` probes every source concurrently (each p
 by the source's timeout) and answers 200 ``{"status": "ready", "sources": {...}}`` when all are
 reachable, else 503 ``source_unavailable`` problem+json whose ``errors`` name each unreachable
 source. Both are public (no gateway key) for orchestrators; they show source names and
-latencies only.
+latencies only. Both answer ``HEAD`` too (same status, no body), as many probes send it.
 """
 
 from __future__ import annotations
@@ -37,6 +37,19 @@ async def healthz() -> Response:
     return Response(content=_HEALTHY, media_type="application/json")
 
 
+# Many probes (load balancers, uptime checkers) send HEAD. FastAPI, unlike Starlette's Route,
+# does not answer HEAD for a GET route, so each probe path declares it; the server drops the body.
+@router.head(
+    "/healthz",
+    operation_id="head_health",
+    summary="Liveness, for probes that send HEAD",
+    description="The status of `GET /healthz`, without a body.",
+    response_model=None,
+)
+async def healthz_head() -> Response:
+    return await healthz()
+
+
 @router.get(
     "/readyz",
     operation_id="get_readiness",
@@ -47,6 +60,22 @@ async def healthz() -> Response:
     responses={503: {"model": Problem, "description": "A source is unreachable."}},
 )
 async def readyz(request: Request, federation: FederationDep) -> Response:
+    return await _readiness(request, federation)
+
+
+@router.head(
+    "/readyz",
+    operation_id="head_readiness",
+    summary="Readiness, for probes that send HEAD",
+    description="The status of `GET /readyz` (200 or 503), without a body.",
+    response_model=None,
+    responses={503: {"model": Problem, "description": "A source is unreachable."}},
+)
+async def readyz_head(request: Request, federation: FederationDep) -> Response:
+    return await _readiness(request, federation)
+
+
+async def _readiness(request: Request, federation: FederationDep) -> Response:
     reports = await federation.ready()
     sources = {
         name: ReadySource(
