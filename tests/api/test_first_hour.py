@@ -7,6 +7,7 @@ names the item of the issue it keeps fixed.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -227,3 +228,21 @@ def test_10_messages_read_as_sentences(client: httpx.Client, api_data: ApiData) 
     problem = assert_problem(empty, 422, "validation_error")
     assert "Value error" not in problem["detail"]
     assert all(not e["msg"].startswith("Value error") for e in problem["errors"])
+
+
+def test_9_docs_work_without_internet(client_for: ClientFactory, gateway: Any) -> None:
+    anonymous = client_for(gateway.base_url, None)
+    page = anonymous.get("/docs")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    urls = re.findall(r"""(?:src|href)=["']([^"']+)["']|url: ?["']([^"']+)["']""", page.text)
+    referenced = [a or b for a, b in urls]
+    assert referenced, page.text[:500]
+    assert not [u for u in referenced if "://" in u or u.startswith("//")], referenced
+    for url in referenced:
+        asset = anonymous.get(url)
+        assert asset.status_code == 200, url
+        assert len(asset.content) > 100, url
+    scripts = [u for u in referenced if u.endswith(".js")]
+    assert scripts
+    assert b"SwaggerUIBundle" in anonymous.get(scripts[0]).content
