@@ -430,6 +430,161 @@ def test_migrate_phoenix_to_datadog_through_queues(world: World) -> None:
     assert doc["verify"]["differences"] == 0
 
 
+def _compare_json(world: World, *extra: str, left: str = PX, right: str = DD) -> dict[str, Any]:
+    result = _run(
+        "compare",
+        "--config",
+        str(world.config),
+        "--left",
+        left,
+        "--right",
+        right,
+        "--subject-ids-file",
+        str(world.ids_file),
+        "--score-tolerance",
+        "0.001",
+        "--format",
+        "json",
+        *extra,
+    )
+    assert result.exit_code == 0, result.output
+    return dict(json.loads(result.stdout))
+
+
+def _reasoning_origin(item: dict[str, Any]) -> str | None:
+    """The source named by a Datadog annotation's last reasoning line, parsed by hand."""
+    datadog = item["extensions"]["datadog"]
+    text = (datadog.get("reasoning") if datadog["label_type"] == "text" else item["explanation"]) or ""
+    last = text.splitlines()[-1] if text else ""
+    return (
+        json.loads(last.removeprefix("migrated_from: "))["source"]
+        if last.startswith("migrated_from: ")
+        else None
+    )
+
+
+def test_compare_after_migrate_shows_the_same_disagreement_and_copies_never_go_back(
+    world: World, tmp_path: Path
+) -> None:
+    """Issue 15: migrating Datadog → Phoenix must not make Phoenix seem to agree with Datadog,
+    and migrating Phoenix → Datadog afterwards must not copy Datadog's own annotations back."""
+    s = world.sessions
+    before = _compare_json(world)
+    resolution = next(x for x in before["summary"] if x["name"] == "resolution")
+    # Paired 4-7 (Phoenix, Datadog): (unresolved, unresolved), (escalated, escalated),
+    # (unresolved, resolved), (escalated, unresolved): agreement 2/4; kappa with n = 4, 2 agreeing,
+    # chance S = u 2*2 + e 2*1 = 6: (4*2 - 6) / (16 - 6) = 0.2.
+    assert (resolution["agreement_rate"], resolution["n_labelled"]) == (0.5, 4)
+    assert resolution["cohen_kappa"] == pytest.approx(0.2)
+    assert before["ignored"]["left_copied_from_right"] == before["ignored"]["right_copied_from_left"] == 0
+
+    there = _migrate(world, "--format", "json")
+    assert there.exit_code == 0, there.output
+    assert json.loads(there.stdout)["report"]["written"] == world.dd_annotations
+
+    # Phoenix now holds its own judgement and, newer, the copy of Datadog's on 4-7. Left out:
+    after = _compare_json(world)
+    for key in ("rows", "summary", "overall"):
+        assert after[key] == before[key], key
+    assert after["ignored"]["left_copied_from_right"] == world.dd_annotations
+    assert after["ignored"]["right_copied_from_left"] == 0
+    reverse = _compare_json(world, left=DD, right=PX)
+    assert reverse["ignored"]["right_copied_from_left"] == world.dd_annotations
+    # Asked for, the copies are compared: each copy outvotes Phoenix's own label on 6 and 7.
+    included = _compare_json(world, "--include-copies")
+    rows = {(r["subject_id"], r["name"]): r for r in included["rows"]}
+    assert rows[(s[6], "resolution")]["status"] == rows[(s[7], "resolution")]["status"] == "agree"
+    assert rows[(s[6], "resolution")]["left"]["count"] == 2
+    assert included["ignored"]["left_copied_from_right"] == 0
+
+    table = _run(
+        "compare",
+        "--config",
+        str(world.config),
+        "--left",
+        PX,
+        "--right",
+        DD,
+        "--subject-ids-file",
+        str(world.ids_file),
+    )
+    assert table.exit_code == 0, table.output
+    assert f"not compared: {world.dd_annotations} annotations of {PX} copied from {DD}" in " ".join(
+        table.stdout.split()
+    )
+    report = tmp_path / "after.html"
+    html = _run(
+        "compare",
+        "--config",
+        str(world.config),
+        "--left",
+        PX,
+        "--right",
+        DD,
+        "--subject-ids-file",
+        str(world.ids_file),
+        "--format",
+        "html",
+        "--output",
+        str(report),
+    )
+    assert html.exit_code == 0, html.output
+    assert f"{PX}: {world.dd_annotations} copied from {DD}" in report.read_text(encoding="utf-8")
+
+    # Phoenix → Datadog: only Phoenix's own annotations; the Datadog-originated copies stay put.
+    back = ["--from", PX, "--to", DD, "--datadog-project", "llm-obs-project-1"]
+    migrate_back = [
+        "migrate",
+        "--config",
+        str(world.config),
+        *back,
+        "--subject-ids-file",
+        str(world.ids_file),
+    ]
+    dry = _run(*migrate_back, "--dry-run", "--format", "json")
+    assert dry.exit_code == 0, dry.output
+    dry_report = json.loads(dry.stdout)["report"]
+    assert dry_report["annotations_read"] == world.px_annotations + world.dd_annotations
+    assert (dry_report["written"], dry_report["skipped_copies"], dry_report["failed"]) == (
+        world.px_annotations,
+        world.dd_annotations,
+        0,
+    )
+    real = _run(*migrate_back, "--format", "json")
+    assert real.exit_code == 0, real.output
+    doc = json.loads(real.stdout)
+    assert (doc["report"]["written"], doc["report"]["skipped_copies"]) == (
+        world.px_annotations,
+        world.dd_annotations,
+    )
+    assert doc["verify"]["differences"] == 0
+    again = _run(*migrate_back)
+    assert again.exit_code == 0, again.output
+    flat = " ".join(again.stdout.split())
+    assert f"skipped: copies of {DD} │ {world.dd_annotations}" in flat
+    assert f"unchanged │ {world.px_annotations}" in flat
+
+    exported = _run(
+        "export", "--config", str(world.config), "--subject-ids-file", str(world.ids_file), "--source", DD
+    )
+    assert exported.exit_code == 0, exported.output
+    items = [json.loads(line) for line in exported.stdout.splitlines() if line.startswith("{")]
+    copies = [i for i in items if i["queue"]["name"].startswith(f"migrated-from-{PX}")]
+    # One Datadog annotation per Phoenix annotation (one label each), all naming Phoenix.
+    assert len(copies) == world.px_annotations
+    assert {_reasoning_origin(i) for i in copies} == {PX}
+    assert len(items) == world.dd_annotations + world.px_annotations
+
+    # Both sides hold copies of the other now; the comparison is still the one before any copy.
+    final = _compare_json(world)
+    for key in ("rows", "summary", "overall"):
+        assert final[key] == before[key], key
+    assert (final["ignored"]["left_copied_from_right"], final["ignored"]["right_copied_from_left"]) == (
+        world.dd_annotations,
+        world.px_annotations,
+    )
+
+
 def test_migrate_interrupted_by_ctrl_c_then_resumed(world: World, tmp_path: Path) -> None:
     checkpoint = tmp_path / "ckpt.json"
     args = [

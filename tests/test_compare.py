@@ -258,6 +258,8 @@ def test_overall_and_ignored(result: CompareResult) -> None:
         "left_name_not_requested": 0,
         "right_subject_not_requested": 1,  # the right's "s4" (s4 maps to r4)
         "right_name_not_requested": 0,
+        "left_copied_from_right": 0,
+        "right_copied_from_left": 0,
     }
 
 
@@ -480,3 +482,146 @@ def test_kappa_is_symmetric_and_bounded(pairs: list[tuple[str, str]]) -> None:
     else:
         assert mirrored == pytest.approx(kappa)
         assert -1.0 - 1e-12 <= kappa <= 1.0 + 1e-12
+
+
+# ------------------------------------------------------------------------- migrated copies (issue 15)
+# After a migration one side holds copies of the other's annotations. A copy is not an independent
+# judgement: compare leaves out a side's copies *of the other side* unless include_copies is set.
+
+
+def _copy(original: Annotation, *, side: str, via: str) -> Annotation:
+    """``original`` copied into ``side``, its provenance written as migrate writes it.
+
+    ``via="metadata"``: Phoenix's ``metadata.migrated_from``; ``via="reasoning"``: the Datadog
+    reasoning line ``migrated_from: {json}`` (the explanation, or a text label's reasoning).
+    """
+    copy = ann(side, original.subject.id, original.name, original.label, original.score, minute=30)
+    line = f'migrated_from: {{"id":"{original.id}","source":"{original.source}"}}'
+    if via == "metadata":
+        update: dict[str, object] = {
+            "metadata": {"migrated_from": {"source": original.source, "id": original.id}}
+        }
+    elif via == "reasoning":
+        update = {"explanation": f"{original.explanation}\n\n{line}" if original.explanation else line}
+    else:  # a Datadog text label: the value is the explanation, the line is in the reasoning
+        update = {
+            "explanation": original.explanation,
+            "extensions": {"datadog": {"label_type": "text", "reasoning": line}},
+        }
+    return copy.model_copy(update=update)
+
+
+def _copies_data() -> tuple[list[Annotation], list[Annotation]]:
+    r1 = ann("R", "s1", "resolution", "escalated", minute=1)
+    l3 = ann("L", "s3", "resolution", "resolved", explanation="customer confirmed")
+    l4 = ann("L", "s4", "notes", explanation="asked twice")
+    x5 = ann("X", "s5", "resolution", "resolved")  # a third source's annotation
+    left = [
+        # s1: the issue's case. Left's own human label, plus (newer) the copy of the right's.
+        ann("L", "s1", "resolution", "resolved", minute=0),
+        _copy(r1, side="L", via="metadata"),
+        l3,
+        l4,
+        # s5: a copy from a third source is an ordinary left annotation.
+        _copy(x5, side="L", via="metadata"),
+        # s99: not requested; out of scope comes before "copy".
+        _copy(ann("R", "s99", "resolution", "resolved"), side="L", via="metadata"),
+    ]
+    right = [
+        r1,
+        _copy(l3, side="R", via="reasoning"),  # categorical: the line ends the explanation
+        _copy(l4, side="R", via="text"),  # text label: the line is the reasoning
+        ann("R", "s5", "resolution", "resolved"),
+    ]
+    return left, right
+
+
+def _status_and_counts(result: CompareResult) -> dict[tuple[str, str], tuple[str, int | None, int | None]]:
+    return {
+        (r.subject_id, r.name): (r.status.value, r.left and r.left.count, r.right and r.right.count)
+        for r in result.rows
+    }
+
+
+COPIES_REQUEST = CompareRequest(subject_ids=["s1", "s3", "s4", "s5"], left="L", right="R")
+
+
+def test_copies_of_the_other_side_are_left_out_and_counted() -> None:
+    left, right = _copies_data()
+    result = compare(left, right, COPIES_REQUEST)
+    assert COPIES_REQUEST.include_copies is False
+    got = _status_and_counts(result)
+    assert got == {
+        # left: only its own "resolved" (the copy of the right's "escalated" is left out)
+        ("s1", "resolution"): ("label_differs", 1, 1),
+        # the right's only annotations of s3/s4 are copies of the left's: nothing to pair with
+        ("s3", "resolution"): ("only_left", 1, None),
+        ("s4", "notes"): ("only_left", 1, None),
+        # the left's copy from X is compared like any annotation
+        ("s5", "resolution"): ("agree", 1, 1),
+    }
+    assert result.ignored.model_dump() == {
+        "left_subject_not_requested": 1,  # s99 (a copy, but out of scope first)
+        "left_name_not_requested": 0,
+        "right_subject_not_requested": 0,
+        "right_name_not_requested": 0,
+        "left_copied_from_right": 1,  # s1 (metadata)
+        "right_copied_from_left": 2,  # s3 (reasoning line), s4 (text label's reasoning)
+    }
+    (resolution,) = [s for s in result.summary if s.name == "resolution"]
+    # paired: s1 (differs), s5 (agree) -> 1/2
+    assert (resolution.agree, resolution.n_paired, resolution.agreement_rate) == (1, 2, 0.5)
+
+    # The same from the other side: the counts swap.
+    backward = compare(right, left, CompareRequest(subject_ids=["s1", "s3", "s4", "s5"], left="R", right="L"))
+    assert (backward.ignored.left_copied_from_right, backward.ignored.right_copied_from_left) == (2, 1)
+    assert backward.ignored.right_subject_not_requested == 1
+
+
+def test_include_copies_compares_them() -> None:
+    left, right = _copies_data()
+    result = compare(left, right, COPIES_REQUEST.model_copy(update={"include_copies": True}))
+    got = _status_and_counts(result)
+    assert got == {
+        # 1 resolved vs 1 escalated on the left: the tie goes to the newest, the copy (minute 30)
+        ("s1", "resolution"): ("agree", 2, 1),
+        ("s3", "resolution"): ("agree", 1, 1),
+        ("s4", "notes"): ("agree", 1, 1),
+        ("s5", "resolution"): ("agree", 1, 1),
+    }
+    assert (result.ignored.left_copied_from_right, result.ignored.right_copied_from_left) == (0, 0)
+    assert result.ignored.left_subject_not_requested == 1
+
+
+def test_malformed_or_foreign_provenance_is_not_a_copy() -> None:
+    own = ann("R", "s1", "resolution", "resolved")
+    left = [
+        # no id: not valid provenance, so an original
+        ann("L", "s1", "resolution", "resolved").model_copy(
+            update={"metadata": {"migrated_from": {"source": "R"}}}
+        ),
+        # the marker line is not the last line: free text that happens to quote it
+        ann(
+            "L",
+            "s2",
+            "resolution",
+            "resolved",
+            explanation='migrated_from: {"id":"R:1","source":"R"}\nthen edited',
+        ),
+        # provenance naming the left itself (a copy inside one source) is not the other side
+        _copy(ann("L", "s3", "resolution", "resolved"), side="L", via="metadata"),
+    ]
+    right = [own, ann("R", "s2", "resolution", "resolved"), ann("R", "s3", "resolution", "resolved")]
+    result = compare(left, right, CompareRequest(subject_ids=["s1", "s2", "s3"], left="L", right="R"))
+    assert [r.status for r in result.rows] == [RowStatus.AGREE] * 3
+    assert (result.ignored.left_copied_from_right, result.ignored.right_copied_from_left) == (0, 0)
+
+
+def test_include_copies_is_a_documented_request_field() -> None:
+    schema = CompareRequest.model_json_schema()["properties"]["include_copies"]
+    assert schema["default"] is False
+    assert "copied" in schema["description"]
+    with pytest.raises(ValidationError):
+        CompareRequest.model_validate(
+            {"subject_ids": ["s1"], "left": "L", "right": "R", "include_copies": "sometimes"}
+        )

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from annotation_gateway.compare import CompareRequest, compare
 from annotation_gateway.devservers.phoenix import PhoenixSeeder, PhoenixServer
 from annotation_gateway.migrate import (
     PROVENANCE_MARKER,
@@ -559,6 +560,76 @@ async def test_phoenix_to_datadog_killed_then_resumed_equals_clean_run(
     assert after_raise == after_cancel == await datadog_state(providers.datadog(datadog_sim), subjects)
     assert len(after_raise) > 20
     assert_no_differences(await verify(px, providers.datadog(datadog_sim), subjects))
+
+
+# --- copies never travel back (issue 15) ------------------------------------------------------
+
+
+async def test_copies_are_never_migrated_back_and_compare_leaves_them_out(
+    phoenix_server: PhoenixServer, datadog_sim: DatadogSimulator, providers: Providers
+) -> None:
+    """Phoenix → Datadog, then Datadog → Phoenix, then Phoenix → Datadog again: each direction
+    copies only the originals of its source; the other side's copies are skipped and counted.
+    """
+    project, sessions, traces, roots = new_project(phoenix_server, 3)
+    seed_phoenix_annotations(phoenix_server, sessions, traces, roots)
+    datadog_sim.seed(datadog_seed(sessions, traces[0]))
+    subjects = [*sessions, *traces]  # no span: every Phoenix annotation here can go to Datadog
+    px, dd = providers.phoenix(phoenix_server, project), providers.datadog(datadog_sim)
+    # Phoenix originals: 4 session annotations x 3 sessions + 1 trace annotation x 3 traces.
+    px_originals = 4 * 3 + 3
+    # Datadog originals on these subjects (DD_EXPECTED): sessions[0..2] and traces[0].
+    dd_originals = DD_EXPECTED["s0"] + DD_EXPECTED["s1"] + DD_EXPECTED["s2"] + DD_EXPECTED["trace"]
+    # The Phoenix annotations as Datadog holds them (one canonical annotation per label value):
+    # per session quality "" (label + score: 2 labels), quality reviewer-1 (2), helpfulness (1),
+    # notes_text (text: 1) = 6; per trace resolved (1). Each carries the reasoning line.
+    dd_copies = 6 * 3 + 3
+
+    before = compare(
+        await everything(px, subjects),
+        await everything(dd, subjects),
+        CompareRequest(subject_ids=subjects, left=px.name, right=dd.name),
+    )
+
+    there = await migrate(px, dd, subjects, queue_project_id=DD_PROJECT)
+    assert (there.written, there.skipped_copies, there.failed) == (px_originals, 0, 0)
+
+    # Back: the copies just made in Datadog (provenance in the reasoning line) stay there.
+    dry = await migrate(dd, px, subjects, dry_run=True)
+    assert dry.annotations_read == dd_originals + dd_copies
+    assert (dry.written, dry.updated, dry.unchanged, dry.failed) == (dd_originals, 0, 0, 0)
+    assert dry.skipped_copies == dd_copies
+    assert len(await everything(px, subjects)) == px_originals
+    back = await migrate(dd, px, subjects)
+    assert (back.written, back.updated, back.unchanged, back.failed) == (dd_originals, 0, 0, 0)
+    assert back.skipped_copies == dd_copies
+    in_phoenix = await everything(px, subjects)
+    assert len(in_phoenix) == px_originals + dd_originals
+    assert {a.metadata["migrated_from"]["source"] for a in in_phoenix if "migrated_from" in a.metadata} == {
+        dd.name
+    }
+    assert_no_differences(await verify(dd, px, subjects))
+
+    # There again: the Datadog originals now copied into Phoenix (metadata) are not sent back.
+    def writes() -> int:
+        return len([r for r in datadog_sim.requests if r.method in ("POST", "PUT")])
+
+    sent = writes()
+    again = await migrate(px, dd, subjects, queue_project_id=DD_PROJECT)
+    assert (again.written, again.updated, again.unchanged, again.failed) == (0, 0, px_originals, 0)
+    assert again.skipped_copies == dd_originals
+    assert writes() == sent
+    assert len(await everything(dd, subjects)) == dd_originals + dd_copies
+    assert_no_differences(await verify(px, dd, subjects))
+
+    # Both sides now hold copies of the other; compare leaves them out by default.
+    request = CompareRequest(subject_ids=subjects, left=px.name, right=dd.name)
+    after = compare(await everything(px, subjects), await everything(dd, subjects), request)
+    assert (after.ignored.left_copied_from_right, after.ignored.right_copied_from_left) == (
+        dd_originals,
+        dd_copies,
+    )
+    assert (after.rows, after.summary, after.overall) == (before.rows, before.summary, before.overall)
 
 
 # --- errors -----------------------------------------------------------------------------------

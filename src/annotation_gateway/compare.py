@@ -24,6 +24,20 @@ Scope
     silently. An annotation whose ``source`` is not the side's source name is a caller error
     (``ValueError``): it means the two sides were mixed up.
 
+Copies (issue 15)
+    A migrated copy is not an independent judgement. By default a **left** annotation whose
+    provenance (:func:`annotation_gateway.provenance.origin`: ``metadata.migrated_from`` on
+    Phoenix rows, the ``migrated_from: {json}`` reasoning line on Datadog annotations) names the
+    request's **right** source, and a **right** annotation whose provenance names the **left**
+    source, are not compared but counted in ``ignored.left_copied_from_right`` /
+    ``ignored.right_copied_from_left``. Otherwise a copy would join its side's group next to
+    that side's own judgement — and, being newer, win the tie-break — so the two sources would
+    seem to agree more than they do. Copies from any other source, and annotations without
+    (valid) provenance, are compared as usual. ``include_copies=True`` compares copies too
+    (what :func:`annotation_gateway.migrate.verify` needs: it checks copies against their
+    originals). Scope comes first: a copy outside the requested subjects/names is counted as
+    out of scope, not as a copy.
+
 Groups (several annotations per (subject, name) on one side, e.g. several reviewers)
     * group **label** = the majority label among members that have one; a tie goes to the label
       whose most recent member (``updated_at``) is newest, then to the lexicographically smallest
@@ -64,6 +78,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from annotation_gateway.model import Annotation
+from annotation_gateway.provenance import copied_from
 
 __all__ = [
     "MAX_COMPARE_SUBJECT_IDS",
@@ -144,6 +159,14 @@ class CompareRequest(BaseModel):
         ge=0,
         allow_inf_nan=False,
         description="Scores whose absolute difference is at most this are equal.",
+    )
+    include_copies: bool = Field(
+        default=False,
+        description="Also compare annotations a migration copied from the other side "
+        "(provenance `metadata.migrated_from` or the Datadog reasoning line `migrated_from: "
+        "{...}` naming the other source). By default they are left out and counted in "
+        "`ignored`: a copy is not an independent judgement, and it would make the sources "
+        "seem to agree.",
     )
 
     @field_validator("subject_ids", "names")
@@ -263,12 +286,22 @@ class OverallSummary(_Stats):
 
 
 class IgnoredCounts(_Out):
-    """Annotations passed in but outside the request's scope (not compared)."""
+    """Annotations passed in but not compared: outside the request's scope, or copies of the other side."""
 
     left_subject_not_requested: int = 0
     left_name_not_requested: int = 0
     right_subject_not_requested: int = 0
     right_name_not_requested: int = 0
+    left_copied_from_right: int = Field(
+        default=0,
+        description="Left annotations a migration copied from the right source (not compared "
+        "unless `include_copies`).",
+    )
+    right_copied_from_left: int = Field(
+        default=0,
+        description="Right annotations a migration copied from the left source (not compared "
+        "unless `include_copies`).",
+    )
 
 
 class CompareResult(_Out):
@@ -440,6 +473,8 @@ def compare(
             ignored["left_subject_not_requested"] += 1
         elif wanted_names is not None and annotation.name not in wanted_names:
             ignored["left_name_not_requested"] += 1
+        elif not request.include_copies and copied_from(annotation, request.right):
+            ignored["left_copied_from_right"] += 1
         else:
             key = (annotation.subject.id, annotation.name, name_map.get(annotation.name, annotation.name))
             groups[key][0].append(annotation)
@@ -455,6 +490,8 @@ def compare(
             # The second test keeps out a right name that merely equals a left name which is
             # itself mapped elsewhere (names=["quality"], quality→answer_quality, right "quality").
             ignored["right_name_not_requested"] += 1
+        elif not request.include_copies and copied_from(annotation, request.left):
+            ignored["right_copied_from_left"] += 1
         else:
             groups[(subject, left_name, annotation.name)][1].append(annotation)
 

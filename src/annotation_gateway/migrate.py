@@ -22,7 +22,21 @@ Each source annotation gets exactly one outcome, counted in the report:
 ``unchanged``  the target already had exactly these values: nothing is sent. The target is read
                *before* writing, so a second run over the same data writes nothing;
 ``failed``     with a reason (a kind the target cannot hold, a subject the target does not know,
-               a value the target refuses, a Datadog label of another type...).
+               a value the target refuses, a Datadog label of another type...);
+``skipped``    counted in ``skipped_copies``: the annotation is itself a copy an earlier
+               migration made *from the target* (see below). Not written, not a failure.
+
+So ``annotations_read`` = written + updated + unchanged + failed + skipped_copies.
+
+Copies never go back where they came from
+    When migrating S → T, a source annotation whose provenance
+    (:func:`annotation_gateway.provenance.origin`: ``metadata.migrated_from`` in Phoenix, the
+    ``migrated_from: {json}`` reasoning line in Datadog) names T as its source is skipped and
+    counted in ``skipped_copies`` — in a dry run too. A copy is not an independent judgement:
+    migrating S → T and later T → S would otherwise write T's annotations into T a second time
+    (new ``migrated-from-S`` queues in Datadog, new identifiers in Phoenix), where they would
+    count as T agreeing with itself. Only copies of the target are skipped: a copy that came
+    from a third source is migrated like any other annotation.
 
 Upsert into Phoenix (Datadog → Phoenix)
     Every canonical annotation becomes a Phoenix session or trace annotation of the same subject
@@ -35,9 +49,9 @@ Upsert into Phoenix (Datadog → Phoenix)
     becomes ``HUMAN``); everything else Phoenix has no field for goes into
     ``metadata["migrated_from"]``: source, provider, canonical id, annotator id (the Datadog
     user), annotator kind, queue, and the Datadog label type/assessment/values
-    (:func:`provenance`). Subjects Phoenix does not know are **reported** in
-    ``missing_subjects`` and their annotations fail; the batch is retried without them so the
-    rest still lands (Phoenix writes are all-or-nothing).
+    (:func:`provenance`; :mod:`annotation_gateway.provenance` reads it back). Subjects Phoenix
+    does not know are **reported** in ``missing_subjects`` and their annotations fail; the
+    batch is retried without them so the rest still lands (Phoenix writes are all-or-nothing).
 
 Annotation queues (Phoenix → Datadog)
     Datadog keeps one annotation per (interaction, user), an interaction being a content id in a
@@ -60,7 +74,8 @@ Annotation queues (Phoenix → Datadog)
     **What Datadog cannot keep**: annotations belong to the owner of the API/application key
     that writes them, so the original annotator, the Phoenix identifier and the Phoenix id are
     written into ``reasoning`` after the explanation, as one line
-    ``migrated_from: {json}`` (:data:`PROVENANCE_MARKER`); annotator kind, metadata and
+    ``migrated_from: {json}`` (:data:`PROVENANCE_MARKER`, formatted and read by
+    :mod:`annotation_gateway.provenance`); annotator kind, metadata and
     timestamps have no place in Datadog except that line. The migrating key's user is learnt
     from the queue's creator and from upsert answers; only that user's annotations count as
     "already there". Values of that user's annotation that this run does not touch are sent
@@ -85,9 +100,12 @@ Batches, concurrency and the checkpoint
 Checking the result
     :func:`verify` compares the migrated subjects between source and target with
     :func:`~annotation_gateway.compare.compare`, on what was copied: on the source side only
-    the kinds the target can hold; on the target side only what migrate wrote (Phoenix rows
-    whose ``metadata.migrated_from.source`` is the source; Datadog annotations in the
+    the kinds the target can hold, without the ``skipped_copies`` (copies of the target's own
+    annotations); on the target side only what migrate wrote (Phoenix rows whose
+    ``metadata.migrated_from.source`` is the source; Datadog annotations in the
     ``migrated-from-{source}`` queues, with ``{name}_score`` folded back into ``{name}``).
+    Since the target side consists of copies of the source, verify asks compare to include
+    copies (``include_copies=True``), which a user's compare leaves out by default.
     Compare pairs by (subject, name) on label and score; explanations are never compared
     (Datadog's carries the provenance line), nor are annotator, identifier or timestamps, which
     cannot survive the trip. Each copy is given its original's timestamps first (found through
@@ -99,7 +117,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import math
 import os
 import re
@@ -121,6 +138,7 @@ from annotation_gateway.errors import (
     UnsupportedError,
 )
 from annotation_gateway.model import Annotation, AnnotationWrite, AnnotatorKind, SubjectKind
+from annotation_gateway.provenance import PROVENANCE_MARKER, copied_from, origin, reasoning_line
 from annotation_gateway.providers.base import AnnotationProvider, SourceQuery
 from annotation_gateway.providers.datadog import (
     AnnotationUpsert,
@@ -156,8 +174,6 @@ DEFAULT_CONCURRENCY = 4
 CHECKPOINT_VERSION = 1
 QUEUE_CALL_SIZE = 100
 """Interactions/annotations per Datadog queue call: keeps each request small."""
-PROVENANCE_MARKER = "migrated_from: "
-"""Starts the line of ``reasoning`` that carries what Datadog cannot keep."""
 SCORE_SUFFIX = "_score"
 """Suffix of the score label that holds the score of an annotation whose name is categorical."""
 DATADOG_LABEL_NAME = re.compile(r"^[a-zA-Z0-9_-]+$")
@@ -233,6 +249,10 @@ class MigrationReport(BaseModel):
     updated: int
     unchanged: int
     failed: int
+    skipped_copies: int = Field(
+        description="Source annotations that are themselves copies of the target's annotations "
+        "(their provenance names the target): never copied back, not failures."
+    )
     failures: list[MigrationFailure]
     missing_subjects: list[str] = Field(description="Subjects the target does not know (not written).")
     queues: list[str] = Field(default_factory=list, description="Datadog queues written (queue target).")
@@ -309,7 +329,7 @@ def provenance(annotation: Annotation) -> dict[str, Any]:
 
     Deterministic (no timestamps), so an unchanged source annotation compares equal next time.
     """
-    origin: dict[str, Any] = {
+    found: dict[str, Any] = {
         "source": annotation.source,
         "provider": annotation.provider.value,
         "id": annotation.id,
@@ -317,15 +337,15 @@ def provenance(annotation: Annotation) -> dict[str, Any]:
         "annotator_kind": annotation.annotator.kind.value,
     }
     if annotation.identifier:
-        origin["identifier"] = annotation.identifier
+        found["identifier"] = annotation.identifier
     if annotation.queue is not None:
-        origin["queue"] = {"id": annotation.queue.id, "name": annotation.queue.name}
+        found["queue"] = {"id": annotation.queue.id, "name": annotation.queue.name}
     datadog = annotation.extensions.get("datadog")
     if datadog:
         for key in ("label_type", "assessment", "values", "interaction_id"):
             if datadog.get(key) is not None:
-                origin[key] = datadog[key]
-    return {"migrated_from": origin}
+                found[key] = datadog[key]
+    return {"migrated_from": found}
 
 
 def migration_queue_name(source: str, identifier: str = "") -> str:
@@ -851,13 +871,14 @@ def _new_label(value: _Value, source: str) -> LabelSchema:
 
 def _reasoning(annotation: Annotation) -> str:
     """The explanation, then one line with what Datadog has no field for (deterministic)."""
-    origin = {
-        "source": annotation.source,
-        "id": annotation.id,
-        "annotator": {"kind": annotation.annotator.kind.value, "id": annotation.annotator.id},
-        "identifier": annotation.identifier,
-    }
-    line = PROVENANCE_MARKER + json.dumps(origin, sort_keys=True, separators=(",", ":"))
+    line = reasoning_line(
+        {
+            "source": annotation.source,
+            "id": annotation.id,
+            "annotator": {"kind": annotation.annotator.kind.value, "id": annotation.annotator.id},
+            "identifier": annotation.identifier,
+        }
+    )
     # A text label's value is the explanation itself; repeating it in reasoning would add nothing.
     if annotation.explanation and (annotation.label is not None or annotation.score is not None):
         return f"{annotation.explanation}\n\n{line}"
@@ -913,6 +934,7 @@ class _Checkpoint(BaseModel):
     batches_done: int = 0
     annotations_read: int = 0
     counts: dict[Outcome, int] = Field(default_factory=lambda: dict.fromkeys(Outcome, 0))
+    skipped_copies: int = 0
     failures: list[MigrationFailure] = Field(default_factory=list)
     missing_subjects: list[str] = Field(default_factory=list)
 
@@ -1012,9 +1034,12 @@ async def migrate(
     async def run(batch: list[str]) -> None:
         nonlocal batches_done
         annotations = sorted(await source.fetch(SourceQuery(subject_ids=tuple(batch))), key=lambda a: a.id)
-        outcome = await writer.apply(annotations, dry_run=dry_run)
+        # A copy of the target's own annotation is not copied back (see the module docstring).
+        originals = [a for a in annotations if not copied_from(a, target.name)]
+        outcome = await writer.apply(originals, dry_run=dry_run)
         async with lock:  # totals and the checkpoint file change one batch at a time
-            state.annotations_read += outcome.read
+            state.annotations_read += outcome.read + len(annotations) - len(originals)
+            state.skipped_copies += len(annotations) - len(originals)
             for key, n in outcome.counts.items():
                 state.counts[key] += n
             state.failures.extend(outcome.failures)
@@ -1057,6 +1082,7 @@ async def migrate(
         updated=state.counts[Outcome.UPDATED],
         unchanged=state.counts[Outcome.UNCHANGED],
         failed=state.counts[Outcome.FAILED],
+        skipped_copies=state.skipped_copies,
         failures=state.failures,
         missing_subjects=state.missing_subjects,
         queues=writer.queues(),
@@ -1091,7 +1117,7 @@ async def verify(
     left, right = await asyncio.gather(source.fetch(query), target.fetch(query))
     if target.capabilities.writable_kinds:
         kinds = target.capabilities.writable_kinds
-        right = [a for a in right if (a.metadata.get("migrated_from") or {}).get("source") == source.name]
+        right = [a for a in right if copied_from(a, source.name)]
     else:
         kinds = QUEUE_KINDS
         base = migration_queue_name(source.name)
@@ -1104,29 +1130,18 @@ async def verify(
                 and (a.queue.name == base or a.queue.name.startswith(f"{base}:"))
             ]
         )
-    left = [a for a in left if a.subject.kind in kinds]
+    # What migrate skipped as copies of the target's own annotations is not expected there.
+    left = [a for a in left if a.subject.kind in kinds and not copied_from(a, target.name)]
     right = _with_original_times(right, left)
+    # The right side *is* copies of the left: compare must not leave them out.
     request = CompareRequest(
-        subject_ids=subjects, left=source.name, right=target.name, name_map=names or None
+        subject_ids=subjects,
+        left=source.name,
+        right=target.name,
+        name_map=names or None,
+        include_copies=True,
     )
     return compare(left, right, request)
-
-
-def _origin_id(annotation: Annotation) -> str | None:
-    """The source id a copy was made from: Phoenix metadata or the Datadog reasoning line."""
-    origin = annotation.metadata.get("migrated_from")
-    if isinstance(origin, dict) and isinstance(origin.get("id"), str):
-        return str(origin["id"])
-    text = annotation.explanation or ""
-    if annotation.extensions.get("datadog", {}).get("label_type") == "text":
-        text = str(annotation.extensions["datadog"].get("reasoning") or "")
-    if PROVENANCE_MARKER not in text:
-        return None
-    try:
-        line = json.loads(text.rsplit(PROVENANCE_MARKER, 1)[1])
-    except ValueError:
-        return None
-    return str(line["id"]) if isinstance(line, dict) and isinstance(line.get("id"), str) else None
 
 
 def _with_original_times(copies: list[Annotation], originals: list[Annotation]) -> list[Annotation]:
@@ -1134,9 +1149,12 @@ def _with_original_times(copies: list[Annotation], originals: list[Annotation]) 
     by_id = {a.id: a for a in originals}
     out = []
     for copy in copies:
-        origin = by_id.get(_origin_id(copy) or "")
-        if origin is not None:
-            copy = copy.model_copy(update={"created_at": origin.created_at, "updated_at": origin.updated_at})
+        found = origin(copy)
+        original = by_id.get(found.id) if found is not None else None
+        if original is not None:
+            copy = copy.model_copy(
+                update={"created_at": original.created_at, "updated_at": original.updated_at}
+            )
         out.append(copy)
     return out
 

@@ -506,6 +506,13 @@ def to_html(
         if ignored_total
         else ""
     )
+    if ig.left_copied_from_right or ig.right_copied_from_left:
+        ignored += (
+            f'<p class="note">Copies a migration made were not compared ({_e(result.left)}: '
+            f"{ig.left_copied_from_right} copied from {_e(result.right)}; {_e(result.right)}: "
+            f"{ig.right_copied_from_left} copied from {_e(result.left)}): a copy is not an "
+            "independent judgement. include_copies (--include-copies) compares them.</p>"
+        )
     rules = (
         "Rows pair annotations by subject and name. Several annotations of one name on one side form a "
         "group: majority label (ties: newest, then alphabetical), mean score. A label or score present on "

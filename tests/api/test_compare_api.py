@@ -303,3 +303,49 @@ async def test_fetch_sides_reads_every_page() -> None:
     assert sorted(a.id for a in got_left) == sorted(a.id for a in left.annotations)
     assert sorted(a.id for a in got_right) == sorted(a.id for a in right.annotations)
     await federation.aclose()
+
+
+def test_migrated_copies_are_left_out_unless_include_copies(
+    make_gateway: GatewayFactory, client_for: ClientFactory
+) -> None:
+    """Issue 15 over HTTP: a Phoenix copy of a Datadog annotation (``metadata.migrated_from``)
+    does not join Phoenix's own judgement unless the body says ``include_copies``."""
+    original = make_annotation(
+        DATADOG_SOURCE, "s1", name="resolution", label="escalated", score=None, provider=ProviderKind.DATADOG
+    )
+    own = make_annotation(PHOENIX_SOURCE, "s1", name="resolution", label="resolved", score=None, updated_at=0)
+    copy = make_annotation(
+        PHOENIX_SOURCE, "s1", name="resolution", label="escalated", score=None, updated_at=60
+    ).model_copy(update={"metadata": {"migrated_from": {"source": DATADOG_SOURCE, "id": original.id}}})
+    gateway = make_gateway(
+        providers=[
+            FakeProvider(PHOENIX_SOURCE, [own, copy]),
+            FakeProvider(DATADOG_SOURCE, [original], provider_kind=ProviderKind.DATADOG, caps=DATADOG_LIKE),
+        ]
+    )
+    client = client_for(gateway.base_url)
+    body = {"subject_ids": ["s1"], "left": PHOENIX_SOURCE, "right": DATADOG_SOURCE}
+
+    r = client.post(COMPARE, json=body)
+    assert r.status_code == 200, r.text
+    (row,) = r.json()["rows"]
+    assert (row["status"], row["left"]["label"], row["left"]["count"]) == ("label_differs", "resolved", 1)
+    assert r.json()["ignored"]["left_copied_from_right"] == 1
+    assert r.json()["ignored"]["right_copied_from_left"] == 0
+
+    r = client.post(COMPARE, json=body | {"include_copies": True})
+    assert r.status_code == 200, r.text
+    (row,) = r.json()["rows"]
+    # one vote each: the newest (the copy) wins the tie, which is what hid the disagreement
+    assert (row["status"], row["left"]["label"], row["left"]["count"]) == ("agree", "escalated", 2)
+    assert r.json()["ignored"]["left_copied_from_right"] == 0
+
+    html = client.post(COMPARE, params={"format": "html"}, json=body)
+    assert html.status_code == 200, html.text
+    assert f"{PHOENIX_SOURCE}: 1 copied from {DATADOG_SOURCE}" in html.text
+    as_csv = client.post(COMPARE, params={"format": "csv"}, json=body)
+    assert [r["status"] for r in csv.DictReader(io.StringIO(as_csv.text))] == ["label_differs"]
+
+    assert_problem(client.post(COMPARE, json=body | {"include_copies": "maybe"}), 422, "validation_error")
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["CompareRequest"]
+    assert schema["properties"]["include_copies"]["default"] is False

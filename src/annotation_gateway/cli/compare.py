@@ -11,6 +11,10 @@ Subjects come from ``--subject-id`` (repeatable) and/or ``--subject-ids-file`` (
 ``--name-map`` is a TOML/JSON/CSV (``left,right``) file, ``--subject-map`` a CSV
 (``left_id,right_id``); see :mod:`annotation_gateway.cli._inputs`.
 
+Annotations a migration copied from the other side are left out by default (a copy is not an
+independent judgement; see :mod:`annotation_gateway.compare`) and counted in the answer's
+``ignored``; the table says how many under the summary. ``--include-copies`` compares them too.
+
 Exit codes: 0 compared (differences are data, not failure), 1 a source failed, 2 bad config or
 arguments (unknown source, bad file, invalid request).
 """
@@ -26,6 +30,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.text import Text
 
 from annotation_gateway.api.routes.compare import CompareFormat, fetch_sides, render
 from annotation_gateway.cli._app import (
@@ -111,6 +116,14 @@ def compare_command(
     all_rows: Annotated[
         bool, typer.Option("--all-rows", help="table: every row, not only differences.")
     ] = False,
+    include_copies: Annotated[
+        bool,
+        typer.Option(
+            "--include-copies",
+            help="Also compare annotations a migration copied from the other side "
+            "(left out by default: a copy is not an independent judgement).",
+        ),
+    ] = False,
 ) -> None:
     """Compare two sources' annotations per (subject, name), in-process (no server needed)."""
     if not left or not right:
@@ -131,6 +144,7 @@ def compare_command(
         name_map=names_map,
         subject_map=subjects_map,
         score_tolerance=score_tolerance,
+        include_copies=include_copies,
     )
     settings = load_or_exit(config)
     try:
@@ -147,14 +161,32 @@ def compare_command(
     _write(result, output_format, output, all_rows=all_rows)
 
 
+def _copies_note(result: CompareResult) -> str:
+    """One line saying how many migrated copies were left out, or ``""`` if none were."""
+    ig = result.ignored
+    if not ig.left_copied_from_right and not ig.right_copied_from_left:
+        return ""
+    return (
+        f"not compared: {ig.left_copied_from_right} annotations of {result.left} copied from "
+        f"{result.right} and {ig.right_copied_from_left} of {result.right} copied from "
+        f"{result.left} by a migration (--include-copies compares them)"
+    )
+
+
 def _write(result: CompareResult, fmt: CompareOutput, output: Path | None, *, all_rows: bool) -> None:
     if fmt is CompareOutput.TABLE:
         tables = to_rich_table(result, only_differences=not all_rows)
+        note = _copies_note(result)
         if output is None:
             console.print(tables)
+            if note:
+                console.print(Text(note, style="dim"))
         else:
             with output.open("w", encoding="utf-8") as handle:
-                Console(file=handle, width=160, color_system=None).print(tables)
+                file_console = Console(file=handle, width=160, color_system=None)
+                file_console.print(tables)
+                if note:
+                    file_console.print(Text(note))
         return
     data = render(result, CompareFormat(fmt.value))
     if output is None:

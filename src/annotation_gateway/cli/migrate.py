@@ -10,9 +10,11 @@ LLM Observability project a new migration queue is created in (Phoenix → Datad
 ``--dry-run`` reads and classifies without writing.
 
 Output: a progress bar on stderr when stderr is a terminal (nothing otherwise); then the final
-report — written / updated / unchanged / failed (each failure with why) and the subjects the
-target does not know — as rich tables, or with ``--format json`` one JSON document
-``{"report": {...}, "verify": {...} | null}`` on stdout. After a real run
+report — written / updated / unchanged / failed (each failure with why), skipped copies
+(annotations an earlier migration copied *from* the target: never copied back, see
+:mod:`annotation_gateway.migrate`) and the subjects the target does not know — as rich
+tables, or with ``--format json`` one JSON document ``{"report": {...}, "verify": {...} |
+null}`` on stdout (the report's ``skipped_copies`` counts the copies). After a real run
 :func:`~annotation_gateway.migrate.verify` compares what was copied and its summary is printed
 ("0 differences" when every copy landed intact); ``--no-verify`` skips it.
 
@@ -142,6 +144,7 @@ def _report_table(report: MigrationReport) -> Table:
         ("would update" if report.dry_run else "updated", str(report.updated), "green"),
         ("unchanged", str(report.unchanged), "dim"),
         ("failed", str(report.failed), "bold red" if report.failed else ""),
+        (f"skipped: copies of {report.target}", str(report.skipped_copies), "dim"),
         (
             "subjects missing in target",
             str(len(report.missing_subjects)),
