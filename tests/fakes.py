@@ -40,6 +40,8 @@ DATADOG_LIKE = Capabilities(
     subject_kinds=frozenset({SubjectKind.TRACE, SubjectKind.SESSION, SubjectKind.EXPERIMENT_TRACE}),
     pushdown=frozenset({"subject_ids"}),
     needs_subject_ids=True,
+    has_projects=False,
+    annotator_kinds=frozenset({AnnotatorKind.HUMAN}),
 )
 
 _ids = itertools.count(1)

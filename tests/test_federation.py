@@ -7,14 +7,13 @@ import asyncio
 import base64
 import time
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from annotation_gateway import federation as federation_module
 from annotation_gateway.errors import (
     ForbiddenError,
     InvalidCursorError,
@@ -36,6 +35,7 @@ from annotation_gateway.federation import (
     NullObserver,
     QueryPage,
 )
+from annotation_gateway.federation import limits as federation_limits
 from annotation_gateway.model import Annotation, AnnotationWrite, AnnotatorKind, ProviderKind, SubjectKind
 from annotation_gateway.settings import CacheConfig
 from tests.fakes import BASE_TIME, DATADOG_LIKE, FakeProvider, ManualClock, make_annotation
@@ -173,32 +173,53 @@ async def test_key_limits() -> None:
 
 
 @pytest.mark.parametrize(
-    ("query", "error", "needle"),
+    ("fields", "error", "needle"),
     [
-        (FederatedQuery(), RequestValidationError, "subject_id or identifier"),
-        (FederatedQuery(subject_ids=("s",), limit=0), RequestValidationError, "limit"),
-        (FederatedQuery(subject_ids=("s",), limit=1001), RequestValidationError, "1000"),
+        ({}, RequestValidationError, "subject_id or identifier"),
+        ({"subject_ids": ("s",), "limit": 0}, RequestValidationError, "limit"),
+        ({"subject_ids": ("s",), "limit": 1001}, RequestValidationError, "1000"),
         (
-            FederatedQuery(subject_ids=tuple(f"s{i}" for i in range(MAX_SUBJECT_IDS_SEARCH + 1))),
+            {"subject_ids": tuple(f"s{i}" for i in range(MAX_SUBJECT_IDS_SEARCH + 1))},
             PayloadTooLargeError,
             str(MAX_SUBJECT_IDS_SEARCH),
         ),
+        ({"subject_ids": ("s",), "names": tuple(map(str, range(1001)))}, PayloadTooLargeError, "names"),
         (
-            FederatedQuery(subject_ids=("s",), names=tuple(map(str, range(1001)))),
-            PayloadTooLargeError,
-            "names",
-        ),
-        (
-            FederatedQuery(subject_ids=("s",), updated_after=BASE_TIME, updated_before=BASE_TIME),
+            {"subject_ids": ("s",), "updated_after": BASE_TIME, "updated_before": BASE_TIME},
             RequestValidationError,
             "updated_after",
         ),
     ],
     ids=["no-subject", "limit-0", "limit-big", "too-many-ids", "too-many-names", "empty-window"],
 )
-async def test_validation(query: FederatedQuery, error: type[Exception], needle: str) -> None:
+async def test_validation(fields: dict[str, Any], error: type[Exception], needle: str) -> None:
+    """A query is validated once, when it is built: no invalid FederatedQuery exists to run."""
     with pytest.raises(error, match=needle):
-        await fed(phoenix()).query(query)
+        await fed(phoenix()).query(FederatedQuery(**fields))
+
+
+def test_a_query_is_normalised_when_built() -> None:
+    """Lists sorted and de-duplicated, the window in UTC: equal queries are equal values."""
+    plus_two = timezone(timedelta(hours=2))
+    query = FederatedQuery(
+        subject_ids=("s2", "s1", "s2"),
+        names=("b", "a"),
+        annotator_kinds=(AnnotatorKind.LLM, AnnotatorKind.HUMAN, AnnotatorKind.LLM),
+        updated_after=datetime(2026, 1, 1, 12, tzinfo=plus_two),
+        updated_before=datetime(2026, 1, 2),
+    )
+    assert query.subject_ids == ("s1", "s2")
+    assert query.names == ("a", "b")
+    assert query.annotator_kinds == (AnnotatorKind.HUMAN, AnnotatorKind.LLM)
+    assert query.updated_after == datetime(2026, 1, 1, 10, tzinfo=UTC)
+    assert query.updated_before == datetime(2026, 1, 2, tzinfo=UTC)
+    assert query == FederatedQuery(
+        subject_ids=("s1", "s2"),
+        names=("a", "b"),
+        annotator_kinds=(AnnotatorKind.HUMAN, AnnotatorKind.LLM),
+        updated_after=datetime(2026, 1, 1, 10, tzinfo=UTC),
+        updated_before=datetime(2026, 1, 2, tzinfo=UTC),
+    )
 
 
 # --- skipped sources and pushdown ---------------------------------------------------------------
@@ -248,12 +269,12 @@ async def test_pushdown_and_kind_narrowing() -> None:
             identifiers=("b", "a"),
             names=("n",),
             exclude_names=("m",),
-            annotator_kinds=(AnnotatorKind.LLM,),
+            annotator_kinds=(AnnotatorKind.LLM, AnnotatorKind.HUMAN),
             include_raw=True,
         )
     )
     sent = p.calls[0]
-    assert sent.subject_ids == ("s2", "s1")
+    assert sent.subject_ids == ("s1", "s2")  # de-duplicated, and sorted when the query was built
     assert sent.subject_kinds == (SubjectKind.SESSION, SubjectKind.SPAN)
     assert sent.identifiers == ("a", "b")
     assert (sent.names, sent.exclude_names, sent.include_raw) == (("n",), ("m",), True)
@@ -262,6 +283,28 @@ async def test_pushdown_and_kind_narrowing() -> None:
     # Asking every kind a source has is no kind filter (and shares that cache entry).
     await f.query(FederatedQuery(subject_ids=("s9",), subject_kinds=tuple(DATADOG_LIKE.subject_kinds)))
     assert d.calls[1].subject_kinds == ()
+
+
+async def test_the_planner_skips_from_capabilities_not_vendor_names() -> None:
+    """Datadog declares HUMAN annotators only and no projects: an LLM-only or a project query
+    skips it with the reason, without calling it; a query that admits HUMAN still asks it."""
+    p, d = two_sources()
+    f = fed(p, d)
+    page = await f.query(FederatedQuery(subject_ids=("s1",), annotator_kinds=(AnnotatorKind.LLM,)))
+    status = {s.source: s for s in page.sources}
+    assert status["datadog-a"].status == "skipped"
+    assert status["datadog-a"].error == {
+        "reason": "this source has no annotations by LLM annotators (only HUMAN)"
+    }
+    assert d.calls == []
+    assert status["phoenix-a"].status == "ok"
+    page = await f.query(FederatedQuery(subject_ids=("s1",), projects=("p",)))
+    assert {s.source: s.status for s in page.sources}["datadog-a"] == "skipped"
+    assert d.calls == []
+    await f.query(
+        FederatedQuery(subject_ids=("s1",), annotator_kinds=(AnnotatorKind.LLM, AnnotatorKind.HUMAN))
+    )
+    assert len(d.calls) == 1
 
 
 # --- gateway-side filters and raw ---------------------------------------------------------------
@@ -455,7 +498,7 @@ async def test_pages_follows_the_cursor() -> None:
 
 
 async def test_total_results_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(federation_module, "MAX_TOTAL_RESULTS", 5)
+    monkeypatch.setattr(federation_limits, "MAX_TOTAL_RESULTS", 5)
     f = fed(phoenix(items=many("phoenix-a", 4)), datadog(items=many("datadog-a", 2)))
     with pytest.raises(PayloadTooLargeError, match="limit of 5") as info:
         await f.query(FederatedQuery(subject_ids=("s1",)))
@@ -855,7 +898,7 @@ async def test_sources_info_and_ready() -> None:
 
 
 async def test_health_that_raises_or_hangs_is_unhealthy(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(federation_module, "HEALTH_TIMEOUT_S", 0.05)
+    monkeypatch.setattr(federation_limits, "HEALTH_TIMEOUT_S", 0.05)
     p, d = two_sources()
 
     async def broken() -> None:

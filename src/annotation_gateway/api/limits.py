@@ -5,9 +5,10 @@ Contract:
   ``payload_too_large`` (problem+json naming the limit) — at once when ``Content-Length`` says
   so, otherwise as soon as the streamed body passes the limit — and the app never sees the rest
   of the body. This bounds the memory one request can make the JSON parser and pydantic use;
-- every body the API takes is JSON: a POST/PUT/PATCH that declares another ``Content-Type``,
-  or none, is answered 415 ``unsupported_media_type`` naming the one it takes (a body without
-  a media type is not known to be JSON; the parser's 422 would blame the content instead).
+- every body the API takes is JSON: a request that declares another ``Content-Type``, or that
+  has a body and declares none, is answered 415 ``unsupported_media_type`` naming the one it
+  takes (a body without a media type is not known to be JSON; the parser's 422 would blame the
+  content instead).
 """
 
 from __future__ import annotations
@@ -52,10 +53,12 @@ class BodyLimitMiddleware:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        typed = False
+        typed = has_body = False
         for name, value in scope["headers"]:
             if name == b"content-type":
                 typed = True
+            elif name == b"transfer-encoding":
+                has_body = True
             if name == b"content-type" and not _is_json(value):
                 error = UnsupportedMediaTypeError(
                     f"send the body as application/json, not {value.decode('latin-1')[:100]}"
@@ -67,11 +70,12 @@ class BodyLimitMiddleware:
                     declared = int(value)
                 except ValueError:
                     declared = 0
+                has_body = has_body or declared > 0
                 if declared > self.max_bytes:
                     response = problem_response(_too_large(self.max_bytes), instance=scope["path"])
                     await response(scope, receive, send)
                     return
-        if not typed:
+        if has_body and not typed:
             error = UnsupportedMediaTypeError("send the body as application/json (Content-Type is missing)")
             await problem_response(error, instance=scope["path"])(scope, receive, send)
             return

@@ -23,19 +23,20 @@ from urllib.parse import parse_qsl
 
 import orjson
 from pydantic import (
+    AliasChoices,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     TypeAdapter,
     ValidationError,
-    model_validator,
 )
 
 from annotation_gateway.api.problems import validation_problem
 from annotation_gateway.errors import PayloadTooLargeError
 from annotation_gateway.federation import (
     DEFAULT_PAGE_SIZE,
+    MAX_CURSOR_LENGTH,
     MAX_PAGE_SIZE,
     MAX_SUBJECT_IDS_GET,
     MAX_SUBJECT_IDS_SEARCH,
@@ -65,8 +66,6 @@ __all__ = [
     "query_items",
     "query_parameters_openapi",
 ]
-
-NEED_SUBJECT_OR_IDENTIFIER = "give at least one subject_id or identifier"
 
 _D_SUBJECT_ID = (
     f"Subject (session, trace, span...) ids to read annotations of; repeat the key. "
@@ -122,7 +121,7 @@ class _QueryFields(BaseModel):
     updated_after: Rfc3339 | None = Field(default=None, description=_D_UPDATED_AFTER)
     updated_before: Rfc3339 | None = Field(default=None, description=_D_UPDATED_BEFORE)
     limit: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE, description=_D_LIMIT)
-    cursor: str | None = Field(default=None, max_length=4096, description=_D_CURSOR)
+    cursor: str | None = Field(default=None, max_length=MAX_CURSOR_LENGTH, description=_D_CURSOR)
     include: list[Literal["raw"]] = Field(default_factory=list, description=_D_INCLUDE)
     partial: Literal["allow", "deny"] = Field(default="allow", description=_D_PARTIAL)
 
@@ -139,12 +138,6 @@ class AnnotationQueryParams(_QueryFields):
     provider: list[ProviderKind] = Field(default_factory=list, description=_D_PROVIDER)
     annotator_kind: list[AnnotatorKind] = Field(default_factory=list, description=_D_ANNOTATOR_KIND)
     project: list[str] = Field(default_factory=list, description=_D_PROJECT)
-
-    @model_validator(mode="after")
-    def _subject_or_identifier(self) -> AnnotationQueryParams:
-        if not self.subject_id and not self.identifier:
-            raise ValueError(NEED_SUBJECT_OR_IDENTIFIER)
-        return self
 
     def to_query(self, *, use_cache: bool) -> FederatedQuery:
         subject_ids = tuple(self.subject_id)
@@ -174,16 +167,41 @@ class AnnotationSearchBody(_QueryFields):
 
     subject_ids: list[str] = Field(
         default_factory=list,
+        validation_alias=AliasChoices("subject_ids", "subject_id"),
         description=f"Subject ids, up to {MAX_SUBJECT_IDS_SEARCH} distinct (more → 413).",
     )
-    subject_kinds: list[SubjectKind] = Field(default_factory=list, description=_D_SUBJECT_KIND)
-    identifiers: list[str] = Field(default_factory=list, description=_D_IDENTIFIER)
-    names: list[str] = Field(default_factory=list, description=_D_NAME)
-    exclude_names: list[str] = Field(default_factory=list, description=_D_EXCLUDE_NAME)
-    sources: list[str] = Field(default_factory=list, description=_D_SOURCE)
-    providers: list[ProviderKind] = Field(default_factory=list, description=_D_PROVIDER)
-    annotator_kinds: list[AnnotatorKind] = Field(default_factory=list, description=_D_ANNOTATOR_KIND)
-    projects: list[str] = Field(default_factory=list, description=_D_PROJECT)
+    subject_kinds: list[SubjectKind] = Field(
+        default_factory=list,
+        validation_alias=AliasChoices("subject_kinds", "subject_kind"),
+        description=_D_SUBJECT_KIND,
+    )
+    identifiers: list[str] = Field(
+        default_factory=list,
+        validation_alias=AliasChoices("identifiers", "identifier"),
+        description=_D_IDENTIFIER,
+    )
+    names: list[str] = Field(
+        default_factory=list, validation_alias=AliasChoices("names", "name"), description=_D_NAME
+    )
+    exclude_names: list[str] = Field(
+        default_factory=list,
+        validation_alias=AliasChoices("exclude_names", "exclude_name"),
+        description=_D_EXCLUDE_NAME,
+    )
+    sources: list[str] = Field(
+        default_factory=list, validation_alias=AliasChoices("sources", "source"), description=_D_SOURCE
+    )
+    providers: list[ProviderKind] = Field(
+        default_factory=list, validation_alias=AliasChoices("providers", "provider"), description=_D_PROVIDER
+    )
+    annotator_kinds: list[AnnotatorKind] = Field(
+        default_factory=list,
+        validation_alias=AliasChoices("annotator_kinds", "annotator_kind"),
+        description=_D_ANNOTATOR_KIND,
+    )
+    projects: list[str] = Field(
+        default_factory=list, validation_alias=AliasChoices("projects", "project"), description=_D_PROJECT
+    )
 
     model_config = ConfigDict(
         extra="forbid",
@@ -192,12 +210,6 @@ class AnnotationSearchBody(_QueryFields):
             "examples": [{"subject_ids": ["sess-001", "sess-002"], "names": ["resolution"], "limit": 50}]
         },
     )
-
-    @model_validator(mode="after")
-    def _subject_or_identifier(self) -> AnnotationSearchBody:
-        if not self.subject_ids and not self.identifiers:
-            raise ValueError("give at least one of subject_ids or identifiers")
-        return self
 
     def to_query(self, *, use_cache: bool) -> FederatedQuery:
         subject_ids = tuple(self.subject_ids)

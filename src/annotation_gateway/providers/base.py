@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from annotation_gateway.model import Annotation, AnnotationWrite, ProviderKind, SubjectKind
+from annotation_gateway.model import Annotation, AnnotationWrite, AnnotatorKind, ProviderKind, SubjectKind
 
 __all__ = [
     "AnnotationProvider",
@@ -71,6 +71,12 @@ class Capabilities:
     """True when the vendor cannot be queried by identifier alone."""
     writable_kinds: frozenset[SubjectKind] = frozenset()
     """Subject kinds ``write`` accepts; empty for a read-only source."""
+    has_projects: bool = True
+    """False when the source's annotations carry no project (``subject.project`` is null), so a
+    ``project`` filter cannot match and the planner skips the source."""
+    annotator_kinds: frozenset[AnnotatorKind] | None = None
+    """The annotator kinds the source's annotations can have; ``None``: any. The planner skips
+    a source none of whose kinds a query's ``annotator_kind`` filter asks for."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -727,6 +727,10 @@ class DatadogProvider:
             subject_kinds=SUBJECT_KINDS,
             pushdown=frozenset({"subject_ids"}),
             needs_subject_ids=True,
+            # Datadog annotations are people's reviews in queues (SPEC §2: annotator HUMAN) and
+            # belong to no Phoenix-style project.
+            has_projects=False,
+            annotator_kinds=frozenset({AnnotatorKind.HUMAN}),
         )
 
     async def aclose(self) -> None:

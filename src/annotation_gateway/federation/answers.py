@@ -1,0 +1,63 @@
+"""What the federation answers: one page of a query, each source's status, a source's info.
+
+Contract: plain data; the API layer encodes them (JSON on the wire is the API's job).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from annotation_gateway.model import Annotation, ProviderKind
+from annotation_gateway.providers.base import Capabilities, HealthReport
+
+__all__ = ["QueryPage", "SourceInfo", "SourceState", "SourceStatus"]
+
+SourceState = Literal["ok", "error", "skipped"]
+
+
+@dataclass(slots=True)
+class SourceStatus:
+    """How one source fared in one query (``sources[]`` of the answer)."""
+
+    source: str
+    provider: ProviderKind
+    status: SourceState
+    count: int = 0
+    """This source's matches for the whole query (all pages), after the gateway's filters."""
+    cached: bool = False
+    """Served without any upstream call made or awaited for this request."""
+    stale: bool = False
+    elapsed_ms: float = 0.0
+    """Time spent on this source in this request (for ``Server-Timing``)."""
+    error: dict[str, Any] | None = None
+    """The problem object (RFC 9457) when ``status`` is ``error``; the reason when ``skipped``."""
+
+
+@dataclass(slots=True)
+class QueryPage:
+    data: list[Annotation]
+    next_cursor: str | None
+    partial: bool
+    sources: list[SourceStatus]
+    data_json: Callable[[], bytes] | None = field(default=None, repr=False, compare=False)
+    """Returns ``data``'s items' JSON (the canonical model's own serialization), comma-separated,
+    serialized once per merged result and kept with it (:meth:`Federation.query` sets it);
+    ``None``: serialize ``data``. A callable, so that readers that never write the page as
+    JSON (export) make nothing be kept."""
+
+
+@dataclass(slots=True)
+class SourceInfo:
+    """What ``GET /v1/sources`` shows for a source."""
+
+    name: str
+    provider: ProviderKind
+    capabilities: Capabilities
+    circuit_state: Literal["closed", "open", "half_open"]
+    last_health: HealthReport | None = None
+    last_checked_at: datetime | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    """``consecutive_failures``, ``retry_in_s`` (open circuit), ``in_flight`` upstream calls."""

@@ -1,0 +1,447 @@
+"""The facade: :class:`Federation` owns the sources, their cache and breakers, and answers
+federated queries, writes and health checks by running the pipeline's stages.
+
+Contract (SPEC §3, §4) — the stages are their own modules:
+query (:mod:`.query`, validated once when built) → plan (:mod:`.planner`: selection, skips,
+push-down, gateway filters) → per-source reads through the answer cache
+(:class:`~annotation_gateway.cache.AnnotationCache`: TTL, single flight, stale-on-error) and the
+guards (:mod:`.guards`: bulkhead, deadline, breaker) → merge (:mod:`.merge`) → one page, with a
+signed keyset cursor (:mod:`.cursor`).
+
+*Failures.* A failing source gives ``status="error"`` with its problem object and
+``partial=True``: never a silently short answer. With ``partial="deny"`` the first failure (in
+source order) is raised. When every queried source fails, :func:`~.merge.all_failed` is raised.
+When every selected source is skipped the answer is an empty, non-partial page that says why.
+
+*Counts.* ``SourceStatus.count`` is the number of that source's matches for the whole query
+(all pages), after the gateway's filters.
+
+*Cache.* On top of the per-source cache, the merged, filtered and sorted result of a whole
+query is kept per query fingerprint until the oldest answer it was built from is ``ttl`` old, so
+a repeated query or its next page costs a dict lookup and a bisect, with no per-annotation work.
+Only complete, fresh results are kept there; writes through :meth:`Federation.write` drop both
+layers for what they touch.
+
+*Paging.* Paging to the end yields every match exactly once as long as the data does not
+change meanwhile (an annotation updated between pages moves to the front and may be missed or
+seen twice, as in any keyset paging over live data). ``limit`` may change between pages.
+
+*Observation.* An optional :class:`~.observer.FederationObserver` receives upstream call
+latencies and outcomes, cache hits and misses, in-flight counts and circuit state changes.
+``SourceStatus.elapsed_ms`` is measured per source for ``Server-Timing``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from bisect import bisect_right
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from cachetools import TTLCache
+
+from annotation_gateway.cache import AnnotationCache, CacheAnswer
+from annotation_gateway.errors import (
+    ForbiddenError,
+    PayloadTooLargeError,
+    RequestValidationError,
+    SourceError,
+    UnsupportedError,
+)
+from annotation_gateway.federation import limits
+from annotation_gateway.federation.answers import QueryPage, SourceInfo, SourceStatus
+from annotation_gateway.federation.cursor import CursorCodec, bind, sort_key
+from annotation_gateway.federation.guards import SourceRuntime
+from annotation_gateway.federation.limits import DEFAULT_SOURCE_DEADLINE_S
+from annotation_gateway.federation.merge import Merged, Outcome, all_failed, as_cache_hit, merge
+from annotation_gateway.federation.observer import BoundObserver, FederationObserver
+from annotation_gateway.federation.planner import gateway_filter, pushdown, select, skip_reason
+from annotation_gateway.federation.query import FederatedQuery, fingerprint, stale_allowance
+from annotation_gateway.model import Annotation, AnnotationWrite
+from annotation_gateway.providers.base import AnnotationProvider, HealthReport, SourceQuery, WriteResult
+from annotation_gateway.resilience import (
+    DEFAULT_FAILURE_THRESHOLD,
+    DEFAULT_RESET_TIMEOUT_S,
+    Bulkhead,
+    CircuitBreaker,
+    CircuitState,
+    Clock,
+)
+from annotation_gateway.settings import CacheConfig
+
+__all__ = ["Federation"]
+
+log = logging.getLogger("annotation_gateway.federation")
+
+
+class Federation:
+    """Owns the providers, their cache and circuit breakers; answers federated queries."""
+
+    def __init__(
+        self,
+        providers: Sequence[AnnotationProvider],
+        cache: CacheConfig,
+        *,
+        cursor_secret: bytes,
+        observer: FederationObserver | None = None,
+        clock: Clock = time.monotonic,
+        breaker_failure_threshold: int = DEFAULT_FAILURE_THRESHOLD,
+        breaker_reset_timeout_s: float = DEFAULT_RESET_TIMEOUT_S,
+        source_deadline_s: float | None = DEFAULT_SOURCE_DEADLINE_S,
+        max_inflight_per_source: int | None = None,
+    ) -> None:
+        """``cursor_secret`` signs cursors (use 32 random bytes, shared by every replica);
+        ``clock`` is monotonic seconds (tests inject one); ``max_inflight_per_source`` caps
+        concurrent upstream calls per source on top of the provider's own connection cap
+        (``None``: no extra cap); ``source_deadline_s=None`` disables the whole-fetch deadline."""
+        if not cursor_secret:
+            raise ValueError("cursor_secret must not be empty")
+        self._observer = BoundObserver(observer)
+        self._clock = clock
+        self._codec = CursorCodec(bytes(cursor_secret))
+        self._deadline_s = source_deadline_s
+        self._sources: dict[str, SourceRuntime] = {}
+        for provider in providers:
+            name = provider.name
+            if name in self._sources:
+                raise ValueError(f"two providers are named {name!r}; source names must be unique")
+            self._sources[name] = SourceRuntime(
+                provider=provider,
+                name=name,
+                kind=provider.kind,
+                breaker=CircuitBreaker(
+                    name,
+                    failure_threshold=breaker_failure_threshold,
+                    reset_timeout_s=breaker_reset_timeout_s,
+                    clock=clock,
+                    on_state_change=self._observer.on_circuit,
+                ),
+                bulkhead=Bulkhead(max_inflight_per_source),
+            )
+        self._cache = AnnotationCache(cache, clock=clock)
+        self._merged_ttl = cache.ttl_s if cache.enabled else 0.0
+        self._merged: TTLCache[bytes, Merged] = TTLCache(
+            maxsize=limits.MERGED_CACHE_MAX_ITEMS,
+            ttl=max(self._merged_ttl, 1e-9),
+            timer=clock,
+            getsizeof=lambda merged: len(merged.items) + 1,
+        )
+        self._fingerprints: dict[tuple[FederatedQuery, tuple[str, ...]], bytes] = {}
+        self._write_seq = 0
+
+    # --- introspection ------------------------------------------------------------------------
+
+    @property
+    def source_names(self) -> list[str]:
+        """Configured source names, in configuration order."""
+        return list(self._sources)
+
+    @property
+    def cache(self) -> AnnotationCache:
+        return self._cache
+
+    def circuit_state(self, source: str) -> CircuitState:
+        return self._source(source, loc="source").breaker.state
+
+    # --- reading ------------------------------------------------------------------------------
+
+    async def query(
+        self,
+        query: FederatedQuery,
+        *,
+        allowed_sources: frozenset[str] | None = None,
+        audience: str | None = None,
+    ) -> QueryPage:
+        """One page. ``allowed_sources`` (from the caller's key) limits what may be queried;
+        naming a source outside it raises ``ForbiddenError``; an unknown source
+        ``RequestValidationError`` (see the module docstring for every rule). ``audience`` (the
+        caller's key name) is what the page's cursor is issued to: another audience's cursor
+        is refused."""
+        started = time.perf_counter()
+        selected = select(query, self._sources, allowed_sources)
+        # A repeated query (a dashboard polling, a cache hit) reuses its digest: computing it
+        # sorts, encodes and hashes every list, a third of a cached answer's own cost.
+        memo_key = (query, tuple(s.name for s in selected))
+        known = self._fingerprints.get(memo_key)
+        if known is None:
+            known = fingerprint(query, [s.name for s in selected])
+            if len(self._fingerprints) >= limits.FINGERPRINT_MEMO_MAX_ITEMS:
+                self._fingerprints.clear()
+            self._fingerprints[memo_key] = known
+        digest = known
+        binding = bind(digest, audience)
+        position = self._codec.decode(query.cursor, binding) if query.cursor is not None else None
+
+        merged: Merged | None = None
+        if query.use_cache and self._merged_ttl > 0:
+            merged = self._merged.get(digest)
+            if merged is not None and self._clock() >= merged.expires_at:
+                merged = None
+        if merged is not None:
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            statuses = [as_cache_hit(s, elapsed_ms) for s in merged.statuses]
+            for status in statuses:
+                if status.status == "ok":
+                    self._observer.on_cache(status.source, "hit")
+        else:
+            merged = await self._fan_out(query, selected, digest)
+            statuses = list(merged.statuses)
+
+        items = merged.items
+        start = 0 if position is None else bisect_right(items, position, key=sort_key)
+        end = start + query.limit
+        data = list(items[start:end])
+        next_cursor = self._codec.encode(binding, sort_key(data[-1])) if end < len(items) else None
+        return QueryPage(
+            data=data,
+            next_cursor=next_cursor,
+            partial=merged.partial,
+            sources=statuses,
+            data_json=functools.partial(merged.page_json, start, end),
+        )
+
+    async def pages(
+        self,
+        query: FederatedQuery,
+        *,
+        allowed_sources: frozenset[str] | None = None,
+        audience: str | None = None,
+    ) -> AsyncIterator[QueryPage]:
+        """Every page of ``query`` in order (export), following the cursor.
+
+        Pages after the first read the cache even when the first bypassed it: the first page
+        just refreshed it, and re-fetching every source for every page would cost the whole
+        query again per page, for nothing.
+        """
+        page = await self.query(query, allowed_sources=allowed_sources, audience=audience)
+        yield page
+        # Later pages may read what the first page stored, but no older answer than it allowed.
+        query = replace(query, max_stale_s=stale_allowance(query))
+        while page.next_cursor is not None:
+            query = replace(query, cursor=page.next_cursor, use_cache=True)
+            page = await self.query(query, allowed_sources=allowed_sources, audience=audience)
+            yield page
+
+    async def _fan_out(self, query: FederatedQuery, selected: list[SourceRuntime], digest: bytes) -> Merged:
+        write_seq = self._write_seq
+        keep = gateway_filter(query)
+        jobs: list[Awaitable[Outcome]] = []
+        outcomes: list[Outcome | None] = []
+        for source in selected:
+            reason = skip_reason(source, query)
+            if reason is not None:
+                outcomes.append(
+                    Outcome(SourceStatus(source.name, source.kind, "skipped", error={"reason": reason}))
+                )
+            else:
+                outcomes.append(None)
+                jobs.append(
+                    self._ask(source, pushdown(source, query), query.use_cache, stale_allowance(query), keep)
+                )
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        answered = iter(results)
+        done: list[Outcome] = []
+        for outcome in outcomes:
+            if outcome is None:
+                result = next(answered)
+                if isinstance(result, BaseException):
+                    raise result  # a bug, not a source failure: _ask turns those into statuses
+                outcome = result
+            done.append(outcome)
+
+        failures = [o.failure for o in done if o.failure is not None]
+        if failures and query.partial == "deny":
+            raise failures[0]
+        queried = [o for o in done if o.status.status != "skipped"]
+        if queried and len(failures) == len(queried):
+            raise all_failed(failures)
+
+        fetched = [o.fetched_at for o in done if o.fetched_at is not None]
+        expires_at = (min(fetched) if fetched else self._clock()) + self._merged_ttl
+        merged = merge(done, include_raw=query.include_raw, expires_at=expires_at)
+        storable = (
+            self._merged_ttl > 0
+            and not failures
+            and not any(o.status.stale for o in done)
+            and write_seq == self._write_seq
+        )
+        if storable:
+            # A result larger than the whole merged cache (ValueError) is served, not kept.
+            with contextlib.suppress(ValueError):
+                self._merged[digest] = merged
+        return merged
+
+    async def _ask(
+        self,
+        source: SourceRuntime,
+        pushdown: SourceQuery,
+        use_cache: bool,
+        max_stale_s: float | None,
+        keep: Callable[[Annotation], bool] | None,
+    ) -> Outcome:
+        started = time.perf_counter()
+        try:
+            answer: CacheAnswer = await self._cache.get(
+                source.name, pushdown, self._fetcher(source), use_cache=use_cache, max_stale_s=max_stale_s
+            )
+        except SourceError as exc:
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            self._observer.on_cache(source.name, "miss")
+            status = SourceStatus(
+                source.name, source.kind, "error", elapsed_ms=elapsed_ms, error=exc.problem()
+            )
+            return Outcome(status, failure=exc)
+        items = answer.items if keep is None else [item for item in answer.items if keep(item)]
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        self._observer.on_cache(source.name, "stale" if answer.stale else "hit" if answer.cached else "miss")
+        status = SourceStatus(
+            source.name,
+            source.kind,
+            "ok",
+            count=len(items),
+            cached=answer.cached,
+            stale=answer.stale,
+            elapsed_ms=elapsed_ms,
+        )
+        return Outcome(status, items=items, fetched_at=answer.fetched_at)
+
+    def _fetcher(self, source: SourceRuntime) -> Callable[[SourceQuery], Awaitable[Sequence[Annotation]]]:
+        async def fetch(pushdown: SourceQuery) -> Sequence[Annotation]:
+            return await source.guarded(
+                "fetch",
+                lambda: source.provider.fetch(pushdown),
+                observer=self._observer,
+                deadline_s=self._deadline_s,
+            )
+
+        return fetch
+
+    # --- writing ------------------------------------------------------------------------------
+
+    async def write(
+        self, source: str, items: Sequence[AnnotationWrite], *, allowed_sources: frozenset[str] | None = None
+    ) -> WriteResult:
+        """Upsert to a writable source synchronously and invalidate the cached subjects.
+
+        Raises ``RequestValidationError`` for an unknown source or no items,
+        ``ForbiddenError`` for a source the key may not use, ``PayloadTooLargeError`` beyond
+        ``MAX_WRITE_ITEMS``, ``UnsupportedError`` when the source cannot write those subject
+        kinds, or the provider's error. The cache is invalidated whatever the outcome (a timed
+        out write may still have landed).
+        """
+        target = self._source(source, loc="source")
+        if allowed_sources is not None and source not in allowed_sources:
+            raise ForbiddenError(f"this key may not use source {source!r}")
+        if not items:
+            raise RequestValidationError(
+                "give at least one annotation to write",
+                errors=[{"loc": ["annotations"], "msg": "must not be empty", "type": "value_error"}],
+            )
+        if len(items) > limits.MAX_WRITE_ITEMS:
+            raise PayloadTooLargeError(
+                f"{len(items)} annotations in one write; the limit is {limits.MAX_WRITE_ITEMS} per request"
+            )
+        writable = target.provider.capabilities.writable_kinds
+        if not writable:
+            raise UnsupportedError(f"source {source!r} is read-only")
+        refused = sorted({item.subject_kind.value for item in items} - {k.value for k in writable})
+        if refused:
+            raise UnsupportedError(
+                f"source {source!r} cannot write annotations on {', '.join(refused)}; "
+                f"it writes {', '.join(sorted(k.value for k in writable))}"
+            )
+        try:
+            return await target.guarded(
+                "write",
+                lambda: target.provider.write(items),
+                observer=self._observer,
+                deadline_s=self._deadline_s,
+            )
+        finally:
+            self.invalidate(source, {item.subject_id for item in items})
+
+    def invalidate(self, source: str, subject_ids: Iterable[str]) -> None:
+        """Forget cached answers about ``subject_ids`` of ``source`` (and every merged result)."""
+        self._write_seq += 1
+        self._cache.invalidate(source, subject_ids)
+        # Merged results are keyed by query, not subject; writes are rare next to reads, so
+        # dropping them all is simpler and cheaper than indexing them by subject.
+        self._merged.clear()
+
+    # --- health -------------------------------------------------------------------------------
+
+    async def sources_info(self, *, refresh: bool = False) -> list[SourceInfo]:
+        """Every source with its capabilities, circuit state and last health probe.
+
+        Probes the sources never checked or checked more than ``HEALTH_MAX_AGE_S`` ago, or all
+        of them with ``refresh``.
+        """
+        now = self._clock()
+        due = [
+            s
+            for s in self._sources.values()
+            if refresh or s.last_checked_mono is None or now - s.last_checked_mono > limits.HEALTH_MAX_AGE_S
+        ]
+        if due:
+            await asyncio.gather(*(self._probe(s) for s in due))
+        return [
+            SourceInfo(
+                name=s.name,
+                provider=s.kind,
+                capabilities=s.provider.capabilities,
+                circuit_state=s.breaker.state,
+                last_health=s.last_health,
+                last_checked_at=s.last_checked_at,
+                extra={
+                    "consecutive_failures": s.breaker.consecutive_failures,
+                    "retry_in_s": round(s.breaker.retry_in_s, 3),
+                    "in_flight": s.bulkhead.in_flight,
+                },
+            )
+            for s in self._sources.values()
+        ]
+
+    async def ready(self) -> dict[str, HealthReport]:
+        """Probe every source (for ``/readyz``)."""
+        reports = await asyncio.gather(*(self._probe(s) for s in self._sources.values()))
+        return dict(zip(self._sources, reports, strict=True))
+
+    async def _probe(self, source: SourceRuntime) -> HealthReport:
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(limits.HEALTH_TIMEOUT_S):
+                report = await source.provider.health()
+        except Exception as exc:  # health() must not raise; one that does is simply unhealthy
+            report = HealthReport(
+                ok=False,
+                latency_ms=(time.perf_counter() - started) * 1000,
+                detail=f"health check failed: {type(exc).__name__}",
+            )
+        source.last_health = report
+        source.last_checked_at = datetime.now(UTC)
+        source.last_checked_mono = self._clock()
+        return report
+
+    async def aclose(self) -> None:
+        """Cancel upstream calls still running and close every provider's connection pool."""
+        await self._cache.aclose()
+        results = await asyncio.gather(
+            *(s.provider.aclose() for s in self._sources.values()), return_exceptions=True
+        )
+        for name, result in zip(self._sources, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("closing a source failed", extra={"source": name, "error": type(result).__name__})
+
+    def _source(self, name: str, *, loc: str) -> SourceRuntime:
+        try:
+            return self._sources[name]
+        except KeyError:
+            raise RequestValidationError(
+                f"unknown source {name!r}; known: {', '.join(self._sources) or 'none'}",
+                errors=[{"loc": [loc], "msg": f"unknown source {name!r}", "type": "value_error"}],
+            ) from None

@@ -1,0 +1,108 @@
+"""Keyset cursors: the sort key, and cursors signed and bound to one query and one key.
+
+Contract: ascending :func:`sort_key` is the answer order (``updated_at`` descending, then ``id``
+ascending; ids are unique, so the order is total). A cursor is urlsafe base64 (unpadded) of the
+compact JSON ``[version, binding, updated_at in µs, id]`` followed by a truncated HMAC-SHA256 of
+it under the cursor secret. The binding (:func:`bind`) covers the query's fingerprint and the
+audience (the caller's key name). :meth:`CursorCodec.decode` raises ``InvalidCursorError``
+(422) for a bad length, encoding or signature, another version, or another binding, saying
+which.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from datetime import UTC, datetime, timedelta
+from operator import attrgetter
+
+import orjson
+
+from annotation_gateway.errors import InvalidCursorError
+from annotation_gateway.federation.limits import MAX_CURSOR_LENGTH
+from annotation_gateway.model import Annotation
+
+__all__ = ["BY_ID", "BY_UPDATED_AT", "CursorCodec", "SortKey", "bind", "sort_key"]
+
+_CURSOR_VERSION = 1
+_CURSOR_MAC_BYTES = 16
+_FINGERPRINT_BYTES = 12
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+SortKey = tuple[int, str]
+BY_ID = attrgetter("id")
+BY_UPDATED_AT = attrgetter("updated_at")
+
+
+def sort_key(item: Annotation) -> SortKey:
+    """Ascending order of this key is ``updated_at`` descending, then ``id`` ascending."""
+    return (-((item.updated_at - _EPOCH) // _MICROSECOND), item.id)
+
+
+def _b64encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64decode(text: str) -> bytes:
+    padded = text + "=" * (-len(text) % 4)
+    return base64.b64decode(padded.encode("ascii"), altchars=b"-_", validate=True)
+
+
+class CursorCodec:
+    """Signs and checks keyset cursors; see the module docstring for the format."""
+
+    def __init__(self, secret: bytes) -> None:
+        self._secret = secret
+
+    def _mac(self, payload: bytes) -> bytes:
+        return hmac.new(self._secret, payload, hashlib.sha256).digest()[:_CURSOR_MAC_BYTES]
+
+    def encode(self, fingerprint: str, key: SortKey) -> str:
+        payload = orjson.dumps([_CURSOR_VERSION, fingerprint, -key[0], key[1]])
+        return _b64encode(payload + self._mac(payload))
+
+    def decode(self, cursor: str, fingerprint: str) -> SortKey:
+        if not cursor or len(cursor) > MAX_CURSOR_LENGTH:
+            raise InvalidCursorError(f"the cursor must be 1 to {MAX_CURSOR_LENGTH} characters")
+        try:
+            raw = _b64decode(cursor)
+        except (binascii.Error, ValueError, UnicodeEncodeError) as exc:
+            raise InvalidCursorError("the cursor is not valid base64url; pass next_cursor unchanged") from exc
+        payload, mac = raw[:-_CURSOR_MAC_BYTES], raw[-_CURSOR_MAC_BYTES:]
+        if len(raw) <= _CURSOR_MAC_BYTES or not hmac.compare_digest(mac, self._mac(payload)):
+            raise InvalidCursorError(
+                "the cursor's signature does not match: it was altered or issued by another gateway"
+            )
+        try:
+            version, bound_to, micros, item_id = orjson.loads(payload)
+        except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
+            raise InvalidCursorError("the cursor's content is malformed") from exc
+        if version != _CURSOR_VERSION:
+            raise InvalidCursorError(
+                f"the cursor has version {version!r}; this gateway reads {_CURSOR_VERSION}"
+            )
+        if bound_to != fingerprint:
+            raise InvalidCursorError(
+                "the cursor belongs to a different query or key: filters, sources or options "
+                "changed since it was issued (only limit may change), or it was issued to another "
+                "gateway key; start again without a cursor"
+            )
+        if type(micros) is not int or not isinstance(item_id, str):
+            raise InvalidCursorError("the cursor's content is malformed")
+        return (-micros, item_id)
+
+
+def bind(digest: bytes, audience: str | None) -> str:
+    """What a cursor is bound to: the query's digest and, when given, the key it was issued to
+    (so one key's cursor is refused for another, even when both may ask the same sources)."""
+    if audience is None:
+        return digest[:_FINGERPRINT_BYTES].hex()
+    return (
+        hashlib.sha256(digest + b"\x00" + audience.encode("utf-8", "surrogatepass"))
+        .digest()[:_FINGERPRINT_BYTES]
+        .hex()
+    )

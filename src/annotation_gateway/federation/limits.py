@@ -1,0 +1,48 @@
+"""The federation's named limits: every bound one query, write or cursor may reach.
+
+Contract: one module, so the API, the CLI and the federation read each limit from one place
+(a limit's name says what it bounds; its docstring, why that number).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DEFAULT_PAGE_SIZE",
+    "DEFAULT_SOURCE_DEADLINE_S",
+    "FINGERPRINT_MEMO_MAX_ITEMS",
+    "HEALTH_MAX_AGE_S",
+    "HEALTH_TIMEOUT_S",
+    "MAX_CURSOR_LENGTH",
+    "MAX_FILTER_VALUES",
+    "MAX_PAGE_SIZE",
+    "MAX_SUBJECT_IDS_GET",
+    "MAX_SUBJECT_IDS_SEARCH",
+    "MAX_TOTAL_RESULTS",
+    "MAX_WRITE_ITEMS",
+    "MERGED_CACHE_MAX_ITEMS",
+]
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+MAX_SUBJECT_IDS_GET = 1000
+"""Subject ids in one ``GET /v1/annotations`` (URL length)."""
+MAX_SUBJECT_IDS_SEARCH = 10_000
+"""Subject ids in one ``POST /v1/annotations/search``; the most any query may carry."""
+MAX_FILTER_VALUES = 1000
+"""Values of one other list filter (identifiers, names, exclude_names, projects)."""
+MAX_TOTAL_RESULTS = 500_000
+"""Matches one query may have before it is refused with 413 (narrow the query)."""
+MAX_WRITE_ITEMS = 5_000
+"""Items in one ``POST /v1/annotations``."""
+MAX_CURSOR_LENGTH = 2048
+"""Characters of a cursor; longer ones are refused before decoding."""
+DEFAULT_SOURCE_DEADLINE_S = 30.0
+"""Whole-fetch deadline per source: chunks, pages and the provider's retries included."""
+HEALTH_TIMEOUT_S = 5.0
+"""How long one health probe may take before the source is reported unhealthy."""
+HEALTH_MAX_AGE_S = 15.0
+"""``sources_info()`` re-probes a source whose last check is older than this."""
+MERGED_CACHE_MAX_ITEMS = 1_000_000
+"""Annotation references kept across all cached merged query results."""
+FINGERPRINT_MEMO_MAX_ITEMS = 4096
+"""Query digests remembered (a plain dict, emptied when full: cheaper than LRU upkeep)."""
