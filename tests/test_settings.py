@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
+from annotation_gateway.api.app import cursor_secret
+from annotation_gateway.errors import SourceUnavailableError
+from annotation_gateway.federation import FederatedQuery, Federation
 from annotation_gateway.providers.config import ConfigError, read_secret
 from annotation_gateway.providers.datadog import DatadogSourceConfig
 from annotation_gateway.providers.phoenix import PhoenixSourceConfig
-from annotation_gateway.settings import hash_key, is_loopback, load_settings
+from annotation_gateway.settings import ResilienceConfig, hash_key, is_loopback, load_settings
+from tests.fakes import FakeProvider
 
 REPO = Path(__file__).resolve().parents[1]
 DIGEST = hash_key("correct horse battery staple")
@@ -133,3 +138,36 @@ def test_secrets_come_from_the_environment_and_refuse_placeholders() -> None:
 )
 def test_is_loopback(host: str, expected: bool) -> None:
     assert is_loopback(host) is expected
+
+
+def test_resilience_and_the_cursor_secret_come_from_the_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = BASE + (
+        '[server]\ncursor_secret_env = "MY_CURSOR_KEY"\n'
+        "[resilience]\nbreaker_failure_threshold = 2\nbreaker_reset_timeout_s = 7\n"
+        "source_deadline_s = 3\nmax_inflight_per_source = 4\n"
+    )
+    settings = load_settings(write(tmp_path, text))
+    assert settings.resilience.breaker_failure_threshold == 2
+    assert settings.resilience.source_deadline_s == 3
+    monkeypatch.setenv("MY_CURSOR_KEY", "shared-secret-of-every-replica")
+    assert cursor_secret(settings.server.cursor_secret_env) == b"shared-secret-of-every-replica"
+    # Two processes with the same secret accept each other's cursors; without it, they do not.
+    monkeypatch.delenv("MY_CURSOR_KEY")
+    assert cursor_secret(settings.server.cursor_secret_env) != cursor_secret(
+        settings.server.cursor_secret_env
+    )
+    # The federation built from them opens a circuit after 2 failures, not the default 5.
+    failing = FakeProvider("px", fail=SourceUnavailableError("px: down", source="px"))
+    federation = Federation.from_settings([failing], settings, cursor_secret=b"k" * 32)
+    query = FederatedQuery(subject_ids=("s1",), use_cache=False)
+    for _ in range(2):
+        assert federation.circuit_state("px") == "closed"
+        with pytest.raises(SourceUnavailableError):
+            asyncio.run(federation.query(query))
+    assert federation.circuit_state("px") == "open"
+    example = load_settings(REPO / "config" / "gateway.toml")
+    assert example.resilience == ResilienceConfig()
+    with pytest.raises(ConfigError, match=r"resilience\.breaker_failure_threshold"):
+        load_settings(write(tmp_path, BASE + "[resilience]\nbreaker_failure_threshold = 0\n"))

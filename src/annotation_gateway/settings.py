@@ -76,6 +76,13 @@ class ServerConfig(_Section):
     keep_alive_s: float = Field(
         default=5.0, gt=0, le=300, description="Idle keep-alive connections are closed after this."
     )
+    cursor_secret_env: str = Field(
+        default="GATEWAY_CURSOR_SECRET",
+        min_length=1,
+        description="The environment variable holding the key cursors are signed with; give every "
+        "process and replica the same value so each accepts the others' cursors (unset: random "
+        "per process).",
+    )
     max_connections: int = Field(
         default=1000,
         ge=1,
@@ -112,6 +119,27 @@ class CacheConfig(_Section):
     max_entries: int = Field(default=200_000, ge=1, description="Cached (source, subject) entries.")
 
 
+class ResilienceConfig(_Section):
+    """How each source is guarded (SPEC §4); one set of values for every source."""
+
+    breaker_failure_threshold: int = Field(
+        default=5, ge=1, description="Consecutive retryable failures that open a source's circuit."
+    )
+    breaker_reset_timeout_s: float = Field(
+        default=30.0, gt=0, description="How long an open circuit fails fast before one trial call."
+    )
+    source_deadline_s: float | None = Field(
+        default=30.0,
+        gt=0,
+        description="Whole-fetch deadline per source (chunks, pages and retries); null: none.",
+    )
+    max_inflight_per_source: int | None = Field(
+        default=None,
+        ge=1,
+        description="Upstream calls in flight per source (a bulkhead above the pool); null: no cap.",
+    )
+
+
 class GatewaySettings(BaseSettings):
     """Everything the gateway is configured with."""
 
@@ -125,6 +153,7 @@ class GatewaySettings(BaseSettings):
     server: ServerConfig = Field(default_factory=ServerConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    resilience: ResilienceConfig = Field(default_factory=ResilienceConfig)
     sources: list[SourceConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")

@@ -5,8 +5,10 @@ Contract of :func:`create_app`:
   :class:`~annotation_gateway.federation.Federation` in the lifespan, and closes them on
   shutdown; ``providers=`` supplies ready providers instead (the app still owns and closes
   them); ``federation=`` supplies a ready federation that the *caller* owns and closes;
-- the cursor secret comes from ``GATEWAY_CURSOR_SECRET`` (so several gateway processes accept
-  each other's cursors), else it is random per process (cursors then die with the process);
+- the cursor secret comes from the variable ``server.cursor_secret_env`` names
+  (``GATEWAY_CURSOR_SECRET``; so several gateway processes accept each other's cursors), else it
+  is random per process (cursors then die with the process); the breaker, deadline and bulkhead
+  come from ``[resilience]``;
 - middleware, outermost first: Server-Timing + request metrics + last-resort 500
   (:mod:`.timing`), body size limit (:mod:`.limits`), the ``GET /v1/annotations`` fast lane
   (:mod:`.fastlane`); errors are problem+json (:mod:`.problems`);
@@ -64,9 +66,10 @@ with one `src-<source>` entry per source involved and the gateway's own time.
 """
 
 
-def cursor_secret() -> bytes:
-    """The key cursors are signed with: ``GATEWAY_CURSOR_SECRET`` or 32 random bytes."""
-    configured = os.environ.get(CURSOR_SECRET_ENV, "").strip()
+def cursor_secret(env: str = CURSOR_SECRET_ENV) -> bytes:
+    """The key cursors are signed with: the environment variable ``env`` (``server.cursor_secret_env``,
+    ``GATEWAY_CURSOR_SECRET`` by default) or 32 random bytes."""
+    configured = os.environ.get(env, "").strip()
     if configured:
         return configured.encode()
     return secrets.token_bytes(CURSOR_SECRET_BYTES)
@@ -140,7 +143,12 @@ def create_app(
                 for config in settings.sources:
                     if config.enabled:
                         built.append(build_provider(config))
-            owned = Federation(built, settings.cache, cursor_secret=cursor_secret(), observer=gateway_metrics)
+            owned = Federation.from_settings(
+                built,
+                settings,
+                cursor_secret=cursor_secret(settings.server.cursor_secret_env),
+                observer=gateway_metrics,
+            )
         except BaseException:
             for provider in built:
                 await provider.aclose()

@@ -72,7 +72,7 @@ from annotation_gateway.resilience import (
     CircuitState,
     Clock,
 )
-from annotation_gateway.settings import CacheConfig
+from annotation_gateway.settings import CacheConfig, GatewaySettings
 
 __all__ = ["Federation"]
 
@@ -133,6 +133,30 @@ class Federation:
         )
         self._fingerprints: dict[tuple[FederatedQuery, tuple[str, ...]], bytes] = {}
         self._write_seq = 0
+
+    @classmethod
+    def from_settings(
+        cls,
+        providers: Sequence[AnnotationProvider],
+        settings: GatewaySettings,
+        *,
+        cursor_secret: bytes,
+        observer: FederationObserver | None = None,
+        clock: Clock = time.monotonic,
+    ) -> Federation:
+        """A federation configured by ``settings`` (its ``[cache]`` and ``[resilience]``)."""
+        resilience = settings.resilience
+        return cls(
+            providers,
+            settings.cache,
+            cursor_secret=cursor_secret,
+            observer=observer,
+            clock=clock,
+            breaker_failure_threshold=resilience.breaker_failure_threshold,
+            breaker_reset_timeout_s=resilience.breaker_reset_timeout_s,
+            source_deadline_s=resilience.source_deadline_s,
+            max_inflight_per_source=resilience.max_inflight_per_source,
+        )
 
     # --- introspection ------------------------------------------------------------------------
 
