@@ -1,4 +1,7 @@
-"""Tests for the compare renderers in :mod:`annotation_gateway.reports`."""
+"""Tests for the compare renderers in :mod:`annotation_gateway.reports`.
+
+Issue 15: computed numbers (score_diff, means) without binary-float artefacts in CSV and JSON.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import io
 import itertools
 import re
 from datetime import UTC, datetime
+from decimal import Decimal
 from html.parser import HTMLParser
 
 import orjson
@@ -257,3 +261,53 @@ def test_rich_only_differences(result: CompareResult) -> None:
     text = console.export_text()
     n_diff = sum(r.status.value != "agree" for r in result.rows)
     assert f"rows (2 of {n_diff})" in text
+
+
+# ------------------------------------------------------------------------------- numbers (issue 15)
+
+
+def _scored(source: str, subject: str, *scores: float) -> list[Annotation]:
+    return [ann(source, subject, "helpfulness", score=s, annotator=f"r{i}") for i, s in enumerate(scores)]
+
+
+# The rule: the decimal difference of the stored scores' shortest reprs, rounded once to a float.
+_S3_DIFF = float(Decimal("0.7") - Decimal("0.12345678901234568"))
+
+
+@pytest.fixture(scope="module")
+def scored() -> CompareResult:
+    left = _scored("left-src", "s1", 0.95) + _scored("left-src", "s2", 0.1, 0.2)
+    left += _scored("left-src", "s3", 0.12345678901234568)
+    right = _scored("right-src", "s1", 1.0) + _scored("right-src", "s2", 0.15)
+    right += _scored("right-src", "s3", 0.7)
+    request = CompareRequest(
+        subject_ids=["s1", "s2", "s3"], left="left-src", right="right-src", score_tolerance=0.05
+    )
+    return compare(left, right, request)
+
+
+def test_csv_computed_numbers_are_what_the_vendors_stored_not_float_artefacts(scored: CompareResult) -> None:
+    rows = {r["subject_id"]: r for r in csv.DictReader(io.StringIO(to_csv(scored), newline=""))}
+    # 1.0 - 0.95 in binary floating point is 0.050000000000000044; the scores say 0.05.
+    assert (rows["s1"]["left_score"], rows["s1"]["right_score"], rows["s1"]["score_diff"]) == (
+        "0.95",
+        "1.0",
+        "0.05",
+    )
+    # The mean of 0.1 and 0.2 is 0.15 (binary: 0.15000000000000002), so it equals the right's 0.15.
+    assert (rows["s2"]["left_score"], rows["s2"]["score_diff"]) == ("0.15", "0.0")
+    # A stored score is written exactly, every digit kept; only the computed ones are clean.
+    assert rows["s3"]["left_score"] == "0.12345678901234568"
+    assert float(rows["s3"]["score_diff"]) == _S3_DIFF
+    # ... and the status uses the same difference: 0.05 is within a tolerance of 0.05.
+    assert [rows[s]["status"] for s in ("s1", "s2", "s3")] == ["agree", "agree", "score_differs"]
+
+
+def test_json_computed_numbers_are_clean_too(scored: CompareResult) -> None:
+    data = orjson.loads(to_json(scored))
+    diffs = {row["subject_id"]: row["score_diff"] for row in data["rows"]}
+    assert diffs == {"s1": 0.05, "s2": 0.0, "s3": _S3_DIFF}
+    assert b"0.050000000000000044" not in to_json(scored)
+    (summary,) = data["summary"]
+    assert summary["mean_abs_score_diff"] == float((Decimal("0.05") + Decimal(repr(_S3_DIFF))) / 3)
+    assert data["overall"]["mean_abs_score_diff"] == summary["mean_abs_score_diff"]

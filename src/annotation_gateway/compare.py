@@ -42,8 +42,8 @@ Groups (several annotations per (subject, name) on one side, e.g. several review
     * group **label** = the majority label among members that have one; a tie goes to the label
       whose most recent member (``updated_at``) is newest, then to the lexicographically smallest
       label (code-point order); ``None`` if no member has a label;
-    * group **score** = the arithmetic mean of the members' finite scores (``math.fsum``); NaN
-      and ±inf are treated as absent; ``None`` if no member has one;
+    * group **score** = the arithmetic mean of the members' finite scores; NaN and ±inf are
+      treated as absent; ``None`` if no member has one;
     * every member stays in the row (newest first, then by id) with its explanation and annotator.
     Explanations are shown, never compared (free text).
 
@@ -56,6 +56,12 @@ Row status (``score_diff`` = right score - left score, when both exist)
        one side only also counts as** ``score_differs``;
     4. otherwise ``agree`` (including when neither side has a label or a score).
     Rows are sorted by subject id, then name, then right name (code-point order).
+
+Computed numbers (group score, ``score_diff``, mean absolute difference) are computed in decimal
+on each score's shortest ``repr`` - the number as the vendor stored it - and then rounded once to
+the nearest float: ``1.0 - 0.95`` is ``0.05``, not the binary artefact ``0.050000000000000044``,
+and the tolerance test uses that same difference. A stored score is never rounded (the mean of
+one score is that score, bit for bit).
 
 Statistics (per (name, right_name) in :attr:`CompareResult.summary`, and overall)
     * counts of each status; ``n_paired`` = rows with both sides (agree + label_differs +
@@ -73,7 +79,9 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from decimal import Context, Decimal
 from enum import StrEnum
+from functools import reduce
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -94,6 +102,7 @@ __all__ = [
     "compare",
     "group_label",
     "group_score",
+    "score_difference",
 ]
 
 MAX_COMPARE_SUBJECT_IDS = 10_000
@@ -360,12 +369,30 @@ def group_label(members: Iterable[Annotation]) -> str | None:
     return min(votes, key=lambda label: (-votes[label], -newest[label].timestamp(), label))
 
 
+_DECIMAL = Context(prec=34)
+"""Decimal arithmetic for computed numbers (34 digits: twice a float repr's 17, and then some)."""
+
+
+def _stored(value: float) -> Decimal:
+    # repr is the shortest text that reads back as this float: the number the vendor stored.
+    return Decimal(repr(value))
+
+
+def _decimal_mean(values: Sequence[float]) -> float:
+    return float(_DECIMAL.divide(reduce(_DECIMAL.add, map(_stored, values)), len(values)))
+
+
+def score_difference(left: float, right: float) -> float:
+    """``right - left`` computed on the scores as stored (see the module docstring)."""
+    return float(_DECIMAL.subtract(_stored(right), _stored(left)))
+
+
 def group_score(members: Iterable[Annotation]) -> float | None:
-    """The group score: mean of the members' finite scores (fsum), ``None`` if there are none."""
+    """The group score: mean of the members' finite scores, ``None`` if there are none."""
     scores = [m.score for m in members if m.score is not None and math.isfinite(m.score)]
     if not scores:
         return None
-    return math.fsum(scores) / len(scores)
+    return _decimal_mean(scores)
 
 
 def _group(members: list[Annotation]) -> GroupValue:
@@ -390,7 +417,7 @@ def _status(left: GroupValue | None, right: GroupValue | None, tolerance: float)
     if left.label != right.label:
         return RowStatus.LABEL_DIFFERS
     if left.score is not None and right.score is not None:
-        if abs(right.score - left.score) > tolerance:
+        if abs(score_difference(left.score, right.score)) > tolerance:
             return RowStatus.SCORE_DIFFERS
     elif left.score is not None or right.score is not None:
         return RowStatus.SCORE_DIFFERS
@@ -422,7 +449,7 @@ def _stats_fields(rows: Sequence[CompareRow]) -> dict[str, int | float | None]:
         "n_paired": n_paired,
         "agreement_rate": counts[RowStatus.AGREE] / n_paired if n_paired else None,
         "n_scored": len(diffs),
-        "mean_abs_score_diff": math.fsum(diffs) / len(diffs) if diffs else None,
+        "mean_abs_score_diff": _decimal_mean(diffs) if diffs else None,
     }
 
 
@@ -508,7 +535,7 @@ def compare(
             and left_group.score is not None
             and right_group.score is not None
         ):
-            score_diff = right_group.score - left_group.score
+            score_diff = score_difference(left_group.score, right_group.score)
         rows.append(
             CompareRow(
                 subject_id=subject,

@@ -3,9 +3,16 @@
 Contract:
 - :func:`to_json` - the result's JSON (``bytes``), exactly the pydantic model's shape;
 - :func:`to_csv` - one RFC 4180 record per row (``\\r\\n`` line ends, quoting by the ``csv``
-  module) under the header :data:`CSV_COLUMNS`; empty cell = absent value; scores are written
-  with ``repr`` so they round-trip exactly. Cells are written as the vendors stored them (no
-  spreadsheet-formula neutralising, which would corrupt e.g. negative scores);
+  module) under the header :data:`CSV_COLUMNS`; empty cell = absent value; numbers are written
+  with ``repr`` (the shortest text that reads back as the same float), so they round-trip
+  exactly. Cells are written as the vendors stored them (no spreadsheet-formula neutralising,
+  which would corrupt e.g. negative scores);
+- numbers: a stored score is written exactly as stored (never rounded). The computed ones -
+  ``score_diff``, a group's mean score, the mean absolute difference - carry no binary-float
+  artefact, because :mod:`annotation_gateway.compare` computes them in decimal on the stored
+  scores' shortest ``repr`` and rounds once to the nearest float: 1.0 vs 0.95 gives
+  ``score_diff`` ``-0.05`` in CSV and JSON alike, never ``-0.050000000000000044``. The rich
+  tables and HTML show 4 significant digits;
 - :func:`to_rich_table` - a summary table and a rows table for the terminal; every value coming
   from annotations is passed as plain :class:`rich.text.Text` (never parsed as markup) with
   control characters made visible, so a label cannot restyle or drive the terminal;
