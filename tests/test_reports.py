@@ -1,6 +1,7 @@
 """Tests for the compare renderers in :mod:`annotation_gateway.reports`.
 
-Issue 15: computed numbers (score_diff, means) without binary-float artefacts in CSV and JSON.
+Issue 15: computed numbers (score_diff, means) without binary-float artefacts in CSV and JSON;
+rich tables that never break an id, name or label inside a word, whatever the width.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from html.parser import HTMLParser
 import orjson
 import pytest
 from rich.console import Console
+from rich.table import Table
 
 from annotation_gateway.compare import CompareRequest, CompareResult, compare
 from annotation_gateway.model import Annotation, Annotator, AnnotatorKind, ProviderKind, Subject, SubjectKind
-from annotation_gateway.reports import CSV_COLUMNS, to_csv, to_html, to_json, to_rich_table
+from annotation_gateway.reports import CSV_COLUMNS, FittedTable, to_csv, to_html, to_json, to_rich_table
 
 HOSTILE = "<script>alert(1)</script>"
 _ids = itertools.count()
@@ -311,3 +313,103 @@ def test_json_computed_numbers_are_clean_too(scored: CompareResult) -> None:
     (summary,) = data["summary"]
     assert summary["mean_abs_score_diff"] == float((Decimal("0.05") + Decimal(repr(_S3_DIFF))) / 3)
     assert data["overall"]["mean_abs_score_diff"] == summary["mean_abs_score_diff"]
+
+
+# --------------------------------------------------------------------------- table widths (issue 15)
+
+_LONG = "trace:0123456789abcdef0123456789abcdef"
+
+
+def _demo_like(*, with_trace: bool) -> CompareResult:
+    """Ids, names and labels shaped like the demo's (support-07, helpfulness, unresolved...)."""
+    left, right = [], []
+    for n in range(1, 13):
+        sid = f"support-{n:02d}"
+        left.append(ann("phoenix-local", sid, "resolution", "resolved" if n % 3 else "escalated"))
+        left.append(ann("phoenix-local", sid, "helpfulness", score=0.5 + n / 40))
+        if n != 11:
+            right.append(ann("datadog-sim", sid, "resolution", "unresolved" if n % 2 else "resolved"))
+            right.append(ann("datadog-sim", sid, "helpfulness", score=0.75))
+    if with_trace:
+        left.append(ann("phoenix-local", _LONG, "correctness", "not quite right, see notes"))
+    request = CompareRequest(
+        subject_ids=[f"support-{n:02d}" for n in range(1, 13)] + [_LONG],
+        left="phoenix-local",
+        right="datadog-sim",
+    )
+    return compare(left, right, request)
+
+
+@pytest.fixture(scope="module")
+def demo_like() -> CompareResult:
+    return _demo_like(with_trace=True)
+
+
+def _tokens(text: str) -> set[str]:
+    return set(re.split(r"[\s│┃|]+", text))
+
+
+@pytest.mark.parametrize("width", [60, 80, 100, 120, 250])
+def test_rich_tables_never_break_an_id_name_or_label(demo_like: CompareResult, width: int) -> None:
+    # soft_wrap: like the CLI's console, which never crops a line at the terminal's edge.
+    console = Console(record=True, width=width, soft_wrap=True)
+    console.print(to_rich_table(demo_like))
+    text = console.export_text()
+    tokens = _tokens(text)
+    for row in demo_like.rows:
+        if row.status.value == "agree":
+            continue
+        assert row.subject_id in tokens, (row.subject_id, text)
+        assert row.name in tokens, (row.name, text)
+        for group in (row.left, row.right):
+            if group is not None and group.label is not None:
+                assert set(group.label.split()) <= tokens, (group.label, text)
+    for source in ("phoenix-local", "datadog-sim"):
+        assert source in tokens
+    if width >= 100:  # the ids fit: the tables stay within the width, leaving columns out if needed
+        assert max(len(line) for line in text.splitlines()) <= width, text
+    if width >= 250:
+        assert "not shown at this width" not in text
+    else:
+        assert "not shown at this width" in text
+
+
+def test_session_tables_fit_80_columns_with_every_id_whole() -> None:
+    result = _demo_like(with_trace=False)
+    console = Console(record=True, width=80)  # crops at 80, like rich's default console
+    console.print(to_rich_table(result, only_differences=True))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80, text
+    tokens = _tokens(text)
+    for row in result.rows:
+        if row.status.value != "agree":
+            assert {row.subject_id, row.name} <= tokens, (row, text)
+    assert {"resolved", "unresolved", "escalated"} <= tokens
+    assert "not shown at this width: phoenix-local score, datadog-sim score, members L/R" in text
+
+
+def test_fitted_table_cuts_only_free_text_and_names_what_it_leaves_out() -> None:
+    def table() -> FittedTable:
+        t = Table(title="t")
+        for header in ("id", "name", "note", "extra"):
+            t.add_column(header)
+        t.add_row(_LONG, "helpfulness", "a long free-text explanation of the verdict", "x" * 12)
+        t.add_row("support-07", "resolution", "short", "y")
+        return FittedTable(t, free=[2], optional=[[3]])
+
+    wide = Console(record=True, width=200)
+    wide.print(table())
+    assert "a long free-text explanation of the verdict" in wide.export_text()
+    # 80 columns: "extra" is left out, the note is cut with an ellipsis, the ids stay whole.
+    narrow = Console(record=True, width=80)
+    narrow.print(table())
+    text = narrow.export_text()
+    assert {_LONG, "helpfulness", "support-07", "resolution", "note"} <= _tokens(text)
+    assert "…" in text
+    assert "x" * 12 not in text
+    assert "not shown at this width: extra" in text
+    assert max(len(line) for line in text.splitlines()) <= 80
+    # Too narrow even for the ids: drawn wider than asked, never breaking one.
+    tiny = Console(record=True, width=30, soft_wrap=True)
+    tiny.print(table())
+    assert _LONG in _tokens(tiny.export_text())

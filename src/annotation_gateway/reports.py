@@ -15,7 +15,9 @@ Contract:
   tables and HTML show 4 significant digits;
 - :func:`to_rich_table` - a summary table and a rows table for the terminal; every value coming
   from annotations is passed as plain :class:`rich.text.Text` (never parsed as markup) with
-  control characters made visible, so a label cannot restyle or drive the terminal;
+  control characters made visible, so a label cannot restyle or drive the terminal. Each table
+  is a :class:`FittedTable`: no id, name or label is ever broken inside a word, whatever the
+  width (see there);
 - :func:`to_html` - one self-contained HTML file: inline CSS, no script, no external asset, font
   or URL, and a Content-Security-Policy that forbids loading anything; every value is escaped
   with :func:`html.escape`. It shows the overall figures, the summary per name, and the rows that
@@ -26,14 +28,17 @@ All renderers are pure functions of the result; they never reorder or recompute 
 
 from __future__ import annotations
 
+import copy
 import csv
+import dataclasses
 import io
 import re
 from collections.abc import Iterable, Sequence
 from html import escape
 
 from pydantic_core import to_json as _pydantic_to_json
-from rich.console import Group
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -49,7 +54,9 @@ from annotation_gateway.model import Annotation
 
 __all__ = [
     "CSV_COLUMNS",
+    "MIN_FREE_TEXT_WIDTH",
     "STATUS_STYLES",
+    "FittedTable",
     "rows_table",
     "summary_table",
     "to_csv",
@@ -142,6 +149,144 @@ def to_csv(result: CompareResult) -> str:
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
+MIN_FREE_TEXT_WIDTH = 8
+"""A free-text column is not cut below this many characters (or its own width, if smaller)."""
+_UNBOUNDED = 1_000_000
+
+
+class FittedTable:
+    """A :class:`rich.table.Table` laid out so that no value is ever broken inside a word.
+
+    Rich fits a table that is wider than the console by narrowing every column, which breaks ids
+    mid-word (``suppor`` / ``t-07``). This renderable lays the columns out itself, for the width
+    it is given:
+
+    - if the table fits as it is, nothing changes;
+    - a column is never narrower than its longest word, header included: a value wraps at its
+      spaces only (``11-23`` / ``07:15:02``, ``label`` / ``differs``); an id or a label without
+      spaces stays on one line, whole;
+    - the free-text columns (``free``, e.g. an explanation) stay on one line each and are cut
+      with ``…`` to the room left, down to :data:`MIN_FREE_TEXT_WIDTH` characters (or their
+      header's width);
+    - the room above that goes first to the columns that need the least of it to fit on one
+      line, then to the free-text columns, then to the rest;
+    - when the longest words do not fit the width, the ``optional`` groups of columns are left
+      out, in that order, until they do, and the caption names them ("not shown at this
+      width: ..."); a column is shown whole or not at all;
+    - if even the remaining columns do not fit, the table is drawn at the width they need, wider
+      than asked (a console that crops, rich's default, cuts its right edge).
+    """
+
+    def __init__(
+        self, table: Table, *, free: Iterable[int] = (), optional: Iterable[Iterable[int]] = ()
+    ) -> None:
+        self.table = table
+        self.free = frozenset(free)
+        self.optional = tuple(tuple(group) for group in optional)
+
+    def _measure(self, console: Console, options: ConsoleOptions) -> tuple[list[int], list[int]]:
+        """Per column: its width on one line, and its narrowest width that keeps words whole."""
+        table = self.table
+        wide = options.update_width(_UNBOUNDED)
+        natural: list[int] = []
+        words: list[int] = []
+        for index, column in enumerate(table.columns):
+            column.width = None
+            cells = [column.header, *column.cells] if table.show_header else list(column.cells)
+            sizes = [Measurement.get(console, wide, cell) for cell in cells] or [Measurement(1, 1)]
+            full = max(1, *(size.maximum for size in sizes))
+            natural.append(full)
+            if index in self.free:  # cut with "…", but its header stays whole
+                header = Measurement.get(console, wide, column.header).maximum if table.show_header else 0
+                words.append(min(full, max(MIN_FREE_TEXT_WIDTH, header)))
+            else:
+                words.append(max(1, *(size.minimum for size in sizes)))
+        return natural, words
+
+    def _layout(
+        self, console: Console, options: ConsoleOptions
+    ) -> tuple[Table, list[int] | None, set[int], int]:
+        """The table to draw (without the columns left out), its column widths (``None``: as
+        they are), which of its columns are free text, and the width to draw it at."""
+        natural, words = self._measure(console, options)
+        wide = options.update_width(_UNBOUNDED)
+        width = options.max_width
+        table = self.table
+        chrome = Measurement.get(console, wide, table).maximum - sum(natural)  # rules and padding
+        if sum(natural) + chrome <= width:
+            return table, None, set(self.free), width
+        shown = list(range(len(natural)))
+        for group in self.optional:
+            if sum(words[i] for i in shown) + chrome <= width:
+                break
+            kept = [i for i in shown if i not in group]
+            if kept and kept != shown:
+                shown = kept
+                table = self._without([i for i in range(len(natural)) if i not in shown])
+                chrome = Measurement.get(console, wide, table).maximum - sum(natural[i] for i in shown)
+        free = {shown.index(i) for i in self.free if i in shown}
+        natural = [natural[i] for i in shown]
+        words = [words[i] for i in shown]
+        room = width - chrome - sum(words)
+        if sum(natural) - sum(words) <= room:
+            return table, natural, free, sum(natural) + chrome
+        if room <= 0:
+            return table, words, free, sum(words) + chrome
+        widths = list(words)
+        intact = [i for i in range(len(widths)) if i not in free]
+        # 1. whole columns, the cheapest first: each one that fits is a column on one line.
+        for i in sorted(intact, key=lambda i: natural[i] - words[i]):
+            need = natural[i] - widths[i]
+            if need <= room:
+                widths[i], room = natural[i], room - need
+        # 2. the free-text columns, in equal shares, up to their own width.
+        hungry = [i for i in sorted(free) if widths[i] < natural[i]]
+        while room > 0 and hungry:
+            share = max(1, room // len(hungry))
+            for i in list(hungry):
+                give = min(share, natural[i] - widths[i], room)
+                widths[i], room = widths[i] + give, room - give
+                if widths[i] >= natural[i]:
+                    hungry.remove(i)
+        # 3. what is left: fewer wrapped lines in the columns that still wrap.
+        for i in intact:
+            give = min(room, natural[i] - widths[i])
+            widths[i], room = widths[i] + give, room - give
+        return table, widths, free, sum(widths) + chrome
+
+    def _without(self, left_out: list[int]) -> Table:
+        """A copy of the table without the columns ``left_out``; its caption names them."""
+        table = copy.copy(self.table)
+        kept = [c for i, c in enumerate(self.table.columns) if i not in left_out]
+        table.columns = [dataclasses.replace(c, _index=i) for i, c in enumerate(kept)]
+        names = ", ".join(_plain(self.table.columns[i].header) for i in left_out)
+        note = f"not shown at this width: {names}"
+        caption = self.table.caption
+        table.caption = Text(note) if caption is None else Text.assemble(_as_text(caption), "\n", note)
+        return table
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        table, widths, free, width = self._layout(console, options)
+        if widths is not None:
+            for index, (column, column_width) in enumerate(zip(table.columns, widths, strict=True)):
+                column.width = column_width
+                if index in free:
+                    column.no_wrap, column.overflow = True, "ellipsis"
+        yield from console.render(table, options.update_width(width))
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        return Measurement.get(console, options, self.table)
+
+
+def _as_text(renderable: RenderableType) -> Text:
+    if isinstance(renderable, Text):
+        return renderable
+    return Text.from_markup(renderable) if isinstance(renderable, str) else Text("")
+
+
+def _plain(renderable: RenderableType) -> str:
+    return _as_text(renderable).plain
+
 
 def _text(value: str | None, style: str = "") -> Text:
     # Text(), not a str: a str cell would be parsed as rich markup ("[red]..." or "[/]").
@@ -171,7 +316,7 @@ def _name_pair(name: str, right_name: str) -> Text:
     return text
 
 
-def summary_table(result: CompareResult) -> Table:
+def summary_table(result: CompareResult) -> FittedTable:
     """Per-name statistics, then an overall line."""
     table = Table(title=f"{result.left} vs {result.right}: summary per name", title_justify="left")
     table.add_column("name (left → right)")
@@ -206,7 +351,7 @@ def summary_table(result: CompareResult) -> Table:
         Text(""),
         _num(overall.mean_abs_score_diff).append(f" ({overall.n_scored})", style="dim"),
     )
-    return table
+    return FittedTable(table, optional=((9,), (8,)))  # too narrow: MAE, then kappa left out
 
 
 def _counts(entry: NameSummary | OverallSummary) -> tuple[int, ...]:
@@ -222,7 +367,7 @@ def _counts(entry: NameSummary | OverallSummary) -> tuple[int, ...]:
 
 def rows_table(
     result: CompareResult, *, only_differences: bool = False, max_rows: int | None = None
-) -> Table:
+) -> FittedTable:
     """One line per row (optionally only the non-agreeing ones, and at most ``max_rows``)."""
     rows = [r for r in result.rows if not only_differences or r.status is not RowStatus.AGREE]
     shown = rows if max_rows is None else rows[:max_rows]
@@ -255,7 +400,8 @@ def rows_table(
             _num(row.score_diff, "+.4g"),
             Text(f"{left.count if left else 0}/{right.count if right else 0}"),
         )
-    return table
+    # Too narrow: members, then the two scores (the diff stays), then the diff are left out.
+    return FittedTable(table, optional=((8,), (5, 6), (7,)))
 
 
 def to_rich_table(

@@ -5,17 +5,24 @@ option every command that needs settings declares; the other ``*Option`` aliases
 options several commands share, declared once so their flags and help stay alike; :func:`load_or_exit` turns a
 :class:`~annotation_gateway.settings.ConfigError` into one red line and exit code
 :data:`EXIT_CONFIG`; :func:`setup_logging` configures rich logging once.
+
+:data:`console` (stdout) never breaks a value to fit the screen: tables are
+:class:`~annotation_gateway.reports.FittedTable` (words whole, columns left out rather than cut)
+and nothing is cropped at the terminal's edge (soft wrap). When stdout is not a terminal (a pipe,
+a file) and ``COLUMNS`` is not set, it has no width limit - one line per table row, for grep and
+friends - instead of rich's default of 80 columns.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.logging import RichHandler
 
 from annotation_gateway.model import AnnotatorKind, ProviderKind, SubjectKind
@@ -53,7 +60,26 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,  # locals can hold secrets
 )
-console = Console()
+PIPE_WIDTH = 1000
+"""The width of :data:`console` when stdout is not a terminal and ``COLUMNS`` is not set."""
+
+
+class _StdoutConsole(Console):
+    """Rich's console, but as wide as the content when writing to a pipe or a file."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        if not self.is_terminal and not os.environ.get("COLUMNS", "").isdigit():
+            return ConsoleDimensions(PIPE_WIDTH, size.height)
+        return size
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
+
+
+console: Console = _StdoutConsole(soft_wrap=True)
 err_console = Console(stderr=True)
 
 ConfigOption = Annotated[

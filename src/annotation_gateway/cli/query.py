@@ -5,6 +5,8 @@ exactly as the server does (no server needed), runs one query (or every page wit
 and prints a rich table or, with ``--format json``, the API's answer shape
 ``{data, next_cursor, partial, sources}``. A failing source is reported (partial) unless
 ``--partial deny``; a failed query prints its problem and exits 1; a bad config exits 2.
+
+The table never breaks an id, name or label inside a word (see :func:`_table`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.table import Table
 
 from annotation_gateway.api.schemas import page_json
@@ -46,12 +49,14 @@ from annotation_gateway.federation import (
 )
 from annotation_gateway.model import SubjectKind
 from annotation_gateway.providers.config import ConfigError
+from annotation_gateway.reports import FittedTable
 from annotation_gateway.settings import GatewaySettings
 
 __all__ = ["OutputFormat", "query", "run_query"]
 
 EXPLANATION_WIDTH = 40
 ID_WIDTH = 9
+_COLUMNS = ("updated_at", "source", "subject", "name", "label", "score", "annotator", "explanation")
 
 
 class OutputFormat(enum.StrEnum):
@@ -81,16 +86,23 @@ def _short(text: str) -> str:
     return text if len(text) <= ID_WIDTH else text[: ID_WIDTH - 1] + "…"
 
 
-def _table(page: QueryPage) -> Table:
+def _table(page: QueryPage) -> FittedTable:
+    """The page as a table (see :class:`~annotation_gateway.reports.FittedTable`): no id, name or
+    label is ever broken inside a word; the explanation (free text, at most EXPLANATION_WIDTH
+    characters here) is cut with "…" to the room left. Columns are separated by spaces, not rules,
+    so that a session query fits 80 columns: when it does not, the explanation, then the
+    annotator, then the time are left out (the caption says so)."""
     title = f"{len(page.data)} annotation(s)" + (" — PARTIAL" if page.partial else "")
-    table = Table(title=title, caption="subjects are sessions unless prefixed (trace:…, span:…)")
-    # The subject and the explanation wrap; the other columns shorten with an ellipsis instead.
-    for column in ("updated_at", "source", "subject", "name", "label", "score", "annotator", "explanation"):
-        table.add_column(
-            column,
-            overflow="fold" if column in ("subject", "explanation") else "ellipsis",
-            no_wrap=column in ("updated_at", "score"),
-        )
+    table = Table(
+        title=title,
+        caption="subjects are sessions unless prefixed (trace:…, span:…)",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    for column in _COLUMNS:
+        table.add_column(column, justify="right" if column == "score" else "left")
     for a in page.data:
         explanation = a.explanation or ""
         if len(explanation) > EXPLANATION_WIDTH:
@@ -107,7 +119,8 @@ def _table(page: QueryPage) -> Table:
             a.annotator.kind.value + (f" {_short(a.annotator.id)}" if a.annotator.id else ""),
             explanation,
         )
-    return table
+    optional = [[_COLUMNS.index(name)] for name in ("explanation", "annotator", "updated_at")]
+    return FittedTable(table, free=[_COLUMNS.index("explanation")], optional=optional)
 
 
 @app.command()
