@@ -39,6 +39,7 @@ __all__ = [
     "PartialMode",
     "ProviderOption",
     "SourceOption",
+    "SubjectIdOption",
     "SubjectIdsFileOption",
     "SubjectKindOption",
     "app",
@@ -101,8 +102,18 @@ class PartialMode(enum.StrEnum):
     DENY = "deny"
 
 
+SubjectIdOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--subject-id",
+        "-s",
+        help="Subject id (repeatable). A kind prefix as the tables print it (trace:ID, span:ID, "
+        "session:ID, ...) also asks for that kind.",
+    ),
+]
 SubjectIdsFileOption = Annotated[
-    Path | None, typer.Option(help="File of subject ids, one per line ('#' comments).")
+    Path | None,
+    typer.Option(help="File of subject ids, one per line ('#' comments; kind prefixes as for -s)."),
 ]
 # The annotation filters of the commands that read through the federation (query, export).
 IdentifierOption = Annotated[list[str] | None, typer.Option(help="Phoenix upsert identifier (repeatable).")]

@@ -4,6 +4,16 @@ Contract:
 - :func:`read_subject_ids`: one id per line (surrounding whitespace stripped; blank lines and
   lines starting with ``#`` ignored), or a one-column CSV with the header ``subject_id``;
   duplicates kept in first-seen order;
+- :func:`collect_subjects`: the ids of ``--subject-id`` and ``--subject-ids-file``, where an id
+  may carry its kind as a prefix, the way ``query`` prints it: ``trace:ID``, ``span:ID``,
+  ``session:ID``, ``experiment_trace:ID``, ``display_block:ID`` (the
+  :class:`~annotation_gateway.model.SubjectKind` values, lower case). The prefix is removed from
+  the id and its kind joins the kind filter. The filter is ``--subject-kind`` plus the prefixes'
+  kinds when that covers every id (every id has a prefix, or ``--subject-kind`` was given);
+  otherwise it stays empty (every kind), so an id without a prefix is still found whatever its
+  kind. ``-s trace:T -s session:S`` therefore asks for kinds {trace, session} and ids {T, S}.
+  Any other text with a colon (``a:b``, ``urn:x:y``) is an id as it is. :func:`collect_subject_ids`
+  (compare, migrate: they cover every kind) keeps only the ids, without their prefixes;
 - :func:`read_name_map` (left/source name → right/target name) from TOML (top-level
   ``key = "value"`` pairs, or a ``[name_map]`` table), JSON (an object of strings) or CSV
   (``left,right`` records, an optional header row ``left,right``), chosen by the file's suffix;
@@ -29,16 +39,20 @@ import typer
 
 from annotation_gateway.cli._app import EXIT_CONFIG, err_console
 from annotation_gateway.federation import Federation
+from annotation_gateway.model import SubjectKind
 from annotation_gateway.providers import AnnotationProvider, build_provider
 from annotation_gateway.settings import GatewaySettings
 
 __all__ = [
     "InputError",
+    "collect_subject_ids",
+    "collect_subjects",
     "exit_bad_input",
     "open_federation",
     "read_name_map",
     "read_subject_ids",
     "read_subject_map",
+    "split_kind_prefix",
 ]
 
 
@@ -133,12 +147,48 @@ def read_subject_map(path: Path) -> dict[str, str]:
     return _pairs_csv(path, ("left_id", "right_id"))
 
 
-def collect_subject_ids(subject_ids: Sequence[str] | None, subject_ids_file: Path | None) -> list[str]:
-    """``--subject-id`` values then the ids of ``--subject-ids-file``, de-duplicated."""
-    ids = [s for s in (subject_ids or ()) if s.strip()]
+_KIND_PREFIXES = {f"{kind.value}:": kind for kind in SubjectKind}
+
+
+def split_kind_prefix(value: str) -> tuple[SubjectKind | None, str]:
+    """``"trace:abc"`` → ``(TRACE, "abc")``; an id without a known kind prefix → ``(None, value)``."""
+    head, colon, rest = value.partition(":")
+    kind = _KIND_PREFIXES.get(head + colon)
+    if kind is None or not rest.strip():
+        return None, value
+    return kind, rest.strip()
+
+
+def collect_subjects(
+    subject_ids: Sequence[str] | None,
+    subject_ids_file: Path | None,
+    subject_kinds: Sequence[SubjectKind] | None = None,
+) -> tuple[list[str], tuple[SubjectKind, ...]]:
+    """The subject ids (``--subject-id`` values, then the file's; kind prefixes removed;
+    de-duplicated) and the subject-kind filter (see the module docstring)."""
+    values = [s for s in (subject_ids or ()) if s.strip()]
     if subject_ids_file is not None:
-        ids += read_subject_ids(subject_ids_file)
-    return list(dict.fromkeys(ids))
+        values += read_subject_ids(subject_ids_file)
+    ids: list[str] = []
+    kinds = list(subject_kinds or ())
+    every_id_has_a_kind = bool(kinds)
+    prefixed = True
+    for value in values:
+        kind, subject_id = split_kind_prefix(value)
+        ids.append(subject_id)
+        if kind is None:
+            prefixed = False
+        else:
+            kinds.append(kind)
+    if not (every_id_has_a_kind or prefixed):
+        kinds = []
+    return list(dict.fromkeys(ids)), tuple(dict.fromkeys(kinds))
+
+
+def collect_subject_ids(subject_ids: Sequence[str] | None, subject_ids_file: Path | None) -> list[str]:
+    """``--subject-id`` values then the ids of ``--subject-ids-file``, de-duplicated, without
+    kind prefixes (for the commands that cover every subject kind: compare, migrate)."""
+    return collect_subjects(subject_ids, subject_ids_file)[0]
 
 
 @asynccontextmanager

@@ -1,8 +1,9 @@
 """``annotation-gateway export``: every matching annotation as JSON Lines or CSV, in-process.
 
-Contract: the filters of ``query`` (``--subject-id``/``--subject-ids-file``, ``--identifier``,
-``--name``...); builds the configured sources and a federation in-process (no server needed)
-and writes every page through the same serializer as ``GET /v1/annotations/export``
+Contract: the filters of ``query`` (``--subject-id``/``--subject-ids-file``, whose ids may carry
+a kind prefix such as ``trace:``, ``--identifier``, ``--name``...); builds the configured
+sources and a federation in-process (no server needed) and writes every page through the same
+serializer as ``GET /v1/annotations/export``
 (:class:`~annotation_gateway.api.routes.export.ExportWriter`), page by page, so memory stays
 flat. Output goes to ``--output`` (written to ``FILE.partial`` and renamed when complete) or
 stdout. A rich progress bar (annotations written of the query's total) is drawn on stderr when
@@ -43,13 +44,14 @@ from annotation_gateway.cli._app import (
     PartialMode,
     ProviderOption,
     SourceOption,
+    SubjectIdOption,
     SubjectIdsFileOption,
     SubjectKindOption,
     app,
     err_console,
     load_or_exit,
 )
-from annotation_gateway.cli._inputs import InputError, collect_subject_ids, exit_bad_input, open_federation
+from annotation_gateway.cli._inputs import InputError, collect_subjects, exit_bad_input, open_federation
 from annotation_gateway.errors import ClientError, GatewayError
 from annotation_gateway.federation import FederatedQuery
 from annotation_gateway.providers.config import ConfigError
@@ -126,9 +128,7 @@ def export_command(
     output_format: Annotated[
         ExportFormat, typer.Option("--format", "-f", help="jsonl (one annotation per line) or csv.")
     ] = ExportFormat.JSONL,
-    subject_id: Annotated[
-        list[str] | None, typer.Option("--subject-id", "-s", help="Subject id (repeatable).")
-    ] = None,
+    subject_id: SubjectIdOption = None,
     subject_ids_file: SubjectIdsFileOption = None,
     identifier: IdentifierOption = None,
     name: NameOption = None,
@@ -154,7 +154,7 @@ def export_command(
 ) -> None:
     """Export every matching annotation as JSON Lines or CSV, page by page (no server needed)."""
     try:
-        ids = collect_subject_ids(subject_id, subject_ids_file)
+        ids, kinds = collect_subjects(subject_id, subject_ids_file, subject_kind)
     except InputError as exc:
         raise exit_bad_input(str(exc)) from None
     if not ids and not identifier:
@@ -162,7 +162,7 @@ def export_command(
     settings = load_or_exit(config)
     query = FederatedQuery(
         subject_ids=tuple(ids),
-        subject_kinds=tuple(subject_kind or ()),
+        subject_kinds=kinds,
         identifiers=tuple(identifier or ()),
         names=tuple(name or ()),
         exclude_names=tuple(exclude_name or ()),

@@ -6,7 +6,9 @@ and prints a rich table or, with ``--format json``, the API's answer shape
 ``{data, next_cursor, partial, sources}``. A failing source is reported (partial) unless
 ``--partial deny``; a failed query prints its problem and exits 1; a bad config exits 2.
 
-The table never breaks an id, name or label inside a word (see :func:`_table`).
+``-s`` takes an id as the table prints it: ``support-07`` or ``trace:4f1c…`` (a kind prefix
+also asks for that kind; see :func:`~annotation_gateway.cli._inputs.collect_subjects`). The
+table never breaks an id, name or label inside a word (see :func:`_table`).
 """
 
 from __future__ import annotations
@@ -33,13 +35,14 @@ from annotation_gateway.cli._app import (
     PartialMode,
     ProviderOption,
     SourceOption,
+    SubjectIdOption,
     SubjectKindOption,
     app,
     console,
     err_console,
     load_or_exit,
 )
-from annotation_gateway.cli._inputs import open_federation
+from annotation_gateway.cli._inputs import collect_subjects, open_federation
 from annotation_gateway.errors import GatewayError
 from annotation_gateway.federation import (
     DEFAULT_PAGE_SIZE,
@@ -126,9 +129,7 @@ def _table(page: QueryPage) -> FittedTable:
 @app.command()
 def query(
     config: ConfigOption = DEFAULT_CONFIG,
-    subject_id: Annotated[
-        list[str] | None, typer.Option("--subject-id", "-s", help="Subject id (repeat for more).")
-    ] = None,
+    subject_id: SubjectIdOption = None,
     identifier: IdentifierOption = None,
     name: NameOption = None,
     exclude_name: ExcludeNameOption = None,
@@ -147,13 +148,14 @@ def query(
     ] = OutputFormat.TABLE,
 ) -> None:
     """Query annotations across every source, in-process (no server needed)."""
-    if not subject_id and not identifier:
+    ids, kinds = collect_subjects(subject_id, None, subject_kind)
+    if not ids and not identifier:
         err_console.print("[red]give at least one --subject-id or --identifier[/]")
         raise typer.Exit(EXIT_CONFIG)
     settings = load_or_exit(config)
     federated = FederatedQuery(
-        subject_ids=tuple(subject_id or ()),
-        subject_kinds=tuple(subject_kind or ()),
+        subject_ids=tuple(ids),
+        subject_kinds=kinds,
         identifiers=tuple(identifier or ()),
         names=tuple(name or ()),
         exclude_names=tuple(exclude_name or ()),
