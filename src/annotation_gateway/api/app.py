@@ -10,8 +10,8 @@ Contract of :func:`create_app`:
   is random per process (cursors then die with the process); the breaker, deadline and bulkhead
   come from ``[resilience]``;
 - middleware, outermost first: Server-Timing + request metrics + last-resort 500
-  (:mod:`.timing`), body size limit (:mod:`.limits`), the ``GET /v1/annotations`` fast lane
-  (:mod:`.fastlane`); errors are problem+json (:mod:`.problems`);
+  (:mod:`.timing`), body size limit (:mod:`.limits`), the fast lane for the hot routes
+  (:mod:`.fastlane`, ``fast_lane=False`` turns it off); errors are problem+json (:mod:`.problems`);
 - OpenAPI at ``/openapi.json``, Swagger UI at ``/docs`` (its assets served from the
   ``swagger-ui-bundle`` package, so it works offline); every operation has an ``operation_id``,
   a summary and described parameters; no trailing-slash redirects (an unknown path is a 404).
@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
@@ -36,7 +36,7 @@ from swagger_ui_bundle import swagger_ui_path
 
 from annotation_gateway import __version__
 from annotation_gateway.api.auth import BEARER_SCHEME_NAME, BEARER_SECURITY_SCHEME, Authenticator
-from annotation_gateway.api.fastlane import FAST_LANE_PATH, FastLaneMiddleware
+from annotation_gateway.api.fastlane import HOT_ROUTES, FastLaneMiddleware, HotRoute
 from annotation_gateway.api.limits import MAX_REQUEST_BODY_BYTES, BodyLimitMiddleware
 from annotation_gateway.api.problems import PROBLEM_MEDIA_TYPE, install_problem_handlers
 from annotation_gateway.api.routes import annotations as annotation_routes
@@ -122,13 +122,24 @@ def _install_docs(app: FastAPI) -> None:
     app.add_api_route(DOCS_PATH, docs, methods=["GET"], include_in_schema=False)
 
 
+def _documenting(routers: Sequence[APIRouter], hot: HotRoute) -> APIRoute:
+    """The FastAPI route that documents a hot route (every hot route must have one)."""
+    for router in routers:
+        for route in router.routes:
+            if isinstance(route, APIRoute) and route.path == hot.path and hot.method in (route.methods or ()):
+                return route
+    raise LookupError(f"hot route {hot.method} {hot.path} has no documented FastAPI route")
+
+
 def create_app(
     settings: GatewaySettings,
     *,
     federation: Federation | None = None,
     providers: Sequence[AnnotationProvider] | None = None,
+    fast_lane: bool = True,
 ) -> FastAPI:
-    """The gateway's ASGI app for ``settings`` (see the module docstring for ownership)."""
+    """The gateway's ASGI app for ``settings`` (see the module docstring for ownership).
+    ``fast_lane=False`` routes the hot routes through FastAPI too (the parity test compares)."""
     gateway_metrics = GatewayMetrics()
 
     @asynccontextmanager
@@ -187,19 +198,21 @@ def create_app(
     _install_docs(app)
     install_problem_handlers(app)
     # Before the annotations router; /v1/annotations/export is not the fast lane's exact path.
-    app.include_router(export_routes.router)
-    app.include_router(annotation_routes.router)
-    app.include_router(compare_routes.router)
-    app.include_router(sources.router)
-    app.include_router(health.router)
-    app.include_router(metrics.router)
-    # add_middleware prepends: the last added is the outermost.
-    list_route = next(
-        r
-        for r in annotation_routes.router.routes
-        if isinstance(r, APIRoute) and r.path == FAST_LANE_PATH and "GET" in (r.methods or ())
+    routers = (
+        export_routes.router,
+        annotation_routes.router,
+        compare_routes.router,
+        sources.router,
+        health.router,
+        metrics.router,
     )
-    app.add_middleware(FastLaneMiddleware, route=list_route)
+    for router in routers:
+        app.include_router(router)
+    # add_middleware prepends: the last added is the outermost.
+    if fast_lane:
+        app.add_middleware(
+            FastLaneMiddleware, hot_routes=[(hot, _documenting(routers, hot)) for hot in HOT_ROUTES]
+        )
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_REQUEST_BODY_BYTES)
     app.add_middleware(ServerTimingMiddleware, observer=gateway_metrics)
     return app
