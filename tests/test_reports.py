@@ -413,3 +413,22 @@ def test_fitted_table_cuts_only_free_text_and_names_what_it_leaves_out() -> None
     tiny = Console(record=True, width=30, soft_wrap=True)
     tiny.print(table())
     assert _LONG in _tokens(tiny.export_text())
+
+
+def test_fitted_table_one_line_leaves_columns_out_rather_than_wrap_rows() -> None:
+    def table(*, one_line: bool) -> FittedTable:
+        t = Table()
+        for header in ("updated_at", "subject", "name", "annotator"):
+            t.add_column(header)
+        t.add_row("11-23 07:15:02", "support-07", "resolution", "HUMAN 607a8037…")
+        return FittedTable(t, optional=[[3]], one_line=one_line)
+
+    wrapped, single = Console(record=True, width=55), Console(record=True, width=55)
+    wrapped.print(table(one_line=False))  # the words fit: every column, the row on two lines
+    single.print(table(one_line=True))  # the annotator left out, the row on one line
+    assert "607a8037…" in wrapped.export_text()
+    assert "11-23 07:15:02" not in wrapped.export_text()
+    text = single.export_text()
+    assert "11-23 07:15:02" in text
+    assert "607a8037…" not in text
+    assert "not shown at this width: annotator" in text

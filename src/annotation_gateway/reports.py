@@ -170,17 +170,24 @@ class FittedTable:
       header's width);
     - the room above that goes first to the columns that need the least of it to fit on one
       line, then to the free-text columns, then to the rest;
-    - when the longest words do not fit the width, the ``optional`` groups of columns are left
-      out, in that order, until they do, and the caption names them ("not shown at this
-      width: ..."); a column is shown whole or not at all;
+    - when the longest words do not fit the width - or, with ``one_line``, when the rows do not
+      fit on one line each - the ``optional`` groups of columns are left out, in that order,
+      until they do, and the caption names them ("not shown at this width: ..."); a column is
+      shown whole or not at all;
     - if even the remaining columns do not fit, the table is drawn at the width they need, wider
       than asked (a console that crops, rich's default, cuts its right edge).
     """
 
     def __init__(
-        self, table: Table, *, free: Iterable[int] = (), optional: Iterable[Iterable[int]] = ()
+        self,
+        table: Table,
+        *,
+        free: Iterable[int] = (),
+        optional: Iterable[Iterable[int]] = (),
+        one_line: bool = False,
     ) -> None:
         self.table = table
+        self.one_line = one_line
         self.free = frozenset(free)
         self.optional = tuple(tuple(group) for group in optional)
 
@@ -215,9 +222,11 @@ class FittedTable:
         chrome = Measurement.get(console, wide, table).maximum - sum(natural)  # rules and padding
         if sum(natural) + chrome <= width:
             return table, None, set(self.free), width
+        # What the shown columns need: their longest words, or (one_line) their whole values.
+        least = [words[i] if i in self.free or not self.one_line else natural[i] for i in range(len(natural))]
         shown = list(range(len(natural)))
         for group in self.optional:
-            if sum(words[i] for i in shown) + chrome <= width:
+            if sum(least[i] for i in shown) + chrome <= width:
                 break
             kept = [i for i in shown if i not in group]
             if kept and kept != shown:

@@ -93,8 +93,9 @@ def _table(page: QueryPage) -> FittedTable:
     """The page as a table (see :class:`~annotation_gateway.reports.FittedTable`): no id, name or
     label is ever broken inside a word; the explanation (free text, at most EXPLANATION_WIDTH
     characters here) is cut with "…" to the room left. Columns are separated by spaces, not rules,
-    so that a session query fits 80 columns: when it does not, the explanation, then the
-    annotator, then the time are left out (the caption says so)."""
+    and a row takes one line: when the width does not allow that, the explanation, then the
+    annotator, then the time are left out (the caption says so); a session query at 80 columns
+    keeps the time, source, subject, name, label and score."""
     title = f"{len(page.data)} annotation(s)" + (" — PARTIAL" if page.partial else "")
     table = Table(
         title=title,
@@ -123,7 +124,7 @@ def _table(page: QueryPage) -> FittedTable:
             explanation,
         )
     optional = [[_COLUMNS.index(name)] for name in ("explanation", "annotator", "updated_at")]
-    return FittedTable(table, free=[_COLUMNS.index("explanation")], optional=optional)
+    return FittedTable(table, free=[_COLUMNS.index("explanation")], optional=optional, one_line=True)
 
 
 @app.command()
