@@ -10,10 +10,14 @@ Contract of :func:`run_demo`:
   ``sync=true``); Datadog via the queue operations of
   :class:`~annotation_gateway.providers.datadog.DatadogProvider` (create queue with label schema,
   add interactions, upsert annotations) against the simulator;
-- checks the gateway answers with both vendors' annotations, prints ``curl`` lines using the
-  demo's bearer key and a config file for the command line (its actual ports; removed at exit),
-  and stays up until Ctrl-C or SIGTERM, then stops everything (gateway, then
-  simulator, then Phoenix's process group) — also when start-up fails half way.
+- checks the gateway answers with both vendors' annotations (counted apart on the sessions and
+  on their traces), prints ``curl`` lines using the demo's bearer key, writes a config file for
+  the command line (its actual ports; removed at exit) and prints command lines that run as
+  printed in any shell (:func:`cli_examples`: the CLI by the absolute path of the installed
+  script, :func:`cli_command`, since ``make run`` puts nothing on ``PATH``; one of them reaches
+  the trace-level annotations with ``-s trace:<id>``), and stays up until Ctrl-C or SIGTERM,
+  then stops everything (gateway, then simulator, then Phoenix's process group) — also when
+  start-up fails half way.
 
 The demo's keys are fixed, public demo values (never use them elsewhere); the Datadog keys reach
 the gateway through environment variables, as in production.
@@ -25,8 +29,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import shlex
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -63,6 +69,8 @@ from annotation_gateway.settings import ApiKeyConfig, AuthConfig, GatewaySetting
 __all__ = [
     "DEMO_GATEWAY_KEY",
     "DemoStack",
+    "cli_command",
+    "cli_examples",
     "curl_examples",
     "demo_config_toml",
     "demo_stack",
@@ -334,7 +342,42 @@ def curl_examples(stack: DemoStack) -> list[str]:
         f"curl -s {auth} '{url}/v1/sources'",
         f"curl -si {auth} '{url}/v1/annotations?subject_id={agree}' | grep -i server-timing",
         f"curl -s '{url}/readyz'; curl -s '{url}/metrics' | grep annotation_gateway_cache",
-        f"open {url}/docs   # the OpenAPI UI",
+        f"{url}/docs   # the OpenAPI UI, in a browser",
+    ]
+
+
+CLI_NAME = "annotation-gateway"
+
+
+def cli_command() -> str:
+    """The command line's command, as a shell word that runs from any directory and ``PATH``.
+
+    ``make run`` starts the demo as ``.venv/bin/annotation-gateway`` without putting ``.venv/bin``
+    on ``PATH``, so the bare name would be "command not found". This is the absolute path of the
+    ``annotation-gateway`` script that is running (``sys.argv[0]``), else of the one installed next
+    to the running interpreter (the same environment), else ``<interpreter> -m
+    annotation_gateway.cli``."""
+    candidates: list[Path] = []
+    if sys.argv and Path(sys.argv[0]).name == CLI_NAME:
+        candidates.append(Path(sys.argv[0]))
+    if sys.executable:
+        # Not resolved: a venv's python is a symlink out of the venv, its scripts are not.
+        candidates.append(Path(sys.executable).parent / CLI_NAME)
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return shlex.quote(os.path.abspath(candidate))
+    return shlex.join([os.path.abspath(sys.executable or "python3"), "-m", "annotation_gateway.cli"])
+
+
+def cli_examples(config_file: Path) -> list[str]:
+    """The command lines the demo prints: each runs as printed (in order) in any shell."""
+    cli = f"{cli_command()} query --config {shlex.quote(str(config_file))}"
+    differ = SESSIONS[6]
+    traces = " ".join(f"-s trace:{trace_id_for(differ.id, turn)}" for turn in range(len(differ.turns)))
+    return [
+        f"export {DD_API_KEY_ENV}={DEMO_DD_API_KEY} {DD_APP_KEY_ENV}={DEMO_DD_APP_KEY}",
+        f"{cli} -s {SESSIONS[6].id} -s {SESSIONS[8].id}",
+        f"{cli} {traces}   # the traces (turns) of {differ.id}",
     ]
 
 
@@ -373,19 +416,26 @@ app_key_env = "{DD_APP_KEY_ENV}"
 
 
 def _self_check(stack: DemoStack) -> str:
-    """One query through the gateway over HTTP: how many annotations per source."""
-    ids = [s.id for s in SESSIONS]
+    """One query through the gateway over HTTP, on every session and trace: how many
+    annotations there are on the sessions and on their traces, and per source."""
+    sessions = [s.id for s in SESSIONS]
+    traces = [trace_id_for(s.id, turn) for s in SESSIONS for turn in range(len(s.turns))]
     response = httpx.post(
         f"{stack.gateway_url}/v1/annotations/search",
-        json={"subject_ids": ids, "limit": 1000},
+        json={"subject_ids": sessions + traces, "limit": 1000},
         headers={"Authorization": f"Bearer {stack.gateway_key}"},
         timeout=30,
         trust_env=False,
     )
     response.raise_for_status()
     body = response.json()
+    on_sessions = sum(a["subject"]["kind"] == "session" for a in body["data"])
+    on_traces = sum(a["subject"]["kind"] == "trace" for a in body["data"])
     parts = [f"{s['source']} {s['status']} {s['count']}" for s in body["sources"]]
-    return f"gateway answers {len(body['data'])} annotations for {len(ids)} sessions ({', '.join(parts)})"
+    return (
+        f"gateway answers {on_sessions} annotations for {len(sessions)} sessions and {on_traces} "
+        f"for their {len(traces)} traces ({', '.join(parts)})"
+    )
 
 
 def run_demo(
@@ -427,10 +477,8 @@ def run_demo(
             config_file = config_dir / "gateway.toml"
             config_file.write_text(demo_config_toml(stack), encoding="utf-8")
             print("\nthe command line, on the same sources:")
-            print(f"  export {DD_API_KEY_ENV}={DEMO_DD_API_KEY} {DD_APP_KEY_ENV}={DEMO_DD_APP_KEY}")
-            print(
-                f"  annotation-gateway query --config {config_file} -s {SESSIONS[6].id} -s {SESSIONS[8].id}"
-            )
+            for line in cli_examples(config_file):
+                print(f"  {line}")
             print("\nCtrl-C stops everything.", flush=True)
             serving = True
             try:

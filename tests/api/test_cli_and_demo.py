@@ -4,14 +4,21 @@
 - ``serve`` runs as a real subprocess (the console script), answers over HTTP and stops cleanly
   on SIGTERM; auth switched off on a non-loopback host is refused before anything listens;
 - the demo's stack comes up on the suite's Phoenix, and the very ``curl`` lines it prints are run
-  with curl and answer with annotations from both vendors.
+  with curl and answer with annotations from both vendors; the command lines it prints run as
+  printed in ``bash`` with a ``PATH`` that lacks the virtualenv, and one of them reaches the
+  trace-level annotations;
+- ``-s trace:<id>`` (the way the query table prints a trace) finds that trace's annotations in
+  ``query`` and ``export``;
+- tables keep every id whole: at 80 columns (``COLUMNS=80``) and when piped (one line per row).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,12 +35,14 @@ from annotation_gateway.cli import app as cli_app
 from annotation_gateway.demo import (
     DATADOG_SOURCE,
     PHOENIX_SOURCE,
+    DemoStack,
     _self_check,
+    cli_examples,
     curl_examples,
     demo_config_toml,
     demo_stack,
 )
-from annotation_gateway.demo_data import SESSIONS
+from annotation_gateway.demo_data import SESSIONS, trace_id_for
 from annotation_gateway.devservers.phoenix import PhoenixServer
 from annotation_gateway.settings import hash_key
 from tests.api.conftest import (
@@ -220,39 +229,172 @@ def test_serve_answers_and_stops_on_sigterm(
     assert "Application shutdown complete" in (tmp_path / "serve.log").read_text()
 
 
-def test_demo_stack_and_its_curl_lines(phoenix_server: PhoenixServer, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def demo(phoenix_server: PhoenixServer) -> Iterator[tuple[DemoStack, list[str]]]:
+    """The demo's stack on the suite's Phoenix (it seeds the ``support-bot`` project: once per
+    session), and the progress messages it printed."""
     messages: list[str] = []
     with demo_stack(
         gateway_port=0, simulator_port=0, phoenix=phoenix_server, progress=messages.append
     ) as stack:
-        assert stack.gateway_url.startswith("http://127.0.0.1:")
-        assert "annotations for 12 sessions" in _self_check(stack)
-        lines = [line for line in curl_examples(stack) if line.startswith("curl -s ")]
-        answers = []
-        for line in lines:
-            command = shlex.split(line.split(" | ")[0].split(";")[0])
-            done = subprocess.run(command, capture_output=True, timeout=30, check=True)
-            answers.append(json.loads(done.stdout))
-        both = answers[0]
-        assert {a["provider"] for a in both["data"]} == {"phoenix", "datadog"}
-        assert {a["name"] for a in both["data"]} == {"resolution"}
-        agree = [a["label"] for a in both["data"] if a["subject"]["id"] == SESSIONS[0].id]
-        assert agree == ["resolved", "resolved"]
-        differ = {a["provider"]: a["label"] for a in both["data"] if a["subject"]["id"] == SESSIONS[6].id}
-        assert differ["phoenix"] != differ["datadog"]
-        one_sided = answers[1]
-        assert len(one_sided["data"]) == 5
-        assert one_sided["next_cursor"]
-        assert {a["annotator"]["kind"] for a in answers[2]["data"]} == {"LLM"}
-        assert {s["name"] for s in answers[3]["data"]} == {PHOENIX_SOURCE, DATADOG_SOURCE}
-        config = tmp_path / "demo.toml"
-        config.write_text(demo_config_toml(stack), encoding="utf-8")
-        result = runner.invoke(
-            cli_app, ["query", "--config", str(config), "-s", SESSIONS[6].id, "--format", "json"]
-        )
-        assert result.exit_code == 0, result.output
-        assert {a["provider"] for a in json.loads(result.stdout)["data"]} == {"phoenix", "datadog"}
+        yield stack, messages
+
+
+@pytest.fixture
+def demo_config(demo: tuple[DemoStack, list[str]], tmp_path: Path) -> Path:
+    config = tmp_path / "demo.toml"
+    config.write_text(demo_config_toml(demo[0]), encoding="utf-8")
+    return config
+
+
+def test_demo_stack_and_its_curl_lines(demo: tuple[DemoStack, list[str]], tmp_path: Path) -> None:
+    stack, messages = demo
+    assert stack.gateway_url.startswith("http://127.0.0.1:")
+    assert "annotations for 12 sessions" in _self_check(stack)
+    lines = [line for line in curl_examples(stack) if line.startswith("curl -s ")]
+    answers = []
+    for line in lines:
+        command = shlex.split(line.split(" | ")[0].split(";")[0])
+        done = subprocess.run(command, capture_output=True, timeout=30, check=True)
+        answers.append(json.loads(done.stdout))
+    both = answers[0]
+    assert {a["provider"] for a in both["data"]} == {"phoenix", "datadog"}
+    assert {a["name"] for a in both["data"]} == {"resolution"}
+    agree = [a["label"] for a in both["data"] if a["subject"]["id"] == SESSIONS[0].id]
+    assert agree == ["resolved", "resolved"]
+    differ = {a["provider"]: a["label"] for a in both["data"] if a["subject"]["id"] == SESSIONS[6].id}
+    assert differ["phoenix"] != differ["datadog"]
+    one_sided = answers[1]
+    assert len(one_sided["data"]) == 5
+    assert one_sided["next_cursor"]
+    assert {a["annotator"]["kind"] for a in answers[2]["data"]} == {"LLM"}
+    assert {s["name"] for s in answers[3]["data"]} == {PHOENIX_SOURCE, DATADOG_SOURCE}
+    config = tmp_path / "demo.toml"
+    config.write_text(demo_config_toml(stack), encoding="utf-8")
+    result = runner.invoke(
+        cli_app, ["query", "--config", str(config), "-s", SESSIONS[6].id, "--format", "json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert {a["provider"] for a in json.loads(result.stdout)["data"]} == {"phoenix", "datadog"}
     assert any("seeded" in m for m in messages)
+
+
+def test_demo_prints_urls_not_a_macos_open(demo: tuple[DemoStack, list[str]]) -> None:
+    stack, _ = demo
+    lines = curl_examples(stack)
+    assert not [line for line in lines if line.split()[0] == "open"]
+    assert f"{stack.gateway_url}/docs" in [line.split()[0] for line in lines]
+
+
+# The demo's data: Phoenix reviews every session but 12 (3 annotations each) and judges every
+# turn (trace) of those; Datadog labels every session but 10 and 11 (3 or 4 label values each).
+_TRACES = [trace_id_for(s.id, turn) for s in SESSIONS for turn in range(len(s.turns))]
+_ON_TRACES = sum(len(s.correct_turns) for s in SESSIONS)
+_ON_SESSIONS = sum(3 for s in SESSIONS if s.phoenix) + sum(
+    3 + bool(s.datadog.feedback) for s in SESSIONS if s.datadog
+)
+
+
+def test_demo_self_check_counts_sessions_and_traces_apart(demo: tuple[DemoStack, list[str]]) -> None:
+    assert (_ON_SESSIONS, _ON_TRACES, len(_TRACES)) == (68, 16, 17)
+    line = _self_check(demo[0])
+    assert line.startswith("gateway answers 68 annotations for 12 sessions and 16 for their 17 traces (")
+    assert "phoenix-local ok 49" in line
+    assert "datadog-sim ok 35" in line
+
+
+def test_demo_command_lines_run_as_printed_without_the_venv_on_path(demo_config: Path) -> None:
+    lines = cli_examples(demo_config)
+    export, *queries = lines
+    assert export.startswith("export ")
+    bare_path = "/usr/bin:/bin"
+    assert shutil.which("annotation-gateway", path=bare_path) is None  # what `make run` leaves
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "COLUMNS")}
+    env["PATH"] = bare_path
+    outputs = []
+    for query in queries:
+        assert Path(shlex.split(query)[0]).is_absolute(), query
+        done = subprocess.run(
+            ["bash", "-c", f"{export} && {query}"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, (query, done.stdout, done.stderr)
+        outputs.append(done.stdout)
+    sessions, traces = outputs
+    assert f"{PHOENIX_SOURCE} ok" in sessions
+    assert f"{DATADOG_SOURCE} ok" in sessions
+    for sid in (SESSIONS[6].id, SESSIONS[8].id):
+        assert sid in sessions
+    # The trace line reaches the trace-level annotations (Phoenix's correctness judge).
+    assert "2 annotation(s)" in traces
+    for turn in range(len(SESSIONS[6].turns)):
+        assert f"trace:{trace_id_for(SESSIONS[6].id, turn)}" in traces
+    assert "correctness" in traces
+
+
+def _query_json(config: Path, *args: str) -> list[dict[str, object]]:
+    result = runner.invoke(cli_app, ["query", "--config", str(config), "--format", "json", "--all", *args])
+    assert result.exit_code == 0, result.output
+    data: list[dict[str, object]] = json.loads(result.stdout)["data"]
+    return data
+
+
+def test_query_takes_the_kind_prefix_the_table_prints(demo_config: Path) -> None:
+    t0, t1 = (trace_id_for(SESSIONS[6].id, turn) for turn in range(2))
+    traces = _query_json(demo_config, "-s", f"trace:{t0}", "-s", f"trace:{t1}")
+    got = sorted((a["subject"]["kind"], a["subject"]["id"], a["name"]) for a in traces)
+    assert got == [("trace", t, "correctness") for t in sorted((t0, t1))]
+    # Several kinds: each id is found under its own kind (not trace AND session).
+    mixed = _query_json(demo_config, "-s", f"trace:{t0}", "-s", f"session:{SESSIONS[6].id}")
+    kinds = {(a["subject"]["kind"], a["subject"]["id"]) for a in mixed}
+    assert kinds == {("trace", t0), ("session", SESSIONS[6].id)}
+    assert len(mixed) == 1 + 7  # the trace's judge; Phoenix 3 + Datadog 4 on the session
+    # A prefixed id next to an unprefixed one: the unprefixed id is still found whatever its kind.
+    assert len(_query_json(demo_config, "-s", f"trace:{t0}", "-s", t1)) == 2
+    # --subject-kind still narrows the ids without a prefix; a prefix adds its kind to it.
+    assert _query_json(demo_config, "--subject-kind", "session", "-s", t1) == []
+    both = _query_json(demo_config, "--subject-kind", "session", "-s", SESSIONS[6].id, "-s", f"trace:{t0}")
+    assert len(both) == 1 + 7
+    # Text with a colon that is not a kind prefix is an id as it is.
+    assert _query_json(demo_config, "-s", f"turn:{t0}") == []
+
+
+def test_export_reaches_the_trace_annotations(demo_config: Path, tmp_path: Path) -> None:
+    ids = tmp_path / "subjects.txt"
+    ids.write_text("\n".join([s.id for s in SESSIONS] + [f"trace:{t}" for t in _TRACES]) + "\n")
+    out = tmp_path / "all.jsonl"
+    result = runner.invoke(
+        cli_app,
+        ["export", "--config", str(demo_config), "--subject-ids-file", str(ids), "--output", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    assert f"exported {_ON_SESSIONS + _ON_TRACES} annotations" in result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sum(r.get("subject", {}).get("kind") == "trace" for r in rows) == _ON_TRACES
+
+
+_TABLE_ROW = re.compile(r"^\d\d-\d\d \d\d:\d\d:\d\d ")
+
+
+def test_query_table_keeps_ids_whole_at_80_columns_and_in_a_pipe(demo_config: Path) -> None:
+    t0 = trace_id_for(SESSIONS[6].id, 0)
+    args = ["query", "--config", str(demo_config), "-s", SESSIONS[6].id, "-s", SESSIONS[11].id]
+    args += ["-s", f"trace:{t0}", "--subject-kind", "session"]
+    narrow = runner.invoke(cli_app, args, env={"COLUMNS": "80"})
+    assert narrow.exit_code == 0, narrow.output
+    words = set(narrow.stdout.split())
+    for whole in (SESSIONS[6].id, SESSIONS[11].id, f"trace:{t0}", "resolution", "helpfulness", "unresolved"):
+        assert whole in words, (whole, narrow.stdout)
+    piped = runner.invoke(cli_app, args, env={"COLUMNS": None})
+    assert piped.exit_code == 0, piped.output
+    rows = [line for line in piped.stdout.splitlines() if _TABLE_ROW.match(line)]
+    assert len(rows) == int(re.search(r"(\d+) annotation\(s\)", piped.stdout).group(1))
+    for row in rows:  # one line per annotation: source, subject, name and label together
+        assert len(row.split()) >= 5, row
 
 
 def test_simulate_datadog_serves_until_sigterm(tmp_path: Path) -> None:
