@@ -82,9 +82,11 @@ from datetime import datetime
 from decimal import Context, Decimal
 from enum import StrEnum
 from functools import reduce
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from annotation_gateway.errors import PayloadTooLargeError
 from annotation_gateway.model import Annotation
 from annotation_gateway.provenance import copied_from
 
@@ -144,8 +146,10 @@ class CompareRequest(BaseModel):
 
     subject_ids: list[str] = Field(
         min_length=1,
-        max_length=MAX_COMPARE_SUBJECT_IDS,
-        description="Subject (session/trace) ids in the left source's vocabulary; duplicates are ignored.",
+        # Documented, and checked by _within_limit: more is a 413 naming the limit, not a 422.
+        json_schema_extra={"maxItems": MAX_COMPARE_SUBJECT_IDS},
+        description="Subject (session/trace) ids in the left source's vocabulary; duplicates are "
+        f"ignored; more than {MAX_COMPARE_SUBJECT_IDS} distinct → 413.",
     )
     left: str = Field(min_length=1, description="The left source name.")
     right: str = Field(min_length=1, description="The right source name.")
@@ -177,6 +181,18 @@ class CompareRequest(BaseModel):
         "`ignored`: a copy is not an independent judgement, and it would make the sources "
         "seem to agree.",
     )
+
+    @field_validator("subject_ids", mode="before")
+    @classmethod
+    def _within_limit(cls, values: Any) -> Any:
+        # Raised as is (not a ValueError): the API answers 413 payload_too_large, like search.
+        if isinstance(values, list) and len(values) > MAX_COMPARE_SUBJECT_IDS:
+            distinct = len({v for v in values if isinstance(v, str)})
+            if distinct > MAX_COMPARE_SUBJECT_IDS:
+                raise PayloadTooLargeError(
+                    f"{distinct} distinct subject ids in one compare; the limit is {MAX_COMPARE_SUBJECT_IDS}"
+                )
+        return values
 
     @field_validator("subject_ids", "names")
     @classmethod
