@@ -22,6 +22,12 @@ from annotation_gateway.providers.base import SourceQuery
 from annotation_gateway.settings import CacheConfig
 from tests.fakes import FakeProvider, ManualClock, make_annotation
 
+
+# The cache is generic in its item type; these tests cache canonical annotations.
+def SUBJECT_ID(annotation: Annotation) -> str:
+    return annotation.subject.id
+
+
 SRC = "phoenix-a"
 
 
@@ -36,7 +42,9 @@ def provider(*subjects: tuple[str, int]) -> FakeProvider:
 def cache(
     clock: ManualClock, *, ttl: float = 30, max_stale: float = 300, enabled: bool = True
 ) -> AnnotationCache:
-    return AnnotationCache(CacheConfig(enabled=enabled, ttl_s=ttl, max_stale_s=max_stale), clock=clock)
+    return AnnotationCache(
+        CacheConfig(enabled=enabled, ttl_s=ttl, max_stale_s=max_stale), subject_of=SUBJECT_ID, clock=clock
+    )
 
 
 def ids(items: Sequence[Annotation]) -> set[str]:
@@ -429,7 +437,7 @@ async def test_duplicate_subject_ids_are_answered_once() -> None:
 
 
 async def test_max_entries_bounds_subject_groups() -> None:
-    c = AnnotationCache(CacheConfig(max_entries=3), clock=ManualClock())
+    c = AnnotationCache(CacheConfig(max_entries=3), subject_of=SUBJECT_ID, clock=ManualClock())
     p = provider(*((f"s{i}", 1) for i in range(10)))
     for i in range(10):
         await c.get(SRC, q(f"s{i}"), p.fetch)

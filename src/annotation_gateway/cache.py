@@ -1,4 +1,4 @@
-"""The per-source answer cache with single flight and stale-on-error (SPEC §4).
+r"""The per-source answer cache with single flight and stale-on-error (SPEC §4).
 
 Design
 ------
@@ -16,7 +16,9 @@ work. An identifier-only query (no subject ids) is cached as one entry under the
 dict ``filter key -> _Entry(items, stored_at)``. Grouping the filter variants of one subject
 under one TTLCache key makes :meth:`AnnotationCache.invalidate` a handful of ``pop`` calls, with
 no secondary index to keep in step with TTL eviction. ``max_entries`` bounds the number of
-(source, subject) groups. Items are tuples of the (immutable) ``Annotation`` objects: no copies.
+(source, subject) groups. Items are tuples of immutable items (the federation's compact
+:class:`~annotation_gateway.records.Record`\ s): no copies. The cache is generic in the item
+type; ``subject_of`` tells it an item's subject id.
 
 *Freshness.* The TTLCache keeps a group for ``max(ttl, max_stale)`` after its last store; an
 entry is *fresh* while younger than ``ttl`` (served on a hit) and *usable* while younger than
@@ -54,11 +56,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from cachetools import TTLCache
 
 from annotation_gateway.errors import CircuitOpenError, SourceError, SourceUnavailableError
-from annotation_gateway.model import Annotation, SubjectKind
+from annotation_gateway.model import SubjectKind
 from annotation_gateway.providers.base import SourceQuery
 from annotation_gateway.resilience import Clock
 from annotation_gateway.settings import CacheConfig
@@ -80,7 +83,8 @@ MAX_IDENTIFIER_ENTRIES_PER_SOURCE = 1024
 
 FilterKey = tuple[tuple[SubjectKind, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...], bool]
 """(subject_kinds, identifiers, names, exclude_names, include_raw), each tuple sorted."""
-Fetch = Callable[[SourceQuery], Awaitable[Sequence[Annotation]]]
+T = TypeVar("T")
+Fetch = Callable[[SourceQuery], Awaitable[Sequence[T]]]
 """The guarded upstream call for one source (breaker, deadline, metrics already wrapped)."""
 
 _Slot = str | None
@@ -112,16 +116,16 @@ def may_serve_stale(exc: BaseException) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
-class _Entry:
-    items: tuple[Annotation, ...]
+class _Entry(Generic[T]):
+    items: tuple[T, ...]
     stored_at: float
 
 
 @dataclass(slots=True)
-class CacheAnswer:
+class CacheAnswer(Generic[T]):
     """What :meth:`AnnotationCache.get` returns for one source."""
 
-    items: list[Annotation]
+    items: list[T]
     """Every annotation of the requested subjects (each subject's answer once)."""
     cached: bool
     """True when no upstream call was made or awaited for this request."""
@@ -131,29 +135,32 @@ class CacheAnswer:
     """Clock time the oldest part of the answer was fetched (for derived caches' expiry)."""
 
 
-class _Flight:
+class _Flight(Generic[T]):
     """One upstream call, shared by every request that needs one of its subjects."""
 
     __slots__ = ("future", "keys")
 
-    def __init__(self, future: asyncio.Future[dict[_Slot, tuple[Annotation, ...]]]) -> None:
+    def __init__(self, future: asyncio.Future[dict[_Slot, tuple[T, ...]]]) -> None:
         self.future = future
         self.keys: list[_FlightKey] = []
 
 
-class AnnotationCache:
+class AnnotationCache(Generic[T]):
     """Per-(source, subject, filter key) answers with TTL, single flight and stale-on-error."""
 
-    def __init__(self, config: CacheConfig, *, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self, config: CacheConfig, *, subject_of: Callable[[T], str], clock: Clock = time.monotonic
+    ) -> None:
+        self._subject_of = subject_of
         self._clock = clock
         self._enabled = config.enabled
         self._ttl = config.ttl_s
         self._max_stale = max(config.ttl_s, config.max_stale_s)
         self._store_enabled = config.enabled and self._max_stale > 0
-        self._groups: TTLCache[_GroupKey, dict[FilterKey, _Entry]] = TTLCache(
+        self._groups: TTLCache[_GroupKey, dict[FilterKey, _Entry[T]]] = TTLCache(
             maxsize=config.max_entries, ttl=max(self._max_stale, 1e-9), timer=clock
         )
-        self._flights: dict[_FlightKey, _Flight] = {}
+        self._flights: dict[_FlightKey, _Flight[T]] = {}
         self._generation: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -163,16 +170,19 @@ class AnnotationCache:
         self,
         source: str,
         query: SourceQuery,
-        fetch: Fetch,
+        fetch: Fetch[T],
         *,
         use_cache: bool = True,
         max_stale_s: float | None = None,
-    ) -> CacheAnswer:
+        store: bool = True,
+    ) -> CacheAnswer[T]:
         """The answer of ``source`` to ``query``, from the cache where fresh, else via ``fetch``.
 
         Raises the ``SourceError`` of the fetch unless a stale answer may be served instead:
         one younger than ``max_stale_s`` (capped by the configured ``max_stale_s``; ``None``:
-        the configured value; ``0``: never stale).
+        the configured value; ``0``: never stale). ``store=False`` reads the cache (and joins
+        flights) but keeps nothing it fetched itself: a streaming export must not hold the
+        whole export in the cache.
         """
         stale_limit = self._max_stale if max_stale_s is None else min(self._max_stale, max_stale_s)
         fkey = filter_key(query)
@@ -180,8 +190,8 @@ class AnnotationCache:
         now = self._clock()
         read = use_cache and self._enabled
 
-        parts: dict[_Slot, tuple[Annotation, ...]] = {}
-        usable: dict[_Slot, _Entry] = {}
+        parts: dict[_Slot, tuple[T, ...]] = {}
+        usable: dict[_Slot, _Entry[T]] = {}
         oldest = now
         missing: list[_Slot] = []
         for slot in slots:
@@ -201,8 +211,8 @@ class AnnotationCache:
             return CacheAnswer(_concat(parts, slots), cached=True, stale=False, fetched_at=oldest)
 
         # Join flights already fetching some of the missing subjects; fetch the rest in one call.
-        waits: dict[int, _Flight] = {}
-        slot_flight: dict[_Slot, _Flight] = {}
+        waits: dict[int, _Flight[T]] = {}
+        slot_flight: dict[_Slot, _Flight[T]] = {}
         to_fetch: list[_Slot] = []
         for slot in missing:
             # Joining needs no stored entry: single flight holds even with the cache disabled.
@@ -213,7 +223,7 @@ class AnnotationCache:
                 slot_flight[slot] = flight
                 waits[id(flight)] = flight
         if to_fetch:
-            flight = self._start_flight(source, fkey, query, to_fetch, fetch, started_at=now)
+            flight = self._start_flight(source, fkey, query, to_fetch, fetch, started_at=now, store=store)
             for slot in to_fetch:
                 slot_flight[slot] = flight
             waits[id(flight)] = flight
@@ -251,10 +261,11 @@ class AnnotationCache:
         fkey: FilterKey,
         query: SourceQuery,
         slots: list[_Slot],
-        fetch: Fetch,
+        fetch: Fetch[T],
         *,
         started_at: float,
-    ) -> _Flight:
+        store: bool,
+    ) -> _Flight[T]:
         loop = asyncio.get_running_loop()
         flight = _Flight(loop.create_future())
         for slot in slots:
@@ -265,7 +276,9 @@ class AnnotationCache:
         upstream_query = query.with_subject_ids(subject_ids) if subject_ids else query
         generation = self._generation.get(source, 0)
         task = loop.create_task(
-            self._run_flight(source, fkey, upstream_query, slots, fetch, flight, generation, started_at),
+            self._run_flight(
+                source, fkey, upstream_query, slots, fetch, flight, generation if store else None, started_at
+            ),
             name=f"cache-flight:{source}",
         )
         self._tasks.add(task)
@@ -278,15 +291,17 @@ class AnnotationCache:
         fkey: FilterKey,
         query: SourceQuery,
         slots: list[_Slot],
-        fetch: Fetch,
-        flight: _Flight,
-        generation: int,
+        fetch: Fetch[T],
+        flight: _Flight[T],
+        generation: int | None,
         started_at: float,
     ) -> None:
+        """Run one upstream call; store its answer unless ``generation`` is ``None`` (not to be
+        stored) or no longer the source's (a write happened meanwhile)."""
         future = flight.future
         try:
             items = await fetch(query)
-            parts = _split(source, items, slots)
+            parts = _split(source, items, slots, self._subject_of)
         except asyncio.CancelledError:
             future.cancel()
             raise
@@ -298,11 +313,11 @@ class AnnotationCache:
             return
         finally:
             self._end_flight(flight)
-        if self._store_enabled and self._generation.get(source, 0) == generation:
+        if self._store_enabled and generation is not None and self._generation.get(source, 0) == generation:
             self._store(source, fkey, parts, started_at)
         future.set_result(parts)
 
-    def _end_flight(self, flight: _Flight) -> None:
+    def _end_flight(self, flight: _Flight[T]) -> None:
         for key in flight.keys:
             if self._flights.get(key) is flight:
                 del self._flights[key]
@@ -310,14 +325,14 @@ class AnnotationCache:
     # --- storing and invalidating -------------------------------------------------------------
 
     def _store(
-        self, source: str, fkey: FilterKey, parts: dict[_Slot, tuple[Annotation, ...]], stored_at: float
+        self, source: str, fkey: FilterKey, parts: dict[_Slot, tuple[T, ...]], stored_at: float
     ) -> None:
         now = self._clock()
         entry_limit = MAX_IDENTIFIER_ENTRIES_PER_SOURCE
         for slot, items in parts.items():
             key = (source, slot)
             old = self._groups.get(key)
-            group: dict[FilterKey, _Entry] = {}
+            group: dict[FilterKey, _Entry[T]] = {}
             if old:
                 # Carry over the other filter variants that are still usable; drop dead ones.
                 for k, e in old.items():
@@ -367,14 +382,14 @@ class AnnotationCache:
 
 
 def _split(
-    source: str, items: Sequence[Annotation], slots: list[_Slot]
-) -> dict[_Slot, tuple[Annotation, ...]]:
+    source: str, items: Sequence[T], slots: list[_Slot], subject_of: Callable[[T], str]
+) -> dict[_Slot, tuple[T, ...]]:
     if slots == [None]:
         return {None: tuple(items)}
-    buckets: dict[_Slot, list[Annotation]] = {slot: [] for slot in slots}
+    buckets: dict[_Slot, list[T]] = {slot: [] for slot in slots}
     stray = 0
     for item in items:
-        bucket = buckets.get(item.subject.id)
+        bucket = buckets.get(subject_of(item))
         if bucket is None:
             stray += 1
         else:
@@ -389,7 +404,7 @@ def _split(
     return {slot: tuple(bucket) for slot, bucket in buckets.items()}
 
 
-def _concat(parts: dict[_Slot, tuple[Annotation, ...]], slots: list[_Slot]) -> list[Annotation]:
+def _concat(parts: dict[_Slot, tuple[T, ...]], slots: list[_Slot]) -> list[T]:
     if len(slots) == 1:
         return list(parts[slots[0]])
     return list(itertools.chain.from_iterable(parts[slot] for slot in slots))

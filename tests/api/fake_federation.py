@@ -15,6 +15,7 @@ from annotation_gateway.errors import ForbiddenError, GatewayError, InvalidCurso
 from annotation_gateway.federation import FederatedQuery, Federation, QueryPage, SourceInfo, SourceStatus
 from annotation_gateway.model import Annotation, AnnotationWrite, ProviderKind, SubjectKind
 from annotation_gateway.providers.base import Capabilities, HealthReport, WriteResult
+from annotation_gateway.records import record_of
 
 
 @dataclass
@@ -77,7 +78,8 @@ class FakeFederation(Federation):
                 )
             )
         data.sort(key=lambda a: (-a.updated_at.timestamp(), a.id))
-        return QueryPage(data=data[: query.limit], next_cursor=None, partial=False, sources=statuses)
+        records = [record_of(a) for a in data[: query.limit]]
+        return QueryPage(records=records, next_cursor=None, partial=False, sources=statuses)
 
     def pages(
         self,

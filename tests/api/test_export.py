@@ -30,7 +30,8 @@ from starlette.types import ASGIApp, Message
 from annotation_gateway.api.app import create_app
 from annotation_gateway.api.routes.export import CSV_COLUMNS
 from annotation_gateway.errors import SourceUnavailableError
-from annotation_gateway.federation import FederatedQuery, Federation
+from annotation_gateway.federation import Federation
+from annotation_gateway.federation.limits import EXPORT_CHUNK_SUBJECTS
 from annotation_gateway.model import Annotation, Annotator, AnnotatorKind, ProviderKind, Subject, SubjectKind
 from annotation_gateway.providers.base import SourceQuery
 from annotation_gateway.settings import AuthConfig, CacheConfig, GatewaySettings, ServerConfig
@@ -261,66 +262,47 @@ def _big(source: str, n: int, subjects: int, provider: ProviderKind) -> list[Ann
 
 
 async def measure_export_memory() -> dict[str, Any]:
-    """Export 20,000 annotations in both formats under tracemalloc; the figures the test checks.
+    """Cold exports of 10,000 and 20,000 annotations (500 and 1,000 sessions, 20 annotations each)
+    in both formats under tracemalloc; the figures the test checks.
 
     Run in a fresh interpreter by the test: tracemalloc counts every thread's allocations, and the
     suite's session fixtures keep servers running in threads of the pytest process.
     """
-    subjects = 1000  # GET's subject id limit
-    phoenix = FakeProvider("px", _big("px", 10_000, subjects, ProviderKind.PHOENIX))
-    datadog = FakeProvider(
-        "dd",
-        _big("dd", 10_000, subjects, ProviderKind.DATADOG),
-        provider_kind=ProviderKind.DATADOG,
-        caps=DATADOG_LIKE,
-    )
-    params = [("subject_id", f"session-{i:05d}") for i in range(subjects)]
-
-    async def traced(app: ASGIApp, fmt: str) -> tuple[AsgiResult, int]:
-        tracemalloc.start()
-        try:
-            result = await _get(app, EXPORT, [*params, ("format", fmt)])
-            return result, tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
-
-    # What one cold query of the same filters costs the federation (fetch, cache, merge, sort).
-    federation = Federation([phoenix, datadog], CacheConfig(), cursor_secret=b"k" * 32)
-    query = FederatedQuery(subject_ids=tuple(value for _, value in params), limit=1000)
-    tracemalloc.start()
-    try:
-        await federation.query(query)
-        query_peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-        await federation.aclose()
-
-    figures: dict[str, Any] = {"query_peak": query_peak}
-    for fmt in ("jsonl", "csv"):
-        federation = Federation([phoenix, datadog], CacheConfig(), cursor_secret=b"k" * 32)
-        app = _app(federation)
-        try:
-            # One tiny export first: the app builds its middleware stack and serializers on first use.
-            warm_up = await _get(app, EXPORT, [("subject_id", "warm-up"), ("format", fmt)])
-            cold, cold_peak = await traced(app, fmt)  # fetch, merge, sort and stream
-            warm, warm_peak = await traced(app, fmt)  # the merged result cached: the streaming alone
-        finally:
-            await federation.aclose()
-        figures[fmt] = {
-            "warm_up_status": warm_up.status,
-            "runs": [
-                {
-                    "status": r.status,
-                    "lines": r.lines,
-                    "size": r.size,
-                    "chunks": r.chunks,
-                    "trailer": b"_export" in r.last,
-                }
-                for r in (cold, warm)
-            ],
-            "cold_peak": cold_peak,
-            "warm_peak": warm_peak,
-        }
+    figures: dict[str, Any] = {}
+    for subjects in (500, 1000):  # 1,000: GET's subject id limit
+        phoenix = FakeProvider("px", _big("px", subjects * 10, subjects, ProviderKind.PHOENIX))
+        datadog = FakeProvider(
+            "dd",
+            _big("dd", subjects * 10, subjects, ProviderKind.DATADOG),
+            provider_kind=ProviderKind.DATADOG,
+            caps=DATADOG_LIKE,
+        )
+        params = [("subject_id", f"session-{i:05d}") for i in range(subjects)]
+        for fmt in ("jsonl", "csv"):
+            federation = Federation([phoenix, datadog], CacheConfig(), cursor_secret=b"k" * 32)
+            app = _app(federation)
+            try:
+                # One tiny export first: the app builds its middleware stack and serializers on first use.
+                warm_up = await _get(app, EXPORT, [("subject_id", "warm-up"), ("format", fmt)])
+                tracemalloc.start()
+                try:
+                    run = await _get(app, EXPORT, [*params, ("format", fmt)])
+                    peak = tracemalloc.get_traced_memory()[1]
+                finally:
+                    tracemalloc.stop()
+                cached = len(federation.cache)
+            finally:
+                await federation.aclose()
+            figures[f"{fmt}-{subjects}"] = {
+                "warm_up_status": warm_up.status,
+                "status": run.status,
+                "lines": run.lines,
+                "size": run.size,
+                "chunks": run.chunks,
+                "trailer": b"_export" in run.last,
+                "peak": peak,
+                "cached_groups": cached,
+            }
     return figures
 
 
@@ -337,29 +319,24 @@ def test_export_of_20000_annotations_keeps_memory_flat() -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     figures = json.loads(done.stdout.strip().splitlines()[-1])
-    query_peak = figures["query_peak"]
     for fmt in ("jsonl", "csv"):
-        got = figures[fmt]
-        assert got["warm_up_status"] == 200
-        for run in got["runs"]:
-            assert run["status"] == 200
-            assert run["lines"] == 20_000 + (1 if fmt == "csv" else 0)
-            assert not run["trailer"]
-            assert run["chunks"] >= 100  # sent a slice at a time, not as one body
-        size = got["runs"][0]["size"]
-        assert got["runs"][1]["size"] == size
-        cold_peak, warm_peak = got["cold_peak"], got["warm_peak"]
+        for subjects in (500, 1000):
+            got = figures[f"{fmt}-{subjects}"]
+            assert got["warm_up_status"] == 200
+            assert got["status"] == 200
+            assert got["lines"] == subjects * 20 + (1 if fmt == "csv" else 0)
+            assert not got["trailer"]
+            assert got["chunks"] >= subjects // 10  # sent a slice at a time, not as one body
+            # Nothing an export reads is kept in the cache (only the warm-up's one subject).
+            assert got["cached_groups"] <= 2
+        small, large = figures[f"{fmt}-500"], figures[f"{fmt}-1000"]
         print(
-            f"{fmt}: {size:,} B exported; traced peak cold {cold_peak:,} B (a cold query alone: "
-            f"{query_peak:,} B), warm {warm_peak:,} B"
+            f"{fmt}: {small['size']:,} B exported with a traced peak of {small['peak']:,} B; "
+            f"{large['size']:,} B with {large['peak']:,} B"
         )
-        # The streaming itself holds a slice of output at a time: a small fraction of the export.
-        assert warm_peak < size / 10, f"{fmt}: streaming peak {warm_peak:,} B for {size:,} B"
-        # Cold, on top of what the federation keeps for any query of these filters (per-subject
-        # cache entries, merged and sorted references: ~100 B per annotation, not its ~400-600 B
-        # of output), the export adds only that small, flat amount.
-        assert cold_peak < query_peak + size / 10, f"{fmt}: cold peak {cold_peak:,} B, query {query_peak:,} B"
-        assert cold_peak < size / 2, f"{fmt}: peak {cold_peak:,} B for {size:,} B exported"
+        # Twice the export, the same memory: the peak is a few subject chunks, not the export.
+        assert large["peak"] < small["peak"] * 1.3 + 256 * 1024, (small, large)
+        assert large["peak"] < large["size"] / 2, f"{fmt}: peak {large['peak']:,} B for {large['size']:,} B"
 
 
 async def test_a_source_failing_on_a_later_page_is_named_in_the_trailer() -> None:
@@ -369,21 +346,25 @@ async def test_a_source_failing_on_a_later_page_is_named_in_the_trailer() -> Non
         calls["dd"] += 1
         return SourceUnavailableError("simulated outage", source="dd") if calls["dd"] > 1 else None
 
-    phoenix = FakeProvider("px", [make_annotation("px", f"s{i % 10}", updated_at=i) for i in range(2_500)])
+    # 100 subjects: two chunks of EXPORT_CHUNK_SUBJECTS (50), each asking each source once, so
+    # the second chunk meets the outage. 25 Phoenix and 5 Datadog annotations per subject.
+    assert EXPORT_CHUNK_SUBJECTS == 50
+    phoenix = FakeProvider(
+        "px", [make_annotation("px", f"s{i % 100:03d}", updated_at=i) for i in range(2_500)]
+    )
     datadog = FakeProvider(
         "dd",
         [
-            make_annotation("dd", f"s{i % 10}", updated_at=i, provider=ProviderKind.DATADOG)
+            make_annotation("dd", f"s{i % 100:03d}", updated_at=i, provider=ProviderKind.DATADOG)
             for i in range(500)
         ],
         provider_kind=ProviderKind.DATADOG,
         caps=DATADOG_LIKE,
         fail=fail_after_first,
     )
-    # No cache: every page asks every source again, so the second page meets the outage.
     federation = Federation([phoenix, datadog], CacheConfig(enabled=False), cursor_secret=b"k" * 32)
     app = _app(federation)
-    params = [("subject_id", f"s{i}") for i in range(10)]
+    params = [("subject_id", f"s{i:03d}") for i in range(100)]
     try:
         allowed = await _get(app, EXPORT, params, keep=True)
         assert allowed.status == 200
@@ -391,7 +372,7 @@ async def test_a_source_failing_on_a_later_page_is_named_in_the_trailer() -> Non
         trailer = json.loads(lines[-1])
         assert trailer["_export"]["partial"] is True
         assert [s["source"] for s in trailer["_export"]["sources"]] == ["dd"]
-        assert len(lines) - 1 < 3_000  # short, and it says so
+        assert len(lines) - 1 == 1_500 + 1_250  # the first chunk whole, the second without dd
 
         calls["dd"] = 0
         denied = await _get(app, EXPORT, [*params, ("partial", "deny"), ("format", "csv")], keep=True)
@@ -401,6 +382,6 @@ async def test_a_source_failing_on_a_later_page_is_named_in_the_trailer() -> Non
         failure = json.loads(records[-1][1])["sources"][0]
         assert failure["source"] == "dd"
         assert failure["error"]["code"] == "source_unavailable"
-        assert len(records) - 2 == 1_000  # the header, one complete page, the trailer
+        assert len(records) - 2 == 1_500  # the header, one complete chunk, the trailer
     finally:
         await federation.aclose()

@@ -489,10 +489,10 @@ def _status(status: SourceStatus) -> dict[str, Any]:
 def page_json(page: QueryPage) -> bytes:
     """The JSON bytes of ``page`` (the :class:`AnnotationPage` shape), without a model round trip.
 
-    The annotations' JSON comes with the page when the federation has it (kept with its merged
-    result, so a cached query's pages serialize nothing); otherwise each is serialized here.
+    Each annotation's JSON is its record's, encoded once when the record was made: a page
+    serializes nothing but its envelope.
     """
-    items = page.data_json() if page.data_json is not None else b",".join(map(_ANNOTATION_JSON, page.data))
+    items = b",".join([record.json for record in page.records])
     return b"".join(
         (
             b'{"data":[',

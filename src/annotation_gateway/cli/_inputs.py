@@ -34,17 +34,20 @@ import tomllib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from annotation_gateway.cli._app import EXIT_CONFIG, err_console
-from annotation_gateway.federation import Federation
+from annotation_gateway.errors import ClientError
+from annotation_gateway.federation import FederatedQuery, Federation
 from annotation_gateway.model import SubjectKind
 from annotation_gateway.providers import AnnotationProvider, build_provider
 from annotation_gateway.settings import GatewaySettings
 
 __all__ = [
     "InputError",
+    "build_query",
     "collect_subject_ids",
     "collect_subjects",
     "exit_bad_input",
@@ -64,6 +67,16 @@ def exit_bad_input(message: str) -> typer.Exit:
     """Print ``message`` as a bad-arguments error; return the ``Exit`` (code 2) to raise."""
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(EXIT_CONFIG)
+
+
+def build_query(**fields: Any) -> FederatedQuery:
+    """The one query type, built from the command's options: what it refuses (no subject id or
+    identifier, a limit, a window that ends before it starts) exits 2 with the query's own
+    message, the same rule and words as the API's 422."""
+    try:
+        return FederatedQuery(**fields)
+    except ClientError as exc:
+        raise exit_bad_input(f"{exc.code.value}: {exc.detail}") from None
 
 
 def _read_text(path: Path) -> str:
@@ -199,7 +212,7 @@ async def open_federation(settings: GatewaySettings) -> AsyncIterator[Federation
         for config in settings.sources:
             if config.enabled:
                 providers.append(build_provider(config))
-        federation = Federation(providers, settings.cache, cursor_secret=secrets.token_bytes(32))
+        federation = Federation.from_settings(providers, settings, cursor_secret=secrets.token_bytes(32))
     except BaseException:
         for provider in providers:
             await provider.aclose()

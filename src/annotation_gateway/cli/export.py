@@ -2,12 +2,13 @@
 
 Contract: the filters of ``query`` (``--subject-id``/``--subject-ids-file``, whose ids may carry
 a kind prefix such as ``trace:``, ``--identifier``, ``--name``...); builds the configured
-sources and a federation in-process (no server needed) and writes every page through the same
-serializer as ``GET /v1/annotations/export``
-(:class:`~annotation_gateway.api.routes.export.ExportWriter`), page by page, so memory stays
-flat. Output goes to ``--output`` (written to ``FILE.partial`` and renamed when complete) or
-stdout. A rich progress bar (annotations written of the query's total) is drawn on stderr when
-stderr is a terminal, never otherwise.
+sources and a federation in-process (no server needed) and streams it exactly as
+``GET /v1/annotations/export`` does (:meth:`Federation.stream`: subject chunks, in the same
+order, written as they arrive, through the same
+:class:`~annotation_gateway.api.routes.export.ExportWriter`), so memory stays flat. Output goes
+to ``--output`` (written to ``FILE.partial`` and renamed when complete) or
+stdout. A rich progress display (annotations written so far; the total is known only at the end of a
+stream) is drawn on stderr when stderr is a terminal, never otherwise.
 
 Failures: one before anything was written (``--partial deny`` and a failing source, every
 source failing, a 403/413) → its problem on stderr, exit 1, no file. A source failing once the
@@ -23,7 +24,6 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, BinaryIO
@@ -31,7 +31,7 @@ from typing import Annotated, BinaryIO
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from annotation_gateway.api.routes.export import EXPORT_PAGE_SIZE, ExportFormat, ExportWriter
+from annotation_gateway.api.routes.export import ExportFormat, ExportWriter
 from annotation_gateway.cli._app import (
     DEFAULT_CONFIG,
     EXIT_CONFIG,
@@ -51,7 +51,13 @@ from annotation_gateway.cli._app import (
     err_console,
     load_or_exit,
 )
-from annotation_gateway.cli._inputs import InputError, collect_subjects, exit_bad_input, open_federation
+from annotation_gateway.cli._inputs import (
+    InputError,
+    build_query,
+    collect_subjects,
+    exit_bad_input,
+    open_federation,
+)
 from annotation_gateway.errors import ClientError, GatewayError
 from annotation_gateway.federation import FederatedQuery
 from annotation_gateway.providers.config import ConfigError
@@ -79,17 +85,17 @@ async def run_export(
     """Write every page of ``query`` to ``sink``; raises a ``GatewayError`` of the first page."""
     writer = ExportWriter(fmt, include_raw=query.include_raw)
     async with open_federation(settings) as federation:
-        pages = federation.pages(replace(query, limit=EXPORT_PAGE_SIZE))
+        pages = federation.stream(query)
         task = None
         try:
             page = await anext(pages)  # failures of the first page: nothing written yet
             if progress is not None:
-                total = sum(s.count for s in page.sources if s.status == "ok")
-                task = progress.add_task("exporting", total=total)
+                # A streaming export learns its total only at the end: the bar counts up.
+                task = progress.add_task("exporting", total=None)
             sink.write(writer.header())
             while True:
                 writer.note(page)
-                sink.write(writer.page(page.data))
+                sink.write(writer.page(page.records))
                 if progress is not None and task is not None:
                     progress.update(task, completed=writer.count)
                 try:
@@ -157,10 +163,7 @@ def export_command(
         ids, kinds = collect_subjects(subject_id, subject_ids_file, subject_kind)
     except InputError as exc:
         raise exit_bad_input(str(exc)) from None
-    if not ids and not identifier:
-        raise exit_bad_input("give at least one --subject-id, --subject-ids-file or --identifier")
-    settings = load_or_exit(config)
-    query = FederatedQuery(
+    query = build_query(
         subject_ids=tuple(ids),
         subject_kinds=kinds,
         identifiers=tuple(identifier or ()),
@@ -175,6 +178,7 @@ def export_command(
         include_raw=include_raw,
         partial=partial.value,
     )
+    settings = load_or_exit(config)
     progress: Progress | None = None
     if err_console.is_terminal:
         progress = Progress(

@@ -42,7 +42,7 @@ from annotation_gateway.cli._app import (
     err_console,
     load_or_exit,
 )
-from annotation_gateway.cli._inputs import collect_subjects, open_federation
+from annotation_gateway.cli._inputs import build_query, collect_subjects, open_federation
 from annotation_gateway.errors import GatewayError
 from annotation_gateway.federation import (
     DEFAULT_PAGE_SIZE,
@@ -77,7 +77,7 @@ async def run_query(settings: GatewaySettings, query: FederatedQuery, *, follow:
             if merged is None:
                 merged = page
             else:
-                merged.data.extend(page.data)
+                merged.records.extend(page.records)
                 merged.partial = merged.partial or page.partial
         assert merged is not None
         merged.next_cursor = None
@@ -150,11 +150,7 @@ def query(
 ) -> None:
     """Query annotations across every source, in-process (no server needed)."""
     ids, kinds = collect_subjects(subject_id, None, subject_kind)
-    if not ids and not identifier:
-        err_console.print("[red]give at least one --subject-id or --identifier[/]")
-        raise typer.Exit(EXIT_CONFIG)
-    settings = load_or_exit(config)
-    federated = FederatedQuery(
+    federated = build_query(
         subject_ids=tuple(ids),
         subject_kinds=kinds,
         identifiers=tuple(identifier or ()),
@@ -167,6 +163,7 @@ def query(
         include_raw=include_raw,
         partial=partial.value,
     )
+    settings = load_or_exit(config)
     try:
         page = asyncio.run(run_query(settings, federated, follow=all_pages))
     except ConfigError as exc:

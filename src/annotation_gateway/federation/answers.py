@@ -5,13 +5,13 @@ Contract: plain data; the API layer encodes them (JSON on the wire is the API's 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
 from annotation_gateway.model import Annotation, ProviderKind
 from annotation_gateway.providers.base import Capabilities, HealthReport
+from annotation_gateway.records import Record, decode
 
 __all__ = ["QueryPage", "SourceInfo", "SourceState", "SourceStatus"]
 
@@ -38,15 +38,18 @@ class SourceStatus:
 
 @dataclass(slots=True)
 class QueryPage:
-    data: list[Annotation]
+    """One page: its records in answer order, the cursor to the next page, and each source's
+    status. ``data`` decodes the records into canonical models, for the consumers that want
+    them (compare, the CLI's tables); the API writes ``records``' JSON as it is."""
+
+    records: list[Record]
     next_cursor: str | None
     partial: bool
     sources: list[SourceStatus]
-    data_json: Callable[[], bytes] | None = field(default=None, repr=False, compare=False)
-    """Returns ``data``'s items' JSON (the canonical model's own serialization), comma-separated,
-    serialized once per merged result and kept with it (:meth:`Federation.query` sets it);
-    ``None``: serialize ``data``. A callable, so that readers that never write the page as
-    JSON (export) make nothing be kept."""
+
+    @property
+    def data(self) -> list[Annotation]:
+        return decode(self.records)
 
 
 @dataclass(slots=True)

@@ -35,13 +35,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
+import itertools
 import logging
 import time
 from bisect import bisect_right
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from operator import attrgetter
 
 from cachetools import TTLCache
 
@@ -55,15 +57,16 @@ from annotation_gateway.errors import (
 )
 from annotation_gateway.federation import limits
 from annotation_gateway.federation.answers import QueryPage, SourceInfo, SourceStatus
-from annotation_gateway.federation.cursor import CursorCodec, bind, sort_key
+from annotation_gateway.federation.cursor import CursorCodec, bind
 from annotation_gateway.federation.guards import SourceRuntime
 from annotation_gateway.federation.limits import DEFAULT_SOURCE_DEADLINE_S
 from annotation_gateway.federation.merge import Merged, Outcome, all_failed, as_cache_hit, merge
 from annotation_gateway.federation.observer import BoundObserver, FederationObserver
 from annotation_gateway.federation.planner import gateway_filter, pushdown, select, skip_reason
 from annotation_gateway.federation.query import FederatedQuery, fingerprint, stale_allowance
-from annotation_gateway.model import Annotation, AnnotationWrite
+from annotation_gateway.model import AnnotationWrite
 from annotation_gateway.providers.base import AnnotationProvider, HealthReport, SourceQuery, WriteResult
+from annotation_gateway.records import Record, record_of, sort_key
 from annotation_gateway.resilience import (
     DEFAULT_FAILURE_THRESHOLD,
     DEFAULT_RESET_TIMEOUT_S,
@@ -77,6 +80,8 @@ from annotation_gateway.settings import CacheConfig, GatewaySettings
 __all__ = ["Federation"]
 
 log = logging.getLogger("annotation_gateway.federation")
+
+_SUBJECT_ID = attrgetter("subject_id")
 
 
 class Federation:
@@ -123,13 +128,13 @@ class Federation:
                 ),
                 bulkhead=Bulkhead(max_inflight_per_source),
             )
-        self._cache = AnnotationCache(cache, clock=clock)
+        self._cache: AnnotationCache[Record] = AnnotationCache(cache, subject_of=_SUBJECT_ID, clock=clock)
         self._merged_ttl = cache.ttl_s if cache.enabled else 0.0
         self._merged: TTLCache[bytes, Merged] = TTLCache(
             maxsize=limits.MERGED_CACHE_MAX_ITEMS,
             ttl=max(self._merged_ttl, 1e-9),
             timer=clock,
-            getsizeof=lambda merged: len(merged.items) + 1,
+            getsizeof=lambda merged: len(merged.records) + 1,
         )
         self._fingerprints: dict[tuple[FederatedQuery, tuple[str, ...]], bytes] = {}
         self._write_seq = 0
@@ -166,7 +171,7 @@ class Federation:
         return list(self._sources)
 
     @property
-    def cache(self) -> AnnotationCache:
+    def cache(self) -> AnnotationCache[Record]:
         return self._cache
 
     def circuit_state(self, source: str) -> CircuitState:
@@ -216,17 +221,16 @@ class Federation:
             merged = await self._fan_out(query, selected, digest)
             statuses = list(merged.statuses)
 
-        items = merged.items
-        start = 0 if position is None else bisect_right(items, position, key=sort_key)
+        records = merged.records
+        start = 0 if position is None else bisect_right(records, position, key=sort_key)
         end = start + query.limit
-        data = list(items[start:end])
-        next_cursor = self._codec.encode(binding, sort_key(data[-1])) if end < len(items) else None
+        page = list(records[start:end])
+        next_cursor = self._codec.encode(binding, sort_key(page[-1])) if end < len(records) else None
         return QueryPage(
-            data=data,
+            records=page,
             next_cursor=next_cursor,
             partial=merged.partial,
             sources=statuses,
-            data_json=functools.partial(merged.page_json, start, end),
         )
 
     async def pages(
@@ -251,7 +255,59 @@ class Federation:
             page = await self.query(query, allowed_sources=allowed_sources, audience=audience)
             yield page
 
-    async def _fan_out(self, query: FederatedQuery, selected: list[SourceRuntime], digest: bytes) -> Merged:
+    async def stream(
+        self, query: FederatedQuery, *, allowed_sources: frozenset[str] | None = None
+    ) -> AsyncIterator[QueryPage]:
+        """Every match of ``query``, a chunk of subjects at a time (exports).
+
+        The subject ids (sorted: the query is normalised) are cut into chunks of
+        ``EXPORT_CHUNK_SUBJECTS``; up to ``EXPORT_CHUNKS_IN_FLIGHT`` are fetched at once, and each
+        is yielded, in subject order, as one page of its records in answer order (an
+        identifier-only query is one chunk). So memory holds a few chunks, never the whole
+        result, and the order is: by subject chunk, then ``updated_at`` descending and ``id``
+        within a chunk — a global order would need everything first. Reads use fresh cache
+        entries and join flights but store nothing. The first chunk's errors are raised before
+        anything is yielded (``partial=deny``, every source failing, 403, 422); a later chunk's
+        too, for the caller to report after what it already wrote. ``next_cursor`` is ``None``.
+        """
+        selected = select(query, self._sources, allowed_sources)
+        ids = query.subject_ids
+        step = limits.EXPORT_CHUNK_SUBJECTS
+        chunks = [ids[i : i + step] for i in range(0, len(ids), step)] if ids else [()]
+
+        def start(chunk: tuple[str, ...]) -> asyncio.Task[Merged]:
+            part = replace(query, subject_ids=chunk) if chunk else query
+            return asyncio.ensure_future(self._fan_out(part, selected, None))
+
+        waiting = iter(chunks)
+        window: deque[asyncio.Task[Merged]] = deque()
+        try:
+            for chunk in itertools.islice(waiting, limits.EXPORT_CHUNKS_IN_FLIGHT):
+                window.append(start(chunk))
+            while window:
+                merged = await window.popleft()
+                following = next(waiting, None)
+                if following is not None:
+                    window.append(start(following))
+                yield QueryPage(
+                    records=list(merged.records),
+                    next_cursor=None,
+                    partial=merged.partial,
+                    sources=list(merged.statuses),
+                )
+                del merged
+        finally:
+            for task in window:
+                task.cancel()
+            await asyncio.gather(*window, return_exceptions=True)
+
+    async def _fan_out(
+        self, query: FederatedQuery, selected: list[SourceRuntime], digest: bytes | None
+    ) -> Merged:
+        """Ask every selected source (or skip it) and merge; ``digest`` is where the complete,
+        fresh result is kept in the merged cache, ``None`` to keep nothing (a streaming export:
+        neither the merged result nor the sources' answers are stored)."""
+        store = digest is not None
         write_seq = self._write_seq
         keep = gateway_filter(query)
         jobs: list[Awaitable[Outcome]] = []
@@ -265,7 +321,14 @@ class Federation:
             else:
                 outcomes.append(None)
                 jobs.append(
-                    self._ask(source, pushdown(source, query), query.use_cache, stale_allowance(query), keep)
+                    self._ask(
+                        source,
+                        pushdown(source, query),
+                        query.use_cache,
+                        stale_allowance(query),
+                        keep,
+                        store=store,
+                    )
                 )
         results = await asyncio.gather(*jobs, return_exceptions=True)
         answered = iter(results)
@@ -287,14 +350,14 @@ class Federation:
 
         fetched = [o.fetched_at for o in done if o.fetched_at is not None]
         expires_at = (min(fetched) if fetched else self._clock()) + self._merged_ttl
-        merged = merge(done, include_raw=query.include_raw, expires_at=expires_at)
+        merged = merge(done, expires_at=expires_at)
         storable = (
             self._merged_ttl > 0
             and not failures
             and not any(o.status.stale for o in done)
             and write_seq == self._write_seq
         )
-        if storable:
+        if digest is not None and storable:
             # A result larger than the whole merged cache (ValueError) is served, not kept.
             with contextlib.suppress(ValueError):
                 self._merged[digest] = merged
@@ -306,12 +369,19 @@ class Federation:
         pushdown: SourceQuery,
         use_cache: bool,
         max_stale_s: float | None,
-        keep: Callable[[Annotation], bool] | None,
+        keep: Callable[[Record], bool] | None,
+        *,
+        store: bool = True,
     ) -> Outcome:
         started = time.perf_counter()
         try:
-            answer: CacheAnswer = await self._cache.get(
-                source.name, pushdown, self._fetcher(source), use_cache=use_cache, max_stale_s=max_stale_s
+            answer: CacheAnswer[Record] = await self._cache.get(
+                source.name,
+                pushdown,
+                self._fetcher(source),
+                use_cache=use_cache,
+                max_stale_s=max_stale_s,
+                store=store,
             )
         except SourceError as exc:
             elapsed_ms = (time.perf_counter() - started) * 1000
@@ -320,28 +390,31 @@ class Federation:
                 source.name, source.kind, "error", elapsed_ms=elapsed_ms, error=exc.problem()
             )
             return Outcome(status, failure=exc)
-        items = answer.items if keep is None else [item for item in answer.items if keep(item)]
+        records = answer.items if keep is None else [record for record in answer.items if keep(record)]
         elapsed_ms = (time.perf_counter() - started) * 1000
         self._observer.on_cache(source.name, "stale" if answer.stale else "hit" if answer.cached else "miss")
         status = SourceStatus(
             source.name,
             source.kind,
             "ok",
-            count=len(items),
+            count=len(records),
             cached=answer.cached,
             stale=answer.stale,
             elapsed_ms=elapsed_ms,
         )
-        return Outcome(status, items=items, fetched_at=answer.fetched_at)
+        return Outcome(status, records=records, fetched_at=answer.fetched_at)
 
-    def _fetcher(self, source: SourceRuntime) -> Callable[[SourceQuery], Awaitable[Sequence[Annotation]]]:
-        async def fetch(pushdown: SourceQuery) -> Sequence[Annotation]:
-            return await source.guarded(
+    def _fetcher(self, source: SourceRuntime) -> Callable[[SourceQuery], Awaitable[Sequence[Record]]]:
+        async def fetch(pushdown: SourceQuery) -> Sequence[Record]:
+            annotations = await source.guarded(
                 "fetch",
                 lambda: source.provider.fetch(pushdown),
                 observer=self._observer,
                 deadline_s=self._deadline_s,
             )
+            # The compact records are what is cached and merged (records.py says why).
+            include_raw = pushdown.include_raw
+            return [record_of(annotation, include_raw=include_raw) for annotation in annotations]
 
         return fetch
 

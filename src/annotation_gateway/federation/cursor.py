@@ -15,32 +15,24 @@ import base64
 import binascii
 import hashlib
 import hmac
-from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 
 import orjson
 
 from annotation_gateway.errors import InvalidCursorError
 from annotation_gateway.federation.limits import MAX_CURSOR_LENGTH
-from annotation_gateway.model import Annotation
+from annotation_gateway.records import sort_key
 
-__all__ = ["BY_ID", "BY_UPDATED_AT", "CursorCodec", "SortKey", "bind", "sort_key"]
+__all__ = ["BY_ID", "BY_UPDATED", "CursorCodec", "SortKey", "bind", "sort_key"]
 
 _CURSOR_VERSION = 1
 _CURSOR_MAC_BYTES = 16
 _FINGERPRINT_BYTES = 12
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
 
 
 SortKey = tuple[int, str]
 BY_ID = attrgetter("id")
-BY_UPDATED_AT = attrgetter("updated_at")
-
-
-def sort_key(item: Annotation) -> SortKey:
-    """Ascending order of this key is ``updated_at`` descending, then ``id`` ascending."""
-    return (-((item.updated_at - _EPOCH) // _MICROSECOND), item.id)
+BY_UPDATED = attrgetter("updated_us")
 
 
 def _b64encode(data: bytes) -> str:

@@ -9,6 +9,8 @@ from __future__ import annotations
 __all__ = [
     "DEFAULT_PAGE_SIZE",
     "DEFAULT_SOURCE_DEADLINE_S",
+    "EXPORT_CHUNKS_IN_FLIGHT",
+    "EXPORT_CHUNK_SUBJECTS",
     "FINGERPRINT_MEMO_MAX_ITEMS",
     "HEALTH_MAX_AGE_S",
     "HEALTH_TIMEOUT_S",
@@ -44,5 +46,9 @@ HEALTH_MAX_AGE_S = 15.0
 """``sources_info()`` re-probes a source whose last check is older than this."""
 MERGED_CACHE_MAX_ITEMS = 1_000_000
 """Annotation references kept across all cached merged query results."""
+EXPORT_CHUNK_SUBJECTS = 50
+"""Subjects per chunk of a streaming export (one fan-out each; a few chunks in memory at once)."""
+EXPORT_CHUNKS_IN_FLIGHT = 2
+"""Chunks of a streaming export fetched at once (one being written while the next arrives)."""
 FINGERPRINT_MEMO_MAX_ITEMS = 4096
 """Query digests remembered (a plain dict, emptied when full: cheaper than LRU upkeep)."""

@@ -27,8 +27,9 @@ from collections.abc import Callable, Mapping
 from annotation_gateway.errors import ForbiddenError, RequestValidationError
 from annotation_gateway.federation.guards import SourceRuntime
 from annotation_gateway.federation.query import FederatedQuery
-from annotation_gateway.model import Annotation, SubjectKind
+from annotation_gateway.model import SubjectKind
 from annotation_gateway.providers.base import SourceQuery
+from annotation_gateway.records import Record, micros
 
 __all__ = ["gateway_filter", "pushdown", "select", "skip_reason"]
 
@@ -104,21 +105,22 @@ def pushdown(source: SourceRuntime, query: FederatedQuery) -> SourceQuery:
     )
 
 
-def gateway_filter(query: FederatedQuery) -> Callable[[Annotation], bool] | None:
+def gateway_filter(query: FederatedQuery) -> Callable[[Record], bool] | None:
     """The filters no provider applies, as one predicate; ``None`` when there are none."""
-    annotators = frozenset(query.annotator_kinds)
+    annotators = frozenset(k.value for k in query.annotator_kinds)
     projects = frozenset(query.projects)
-    after, before = query.updated_after, query.updated_before
+    after = None if query.updated_after is None else micros(query.updated_after)
+    before = None if query.updated_before is None else micros(query.updated_before)
     if not annotators and not projects and after is None and before is None:
         return None
 
-    def keep(item: Annotation) -> bool:
-        if annotators and item.annotator.kind not in annotators:
+    def keep(record: Record) -> bool:
+        if annotators and record.annotator_kind not in annotators:
             return False
-        if projects and item.subject.project not in projects:
+        if projects and record.project not in projects:
             return False
-        if after is not None and item.updated_at < after:
+        if after is not None and record.updated_us < after:
             return False
-        return before is None or item.updated_at < before
+        return before is None or record.updated_us < before
 
     return keep

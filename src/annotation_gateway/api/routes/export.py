@@ -5,11 +5,12 @@ Contract:
   :func:`~annotation_gateway.api.schemas.parse_query_params`, same limits and errors), plus
   ``format=jsonl|csv`` (default ``jsonl``; another value → 422 ``validation_error``).
   ``limit`` and ``cursor`` are refused (422): the export pages by itself;
-- the answer streams :meth:`Federation.pages` with pages of :data:`EXPORT_PAGE_SIZE`, each page
-  serialized and sent a slice of :data:`CHUNK_SIZE` annotations at a time, so the export's own
-  buffers stay flat (about one slice of output), however many annotations are exported. The
-  federation itself holds what it holds for any query: the fetched annotations and the merged,
-  sorted references to them (tests/api/test_export.py measures both with tracemalloc);
+- the answer streams :meth:`Federation.stream`: the subject ids in chunks, a few fetched at
+  once, each chunk written — a slice of :data:`CHUNK_SIZE` annotations at a time — as it
+  arrives, so memory holds a few chunks, never the whole export, and nothing an export reads is
+  kept in the cache. **Order**: by subject chunk (subject ids in code-point order, 50 a chunk),
+  then ``updated_at`` descending and ``id`` within a chunk; a global order would need every
+  annotation before the first byte (tests/api/test_export.py measures the memory);
 - ``jsonl`` (``application/x-ndjson``): one canonical annotation per line, exactly the JSON of
   ``GET /v1/annotations``'s ``data[]`` items. ``csv`` (``text/csv``): a header, then one RFC 4180
   record per annotation with the columns :data:`CSV_COLUMNS` (empty cell = null; scores written
@@ -25,10 +26,12 @@ Contract:
   * CSV: a record whose first cell is ``#_export`` and whose second cell is that same JSON
     object (``{"partial": true, "sources": [...]}``).
 
-  A complete export has no trailer. With ``partial=allow`` a source failing from the start shows
-  in the trailer too (the other sources' annotations are still exported).
-- ``Cache-Control: no-cache`` bypasses the cache for the first page (later pages read what it
-  just fetched, see :meth:`Federation.pages`).
+  A source answered from stale cache entries (allowed as for ``GET /v1/annotations``) is named
+  in the trailer too, as ``{"source": ..., "stale": true}`` (``partial`` stays false when
+  nothing failed). A complete, fresh export has no trailer. With ``partial=allow`` a source
+  failing from the start shows in the trailer too (the other sources' annotations are still
+  exported).
+- ``Cache-Control: no-cache`` bypasses the cache; ``max-stale=N`` opts into stale answers.
 
 :class:`ExportWriter` holds the serialization; the CLI's ``export`` command writes through it too.
 """
@@ -38,13 +41,12 @@ from __future__ import annotations
 import csv
 import enum
 import io
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
-from pydantic import TypeAdapter
 from starlette.responses import Response, StreamingResponse
 
 from annotation_gateway.api.auth import BEARER_SECURITY, AuthDep, FederationDep
@@ -59,7 +61,7 @@ from annotation_gateway.api.schemas import (
 )
 from annotation_gateway.errors import GatewayError, SourceError
 from annotation_gateway.federation import MAX_PAGE_SIZE, QueryPage
-from annotation_gateway.model import Annotation, format_utc
+from annotation_gateway.records import Record
 
 __all__ = [
     "CSV_COLUMNS",
@@ -111,11 +113,13 @@ class ExportFormat(enum.StrEnum):
 
 MEDIA_TYPES = {ExportFormat.JSONL: "application/x-ndjson", ExportFormat.CSV: "text/csv; charset=utf-8"}
 
-_ANNOTATION = TypeAdapter(Annotation)
-
 
 def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
+
+
+def _text(value: str | None) -> str:
+    return value if value is not None else ""
 
 
 class ExportWriter:
@@ -128,6 +132,7 @@ class ExportWriter:
         self.format = fmt
         self.include_raw = include_raw
         self.failed: dict[str, dict[str, Any]] = {}
+        self.stale: set[str] = set()
         self.count = 0
 
     @property
@@ -141,49 +146,56 @@ class ExportWriter:
         return self._csv([list(columns)])
 
     def note(self, page: QueryPage) -> None:
-        """Remember every source this page reports as failed."""
+        """Remember every source this page reports as failed, or answered from stale cache."""
         for status in page.sources:
             if status.status == "error":
                 self.failed[status.source] = status.error or {}
+            elif status.stale:
+                self.stale.add(status.source)
 
     def note_error(self, error: GatewayError) -> None:
         """Remember a failure that ended the export early (an error raised by a later page)."""
         source = error.source if isinstance(error, SourceError) and error.source else "(gateway)"
         self.failed[source] = error.problem()
 
-    def page(self, annotations: list[Annotation]) -> bytes:
-        self.count += len(annotations)
+    def page(self, records: Sequence[Record]) -> bytes:
+        """The bytes of ``records``: JSONL lines are the records' JSON as stored; a CSV row is
+        made from each record's JSON (no canonical model is built)."""
+        self.count += len(records)
         if self.format is ExportFormat.JSONL:
-            if not annotations:
+            if not records:
                 return b""
-            return b"\n".join(map(_ANNOTATION.dump_json, annotations)) + b"\n"
-        return self._csv(self._record(a) for a in annotations)
+            return b"\n".join([record.json for record in records]) + b"\n"
+        return self._csv(self._row(record.as_dict()) for record in records)
 
-    def _record(self, a: Annotation) -> list[str]:
-        record = [
-            a.id,
-            a.source,
-            a.provider.value,
-            a.subject.kind.value,
-            a.subject.id,
-            a.subject.project or "",
-            a.name,
-            a.label if a.label is not None else "",
-            repr(a.score) if a.score is not None else "",
-            a.explanation if a.explanation is not None else "",
-            a.annotator.kind.value,
-            a.annotator.id or "",
-            a.identifier,
-            a.queue.id if a.queue is not None else "",
-            (a.queue.name or "") if a.queue is not None else "",
-            format_utc(a.created_at),
-            format_utc(a.updated_at),
-            _json(a.metadata),
-            _json(a.extensions),
+    def _row(self, a: dict[str, Any]) -> list[str]:
+        subject, annotator, queue = a["subject"], a["annotator"], a.get("queue")
+        score = a.get("score")
+        row = [
+            a["id"],
+            a["source"],
+            a["provider"],
+            subject["kind"],
+            subject["id"],
+            subject.get("project") or "",
+            a["name"],
+            _text(a.get("label")),
+            repr(float(score)) if score is not None else "",
+            _text(a.get("explanation")),
+            annotator["kind"],
+            annotator.get("id") or "",
+            a.get("identifier", ""),
+            queue["id"] if queue is not None else "",
+            (queue.get("name") or "") if queue is not None else "",
+            a["created_at"],
+            a["updated_at"],
+            _json(a.get("metadata", {})),
+            _json(a.get("extensions", {})),
         ]
         if self.include_raw:
-            record.append(_json(a.raw) if a.raw is not None else "")
-        return record
+            raw = a.get("raw")
+            row.append(_json(raw) if raw is not None else "")
+        return row
 
     @staticmethod
     def _csv(records: Iterable[list[str]]) -> bytes:
@@ -192,13 +204,15 @@ class ExportWriter:
         return buffer.getvalue().encode()
 
     def trailer(self) -> bytes:
-        """The trailer naming the failed sources; empty for a complete export."""
-        if not self.failed:
+        """The trailer naming the failed sources and those served from stale cache entries;
+        empty for a complete, fresh export."""
+        if not self.failed and not self.stale:
             return b""
-        body = {
-            "partial": True,
-            "sources": [{"source": name, "error": error} for name, error in sorted(self.failed.items())],
-        }
+        sources: list[dict[str, Any]] = [
+            {"source": name, "error": error} for name, error in sorted(self.failed.items())
+        ]
+        sources += [{"source": name, "stale": True} for name in sorted(self.stale - set(self.failed))]
+        body = {"partial": bool(self.failed), "sources": sources}
         if self.format is ExportFormat.JSONL:
             return orjson.dumps({TRAILER_KEY: body}) + b"\n"
         return self._csv([[CSV_TRAILER_CELL, _json(body)]])
@@ -219,7 +233,7 @@ async def stream_export(
     try:
         while page is not None:
             writer.note(page)
-            data = page.data
+            data = page.records
             page = None  # drop the page before waiting for the next one
             # Serialized a slice at a time: a chunk in flight is a fraction of a page.
             for start in range(0, len(data), CHUNK_SIZE):
@@ -307,7 +321,7 @@ async def export_annotations(request: Request, principal: AuthDep, federation: F
         raise validation_problem(refused)
     params = parse_query_params(filters)
     query = replace(cache_policy(request).apply(params.to_query(use_cache=True)), limit=EXPORT_PAGE_SIZE)
-    pages = federation.pages(query, allowed_sources=principal.allowed_sources, audience=principal.name)
+    pages = federation.stream(query, allowed_sources=principal.allowed_sources)
     # The first page before the first byte: its errors are still a proper problem answer.
     first = await anext(pages)
     writer = ExportWriter(fmt, include_raw=query.include_raw)

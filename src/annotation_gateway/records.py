@@ -1,0 +1,123 @@
+"""Compact canonical records: what the read path caches, merges, pages and streams.
+
+Contract:
+- a :class:`Record` is one canonical annotation (SPEC §2) held as its JSON, encoded once, plus
+  the few fields that ordering, filters, grouping and aggregation read (so none of them parses
+  the JSON): ``id``, ``updated_us``/``created_us`` (µs since the epoch, UTC), ``source``,
+  ``provider``, ``subject_kind``, ``subject_id``, ``project``, ``name``, ``label``, ``score``,
+  ``annotator_kind``, ``annotator_id``, ``identifier``, ``queue_id``, ``queue_name``. It is
+  immutable; ``json`` is exactly what the API writes for it (``raw`` only when the read that
+  produced it asked for ``include=raw``);
+- low-cardinality strings (source, provider, kinds, names, labels, projects, queue names,
+  annotators) are interned, so a million records share one copy of each;
+- :func:`record_of` builds a record from a canonical :class:`~annotation_gateway.model.Annotation`
+  and :meth:`Record.annotation` rebuilds the annotation from the JSON (for the few consumers
+  that want the model: compare, the CLI's tables). :func:`sort_key` is the answer order.
+
+Why: the first release held every cached answer as pydantic object graphs, ~4.2 KB per
+annotation (six times its JSON), and serialized them one by one per page. A record is its JSON
+and a handful of references (see ``bench/`` for what it measures).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from pydantic import TypeAdapter
+
+from annotation_gateway.model import Annotation
+
+__all__ = ["Record", "decode", "micros", "record_of", "sort_key"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_ANNOTATION_JSON = TypeAdapter(Annotation).dump_json
+_intern = sys.intern
+
+
+def _opt(value: str | None) -> str | None:
+    return None if value is None else _intern(value)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Record:
+    """One canonical annotation: its JSON and the fields the read path reads."""
+
+    id: str
+    updated_us: int
+    created_us: int
+    source: str
+    provider: str
+    subject_kind: str
+    subject_id: str
+    project: str | None
+    name: str
+    label: str | None
+    score: float | None
+    annotator_kind: str
+    annotator_id: str | None
+    identifier: str
+    queue_id: str | None
+    queue_name: str | None
+    json: bytes
+
+    def annotation(self) -> Annotation:
+        """The canonical model of this record (validated from its JSON)."""
+        return Annotation.model_validate_json(self.json)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record's JSON as a dict (for writers that need every field, e.g. CSV)."""
+        parsed: dict[str, Any] = orjson.loads(self.json)
+        return parsed
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Record) and self.json == other.json
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+
+def micros(value: datetime) -> int:
+    """µs since the epoch of an aware datetime (the unit of ``updated_us``/``created_us``)."""
+    return (value - _EPOCH) // _MICROSECOND
+
+
+def record_of(annotation: Annotation, *, include_raw: bool = False) -> Record:
+    """The compact record of ``annotation`` (``raw`` kept only with ``include_raw``)."""
+    if not include_raw and annotation.raw is not None:
+        annotation = annotation.without_raw()
+    subject, annotator, queue = annotation.subject, annotation.annotator, annotation.queue
+    return Record(
+        id=annotation.id,
+        updated_us=micros(annotation.updated_at),
+        created_us=micros(annotation.created_at),
+        source=_intern(annotation.source),
+        provider=_intern(annotation.provider.value),
+        subject_kind=_intern(subject.kind.value),
+        subject_id=subject.id,
+        project=_opt(subject.project),
+        name=_intern(annotation.name),
+        label=_opt(annotation.label),
+        score=annotation.score,
+        annotator_kind=_intern(annotator.kind.value),
+        annotator_id=_opt(annotator.id),
+        identifier=_intern(annotation.identifier),
+        queue_id=None if queue is None else _intern(queue.id),
+        queue_name=None if queue is None else _opt(queue.name),
+        json=_ANNOTATION_JSON(annotation),
+    )
+
+
+def decode(records: list[Record]) -> list[Annotation]:
+    """The canonical models of ``records``, in order."""
+    return [record.annotation() for record in records]
+
+
+
+def sort_key(record: Record) -> tuple[int, str]:
+    """Ascending order of this key is ``updated_at`` descending, then ``id`` ascending."""
+    return (-record.updated_us, record.id)
