@@ -227,11 +227,17 @@ async def test_failing_datadog_gives_a_partial_answer_then_deny_fails(live: Live
 async def test_datadog_down_serves_stale_from_cache(live: Live) -> None:
     fresh = await live.federation.query(query(live, limit=1000))
     live.sim.configure(fail_next=100, fail_status=503)
-    stale = await live.federation.query(query(live, limit=1000, use_cache=False))
+    # no-cache skips the fresh entry; the explicit max-stale opt-in lets it stand in (issue 15:
+    # without it a no-cache query reports Datadog as failed, checked below).
+    stale = await live.federation.query(query(live, limit=1000, use_cache=False, max_stale_s=300))
     status = {s.source: s for s in stale.sources}
     assert status[DATADOG].stale
     assert not stale.partial
     assert [a.id for a in stale.data] == [a.id for a in fresh.data]
+    refused = await live.federation.query(query(live, limit=1000, use_cache=False))
+    assert refused.partial
+    assert {s.source: s.status for s in refused.sources}[DATADOG] == "error"
+    live.sim.configure(fail_next=0)
 
 
 async def test_concurrent_identical_queries_make_one_datadog_call(live: Live) -> None:
