@@ -929,3 +929,36 @@ async def test_construction_and_close() -> None:
     await f.aclose()
     assert p.closed
     assert d.closed
+
+
+# --- streaming (exports) -------------------------------------------------------------------------
+
+
+async def test_stream_yields_every_match_once_in_chunks_sized_by_density() -> None:
+    """One subject first, then chunks of about EXPORT_TARGET_RECORDS annotations at the density
+    seen (at most EXPORT_CHUNK_SUBJECTS subjects); each chunk in answer order; nothing cached."""
+    subjects = [f"s{i:03d}" for i in range(120)]
+    items = [ann("phoenix-a", s, t, native_id=f"{s}-{t}") for s in subjects for t in range(100)]
+    p = phoenix(items=items)
+    f = fed(p)
+    pages = [page async for page in f.stream(FederatedQuery(subject_ids=tuple(subjects)))]
+    sizes = [len({r.subject_id for r in page.records}) for page in pages]
+    # 1, 1 (both started before any density is known), then 5,000 / 100 = 50 a chunk.
+    assert sizes[:2] == [1, 1]
+    assert set(sizes[2:-1]) == {federation_limits.EXPORT_TARGET_RECORDS // 100}
+    assert sum(sizes) == len(subjects)
+    ids = [r.id for page in pages for r in page.records]
+    assert len(ids) == len(set(ids)) == len(items)
+    for page in pages:
+        keys = [(-r.updated_us, r.id) for r in page.records]
+        assert keys == sorted(keys)
+    assert len(f.cache) == 0
+    assert [c.subject_ids for c in p.calls][:2] == [("s000",), ("s001",)]
+
+
+async def test_stream_of_an_identifier_only_query_is_one_chunk() -> None:
+    p = phoenix(
+        items=[ann("phoenix-a", "s1", 1, identifier="run-1"), ann("phoenix-a", "s2", 2, identifier="run-1")]
+    )
+    pages = [page async for page in fed(p).stream(FederatedQuery(identifiers=("run-1",)))]
+    assert [len(page.records) for page in pages] == [2]

@@ -31,7 +31,7 @@ from annotation_gateway.api.app import create_app
 from annotation_gateway.api.routes.export import CSV_COLUMNS
 from annotation_gateway.errors import SourceUnavailableError
 from annotation_gateway.federation import Federation
-from annotation_gateway.federation.limits import EXPORT_CHUNK_SUBJECTS
+from annotation_gateway.federation.limits import EXPORT_FIRST_CHUNK_SUBJECTS
 from annotation_gateway.model import Annotation, Annotator, AnnotatorKind, ProviderKind, Subject, SubjectKind
 from annotation_gateway.providers.base import SourceQuery
 from annotation_gateway.settings import AuthConfig, CacheConfig, GatewaySettings, ServerConfig
@@ -346,9 +346,10 @@ async def test_a_source_failing_on_a_later_page_is_named_in_the_trailer() -> Non
         calls["dd"] += 1
         return SourceUnavailableError("simulated outage", source="dd") if calls["dd"] > 1 else None
 
-    # 100 subjects: two chunks of EXPORT_CHUNK_SUBJECTS (50), each asking each source once, so
-    # the second chunk meets the outage. 25 Phoenix and 5 Datadog annotations per subject.
-    assert EXPORT_CHUNK_SUBJECTS == 50
+    # 100 subjects, 25 Phoenix and 5 Datadog annotations each. The export's first chunks are one
+    # subject each (federation.core._Chunker), each chunk asking each source once, so the second
+    # chunk meets the outage, and every chunk after it too.
+    assert EXPORT_FIRST_CHUNK_SUBJECTS == 1
     phoenix = FakeProvider(
         "px", [make_annotation("px", f"s{i % 100:03d}", updated_at=i) for i in range(2_500)]
     )
@@ -372,7 +373,7 @@ async def test_a_source_failing_on_a_later_page_is_named_in_the_trailer() -> Non
         trailer = json.loads(lines[-1])
         assert trailer["_export"]["partial"] is True
         assert [s["source"] for s in trailer["_export"]["sources"]] == ["dd"]
-        assert len(lines) - 1 == 1_500 + 1_250  # the first chunk whole, the second without dd
+        assert len(lines) - 1 == 30 + 99 * 25  # the first subject whole, the rest without dd
 
         calls["dd"] = 0
         denied = await _get(app, EXPORT, [*params, ("partial", "deny"), ("format", "csv")], keep=True)
@@ -382,6 +383,6 @@ async def test_a_source_failing_on_a_later_page_is_named_in_the_trailer() -> Non
         failure = json.loads(records[-1][1])["sources"][0]
         assert failure["source"] == "dd"
         assert failure["error"]["code"] == "source_unavailable"
-        assert len(records) - 2 == 1_500  # the header, one complete chunk, the trailer
+        assert len(records) - 2 == 30  # the header, one complete chunk (one subject), the trailer
     finally:
         await federation.aclose()

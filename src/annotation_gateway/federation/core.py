@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import time
 from bisect import bisect_right
@@ -260,9 +259,11 @@ class Federation:
     ) -> AsyncIterator[QueryPage]:
         """Every match of ``query``, a chunk of subjects at a time (exports).
 
-        The subject ids (sorted: the query is normalised) are cut into chunks of
-        ``EXPORT_CHUNK_SUBJECTS``; up to ``EXPORT_CHUNKS_IN_FLIGHT`` are fetched at once, and each
-        is yielded, in subject order, as one page of its records in answer order (an
+        The subject ids (sorted: the query is normalised) are cut into chunks (see
+        :class:`_Chunker`: one subject first, for a quick first byte, then as many as make about
+        ``EXPORT_TARGET_RECORDS`` annotations at the density seen so far, at most
+        ``EXPORT_CHUNK_SUBJECTS``); up to ``EXPORT_CHUNKS_IN_FLIGHT`` are fetched at once, and
+        each is yielded, in subject order, as one page of its records in answer order (an
         identifier-only query is one chunk). So memory holds a few chunks, never the whole
         result, and the order is: by subject chunk, then ``updated_at`` descending and ``id``
         within a chunk — a global order would need everything first. Reads use fresh cache
@@ -271,24 +272,22 @@ class Federation:
         too, for the caller to report after what it already wrote. ``next_cursor`` is ``None``.
         """
         selected = select(query, self._sources, allowed_sources)
-        ids = query.subject_ids
-        step = limits.EXPORT_CHUNK_SUBJECTS
-        chunks = [ids[i : i + step] for i in range(0, len(ids), step)] if ids else [()]
+        chunker = _Chunker(query.subject_ids)
 
         def start(chunk: tuple[str, ...]) -> asyncio.Task[Merged]:
             part = replace(query, subject_ids=chunk) if chunk else query
             return asyncio.ensure_future(self._fan_out(part, selected, None))
 
-        waiting = iter(chunks)
-        window: deque[asyncio.Task[Merged]] = deque()
+        window: deque[tuple[int, asyncio.Task[Merged]]] = deque()
         try:
-            for chunk in itertools.islice(waiting, limits.EXPORT_CHUNKS_IN_FLIGHT):
-                window.append(start(chunk))
+            while len(window) < limits.EXPORT_CHUNKS_IN_FLIGHT and (chunk := chunker.next()) is not None:
+                window.append((len(chunk), start(chunk)))
             while window:
-                merged = await window.popleft()
-                following = next(waiting, None)
-                if following is not None:
-                    window.append(start(following))
+                subjects, task = window.popleft()
+                merged = await task
+                chunker.observe(subjects, len(merged.records))
+                if (chunk := chunker.next()) is not None:
+                    window.append((len(chunk), start(chunk)))
                 yield QueryPage(
                     records=list(merged.records),
                     next_cursor=None,
@@ -297,9 +296,9 @@ class Federation:
                 )
                 del merged
         finally:
-            for task in window:
+            for _, task in window:
                 task.cancel()
-            await asyncio.gather(*window, return_exceptions=True)
+            await asyncio.gather(*(task for _, task in window), return_exceptions=True)
 
     async def _fan_out(
         self, query: FederatedQuery, selected: list[SourceRuntime], digest: bytes | None
@@ -542,3 +541,41 @@ class Federation:
                 f"unknown source {name!r}; known: {', '.join(self._sources) or 'none'}",
                 errors=[{"loc": [loc], "msg": f"unknown source {name!r}", "type": "value_error"}],
             ) from None
+
+
+class _Chunker:
+    """Cuts a streaming export's subject ids into chunks sized by what earlier chunks held.
+
+    The first chunks are ``EXPORT_FIRST_CHUNK_SUBJECTS`` subjects (nothing is known yet, and a
+    small first chunk is a quick first byte); later ones hold as many subjects as make about
+    ``EXPORT_TARGET_RECORDS`` annotations at the average seen so far, between 1 and
+    ``EXPORT_CHUNK_SUBJECTS``. So a chunk's memory follows the target, not the export's size or
+    its subjects' density. No subject ids (an identifier-only query): one empty chunk.
+    """
+
+    def __init__(self, subject_ids: tuple[str, ...]) -> None:
+        self._ids = subject_ids
+        self._at = 0
+        self._subjects_seen = 0
+        self._records_seen = 0
+        self._whole = not subject_ids
+
+    def next(self) -> tuple[str, ...] | None:
+        if self._whole:
+            self._whole = False
+            return ()
+        if self._at >= len(self._ids):
+            return None
+        if self._subjects_seen == 0:
+            size = limits.EXPORT_FIRST_CHUNK_SUBJECTS
+        else:
+            per_subject = max(self._records_seen / self._subjects_seen, 1.0)
+            size = int(limits.EXPORT_TARGET_RECORDS / per_subject)
+        size = min(max(size, 1), limits.EXPORT_CHUNK_SUBJECTS)
+        chunk = self._ids[self._at : self._at + size]
+        self._at += size
+        return chunk
+
+    def observe(self, subjects: int, records: int) -> None:
+        self._subjects_seen += subjects
+        self._records_seen += records

@@ -11,6 +11,8 @@ __all__ = [
     "DEFAULT_SOURCE_DEADLINE_S",
     "EXPORT_CHUNKS_IN_FLIGHT",
     "EXPORT_CHUNK_SUBJECTS",
+    "EXPORT_FIRST_CHUNK_SUBJECTS",
+    "EXPORT_TARGET_RECORDS",
     "FINGERPRINT_MEMO_MAX_ITEMS",
     "HEALTH_MAX_AGE_S",
     "HEALTH_TIMEOUT_S",
@@ -47,7 +49,12 @@ HEALTH_MAX_AGE_S = 15.0
 MERGED_CACHE_MAX_ITEMS = 1_000_000
 """Annotation references kept across all cached merged query results."""
 EXPORT_CHUNK_SUBJECTS = 50
-"""Subjects per chunk of a streaming export (one fan-out each; a few chunks in memory at once)."""
+"""Most subjects per chunk of a streaming export (one fan-out each; a few chunks in memory)."""
+EXPORT_FIRST_CHUNK_SUBJECTS = 1
+"""Subjects in the first chunks of a streaming export: a quick first byte, and a density to size
+the next chunks by."""
+EXPORT_TARGET_RECORDS = 5_000
+"""Annotations a streaming export's chunk aims at (a few MB of records), whatever the density."""
 EXPORT_CHUNKS_IN_FLIGHT = 2
 """Chunks of a streaming export fetched at once (one being written while the next arrives)."""
 FINGERPRINT_MEMO_MAX_ITEMS = 4096
