@@ -8,7 +8,8 @@ Contract:
 - the answer streams :meth:`Federation.stream`: the subject ids in chunks, a few fetched at
   once, each chunk written — a slice of :data:`CHUNK_SIZE` annotations at a time — as it
   arrives, so memory holds a few chunks, never the whole export, and nothing an export reads is
-  kept in the cache. **Order**: by subject chunk (subject ids in code-point order, 50 a chunk),
+  kept in the cache. **Order**: by subject chunk (subject ids in code-point order; a chunk holds
+  one subject first, then as many as make ~5,000 annotations, at most 50),
   then ``updated_at`` descending and ``id`` within a chunk; a global order would need every
   annotation before the first byte (tests/api/test_export.py measures the memory);
 - ``jsonl`` (``application/x-ndjson``): one canonical annotation per line, exactly the JSON of
