@@ -436,3 +436,48 @@ def test_simulate_datadog_serves_until_sigterm(tmp_path: Path) -> None:
         log.close()
     refused = runner.invoke(cli_app, ["simulate-datadog", "--host", "0.0.0.0"])
     assert refused.exit_code == 2
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_the_readme_write_example_leaves_the_walkthrough_alone(demo: tuple[DemoStack, list[str]]) -> None:
+    """Issue 15, item 6: the README's write example must not change what its walkthrough then
+    shows. The walkthrough reads sessions only (sessions.txt, -s support-12); the example writes
+    to a trace of the demo, and it works as printed. (Last in this module: it adds an annotation
+    to the shared demo stack.)"""
+    text = README.read_text(encoding="utf-8")
+    bodies = re.findall(r"""-d '(\{"source": "phoenix-local", "annotations": .*?\})'\n""", text)
+    assert len(bodies) == 1, bodies
+    body = json.loads(bodies[0])
+    (item,) = body["annotations"]
+    assert item["subject_kind"] == "trace"
+    assert item["subject_id"] in _TRACES
+    walkthrough = text[text.index("## Migration teams") :]
+    assert item["subject_id"] not in walkthrough
+    assert "trace:" not in walkthrough.split("### 4.")[0]  # the walkthrough's reads are sessions
+    stack, _ = demo
+    headers = {"Authorization": f"Bearer {stack.gateway_key}"}
+    before = httpx.post(
+        f"{stack.gateway_url}/v1/annotations/search",
+        json={"subject_ids": [s.id for s in SESSIONS], "limit": 1000},
+        headers=headers,
+        timeout=30,
+    ).json()["data"]
+    answer = httpx.post(f"{stack.gateway_url}/v1/annotations", json=body, headers=headers, timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["count"] == 1
+    after = httpx.post(
+        f"{stack.gateway_url}/v1/annotations/search",
+        json={"subject_ids": [s.id for s in SESSIONS], "limit": 1000},
+        headers=headers,
+        timeout=30,
+    ).json()["data"]
+    assert after == before  # every session annotation the walkthrough reads is unchanged
+    written = httpx.get(
+        f"{stack.gateway_url}/v1/annotations",
+        params={"subject_id": item["subject_id"], "name": item["name"]},
+        headers=headers,
+        timeout=30,
+    ).json()["data"]
+    assert [(a["subject"]["kind"], a["label"]) for a in written] == [("trace", item["label"])]
