@@ -10,7 +10,9 @@ Contract:
   produced it asked for ``include=raw``);
 - low-cardinality strings (source, provider, kinds, names, labels, projects, queue names,
   annotators) are interned, so a million records share one copy of each;
-- :func:`record_of` builds a record from a canonical :class:`~annotation_gateway.model.Annotation`
+- :func:`record_from_fields` builds a record straight from a provider's mapped values (no model
+  object: what the read path should use); :func:`record_of` builds one from a canonical
+  :class:`~annotation_gateway.model.Annotation`
   and :meth:`Record.annotation` rebuilds the annotation from the JSON (for the few consumers
   that want the model: compare, the CLI's tables). :func:`sort_key` is the answer order.
 
@@ -29,9 +31,9 @@ from typing import Any
 import orjson
 from pydantic import TypeAdapter
 
-from annotation_gateway.model import Annotation
+from annotation_gateway.model import Annotation, to_utc
 
-__all__ = ["Record", "decode", "micros", "record_of", "sort_key"]
+__all__ = ["Record", "decode", "micros", "record_from_fields", "record_of", "sort_key"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -112,10 +114,85 @@ def record_of(annotation: Annotation, *, include_raw: bool = False) -> Record:
     )
 
 
+_DUMP = orjson.dumps
+_UTC_Z = orjson.OPT_UTC_Z
+
+
+def record_from_fields(
+    *,
+    id: str,
+    source: str,
+    provider: str,
+    subject_kind: str,
+    subject_id: str,
+    project: str | None,
+    name: str,
+    label: str | None,
+    score: float | None,
+    explanation: str | None,
+    annotator_kind: str,
+    annotator_id: str | None,
+    identifier: str,
+    metadata: dict[str, Any],
+    queue_id: str | None,
+    queue_name: str | None,
+    created_at: datetime,
+    updated_at: datetime,
+    extensions: dict[str, dict[str, Any]],
+    raw: dict[str, Any] | None = None,
+) -> Record:
+    """A record straight from a provider's mapped values, without building the canonical model:
+    the JSON is written by orjson in the model's field order and format (RFC 3339 UTC with
+    ``Z``, microseconds only when present; ``raw`` only when given), byte for byte what
+    :func:`record_of` writes for the same annotation (``tests/test_records.py`` checks it).
+
+    The values must already be valid canonical values (a provider validated the vendor's wire
+    shape first); timestamps must be aware or naive-UTC datetimes.
+    """
+    created_at, updated_at = to_utc(created_at), to_utc(updated_at)
+    document: dict[str, Any] = {
+        "id": id,
+        "source": source,
+        "provider": provider,
+        "subject": {"kind": subject_kind, "id": subject_id, "project": project},
+        "name": name,
+        "label": label,
+        "score": score,
+        "explanation": explanation,
+        "annotator": {"kind": annotator_kind, "id": annotator_id},
+        "identifier": identifier,
+        "metadata": metadata,
+        "queue": None if queue_id is None else {"id": queue_id, "name": queue_name},
+        "created_at": created_at,
+        "updated_at": updated_at,
+        "extensions": extensions,
+    }
+    if raw is not None:
+        document["raw"] = raw
+    return Record(
+        id=id,
+        updated_us=micros(updated_at),
+        created_us=micros(created_at),
+        source=_intern(source),
+        provider=_intern(provider),
+        subject_kind=_intern(subject_kind),
+        subject_id=subject_id,
+        project=_opt(project),
+        name=_intern(name),
+        label=_opt(label),
+        score=score,
+        annotator_kind=_intern(annotator_kind),
+        annotator_id=_opt(annotator_id),
+        identifier=_intern(identifier),
+        queue_id=_opt(queue_id),
+        queue_name=_opt(queue_name),
+        json=_DUMP(document, option=_UTC_Z),
+    )
+
+
 def decode(records: list[Record]) -> list[Annotation]:
     """The canonical models of ``records``, in order."""
     return [record.annotation() for record in records]
-
 
 
 def sort_key(record: Record) -> tuple[int, str]:

@@ -1,0 +1,148 @@
+"""Compact records: the JSON a record carries is the canonical annotation's, byte for byte,
+whichever way the record was built, and its fields are what the read path reads."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import TypeAdapter
+
+from annotation_gateway.model import (
+    Annotation,
+    Annotator,
+    AnnotatorKind,
+    ProviderKind,
+    Queue,
+    Subject,
+    SubjectKind,
+)
+from annotation_gateway.records import decode, micros, record_from_fields, record_of, sort_key
+
+_JSON = TypeAdapter(Annotation).dump_json
+
+text = st.text(min_size=0, max_size=12)
+names = st.text(min_size=1, max_size=12)
+json_leaf = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | text
+)
+json_value = st.recursive(
+    json_leaf,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text, inner, max_size=3),
+    max_leaves=8,
+)
+when = st.datetimes(
+    min_value=datetime(1971, 1, 1),
+    max_value=datetime(2100, 1, 1),
+    timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30))]),
+)
+
+
+@st.composite
+def annotations(draw: st.DrawFn) -> Annotation:
+    provider = draw(st.sampled_from(list(ProviderKind)))
+    source = draw(names)
+    queue = draw(st.none() | st.builds(Queue, id=names, name=st.none() | text))
+    return Annotation(
+        id=f"{source}:{draw(names)}",
+        source=source,
+        provider=provider,
+        subject=Subject(
+            kind=draw(st.sampled_from(list(SubjectKind))), id=draw(names), project=draw(st.none() | names)
+        ),
+        name=draw(names),
+        label=draw(st.none() | text),
+        score=draw(st.none() | st.floats(allow_nan=False, allow_infinity=False)),
+        explanation=draw(st.none() | text),
+        annotator=Annotator(kind=draw(st.sampled_from(list(AnnotatorKind))), id=draw(st.none() | names)),
+        identifier=draw(text),
+        metadata=draw(st.dictionaries(text, json_value, max_size=3)),
+        queue=queue,
+        created_at=draw(when),
+        updated_at=draw(when),
+        extensions={provider.value: draw(st.dictionaries(text, json_value, max_size=3))},
+        raw=draw(st.none() | st.dictionaries(text, json_value, max_size=3)),
+    )
+
+
+def _fields(a: Annotation, *, raw: bool) -> dict[str, Any]:
+    return {
+        "id": a.id,
+        "source": a.source,
+        "provider": a.provider.value,
+        "subject_kind": a.subject.kind.value,
+        "subject_id": a.subject.id,
+        "project": a.subject.project,
+        "name": a.name,
+        "label": a.label,
+        "score": a.score,
+        "explanation": a.explanation,
+        "annotator_kind": a.annotator.kind.value,
+        "annotator_id": a.annotator.id,
+        "identifier": a.identifier,
+        "metadata": a.metadata,
+        "queue_id": a.queue.id if a.queue else None,
+        "queue_name": a.queue.name if a.queue else None,
+        "created_at": a.created_at,
+        "updated_at": a.updated_at,
+        "extensions": a.extensions,
+        "raw": a.raw if raw else None,
+    }
+
+
+@settings(max_examples=300, deadline=None)
+@given(annotations(), st.booleans())
+def test_a_record_from_fields_is_the_canonical_json_byte_for_byte(
+    annotation: Annotation, include_raw: bool
+) -> None:
+    expected = record_of(annotation, include_raw=include_raw)
+    built = record_from_fields(**_fields(annotation, raw=include_raw))
+    assert built.json == expected.json
+    assert built.json == _JSON(annotation if include_raw else annotation.without_raw())
+    for field in ("id", "updated_us", "created_us", "source", "provider", "subject_kind", "subject_id"):
+        assert getattr(built, field) == getattr(expected, field), field
+    for field in ("project", "name", "label", "score", "annotator_kind", "annotator_id", "identifier"):
+        assert getattr(built, field) == getattr(expected, field), field
+    assert (built.queue_id, built.queue_name) == (expected.queue_id, expected.queue_name)
+    # And the JSON reads back as the same annotation.
+    assert built.annotation() == (annotation if include_raw else annotation.without_raw())
+    assert orjson.loads(built.json) == built.as_dict()
+
+
+def test_order_and_time_fields() -> None:
+    t = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    base: dict[str, Any] = {
+        "source": "s",
+        "provider": "phoenix",
+        "subject_kind": "session",
+        "subject_id": "x",
+        "project": None,
+        "name": "n",
+        "label": None,
+        "score": None,
+        "explanation": None,
+        "annotator_kind": "HUMAN",
+        "annotator_id": None,
+        "identifier": "",
+        "metadata": {},
+        "queue_id": None,
+        "queue_name": None,
+        "created_at": t,
+        "extensions": {},
+    }
+    older = record_from_fields(id="s:b", updated_at=t, **base)
+    newer = record_from_fields(id="s:c", updated_at=t + timedelta(microseconds=1), **base)
+    tie = record_from_fields(id="s:a", updated_at=t, **base)
+    assert sorted([older, newer, tie], key=sort_key) == [newer, tie, older]
+    assert older.updated_us == micros(t) == 1767323045678901
+    assert b'"updated_at":"2026-01-02T03:04:05.678901Z"' in older.json
+    plain = record_from_fields(id="s:d", updated_at=t.replace(microsecond=0), **base)
+    assert b'"updated_at":"2026-01-02T03:04:05Z"' in plain.json
+    assert decode([older])[0].updated_at == t
