@@ -9,6 +9,12 @@
   (50 canonical per session, 50,000 in all): 100,000 annotations.
 - **empty**: 9,000 more session ids that exist nowhere (most ids a dashboard asks about have no
   annotation): the 10,000-id search is big + empty.
+- **export**: 1,000 sessions (``x-00000`` ..) with 1,000 Phoenix annotations each: the
+  1,000,000-annotation export (``--export-annotations`` scales it: sessions = annotations //
+  1,000). Phoenix only, generated lazily inside the stand-in (``"lazy": true``: its rows are
+  built when read, so the data set costs no memory and no seeding time); the export asks for
+  ``source=phoenix-bench``. Loading a million annotations into the Datadog simulator through its
+  seed format would take minutes and gigabytes, more than the bench's time budget allows.
 
 Phoenix data are generated inside the stand-in (``POST /_bench/seed``); Datadog data are loaded
 through the simulator's seed document format (``POST /_simulator/seed``), which goes through the
@@ -35,6 +41,10 @@ EMPTY_IDS = [f"e-{i:04d}" for i in range(9000)]
 PHOENIX_HOT_PER_SUBJECT = 10
 PHOENIX_BIG_PER_SUBJECT = 50
 DATADOG_BIG_USERS = 5
+EXPORT_ANNOTATIONS = 1_000_000
+EXPORT_PER_SUBJECT = 1000
+PHOENIX_PAGE_SIZE = 10_000
+"""Rows per Phoenix page the gateway asks for: the stand-in's (and Phoenix's) ``limit`` maximum."""
 
 LABEL_SCHEMAS: list[dict[str, Any]] = [
     {"name": "accuracy", "type": "score", "min": 0, "max": 5, "is_integer": True, "has_reasoning": True},
@@ -110,6 +120,19 @@ def phoenix_seed(subject_ids: list[str], per_subject: int) -> dict[str, Any]:
     return {"project": PROJECT, "kind": "session", "subject_ids": subject_ids, "per_subject": per_subject}
 
 
+def export_plan(annotations: int) -> tuple[list[str], int]:
+    """The export data set's session ids and annotations per session for ``annotations``
+    (rounded down to a whole number of sessions of 1,000; fewer than 1,000: one session)."""
+    per_subject = max(1, min(EXPORT_PER_SUBJECT, annotations))
+    sessions = max(1, annotations // per_subject)
+    return [f"x-{i:05d}" for i in range(sessions)], per_subject
+
+
+def phoenix_lazy_seed(subject_ids: list[str], per_subject: int) -> dict[str, Any]:
+    """A stand-in seed whose rows are generated when read (``bench/phoenix_standin.py``)."""
+    return phoenix_seed(subject_ids, per_subject) | {"lazy": True}
+
+
 def key_sha256(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
@@ -152,6 +175,7 @@ base_url = "{phoenix_url}"
 project = "{PROJECT}"
 timeout_s = {timeout_s}
 max_concurrency = {max_concurrency}
+page_size = {PHOENIX_PAGE_SIZE}
 
 [[sources]]
 name = "{DATADOG_SOURCE}"

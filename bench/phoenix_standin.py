@@ -23,6 +23,12 @@ Bench controls (not Phoenix's): ``POST /_bench/seed`` generates a deterministic 
 zeroes them. Serialized answers are memoized per query string so that the stand-in costs little
 CPU next to the gateway it feeds.
 
+A seed with ``"lazy": true`` registers its subjects without building their rows: each holds a
+range of row ids, and its rows — the very rows an eager seed would have built — are generated
+when a read asks for them. So the 1,000,000-annotation export data set costs the stand-in no
+memory and no seeding time; answers that read lazy subjects are not memoized (each is asked
+once by a cold export, and memoizing them would hold the whole data set as bytes).
+
 Run: ``python -m bench.phoenix_standin --host 127.0.0.1 --port 6106 [--latency-ms 0]``.
 """
 
@@ -32,7 +38,8 @@ import argparse
 import asyncio
 import base64
 import binascii
-from collections.abc import Awaitable, Callable, MutableMapping
+import functools
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -78,52 +85,134 @@ def parse_global_id(value: str, type_name: str) -> int | None:
     return int(number)
 
 
+@functools.lru_cache(maxsize=4096)
+def _day(days: int) -> str:
+    return (BASE_TIME + timedelta(days=days)).date().isoformat()
+
+
 def _timestamp(offset_s: int) -> str:
-    return (BASE_TIME + timedelta(seconds=offset_s)).isoformat()
+    """``(BASE_TIME + offset_s seconds).isoformat()``, without building a datetime per row."""
+    days, rest = divmod(offset_s, 86_400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{_day(days)}T{hours:02d}:{minutes:02d}:{seconds:02d}+00:00"
+
+
+def make_row(
+    type_name: str, id_field: str, subject: str, k: int, row_id: int, *, wire: bool = False
+) -> dict[str, Any]:
+    """The ``k``-th annotation of ``subject``, row ``row_id``; with its ``_row`` key (stripped on
+    the wire) unless ``wire``."""
+    score = round(((row_id * 37) % 100) / 100, 2)
+    stamp = _timestamp(row_id)
+    row: dict[str, Any] = {
+        "id": global_id(type_name, row_id),
+        "created_at": stamp,
+        "updated_at": stamp,
+        "source": "API",
+        "user_id": None,
+        "name": f"metric_{k:02d}",
+        "annotator_kind": ANNOTATOR_KINDS[row_id % 3],
+        "result": {
+            "label": LABELS[row_id % len(LABELS)],
+            "score": score,
+            "explanation": f"bench explanation {row_id} for {subject}",
+        },
+        "metadata": {"bench": True, "n": k},
+        "identifier": "" if k % 2 else f"bench-run-{k % 5}",
+        id_field: subject,
+    }
+    if not wire:
+        row["_row"] = row_id
+    return row
+
+
+@dataclass(frozen=True, slots=True)
+class LazyRows:
+    """A subject's rows ``first_row_id .. first_row_id + count - 1``, generated when iterated,
+    newest first (the order an eager subject's list has)."""
+
+    type_name: str
+    id_field: str
+    subject: str
+    first_row_id: int
+    count: int
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for k in range(self.count - 1, -1, -1):
+            yield make_row(self.type_name, self.id_field, self.subject, k, self.first_row_id + k)
+
+    def wire_rows(self, max_row_id: int | None, n: int) -> list[tuple[int, dict[str, Any]]]:
+        """At most ``n`` (row id, wire row) pairs, newest first, of the rows ``<= max_row_id``."""
+        top = self.count - 1 if max_row_id is None else min(self.count - 1, max_row_id - self.first_row_id)
+        out = []
+        for k in range(top, max(top - n, -1), -1):
+            row_id = self.first_row_id + k
+            out.append((row_id, make_row(self.type_name, self.id_field, self.subject, k, row_id, wire=True)))
+        return out
+
+
+def lazy_page(
+    read: list[LazyRows], cursor_id: int | None, limit: int
+) -> tuple[list[dict[str, Any]], int | None]:
+    """The page of ``limit`` rows (and the row id that starts the next page, if any) of lazy
+    subjects with no other filter, without generating the rows beyond it: the subjects' row id
+    ranges are disjoint, so newest first is range after range, each newest first."""
+    picked: list[tuple[int, dict[str, Any]]] = []
+    for rows in sorted(read, key=lambda r: r.first_row_id, reverse=True):
+        if len(picked) > limit:
+            break
+        picked += rows.wire_rows(cursor_id, limit + 1 - len(picked))
+    next_row = picked[limit][0] if len(picked) > limit else None
+    return [row for _, row in picked[:limit]], next_row
+
+
+Rows = list[dict[str, Any]] | LazyRows
 
 
 @dataclass(slots=True)
 class Store:
     """Annotations per project, kind and subject (rows kept newest first)."""
 
-    projects: dict[str, dict[str, dict[str, list[dict[str, Any]]]]] = field(default_factory=dict)
+    projects: dict[str, dict[str, dict[str, Rows]]] = field(default_factory=dict)
     next_row_id: int = 1
 
     def add_subjects(
-        self, project: str, kind: str, subject_ids: list[str], per_subject: int, *, empty: bool = False
+        self,
+        project: str,
+        kind: str,
+        subject_ids: list[str],
+        per_subject: int,
+        *,
+        empty: bool = False,
+        lazy: bool = False,
     ) -> int:
-        """Create ``per_subject`` annotations on each subject (or register it without any)."""
+        """Create ``per_subject`` annotations on each subject (or register it without any);
+        ``lazy``: register the rows' ids only, the rows are generated when read."""
         route = f"{kind}_annotations"
         _, id_field, type_name = KINDS[route]
         by_subject = self.projects.setdefault(project, {}).setdefault(route, {})
         created = 0
         for subject in subject_ids:
+            if lazy and not empty:
+                if subject in by_subject:
+                    raise ValueError(f"subject {subject!r} already has rows: a lazy seed needs new ids")
+                by_subject[subject] = LazyRows(type_name, id_field, subject, self.next_row_id, per_subject)
+                self.next_row_id += per_subject
+                created += per_subject
+                continue
             rows = by_subject.setdefault(subject, [])
+            if isinstance(rows, LazyRows):
+                raise ValueError(f"subject {subject!r} is lazy: seed new ids instead")
             if empty:
                 continue
             for k in range(per_subject):
                 row_id = self.next_row_id
                 self.next_row_id += 1
-                score = round(((row_id * 37) % 100) / 100, 2)
-                row = {
-                    "id": global_id(type_name, row_id),
-                    "created_at": _timestamp(row_id),
-                    "updated_at": _timestamp(row_id),
-                    "source": "API",
-                    "user_id": None,
-                    "name": f"metric_{k:02d}",
-                    "annotator_kind": ANNOTATOR_KINDS[row_id % 3],
-                    "result": {
-                        "label": LABELS[row_id % len(LABELS)],
-                        "score": score,
-                        "explanation": f"bench explanation {row_id} for {subject}",
-                    },
-                    "metadata": {"bench": True, "n": k},
-                    "identifier": "" if k % 2 else f"bench-run-{k % 5}",
-                    id_field: subject,
-                    "_row": row_id,
-                }
-                rows.insert(0, row)
+                rows.insert(0, make_row(type_name, id_field, subject, k, row_id))
                 created += 1
         return created
 
@@ -214,14 +303,17 @@ class PhoenixStandIn:
         key = (f"{project}/{route}", scope["query_string"])
         memo = self.memo.get(key)
         if memo is None:
-            memo = self._answer(project, route, scope["query_string"].decode("latin-1"))
-            if len(self.memo) >= MEMO_MAX_ENTRIES:
-                self.memo.clear()
-            self.memo[key] = memo
-        status, ctype, body = memo
+            status, ctype, body, lazy = self._answer(project, route, scope["query_string"].decode("latin-1"))
+            if not lazy:
+                if len(self.memo) >= MEMO_MAX_ENTRIES:
+                    self.memo.clear()
+                self.memo[key] = (status, ctype, body)
+        else:
+            status, ctype, body = memo
         await _respond(send, status, ctype, body)
 
-    def _answer(self, project: str, route: str, query: str) -> tuple[int, bytes, bytes]:
+    def _answer(self, project: str, route: str, query: str) -> tuple[int, bytes, bytes, bool]:
+        """Status, content type, body, and whether a lazy subject was read (not memoized)."""
         _kind, id_field, type_name = KINDS[route]
         params = parse_qsl(query, keep_blank_values=True)
         ids: list[str] = []
@@ -247,16 +339,17 @@ class PhoenixStandIn:
         if limit_raw is not None:
             problem = _limit_problem(limit_raw)
             if problem is not None:
-                return 422, b"application/json", problem
+                return 422, b"application/json", problem, False
             limit = int(limit_raw)
         routes = self.store.projects.get(project)
         if routes is None:
-            return 404, b"text/plain; charset=utf-8", f"Project with name {project} not found".encode()
+            return 404, b"text/plain; charset=utf-8", f"Project with name {project} not found".encode(), False
         if not ids and not identifiers:
             return (
                 422,
                 b"text/plain; charset=utf-8",
                 f"At least one of {id_field}s or identifier must be supplied".encode(),
+                False,
             )
         distinct = list(dict.fromkeys(ids))
         if len(distinct) > MAX_IDS:
@@ -264,6 +357,7 @@ class PhoenixStandIn:
                 422,
                 b"text/plain; charset=utf-8",
                 f"Too many {id_field}s supplied: {len(distinct)} (max {MAX_IDS})".encode(),
+                False,
             )
         by_subject = routes.get(route, {})
         known = [s for s in distinct if s in by_subject]
@@ -272,16 +366,22 @@ class PhoenixStandIn:
                 404,
                 b"text/plain; charset=utf-8",
                 f"None of the supplied {id_field}s exist in this project".encode(),
+                False,
             )
         cursor_id: int | None = None
         if cursor is not None:
             cursor_id = parse_global_id(cursor, type_name)
             if cursor_id is None:
-                return 422, b"text/plain; charset=utf-8", b"Invalid cursor value"
-        if distinct:
-            candidates = [row for s in known for row in by_subject[s]]
-        else:
-            candidates = [row for rows in by_subject.values() for row in rows]
+                return 422, b"text/plain; charset=utf-8", b"Invalid cursor value", False
+        read = [by_subject[s] for s in known] if distinct else list(by_subject.values())
+        lazy = any(isinstance(rows, LazyRows) for rows in read)
+        if lazy and not identifiers and not include and not exclude:
+            only_lazy = [rows for rows in read if isinstance(rows, LazyRows)]
+            if len(only_lazy) == len(read):
+                data, next_row = lazy_page(only_lazy, cursor_id, limit)
+                next_id = global_id(type_name, next_row) if next_row is not None else None
+                return 200, b"application/json", orjson.dumps({"data": data, "next_cursor": next_id}), True
+        candidates = [row for rows in read for row in rows]
         wanted_ids = set(identifiers)
         include_set = set(include)
         exclude_set = set(exclude)
@@ -297,7 +397,7 @@ class PhoenixStandIn:
         page = selected[:limit]
         next_cursor = selected[limit]["id"] if len(selected) > limit else None
         data = [{k: v for k, v in row.items() if k != "_row"} for row in page]
-        return 200, b"application/json", orjson.dumps({"data": data, "next_cursor": next_cursor})
+        return 200, b"application/json", orjson.dumps({"data": data, "next_cursor": next_cursor}), lazy
 
     # -- bench controls ----------------------------------------------------------------------
     async def _control(self, path: str, method: str, receive: Receive, send: Send) -> None:
@@ -321,13 +421,18 @@ class PhoenixStandIn:
             answer = {"controls": vars_of(self.controls)}
         elif path == "/_bench/seed" and method == "POST":
             spec = orjson.loads(body or b"{}")
-            created = self.store.add_subjects(
-                project=str(spec.get("project", "bench")),
-                kind=str(spec.get("kind", "session")),
-                subject_ids=[str(s) for s in spec["subject_ids"]],
-                per_subject=int(spec.get("per_subject", 10)),
-                empty=bool(spec.get("empty", False)),
-            )
+            try:
+                created = self.store.add_subjects(
+                    project=str(spec.get("project", "bench")),
+                    kind=str(spec.get("kind", "session")),
+                    subject_ids=[str(s) for s in spec["subject_ids"]],
+                    per_subject=int(spec.get("per_subject", 10)),
+                    empty=bool(spec.get("empty", False)),
+                    lazy=bool(spec.get("lazy", False)),
+                )
+            except ValueError as exc:
+                await _respond(send, 409, b"text/plain; charset=utf-8", str(exc).encode())
+                return
             self.memo.clear()
             answer = {"created": created}
         else:
@@ -344,7 +449,7 @@ def _limit_problem(raw: str) -> bytes | None:
     try:
         value = int(raw)
     except ValueError:
-        detail = {
+        detail: dict[str, Any] = {
             "type": "int_parsing",
             "loc": ["query", "limit"],
             "msg": "Input should be a valid integer, unable to parse string as an integer",

@@ -1,26 +1,37 @@
 """Turn the bench's measurements into ratios, verdicts and ``bench/results/latest.md``.
 
-:func:`ratios` computes the issue-7 ratios from one run's results, :func:`verdicts` checks each
-against its target, and :func:`markdown` renders the whole report: targets, throughput table,
-overhead with ``Server-Timing``, the naive-script comparison, scale, profiles, and — for every
-target not met — the measured figure with the profile that shows where the time goes.
+:func:`ratios` computes the ratios of issues 7 and 10 from one run's results (the keys
+``bench/results/latest.json`` → ``ratios`` carries: the issue-10 check reads
+``miss_cpu_vs_reference``, ``overhead_p50_ms``, ``overhead_p99_ms``, ``cache_hit_vs_hello``,
+``cached_bytes_per_annotation``, ``export_1m_rss_growth_mib``, ``export_first_byte_ms`` and
+``search_10k_first_page_ms``), :func:`verdicts` checks each against its target, and
+:func:`markdown` renders the whole report: targets, throughput table, overhead with
+``Server-Timing``, the naive-script comparison, scale, the 1,000,000-annotation export, profiles,
+and — for every target not met — the measured figure, by how much it misses, and the profile
+that shows where the time goes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from bench.profiling import ProfileSummary
 
 TARGETS: dict[str, float] = {
-    "cache_hit_vs_hello": 0.8,
+    "cache_hit_vs_hello": 0.85,  # issue 10 (issue 7 asked 0.8)
     "miss_cpu_vs_reference": 1.5,
     "overhead_p50_ms": 105.0,
     "overhead_p99_ms": 125.0,
     "naive_miss_speedup": 1.0,
     "naive_hit_speedup": 10.0,
+    # issue 10
+    "cached_bytes_per_annotation": 1024.0,  # <= 1 KiB of RSS per cached annotation
+    "export_1m_rss_growth_mib": 64.0,  # "flat": a few chunks in memory, never the export
+    "export_first_byte_ms": 250.0,
+    "search_10k_first_page_ms": 1200.0,
 }
+
+MEMORY_KEYS = frozenset({"cached_bytes_per_annotation", "export_1m_rss_growth_mib"})
 
 NOTES = [
     "Phoenix upstream: `bench/phoenix_standin.py`, a tiny ASGI app with Phoenix 20.26.1's exact "
@@ -39,6 +50,11 @@ NOTES = [
     "Peak RSS = VmHWM of the server process.",
     "The upstreams run on core 0 with the server under test, so the fan-out scenarios' req/s "
     "include the upstreams' CPU; CPU ms per request counts the server's own process only.",
+    "The 1,000,000-annotation export (`export_1m`) reads Phoenix only (`source=phoenix-bench`): "
+    "1,000 sessions x 1,000 annotations generated inside the stand-in when read (a lazy seed: no "
+    "memory, no seeding time; the generation runs on core 0 next to the gateway, and its CPU "
+    "time is reported). Seeding a million annotations into the Datadog simulator through its "
+    "seed format would take longer than the bench's whole time budget.",
     "The machine is shared (other sessions run test suites and real Phoenix servers on both "
     "cores): every measured run records the share of core 0 used by processes the bench did not "
     "start, the throughput scenarios are interleaved so such load falls on all of them alike, and "
@@ -77,55 +93,106 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
     if naive:
         out["naive_miss_speedup"] = naive["miss_speedup"]
         out["naive_hit_speedup"] = naive["hit_speedup"]
+    search = (results.get("scale") or {}).get("search_10k") or {}
+    if search.get("answer", {}).get("status") == 200:
+        out["search_10k_first_page_ms"] = search["wall_ms"]
+    cached = search.get("cached_memory") or {}
+    if cached.get("bytes_per_annotation") is not None:
+        out["cached_bytes_per_annotation"] = cached["bytes_per_annotation"]
+    cold = (results.get("export_1m") or {}).get("cold") or {}
+    if cold.get("status") == 200:
+        growth = [g for g in (cold["rss_growth_mib"], cold.get("rss_hwm_growth_mib")) if g is not None]
+        out["export_1m_rss_growth_mib"] = max(growth)
+        out["export_first_byte_ms"] = cold["first_byte_ms"]
+        out["export_1m_annotations"] = cold["annotations"]
+        out["export_1m_annotations_per_s"] = cold["annotations_per_s"]
+        out["export_1m_wall_s"] = cold["wall_s"]
+        out["export_1m_complete"] = cold.get("complete")
     return out
 
 
 def verdicts(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per target: ``met`` is ``None`` when the figure is missing (or, for the export,
+    when the export did not finish: its figures then verify nothing); ``direction`` and
+    ``limit`` let the report say by how much a target is missed."""
     t = TARGETS
-    checks: list[tuple[str, str, Callable[[float], bool], str]] = [
-        (
-            "cache_hit_vs_hello",
-            "cache hit throughput / hello throughput",
-            lambda v: v >= t["cache_hit_vs_hello"],
-            ">= 0.8x",
-        ),
-        (
-            "miss_cpu_vs_reference",
-            "miss CPU per request / reference fan-out",
-            lambda v: v <= t["miss_cpu_vs_reference"],
-            "<= 1.5x",
-        ),
-        (
-            "overhead_p50_ms",
-            "p50 at 100 ms upstreams, 16 clients",
-            lambda v: v <= t["overhead_p50_ms"],
-            "<= 105 ms",
-        ),
-        (
-            "overhead_p99_ms",
-            "p99 at 100 ms upstreams, 16 clients",
-            lambda v: v <= t["overhead_p99_ms"],
-            "<= 125 ms",
-        ),
+    exported = r.get("export_1m_annotations")
+    export_what = f"cold export of {exported:,} annotations" if exported is not None else "cold export"
+    if exported is not None and r.get("export_1m_complete") is False:
+        export_what += " (did not finish: not verified)"
+    checks: list[tuple[str, str, str, str]] = [
+        # key, what, direction (">=", ">" or "<="), target as shown
+        ("cache_hit_vs_hello", "cache hit throughput / hello throughput", ">=", ">= 0.85x"),
+        ("miss_cpu_vs_reference", "miss CPU per request / reference fan-out", "<=", "<= 1.5x"),
+        ("overhead_p50_ms", "p50 at 100 ms upstreams, 16 clients", "<=", "<= 105 ms"),
+        ("overhead_p99_ms", "p99 at 100 ms upstreams, 16 clients", "<=", "<= 125 ms"),
         (
             "naive_miss_speedup",
             "naive script time / gateway miss time (100 ms upstreams)",
-            lambda v: v > t["naive_miss_speedup"],
+            ">",
             "> 1x",
         ),
         (
             "naive_hit_speedup",
             "naive script time / gateway hit time (100 ms upstreams)",
-            lambda v: v >= t["naive_hit_speedup"],
+            ">=",
             ">= 10x",
         ),
+        (
+            "cached_bytes_per_annotation",
+            "RSS growth per cached annotation (10,000-id search, 100,000 annotations), bytes",
+            "<=",
+            "<= 1,024 (1 KiB)",
+        ),
+        (
+            "search_10k_first_page_ms",
+            "10,000-id search, first page (upstreams at 50 ms)",
+            "<=",
+            "<= 1,200 ms",
+        ),
+        ("export_first_byte_ms", f"{export_what}: first byte", "<=", "<= 250 ms"),
+        ("export_1m_rss_growth_mib", f"{export_what}: RSS growth (flat)", "<=", "<= 64 MiB"),
     ]
     rows = []
-    for key, what, ok, target in checks:
+    for key, what, direction, target in checks:
         value = r.get(key)
-        met = None if value is None else bool(ok(value))
-        rows.append({"key": key, "what": what, "target": target, "value": value, "met": met})
+        limit = t[key]
+        met: bool | None
+        if value is None:
+            met = None
+        elif direction == ">=":
+            met = value >= limit
+        elif direction == ">":
+            met = value > limit
+        else:
+            met = value <= limit
+        if key.startswith("export_") and r.get("export_1m_complete") is False:
+            met = None
+        rows.append(
+            {
+                "key": key,
+                "what": what,
+                "target": target,
+                "value": value,
+                "met": met,
+                "direction": direction,
+                "limit": limit,
+            }
+        )
     return rows
+
+
+def shortfall(v: dict[str, Any]) -> str:
+    """By how much a verdict misses its target, in words (``""`` if it cannot say)."""
+    value, limit, direction = v.get("value"), v.get("limit"), v.get("direction")
+    if value is None or not limit or direction is None:
+        return ""
+    if direction == "<=":
+        over = value - limit
+        return f"{value / limit:.2f}x the limit ({over:+,.{2 if limit < 10 else 0}f} over)"
+    if not value:
+        return ""
+    return f"{limit / value:.2f}x short of it"
 
 
 def fmt(value: Any, digits: int = 2) -> str:
@@ -284,6 +351,14 @@ def _search(search: dict[str, Any]) -> list[str]:
         )
     if "paging_error" in search:
         out.append(f"\nPaging stopped on an error: {search['paging_error']}")
+    if "cached_memory" in search:
+        c = search["cached_memory"]
+        out.append(
+            f"\nMemory per cached annotation: RSS {c['rss_before_mib']} MiB before the search (after "
+            f"one warm-up search of an unknown id) → {c['rss_cached_mib']} MiB after "
+            f"{c['measured_after']} = +{c['growth_mib']} MiB for {fmt(c['annotations'])} annotations "
+            f"= **{fmt(c['bytes_per_annotation'])} bytes per annotation** (target ≤ 1,024)."
+        )
     return out
 
 
@@ -301,13 +376,52 @@ def _export(export: dict[str, Any]) -> list[str]:
         if e.get("status") != 200:
             out.append(f"\nExport ({key}): HTTP {e.get('status')} {e.get('body', '')}")
             continue
+        label = "cold cache" if key == "cold" else "second run (an export caches nothing: cold again)"
         out.append(
-            f"\nExport, {key} cache (`GET /v1/annotations/export?format=jsonl`, the 1,000 sessions): "
+            f"\nExport, {label} (`GET /v1/annotations/export?format=jsonl`, the 1,000 sessions): "
             f"{fmt(e['lines'])} lines, {fmt(e['bytes'])} bytes in {e['wall_s']} s "
             f"({fmt(e['annotations_per_s'])} annotations/s, first byte after {e['first_byte_ms']} ms); "
             f"RSS {e['rss_before_mib']} MiB before → peak {e['rss_peak_mib']} MiB (growth "
             f"{e['rss_growth_mib']} MiB) → {e['rss_after_mib']} MiB after."
         )
+    return out
+
+
+def _export_1m(res: dict[str, Any]) -> list[str]:
+    row = res.get("export_1m") or {}
+    expected = row.get("annotations_expected")
+    title = f"{expected:,} annotations" if expected else "1,000,000 annotations"
+    out = ["", f"## Cold export of {title} (Phoenix only)", ""]
+    cold = row.get("cold")
+    if not cold:
+        return [*out, str(row.get("status") or _why(row))]
+    if cold.get("status") != 200:
+        return [*out, f"HTTP {cold.get('status')}: {cold.get('body', '')}"]
+    seed = row.get("seed") or {}
+    out.append(
+        f"`GET /v1/annotations/export?format=jsonl&source=phoenix-bench` for {fmt(row.get('sessions'))} "
+        f"sessions of {fmt((expected or 0) // max(1, row.get('sessions') or 1))} annotations "
+        f"(generated in the stand-in when read; lazy seed in {seed.get('seconds')} s), on a fresh "
+        f"gateway (nothing cached; an export caches nothing), streamed over HTTP by one client."
+    )
+    stand_in = ", ".join(f"{k} {v} s" for k, v in (cold.get("others_cpu_s") or {}).items())
+    hwm = cold.get("rss_hwm_growth_mib")
+    out.append(
+        f"\n{fmt(cold['annotations'])} annotations ({fmt(cold['bytes'])} bytes) in **{cold['wall_s']} s** "
+        f"= **{fmt(cold['annotations_per_s'])} annotations/s**; first byte after "
+        f"**{cold['first_byte_ms']} ms**; complete={cold.get('complete')}, "
+        f"truncated={cold.get('truncated')}, trailer={cold.get('trailer')}."
+    )
+    out.append(
+        f"\nGateway RSS {cold['rss_before_mib']} MiB before → peak {cold['rss_peak_mib']} MiB "
+        f"(sampled every 50 ms: growth **{cold['rss_growth_mib']} MiB**; VmHWM growth "
+        f"{'n/a (VmHWM did not rise)' if hwm is None else f'{hwm} MiB'}) → {cold['rss_after_mib']} MiB "
+        f"after. CPU: gateway {cold.get('gateway_cpu_s')} s; {stand_in or 'upstreams n/a'}."
+    )
+    series = cold.get("rss_series_mib") or []
+    if series:
+        points = ", ".join(f"{t:g} s {m:g}" for t, m in series[:: max(1, len(series) // 12)])
+        out.append(f"\nRSS over time (MiB): {points}.")
     return out
 
 
@@ -342,15 +456,24 @@ def _misses(report: dict[str, Any], profiles: dict[str, ProfileSummary]) -> list
         "overhead_p99_ms": "overhead",
         "naive_miss_speedup": "cache_miss",
         "naive_hit_speedup": "cache_hit",
+        "search_10k_first_page_ms": "search_10k",
+        "cached_bytes_per_annotation": "search_10k",
+        "export_first_byte_ms": "export_1m",
+        "export_1m_rss_growth_mib": "export_1m",
     }
     out = ["", "## Targets not met", ""]
     for v in missed:
         name = profile_of.get(v["key"], "")
-        line = f"- **{v['what']}**: measured {fmt(v['value'])}, target {v['target']}."
+        by = shortfall(v)
+        line = f"- **{v['what']}**: measured {fmt(v['value'])}, target {v['target']}" + (
+            f": {by}." if by else "."
+        )
         summary = profiles.get(name)
         if summary is not None and not summary.error:
             top = ", ".join(f"`{n}` {p:.0f}%" for n, p in summary.by_category[:6])
             line += f" Profile `{name}` (below): leaf-frame time by package — {top}."
+            if v["key"] in MEMORY_KEYS:
+                line += " (A CPU profile: it shows what builds the memory, not what holds it.)"
         out.append(line)
     return out
 
@@ -393,6 +516,7 @@ def markdown(report: dict[str, Any], profiles: dict[str, ProfileSummary]) -> str
     out += _overhead(res)
     out += _naive(res)
     out += _scale(res)
+    out += _export_1m(res)
     failed = {k: v for k, v in res.items() if isinstance(v, dict) and "error" in v}
     if failed:
         out += ["", "## Scenario errors", ""]
