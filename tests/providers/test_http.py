@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from typing import Any
 
@@ -125,3 +126,44 @@ def test_chunk_values_keeps_order_within_the_budget_and_the_count() -> None:
     assert chunk_values(values, [1] * 5, budget=100, max_count=2) == [["a", "b"], ["c", "d"], ["e"]]
     assert chunk_values(["big", "x"], [50, 1], budget=10) == [["big"], ["x"]]
     assert chunk_values([], [], budget=10) == []
+
+
+async def test_a_retry_waits_without_holding_a_concurrency_slot() -> None:
+    """The source's cap is held per try: a read waiting out a 429 lets another read go first."""
+    tries = {"/a": 0}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/a":
+            tries["/a"] += 1
+            if tries["/a"] == 1:
+                return httpx.Response(429)
+        return httpx.Response(200)
+
+    def classify(response: httpx.Response) -> int:
+        if response.status_code == 429:
+            raise SourceRateLimitedError("slow down", source="s", retry_after=0.3)
+        return response.status_code
+
+    client = make_client("http://127.0.0.1:9", transport=httpx.MockTransport(answer))
+    limit = asyncio.Semaphore(1)
+    policy = RetryPolicy(attempts=2, max_retry_after_s=1)
+    finished: list[str] = []
+
+    async def read(path: str) -> None:
+        await send_idempotent(
+            client,
+            lambda: client.build_request("GET", path),
+            classify,
+            source="s",
+            policy=policy,
+            limit=limit,
+        )
+        finished.append(path)
+
+    first = asyncio.create_task(read("/a"))
+    await asyncio.sleep(0.05)  # /a got its 429 and is waiting
+    await asyncio.wait_for(read("/b"), timeout=0.2)  # not blocked behind /a's wait
+    await first
+    await client.aclose()
+    assert finished == ["/b", "/a"]
+    assert tries["/a"] == 2

@@ -1,0 +1,112 @@
+"""The one retrying call of every provider.
+
+Contract:
+
+- :func:`send_idempotent` sends a request built afresh by ``build`` for every try, hands the
+  answer to ``classify`` (which returns a result or raises a ``SourceError``), and retries per a
+  :class:`RetryPolicy`. Only for calls that are safe to repeat: reads, and writes the vendor
+  keys idempotently (an upsert, a whole-schema replace). When a ``limit`` semaphore is given,
+  each *try* holds one slot while its request is in flight; none is held while waiting between
+  tries or while ``classify`` runs.
+- :class:`RetryPolicy` retries only retryable ``SourceError``s (connect errors, resets,
+  timeouts, 5xx, 429: ``error.retryable``), at most ``attempts`` tries in all. Before a retry it
+  waits what a 429 asked for (``SourceRateLimitedError.retry_after``, from
+  :func:`~annotation_gateway.providers.http.outcomes.retry_after_seconds`) capped at
+  ``max_retry_after_s``, else an exponential backoff with full jitter (tenacity).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import httpx
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from annotation_gateway.errors import SourceError, SourceRateLimitedError
+from annotation_gateway.providers.http.client import send
+
+__all__ = ["RetryPolicy", "send_idempotent"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How a source retries idempotent calls."""
+
+    attempts: int = 3
+    """Total tries, the first included."""
+    backoff_base_s: float = 0.05
+    backoff_max_s: float = 1.0
+    max_retry_after_s: float = 5.0
+    """Cap on a vendor's requested wait (``Retry-After`` / ``X-RateLimit-Reset``)."""
+
+    def wait_s(self, state: RetryCallState) -> float:
+        """Seconds to wait before the next try, after the failure ``state`` holds."""
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, SourceRateLimitedError) and exc.retry_after is not None:
+            return max(0.0, min(exc.retry_after, self.max_retry_after_s))
+        jitter = wait_random_exponential(multiplier=self.backoff_base_s, max=self.backoff_max_s)
+        return float(jitter(state))
+
+    async def run(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Run ``call`` with retries on retryable ``SourceError``s; re-raise the last one."""
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(max(1, self.attempts)),
+            wait=self.wait_s,
+            retry=retry_if_exception(lambda e: isinstance(e, SourceError) and e.retryable),
+            reraise=True,
+            before_sleep=_log_retry,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await call()
+        raise AssertionError("unreachable: tenacity re-raises")  # pragma: no cover
+
+
+def _log_retry(state: RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome else None
+    source = getattr(exc, "source", "?")
+    log.info(
+        "retrying read",
+        extra={"source": source, "attempt": state.attempt_number, "error": type(exc).__name__},
+    )
+
+
+async def send_idempotent(
+    client: httpx.AsyncClient,
+    build: Callable[[], httpx.Request],
+    classify: Callable[[httpx.Response], T],
+    *,
+    source: str,
+    policy: RetryPolicy,
+    limit: asyncio.Semaphore | None = None,
+) -> T:
+    """Send the request ``build`` makes and classify its answer, retrying per ``policy``.
+
+    ``classify`` turns the response into a result or raises a ``SourceError`` (a retryable one,
+    such as a 5xx or 429, is retried). ``limit``: the source's concurrency cap, held per try.
+    """
+
+    async def once() -> T:
+        request = build()
+        if limit is None:
+            response = await send(client, request, source=source)
+        else:
+            async with limit:
+                response = await send(client, request, source=source)
+        return classify(response)
+
+    return await policy.run(once)

@@ -1,0 +1,100 @@
+"""One source's way to its vendor, as every provider uses it.
+
+Contract: an :class:`Upstream` bundles what each provider used to keep separately — the shared
+client (:func:`~annotation_gateway.providers.http.client.make_client`), the source and vendor
+names, the ``max_concurrency`` cap and the :class:`~annotation_gateway.providers.http.retry.RetryPolicy`
+— and offers the only ways a provider talks to its vendor:
+
+- :meth:`Upstream.send`: one try, under the cap (writes that must not repeat, health probes);
+- :meth:`Upstream.call` / :meth:`Upstream.get`: the one retrying call
+  (:func:`~annotation_gateway.providers.http.retry.send_idempotent`, the cap held per try);
+- :meth:`Upstream.error`: an unsuccessful answer as the ``SourceError`` the status table says;
+- :meth:`Upstream.validate`: a decoded body checked against the vendor's wire shape, or a
+  ``SourceProtocolError`` naming the field, with ``errors[]`` in the one item shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import TypeAdapter, ValidationError
+
+from annotation_gateway.errors import SourceError, SourceProtocolError
+from annotation_gateway.providers.http.client import QueryParams, get_request, send
+from annotation_gateway.providers.http.outcomes import (
+    ErrorItem,
+    status_error,
+    validation_items,
+    validation_summary,
+)
+from annotation_gateway.providers.http.retry import RetryPolicy, send_idempotent
+
+__all__ = ["Upstream"]
+
+T = TypeVar("T")
+
+
+class Upstream:
+    """A source's client, names, concurrency cap and retry policy (module docstring)."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        *,
+        source: str,
+        vendor: str,
+        max_concurrency: int,
+        retry: RetryPolicy,
+    ) -> None:
+        self.client = client
+        self.source = source
+        self.vendor = vendor
+        self.retry = retry
+        self._limit = asyncio.Semaphore(max_concurrency)
+
+    async def send(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` once, under the concurrency cap."""
+        async with self._limit:
+            return await send(self.client, request, source=self.source)
+
+    async def call(
+        self,
+        build: Callable[[], httpx.Request],
+        classify: Callable[[httpx.Response], T],
+        *,
+        retry: bool = True,
+    ) -> T:
+        """Send what ``build`` makes and ``classify`` the answer; retried per policy when ``retry``
+        (only for a call that is safe to repeat)."""
+        if retry:
+            return await send_idempotent(
+                self.client, build, classify, source=self.source, policy=self.retry, limit=self._limit
+            )
+        return classify(await self.send(build()))
+
+    async def get(self, path: str, params: QueryParams, classify: Callable[[httpx.Response], T]) -> T:
+        """The retrying GET of ``path`` with ``params``."""
+        return await self.call(lambda: get_request(self.client, path, params), classify)
+
+    def error(
+        self, response: httpx.Response, *, summary: str, errors: list[ErrorItem] | None = None
+    ) -> SourceError:
+        """The ``SourceError`` an unsuccessful ``response`` is (the status table)."""
+        return status_error(response, source=self.source, vendor=self.vendor, summary=summary, errors=errors)
+
+    def validate(self, adapter: TypeAdapter[T], data: Any, *, what: str) -> T:
+        """``data`` validated by ``adapter``, or a ``SourceProtocolError`` naming the field."""
+        try:
+            return adapter.validate_python(data)
+        except ValidationError as exc:
+            raise SourceProtocolError(
+                f"{self.source}: invalid {what} from {self.vendor}: {validation_summary(exc)}",
+                source=self.source,
+                errors=[dict(item) for item in validation_items(exc)],
+            ) from None
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
