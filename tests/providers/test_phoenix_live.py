@@ -357,7 +357,13 @@ async def test_write_with_an_unknown_session_writes_nothing(
             ]
         )
     assert caught.value.errors == [
-        {"subject_kind": "session", "subject_id": "does-not-exist", "msg": "unknown subject"}
+        {
+            "loc": ["annotations", 1, "subject_id"],
+            "msg": f"no such session in Phoenix project {phoenix_project.project!r}",
+            "type": "unknown_subject",
+            "subject_kind": "session",
+            "subject_id": "does-not-exist",
+        }
     ]
     assert await provider.fetch(SourceQuery(subject_ids=(known,), names=("mixed",))) == []
 

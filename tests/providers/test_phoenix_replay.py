@@ -39,6 +39,7 @@ from annotation_gateway.model import AnnotationWrite, AnnotatorKind, SubjectKind
 from annotation_gateway.providers import build_provider
 from annotation_gateway.providers.base import SourceQuery
 from annotation_gateway.providers.config import ConfigError
+from annotation_gateway.providers.http import loc_text
 from annotation_gateway.providers.phoenix import (
     MAX_IDS_PER_REQUEST,
     MAX_URL_BYTES,
@@ -449,7 +450,7 @@ async def test_422_json_is_a_request_error_listing_detail(
     assert "query.limit: Input should be a valid integer" in caught.value.detail
     assert caught.value.errors == [
         {
-            "loc": "query.limit",
+            "loc": ["query", "limit"],
             "msg": "Input should be a valid integer, unable to parse string as an integer",
             "type": "int_parsing",
         }
@@ -570,7 +571,8 @@ async def test_missing_or_wrong_typed_fields_name_the_field(
         await provider.fetch(sessions("na1-sess-A", "na1-sess-B"))
     assert field in caught.value.detail
     assert caught.value.errors
-    assert caught.value.errors[0]["loc"] == field.split(":")[0]
+    assert caught.value.errors[0]["loc"][0] == "response"
+    assert loc_text(caught.value.errors[0]["loc"][1:]) == field.split(":")[0]
 
 
 # --- reading: paging and chunking -----------------------------------------------------------
@@ -809,7 +811,9 @@ async def test_write_refusals_happen_before_any_request(
     with pytest.raises(RequestValidationError) as caught:
         await provider.write([ok, item])
     assert route.call_count == 0
-    assert caught.value.errors == [{"loc": ["annotations", 1, field], "msg": caught.value.errors[0]["msg"]}]
+    assert caught.value.errors == [
+        {"loc": ["annotations", 1, field], "msg": caught.value.errors[0]["msg"], "type": "value_error"}
+    ]
 
 
 def test_a_write_item_needs_a_result() -> None:
@@ -861,7 +865,11 @@ async def test_write_validation_error_from_phoenix(
     with pytest.raises(SourceRequestError) as caught:
         await provider.write([AnnotationWrite(subject_id="na1-sess-A", name="q2", score=1)])
     assert caught.value.errors == [
-        {"loc": "body.data[0].identifier", "msg": "Input should be a valid string", "type": "string_type"}
+        {
+            "loc": ["body", "data", 0, "identifier"],
+            "msg": "Input should be a valid string",
+            "type": "string_type",
+        }
     ]
 
 
@@ -902,7 +910,13 @@ async def test_write_preflight_for_traces_and_spans(
             [AnnotationWrite(subject_id="f" * 32, subject_kind=SubjectKind.TRACE, name="x", score=1)]
         )
     assert caught.value.errors == [
-        {"subject_kind": "trace", "subject_id": "f" * 32, "msg": "unknown subject"}
+        {
+            "loc": ["annotations", 0, "subject_id"],
+            "msg": f"no such trace in Phoenix project {PROJECT!r}",
+            "type": "unknown_subject",
+            "subject_kind": "trace",
+            "subject_id": "f" * 32,
+        }
     ]
 
 

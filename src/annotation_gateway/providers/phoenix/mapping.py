@@ -1,0 +1,128 @@
+"""Phoenix ↔ canonical annotations: pure functions, no I/O.
+
+Contract:
+
+- :func:`canonical` turns one validated Phoenix row (:mod:`.wire`) into a canonical
+  :class:`~annotation_gateway.model.Annotation` (SPEC §2): id ``{source}:{GlobalID}``,
+  ``result: null`` → null label/score/explanation, annotator ``{annotator_kind, user_id}`` (a
+  kind newer than this module becomes ``UNKNOWN`` and is kept), ``extensions.phoenix`` keeps the
+  GlobalID, ``source`` (API/APP) and every field this module does not know; ``raw`` is the row as
+  received, on request.
+- :func:`check_writes` refuses, before any request, what Phoenix would refuse (a kind Phoenix
+  does not have, the reserved name ``note``, annotator kind ``UNKNOWN``, metadata that is not
+  JSON) and otherwise gives each item's JSON body (:func:`write_body`); ``identifier`` is always
+  sent as a string (``""`` for none: Phoenix refuses null).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from annotation_gateway.errors import RequestValidationError
+from annotation_gateway.model import (
+    Annotation,
+    AnnotationWrite,
+    AnnotatorKind,
+    ProviderKind,
+    build_annotation,
+    build_annotator,
+    build_subject,
+)
+from annotation_gateway.providers.http import ErrorItem, error_item
+from annotation_gateway.providers.http.outcomes import MAX_ERROR_ITEMS
+from annotation_gateway.providers.phoenix.wire import KINDS, KNOWN_RESULT_FIELDS, KNOWN_ROW_FIELDS, Kind
+
+__all__ = ["RESERVED_NAMES", "WRITABLE_ANNOTATOR_KINDS", "canonical", "check_writes", "write_body"]
+
+RESERVED_NAMES = frozenset({"note"})
+"""Annotation names Phoenix keeps for its notes (``POST /v1/session_notes``); refused (400)."""
+WRITABLE_ANNOTATOR_KINDS = frozenset({AnnotatorKind.HUMAN, AnnotatorKind.LLM, AnnotatorKind.CODE})
+_ANNOTATOR_KINDS = {kind.value: kind for kind in WRITABLE_ANNOTATOR_KINDS}
+
+
+def canonical(
+    spec: Kind, row: Mapping[str, Any], raw: dict[str, Any] | None, *, source: str, project: str
+) -> Annotation:
+    """A validated Phoenix row as a canonical Annotation (SPEC §2).
+
+    Built without a second validation: the row's wire TypedDict already guarantees every type
+    the canonical model needs (build_annotation makes the timestamps UTC).
+    """
+    result: Mapping[str, Any] = row.get("result") or {}
+    gid: str = row["id"]
+    phoenix: dict[str, Any] = {"id": gid, "source": row["source"]}
+    phoenix.update((k, v) for k, v in row.items() if k not in KNOWN_ROW_FIELDS)
+    extra_result = {k: v for k, v in result.items() if k not in KNOWN_RESULT_FIELDS}
+    if extra_result:
+        phoenix["result"] = extra_result
+    annotator_kind = _ANNOTATOR_KINDS.get(row["annotator_kind"])
+    if annotator_kind is None:  # a kind newer than this module: keep what Phoenix said
+        annotator_kind = AnnotatorKind.UNKNOWN
+        phoenix["annotator_kind"] = row["annotator_kind"]
+    return build_annotation(
+        id=f"{source}:{gid}",
+        source=source,
+        provider=ProviderKind.PHOENIX,
+        subject=build_subject(spec.kind, row[spec.row_field], project),
+        name=row["name"],
+        label=result.get("label"),
+        score=result.get("score"),
+        explanation=result.get("explanation"),
+        annotator=build_annotator(annotator_kind, row["user_id"]),
+        identifier=row.get("identifier", ""),
+        metadata=row.get("metadata") or {},
+        queue=None,
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        extensions={"phoenix": phoenix},
+        raw=raw,
+    )
+
+
+def write_body(spec: Kind, item: AnnotationWrite) -> dict[str, Any]:
+    """The JSON object Phoenix's ``POST /v1/{kind}_annotations`` takes for ``item``."""
+    return {
+        spec.row_field: item.subject_id,
+        "name": item.name,
+        "annotator_kind": item.annotator_kind.value,
+        "result": {"label": item.label, "score": item.score, "explanation": item.explanation},
+        "metadata": item.metadata,
+        "identifier": item.identifier,  # a string always: Phoenix refuses null (422)
+    }
+
+
+def _item_error(index: int, field_name: str, msg: str) -> ErrorItem:
+    return error_item(["annotations", index, field_name], msg, "value_error")
+
+
+def check_writes(items: Sequence[AnnotationWrite]) -> list[bytes]:
+    """The JSON body of each item, or :class:`RequestValidationError` listing every item Phoenix
+    would refuse (nothing is sent then)."""
+    errors: list[ErrorItem] = []
+    bodies: list[bytes] = []
+    for index, item in enumerate(items):
+        spec = KINDS.get(item.subject_kind)
+        if spec is None:
+            errors.append(
+                _item_error(index, "subject_kind", f"Phoenix has no {item.subject_kind.value} annotations")
+            )
+            continue
+        if item.name in RESERVED_NAMES:
+            errors.append(
+                _item_error(index, "name", f"the name {item.name!r} is reserved by Phoenix for notes")
+            )
+        if item.annotator_kind not in WRITABLE_ANNOTATOR_KINDS:
+            errors.append(_item_error(index, "annotator_kind", "Phoenix takes HUMAN, LLM or CODE annotators"))
+        try:
+            bodies.append(orjson.dumps(write_body(spec, item)))
+        except orjson.JSONEncodeError as exc:
+            errors.append(_item_error(index, "metadata", f"not JSON-serialisable: {exc}"))
+    if errors:
+        raise RequestValidationError(
+            f"{len(errors)} annotation(s) cannot be written to Phoenix: {errors[0]['msg']}",
+            errors=[dict(e) for e in errors[:MAX_ERROR_ITEMS]],
+        )
+    return bodies

@@ -1,0 +1,225 @@
+"""Phoenix's wire: the JSON shapes its REST API answers and takes, and how its errors read.
+
+Contract:
+
+- Annotation rows and pages are TypedDicts validated through ``TypeAdapter`` (about 4x cheaper
+  than ``BaseModel`` instances per row); ``extra="allow"`` keeps fields this module does not
+  know, for ``extensions.phoenix``. A row that validates has every type the canonical model
+  needs, so :mod:`.mapping` builds annotations from it without a second validation.
+- :data:`KINDS` is everything that differs between session, trace and span annotations: the
+  read path suffix, the id parameter, the row's id field, the write path, the page shape.
+- Phoenix's errors: a ``text/plain`` sentence (unknown project, too many ids, "None of the
+  supplied ..._ids exist in this project", "Sessions with IDs ... do not exist.") or FastAPI's
+  ``{"detail": [{loc, msg, type}]}`` (422). :func:`error_message` is the sentence for a detail,
+  :func:`error_items` the ``errors[]`` items (the toolkit's one shape).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NotRequired
+
+import httpx
+import orjson
+from pydantic import ConfigDict as PydanticConfig
+from pydantic import TypeAdapter, with_config
+from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
+
+from annotation_gateway.model import SubjectKind
+from annotation_gateway.providers.http import ErrorItem, body_summary, fastapi_items, is_json, loc_text
+from annotation_gateway.providers.http.outcomes import clip
+
+__all__ = [
+    "ANY_PAGE",
+    "INSERTED",
+    "KINDS",
+    "KNOWN_RESULT_FIELDS",
+    "KNOWN_ROW_FIELDS",
+    "NO_SUCH_SUBJECTS",
+    "PHOENIX_KINDS",
+    "PROJECT",
+    "WRITE_NOT_FOUND",
+    "Kind",
+    "error_items",
+    "error_message",
+    "plain_text",
+    "unknown_ids",
+]
+
+NO_SUCH_SUBJECTS = re.compile(r"^None of the supplied (session|trace|span)_ids exist in this project")
+"""A read's 404 that means "no annotations" (every id unknown), not an error."""
+WRITE_NOT_FOUND = re.compile(r"^(Sessions|Traces|Spans) with IDs (?P<ids>.*) do not exist\.?\s*$", re.S)
+"""A write's 404 naming the unknown subjects."""
+
+_LAX = PydanticConfig(extra="allow")
+
+
+@with_config(_LAX)
+class Result(TypedDict, total=False):
+    label: str | None
+    score: float | None
+    explanation: str | None
+
+
+@with_config(_LAX)
+class Row(TypedDict):
+    id: str
+    created_at: datetime
+    updated_at: datetime
+    source: str
+    user_id: str | None
+    name: str
+    annotator_kind: str
+    result: NotRequired[Result | None]
+    metadata: NotRequired[dict[str, Any] | None]
+    identifier: NotRequired[str]
+
+
+@with_config(_LAX)
+class SessionRow(Row):
+    session_id: str
+
+
+@with_config(_LAX)
+class TraceRow(Row):
+    trace_id: str
+
+
+@with_config(_LAX)
+class SpanRow(Row):
+    span_id: str
+
+
+class SessionPage(TypedDict):
+    data: list[SessionRow]
+    next_cursor: str | None
+
+
+class TracePage(TypedDict):
+    data: list[TraceRow]
+    next_cursor: str | None
+
+
+class SpanPage(TypedDict):
+    data: list[SpanRow]
+    next_cursor: str | None
+
+
+class Inserted(TypedDict):
+    id: str
+
+
+class InsertedBody(TypedDict):
+    data: list[Inserted]
+
+
+class Project(TypedDict):
+    id: str
+    name: str
+
+
+class ProjectBody(TypedDict):
+    data: Project
+
+
+KNOWN_ROW_FIELDS = Row.__required_keys__ | Row.__optional_keys__ | {"session_id", "trace_id", "span_id"}
+KNOWN_RESULT_FIELDS = frozenset({"label", "score", "explanation"})
+INSERTED = TypeAdapter(InsertedBody)
+PROJECT = TypeAdapter(ProjectBody)
+ANY_PAGE = TypeAdapter(dict[str, Any])
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """Everything that differs between session, trace and span annotations."""
+
+    kind: SubjectKind
+    read_suffix: str
+    id_param: str
+    row_field: str
+    write_path: str
+    noun: str
+    page: TypeAdapter[Any]
+
+
+KINDS: dict[SubjectKind, Kind] = {
+    SubjectKind.SESSION: Kind(
+        SubjectKind.SESSION,
+        "session_annotations",
+        "session_ids",
+        "session_id",
+        "/v1/session_annotations",
+        "Sessions",
+        TypeAdapter(SessionPage),
+    ),
+    SubjectKind.TRACE: Kind(
+        SubjectKind.TRACE,
+        "trace_annotations",
+        "trace_ids",
+        "trace_id",
+        "/v1/trace_annotations",
+        "Traces",
+        TypeAdapter(TracePage),
+    ),
+    SubjectKind.SPAN: Kind(
+        SubjectKind.SPAN,
+        "span_annotations",
+        "span_ids",
+        "span_id",
+        "/v1/span_annotations",
+        "Spans",
+        TypeAdapter(SpanPage),
+    ),
+}
+PHOENIX_KINDS = frozenset(KINDS)
+
+
+# --- Phoenix's errors ---------------------------------------------------------------------------
+
+
+def plain_text(response: httpx.Response) -> str:
+    """The body of a ``text/plain`` answer (Phoenix's error sentences), else ``""``."""
+    ctype = response.headers.get("content-type", "")
+    return response.text if ctype.startswith("text/plain") else ""
+
+
+def _json_body(response: httpx.Response) -> Any:
+    if not is_json(response):
+        return None
+    try:
+        return orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def error_message(response: httpx.Response) -> str:
+    """Phoenix's error message: the text/plain body, or the JSON ``detail``, shortened."""
+    body = _json_body(response)
+    if isinstance(body, dict) and "detail" in body:
+        detail = body["detail"]
+        if isinstance(detail, list):
+            return clip(
+                "; ".join(
+                    f"{loc_text(e.get('loc', ()))}: {e.get('msg', '')}" if isinstance(e, dict) else str(e)
+                    for e in detail
+                )
+            )
+        return clip(str(detail))
+    return body_summary(response)
+
+
+def error_items(response: httpx.Response) -> list[ErrorItem]:
+    """The items of FastAPI's ``{"detail": [...]}`` (a 422), in the one ``errors[]`` shape."""
+    return fastapi_items(_json_body(response))
+
+
+def unknown_ids(listed: str, sent: Sequence[str]) -> list[str]:
+    """The ids in Phoenix's "Sessions with IDs a, b do not exist." that we sent, in our order."""
+    unique = list(dict.fromkeys(sent))
+    pieces = set(listed.split(", "))
+    known = [s for s in unique if s in pieces]
+    # An id containing ", " splits wrongly; fall back to what the message contains.
+    return known or [s for s in unique if s in listed] or [listed]
