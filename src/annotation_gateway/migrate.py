@@ -143,10 +143,9 @@ from annotation_gateway.providers.base import AnnotationProvider, SourceQuery
 from annotation_gateway.providers.datadog import (
     AnnotationUpsert,
     DatadogQueue,
+    DatadogQueues,
     LabelSchema,
     LabelValueInput,
-    QueueInteraction,
-    UpsertResult,
 )
 
 __all__ = [
@@ -270,39 +269,15 @@ class CheckpointMismatchError(ValueError):
 
 @runtime_checkable
 class QueueTarget(Protocol):
-    """A target written through annotation queues (Datadog's queue operations)."""
+    """A target written through annotation queues: Datadog, whose ``queues`` is its queue write API."""
 
     @property
     def name(self) -> str: ...
 
     async def fetch(self, query: SourceQuery) -> list[Annotation]: ...
 
-    async def list_queues(
-        self, *, project_id: str | None = None, queue_ids: Sequence[str] = ()
-    ) -> list[DatadogQueue]: ...
-
-    async def create_queue(
-        self,
-        name: str,
-        *,
-        project_id: str,
-        description: str | None = None,
-        label_schemas: Sequence[LabelSchema] = (),
-    ) -> DatadogQueue: ...
-
-    async def get_label_schema(self, queue_id: str) -> tuple[LabelSchema, ...]: ...
-
-    async def replace_label_schema(
-        self, queue_id: str, label_schemas: Sequence[LabelSchema]
-    ) -> tuple[LabelSchema, ...]: ...
-
-    async def add_interactions(
-        self, queue_id: str, interactions: Sequence[tuple[str, str]]
-    ) -> list[QueueInteraction]: ...
-
-    async def upsert_annotations(
-        self, queue_id: str, annotations: Sequence[AnnotationUpsert]
-    ) -> UpsertResult: ...
+    @property
+    def queues(self) -> DatadogQueues: ...
 
 
 # --- derivations (public so the CLI and docs can show them) ---------------------------------
@@ -569,6 +544,7 @@ class _QueueWriter:
     ) -> None:
         self._source = source
         self._target = target
+        self._queues = target.queues
         self._names = name_map
         self._project_id = project_id
         self._states: dict[str, _QueueState] = {}
@@ -586,7 +562,7 @@ class _QueueWriter:
             if state is not None:
                 return state
             if self._known is None:
-                found = await self._target.list_queues(project_id=self._project_id)
+                found = await self._queues.list_queues(project_id=self._project_id)
                 self._known = {q.name: q for q in sorted(found, key=lambda q: q.created_at)}
             queue = self._known.get(name)
             if queue is None and not dry_run:
@@ -595,7 +571,7 @@ class _QueueWriter:
                         f"{self._target.name}: queue {name!r} does not exist yet; creating it needs "
                         "the Datadog LLM Observability project id (queue_project_id)"
                     )
-                queue = await self._target.create_queue(
+                queue = await self._queues.create_queue(
                     name,
                     project_id=self._project_id,
                     description=f"Annotations migrated from {self._source} by annotation-gateway",
@@ -604,7 +580,7 @@ class _QueueWriter:
                 self._user = self._user or queue.created_by
             labels: tuple[LabelSchema, ...] = ()
             if queue is not None:
-                labels = queue.label_schemas or await self._target.get_label_schema(queue.id)
+                labels = queue.label_schemas or await self._queues.get_label_schema(queue.id)
                 # A reused queue: its creator is our best guess until an upsert tells us.
                 self._user = self._user or queue.created_by
             state = _QueueState(queue=queue, labels={label.name: label for label in labels})
@@ -761,7 +737,7 @@ class _QueueWriter:
         if dry_run or state.queue is None:
             state.labels = labels  # what the schema would become; ids unknown until written
             return
-        stored = await self._target.replace_label_schema(state.queue.id, list(labels.values()))
+        stored = await self._queues.replace_label_schema(state.queue.id, list(labels.values()))
         state.labels = {label.name: label for label in stored}
 
     @staticmethod
@@ -783,7 +759,7 @@ class _QueueWriter:
         keys = [key for key, _ in to_send]
         for start in range(0, len(keys), QUEUE_CALL_SIZE):
             chunk = keys[start : start + QUEUE_CALL_SIZE]
-            added = await self._target.add_interactions(queue.id, chunk)
+            added = await self._queues.add_interactions(queue.id, chunk)
             for item in added:
                 interaction_ids[(item.type, item.content_id)] = item.id
         upserts: list[AnnotationUpsert] = []
@@ -804,7 +780,7 @@ class _QueueWriter:
             members[interaction_id] = [(annotation, outcome) for annotation, _, outcome in items]
         for start in range(0, len(upserts), QUEUE_CALL_SIZE):
             sent = upserts[start : start + QUEUE_CALL_SIZE]
-            answer = await self._target.upsert_annotations(queue.id, sent)
+            answer = await self._queues.upsert_annotations(queue.id, sent)
             for written in answer.annotations:
                 self._user = written.modified_by  # the key's user, as Datadog sees it
             errors = {e.interaction_id: e.error for e in answer.errors}

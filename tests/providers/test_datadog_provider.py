@@ -501,14 +501,14 @@ async def test_build_provider_and_sites() -> None:
 
 async def test_queue_operations_build_data_the_read_path_sees(datadog_sim: DatadogSimulator) -> None:
     async with provider_for(datadog_sim) as provider:
-        queue = await provider.create_queue(
+        queue = await provider.queues.create_queue(
             "migrated",
             project_id="support-bot",
             description="from phoenix",
             label_schemas=[LabelSchema(name="quality", type="score", min=0, max=5)],
         )
         assert queue.label_schemas[0].id
-        labels = await provider.replace_label_schema(
+        labels = await provider.queues.replace_label_schema(
             queue.id,
             [
                 LabelSchema(name="quality", type="score", min=0, max=5, has_reasoning=True),
@@ -517,12 +517,12 @@ async def test_queue_operations_build_data_the_read_path_sees(datadog_sim: Datad
         )
         ids = {label.name: label.id for label in labels}
         assert ids["quality"] == queue.label_schemas[0].id
-        assert await provider.get_label_schema(queue.id) == labels
-        added = await provider.add_interactions(queue.id, [("session", "s-1"), ("trace", "t-1")])
-        again = await provider.add_interactions(queue.id, [("session", "s-1")])
+        assert await provider.queues.get_label_schema(queue.id) == labels
+        added = await provider.queues.add_interactions(queue.id, [("session", "s-1"), ("trace", "t-1")])
+        again = await provider.queues.add_interactions(queue.id, [("session", "s-1")])
         assert [i.already_existed for i in added + again] == [False, False, True]
         assert again[0].id == added[0].id
-        result = await provider.upsert_annotations(
+        result = await provider.queues.upsert_annotations(
             queue.id,
             [
                 AnnotationUpsert(
@@ -540,16 +540,16 @@ async def test_queue_operations_build_data_the_read_path_sees(datadog_sim: Datad
         )
         assert len(result.annotations) == 1
         assert [(e.interaction_id, e.error) for e in result.errors] == [("missing", "interaction not found")]
-        queues = await provider.list_queues()
+        queues = await provider.queues.list_queues()
         assert [q.name for q in queues] == ["migrated"]
-        assert await provider.list_queues(project_id="other") == []
+        assert await provider.queues.list_queues(project_id="other") == []
         found = await provider.fetch(SourceQuery(subject_ids=("s-1",)))
         assert sorted((a.name, a.score, a.label, a.explanation) for a in found) == [
             ("quality", 4.0, None, "fine"),
             ("topic", None, "a", None),
         ]
         with pytest.raises(SourceRequestError) as invalid:
-            await provider.upsert_annotations(
+            await provider.queues.upsert_annotations(
                 queue.id,
                 [
                     AnnotationUpsert(
@@ -559,10 +559,11 @@ async def test_queue_operations_build_data_the_read_path_sees(datadog_sim: Datad
                 ],
             )
         assert invalid.value.errors
-        assert invalid.value.errors[0]["pointer"].endswith("/value")
-        await provider.delete_queue(queue.id)
+        assert invalid.value.errors[0]["loc"][0] == "body"
+        assert invalid.value.errors[0]["loc"][-1] == "value"
+        await provider.queues.delete_queue(queue.id)
         with pytest.raises(SourceNotFoundError):
-            await provider.get_label_schema(queue.id)
+            await provider.queues.get_label_schema(queue.id)
 
 
 # --- what only respx can do -------------------------------------------------------------------
@@ -613,14 +614,16 @@ def _interaction(**overrides: Any) -> dict[str, Any]:
 
 
 @asynccontextmanager
-async def mocked(attempts: int = 3) -> AsyncIterator[tuple[DatadogProvider, respx.MockRouter]]:
+async def mocked(
+    attempts: int = 3, max_retry_after_s: float = 0.01
+) -> AsyncIterator[tuple[DatadogProvider, respx.MockRouter]]:
     config = DatadogSourceConfig(
         name="dd-us1",
         site="datadoghq.com",
         api_key_env="DD_K",
         app_key_env="DD_A",
         retry_attempts=attempts,
-        max_retry_after_s=0.01,
+        max_retry_after_s=max_retry_after_s,
     )
     with respx.mock(using="httpx", assert_all_called=False) as router:
         provider = DatadogProvider.from_config(config, environ=ENV)
@@ -725,7 +728,7 @@ Respond = Callable[[], httpx.Response]
         pytest.param(
             lambda: httpx.Response(200, json=_page([_interaction(created_at=None)])),
             SourceProtocolError,
-            "annotated_interactions.0.created_at",
+            "annotated_interactions[0].created_at",
             id="missing-field",
         ),
         pytest.param(
@@ -746,7 +749,7 @@ Respond = Callable[[], httpx.Response]
         pytest.param(
             lambda: httpx.Response(200, json=_page([_interaction(type="span")])),
             SourceProtocolError,
-            "annotated_interactions.0.type",
+            "annotated_interactions[0].type",
             id="unknown-interaction-type",
         ),
         pytest.param(
@@ -815,7 +818,9 @@ async def test_a_400_carries_datadogs_detail_and_parameter() -> None:
     assert route.call_count == 1  # a 4xx is permanent
     assert rejected.value.upstream_status == 400
     assert rejected.value.status < 500
-    assert rejected.value.errors == [{"detail": "limit must be > 0", "parameter": "limit"}]
+    assert rejected.value.errors == [
+        {"loc": ["query", "limit"], "msg": "limit must be > 0", "type": "bad_request"}
+    ]
     assert "limit must be > 0 (parameter limit)" in rejected.value.detail
 
 
@@ -825,8 +830,7 @@ async def test_429_waits_for_the_reset_it_names() -> None:
         json={"errors": ["Too many requests"]},
         headers={"X-RateLimit-Reset": "0.2", "X-RateLimit-Limit": "1"},
     )
-    async with mocked() as (provider, router):
-        provider._retry = provider._retry.__class__(attempts=3, max_retry_after_s=5)
+    async with mocked(attempts=3, max_retry_after_s=5) as (provider, router):
         router.get(f"{BASE}{READ}").mock(
             side_effect=[limited, httpx.Response(200, json=_page([_interaction()]))]
         )

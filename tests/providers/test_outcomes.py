@@ -8,11 +8,13 @@ from typing import Any
 
 import httpx
 import pytest
+import respx
 from pydantic import TypeAdapter, ValidationError
 from tenacity import RetryCallState
 
 from annotation_gateway.errors import (
     ProblemCode,
+    RequestValidationError,
     SourceAuthError,
     SourceError,
     SourceNotFoundError,
@@ -21,6 +23,9 @@ from annotation_gateway.errors import (
     SourceRequestError,
     SourceUnavailableError,
 )
+from annotation_gateway.model import AnnotationWrite, SubjectKind
+from annotation_gateway.providers.base import SourceQuery
+from annotation_gateway.providers.datadog import DatadogProvider, DatadogSourceConfig
 from annotation_gateway.providers.http import (
     STATUS_ERRORS,
     ErrorItem,
@@ -37,6 +42,7 @@ from annotation_gateway.providers.http.outcomes import (
     pointer_loc,
     validation_items,
 )
+from annotation_gateway.providers.phoenix import PhoenixProvider, PhoenixSourceConfig
 
 NOW = datetime(2026, 11, 23, 7, 0, 0, tzinfo=UTC)
 ITEM_KEYS = {"loc", "msg", "type"}
@@ -270,3 +276,122 @@ def test_validation_items_locate_the_field_in_the_answer() -> None:
             "type": "int_parsing",
         }
     ]
+
+
+# --- the same shape from both providers ------------------------------------------------------------
+
+PHOENIX = "http://127.0.0.1:6006"
+DATADOG = "https://api.datadoghq.com"
+
+
+def phoenix_provider() -> PhoenixProvider:
+    config = PhoenixSourceConfig(name="px", base_url=PHOENIX, project="p", retry_attempts=1)
+    return PhoenixProvider.from_config(config, environ={}, transport=httpx.AsyncHTTPTransport())
+
+
+def datadog_provider() -> DatadogProvider:
+    config = DatadogSourceConfig(
+        name="dd", site="datadoghq.com", api_key_env="K", app_key_env="A", retry_attempts=1
+    )
+    return DatadogProvider.from_config(config, environ={"K": "key-1234567", "A": "app-1234567"})
+
+
+async def test_phoenix_errors_have_the_one_shape() -> None:
+    provider = phoenix_provider()
+    caught: list[GatewayErrors] = []
+    with respx.mock(using="httpx", base_url=PHOENIX, assert_all_called=False) as router:
+        route = router.get("/v1/projects/p/session_annotations")
+        route.respond(
+            422,
+            json={"detail": [{"loc": ["query", "limit"], "msg": "too big", "type": "less_than_equal"}]},
+        )
+        caught.append(await _raises(provider.fetch(SourceQuery(subject_ids=("s",)))))
+        route.respond(200, json={"data": [{"id": 1}], "next_cursor": None})
+        caught.append(await _raises(provider.fetch(SourceQuery(subject_ids=("s",)))))
+        router.get("/v1/projects/p/sessions").respond(200, json={"data": [], "next_cursor": None})
+        caught.append(await _raises(provider.write([AnnotationWrite(subject_id="gone", name="q", score=1)])))
+    caught.append(
+        await _raises(
+            provider.write(
+                [
+                    AnnotationWrite(
+                        subject_id="s", subject_kind=SubjectKind.DISPLAY_BLOCK, name="note", score=1
+                    )
+                ]
+            )
+        )
+    )
+    await provider.aclose()
+    rejected, garbage, unknown, refused = caught
+    assert isinstance(rejected, SourceRequestError)
+    assert rejected.errors == [{"loc": ["query", "limit"], "msg": "too big", "type": "less_than_equal"}]
+    assert isinstance(garbage, SourceProtocolError)
+    assert garbage.errors is not None
+    assert garbage.errors[0]["loc"][:3] == ["response", "data", 0]
+    assert isinstance(unknown, SourceNotFoundError)
+    assert unknown.errors == [
+        {
+            "loc": ["annotations", 0, "subject_id"],
+            "msg": "no such session in Phoenix project 'p'",
+            "type": "unknown_subject",
+            "subject_kind": "session",
+            "subject_id": "gone",
+        }
+    ]
+    assert isinstance(refused, RequestValidationError)
+    assert refused.errors == [
+        {
+            "loc": ["annotations", 0, "subject_kind"],
+            "msg": "Phoenix has no display_block annotations",
+            "type": "value_error",
+        }
+    ]
+    for error in caught:
+        assert_item_shape(error.errors)
+
+
+async def test_datadog_errors_have_the_one_shape() -> None:
+    provider = datadog_provider()
+    read = f"{DATADOG}/api/v2/llm-obs/v1/annotated-interactions"
+    caught: list[GatewayErrors] = []
+    with respx.mock(using="httpx", assert_all_called=False) as router:
+        route = router.get(read)
+        route.respond(
+            400,
+            json={
+                "errors": [
+                    {"title": "Bad Request", "detail": "bad id", "source": {"parameter": "contentIds"}}
+                ]
+            },
+        )
+        caught.append(await _raises(provider.fetch(SourceQuery(subject_ids=("t",)))))
+        route.respond(404, json={"errors": ["Not found"]})
+        caught.append(await _raises(provider.fetch(SourceQuery(subject_ids=("t",)))))
+        route.respond(200, json={"data": {"id": "q", "type": "annotated_interactions_by_trace"}})
+        caught.append(await _raises(provider.fetch(SourceQuery(subject_ids=("t",)))))
+        route.respond(200, json={"errors": [{"title": "Internal", "detail": "boom"}]})
+        caught.append(await _raises(provider.fetch(SourceQuery(subject_ids=("t",)))))
+    await provider.aclose()
+    rejected, missing, garbage, errors_in_200 = caught
+    assert isinstance(rejected, SourceRequestError)
+    assert rejected.errors == [{"loc": ["query", "contentIds"], "msg": "bad id", "type": "bad_request"}]
+    assert isinstance(missing, SourceNotFoundError)
+    assert missing.errors == [{"loc": [], "msg": "Not found", "type": "not_found"}]
+    assert isinstance(garbage, SourceProtocolError)
+    assert garbage.errors is not None
+    assert garbage.errors[0]["loc"] == ["response", "data", "attributes"]
+    assert isinstance(errors_in_200, SourceProtocolError)
+    assert errors_in_200.errors == [{"loc": [], "msg": "boom", "type": "internal"}]
+    for error in caught:
+        assert_item_shape(error.errors)
+
+
+GatewayErrors = SourceError | RequestValidationError
+
+
+async def _raises(call: Any) -> GatewayErrors:
+    try:
+        await call
+    except (SourceError, RequestValidationError) as exc:
+        return exc
+    raise AssertionError("expected an error")

@@ -1,0 +1,105 @@
+"""One Datadog JSON:API exchange, shared by the reads (:mod:`.client`) and the queue writes
+(:mod:`.queues`).
+
+Contract: :meth:`DatadogApi.call` sends one request through the toolkit's
+:class:`~annotation_gateway.providers.http.Upstream` (retried only when the caller says the call
+is idempotent), and returns the parsed body of the *expected* success status (``None`` for a
+204). Any other status is the error the toolkit's status table says, with Datadog's message and
+its JSON:API errors as ``errors[]``; a success that is not JSON, or a success body holding only
+``errors``, is a :class:`~annotation_gateway.errors.SourceProtocolError`.
+:meth:`DatadogApi.validate` checks a body against a :mod:`.wire` model. Paths and the
+``Accept`` media type are here; keys travel only in the client's headers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import TypeAdapter
+
+from annotation_gateway.errors import SourceError, SourceProtocolError
+from annotation_gateway.providers.datadog.wire import error_summary
+from annotation_gateway.providers.http import Upstream, parse_json
+
+__all__ = [
+    "ANNOTATED_INTERACTIONS_PATH",
+    "API_PREFIX",
+    "QUEUES_PATH",
+    "VENDOR",
+    "DatadogApi",
+    "segment",
+]
+
+T = TypeVar("T")
+
+VENDOR = "Datadog"
+API_PREFIX = "/api/v2/llm-obs/v1"
+ANNOTATED_INTERACTIONS_PATH = f"{API_PREFIX}/annotated-interactions"
+QUEUES_PATH = f"{API_PREFIX}/annotation-queues"
+
+
+def segment(value: str) -> str:
+    """A path segment: ids are opaque, so escape anything that would change the path."""
+    return quote(value, safe="")
+
+
+class DatadogApi:
+    """Datadog's JSON:API over one source's :class:`Upstream` (module docstring)."""
+
+    def __init__(self, upstream: Upstream) -> None:
+        self.upstream = upstream
+
+    @property
+    def source(self) -> str:
+        return self.upstream.source
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Sequence[tuple[str, str]] = (),
+        json: Any = None,
+        expect: int = 200,
+        retry: bool,
+    ) -> Any:
+        """The parsed body of the ``expect``-ed answer to ``method path`` (module docstring)."""
+        where = f"{method} {path}"
+        client = self.upstream.client
+
+        def build() -> httpx.Request:
+            return client.build_request(method, path, params=list(params), json=json)
+
+        def classify(response: httpx.Response) -> Any:
+            return self.success_body(response, where=where, expect=expect)
+
+        return await self.upstream.call(build, classify, retry=retry)
+
+    def success_body(self, response: httpx.Response, *, where: str, expect: int = 200) -> Any:
+        """The parsed body of an expected success, or the SourceError the answer amounts to."""
+        status = response.status_code
+        if status != expect:
+            raise self.error(response)
+        if status == 204:
+            return None
+        body = parse_json(response, source=self.source)
+        if isinstance(body, dict) and "errors" in body and "data" not in body:
+            summary, items = error_summary(response)
+            raise SourceProtocolError(
+                f"{self.source}: {where} answered {status} with errors: {summary}",
+                source=self.source,
+                upstream_status=status,
+                errors=[dict(item) for item in items] or None,
+            )
+        return body
+
+    def error(self, response: httpx.Response) -> SourceError:
+        """The error an unexpected answer is (the toolkit's status table)."""
+        summary, items = error_summary(response)
+        return self.upstream.error(response, summary=summary, errors=items)
+
+    def validate(self, adapter: TypeAdapter[T], body: Any, *, where: str) -> T:
+        return self.upstream.validate(adapter, body, what=f"answer to {where}")

@@ -1,0 +1,375 @@
+"""Datadog's I/O: the provider's reads — chunking, paging, label schemas — and health.
+
+Contract (see :mod:`annotation_gateway.providers.base`): :meth:`DatadogProvider.fetch` returns
+every annotation of the queried content ids — each exactly once — as canonical annotations, or
+raises a :class:`~annotation_gateway.errors.SourceError`.
+
+Reading: ``GET {base}/api/v2/llm-obs/v1/annotated-interactions?contentIds=a&contentIds=b
+&offset=0&limit=N`` (``contentIds`` repeated, never comma-joined: a comma is part of an id) with
+``DD-API-KEY``/``DD-APPLICATION-KEY``. Ids are de-duplicated and chunked so each URL stays within
+:data:`MAX_URL_BYTES`; chunks and pages are fetched concurrently under the source's concurrency
+cap (held per request, not while waiting to retry). Paging is offset/limit over *interactions*
+until ``total_count`` is reached or a page comes back empty; interactions and annotations are
+de-duplicated across pages. Datadog pushes down only the content ids; kinds, names and
+identifiers are filtered here (Datadog has no identifier: it is always ``""``). Label schemas a
+page needs to name its values are read once per queue for the provider's life (single flight);
+a deleted queue's annotations fall back to schema ids. Mapping is :mod:`.mapping`'s job.
+
+Errors: every answer is classified by status and content type before a success is parsed, by
+the toolkit's status table (:mod:`annotation_gateway.providers.http.outcomes`): 401/403 →
+:class:`SourceAuthError`; 404 → :class:`SourceNotFoundError`; other 4xx →
+:class:`SourceRequestError` with Datadog's ``detail`` and its JSON:API errors in ``errors``;
+429 → :class:`SourceRateLimitedError` (``Retry-After``, else ``X-RateLimit-Reset``); 5xx,
+connect errors and timeouts → retryable; HTML, empty or malformed bodies, missing fields and
+wrong types → :class:`SourceProtocolError` naming the field. Keys never appear in an error or
+log.
+
+Writing: Datadog is read-only for the gateway's ``POST /v1/annotations`` (:meth:`write` raises
+``UnsupportedError``); annotation queues are written through :attr:`DatadogProvider.queues`
+(:class:`~.queues.DatadogQueues`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from annotation_gateway.concurrency import gather
+from annotation_gateway.errors import (
+    GatewayError,
+    PayloadTooLargeError,
+    SourceError,
+    SourceNotFoundError,
+    UnsupportedError,
+)
+from annotation_gateway.model import Annotation, AnnotationWrite, AnnotatorKind, ProviderKind
+from annotation_gateway.providers.base import Capabilities, HealthReport, SourceQuery, WriteResult
+from annotation_gateway.providers.config import ConfigError, read_secret
+from annotation_gateway.providers.datadog.api import ANNOTATED_INTERACTIONS_PATH, VENDOR, DatadogApi
+from annotation_gateway.providers.datadog.config import DatadogSourceConfig
+from annotation_gateway.providers.datadog.mapping import NO_LABELS, QueueLabels, canonical, needs_schema
+from annotation_gateway.providers.datadog.queues import DatadogQueues
+from annotation_gateway.providers.datadog.wire import (
+    JSONAPI_MEDIA_TYPE,
+    PAGE,
+    SUBJECT_KINDS,
+    AnnotationUpsert,
+    DatadogQueue,
+    LabelSchema,
+    QueueInteraction,
+    UpsertResult,
+    WireInteraction,
+)
+from annotation_gateway.providers.http import RetryPolicy, Upstream, chunk_values, make_client
+
+__all__ = ["HEALTH_PROBE_CONTENT_ID", "MAX_URL_BYTES", "DatadogProvider"]
+
+log = logging.getLogger(__name__)
+
+MAX_URL_BYTES = 8 * 1024
+"""Longest URL sent: proxies and load balancers in front of APIs commonly stop at 8 KiB."""
+
+HEALTH_PROBE_CONTENT_ID = "annotation-gateway-health-probe"
+"""A content id no one uses: the probe is an authenticated read that matches nothing."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Page:
+    offset: int
+    total: int
+    items: list[tuple[WireInteraction, Mapping[str, Any]]]
+
+
+class DatadogProvider:
+    """One Datadog organisation (site + keys) behind one shared connection pool."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        base_url: str,
+        api_key: SecretStr,
+        app_key: SecretStr,
+        page_size: int = 100,
+        max_concurrency: int = 16,
+        timeout_s: float = 5.0,
+        retry: RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._name = name
+        self._page_size = page_size
+        client = make_client(
+            base_url,
+            headers={
+                "DD-API-KEY": api_key.get_secret_value(),
+                "DD-APPLICATION-KEY": app_key.get_secret_value(),
+                "Accept": JSONAPI_MEDIA_TYPE,
+            },
+            timeout_s=timeout_s,
+            max_connections=max_concurrency,
+            transport=transport,
+        )
+        self._http = Upstream(
+            client, source=name, vendor=VENDOR, max_concurrency=max_concurrency, retry=retry or RetryPolicy()
+        )
+        self._api = DatadogApi(self._http)
+        self._labels: dict[str, QueueLabels] = {}
+        self._label_locks: dict[str, asyncio.Lock] = {}
+        self._queues = DatadogQueues(self._api, self._labels)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: DatadogSourceConfig,
+        *,
+        environ: Mapping[str, str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> DatadogProvider:
+        """A provider for ``config``; the keys are read from the variables the config names."""
+        api_key = read_secret(config.api_key_env, key=f"sources.{config.name}.api_key_env", environ=environ)
+        app_key = read_secret(config.app_key_env, key=f"sources.{config.name}.app_key_env", environ=environ)
+        if api_key is None or app_key is None:  # pragma: no cover - both env names are required fields
+            raise ConfigError(f"sources.{config.name}: api_key_env and app_key_env are required")
+        return cls(
+            name=config.name,
+            base_url=config.api_base_url,
+            api_key=api_key,
+            app_key=app_key,
+            page_size=config.page_size,
+            max_concurrency=config.max_concurrency,
+            timeout_s=config.timeout_s,
+            retry=RetryPolicy(attempts=config.retry_attempts, max_retry_after_s=config.max_retry_after_s),
+            transport=transport,
+        )
+
+    def __repr__(self) -> str:
+        return f"DatadogProvider(name={self._name!r}, base_url={str(self._http.client.base_url)!r})"
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def kind(self) -> ProviderKind:
+        return ProviderKind.DATADOG
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            subject_kinds=SUBJECT_KINDS,
+            pushdown=frozenset({"subject_ids"}),
+            needs_subject_ids=True,
+            # Datadog annotations are people's reviews in queues (SPEC §2: annotator HUMAN) and
+            # belong to no Phoenix-style project.
+            has_projects=False,
+            annotator_kinds=frozenset({AnnotatorKind.HUMAN}),
+        )
+
+    @property
+    def queues(self) -> DatadogQueues:
+        """The annotation-queue write API of this organisation (what ``migrate`` writes through)."""
+        return self._queues
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # --- reading ---
+
+    async def fetch(self, query: SourceQuery) -> list[Annotation]:
+        """Every annotation on the query's content ids, each once (see the module docstring)."""
+        if not query.subject_ids:
+            raise UnsupportedError(f"{self._name}: Datadog can only be queried by subject (content) ids")
+        if query.identifiers and "" not in query.identifiers:
+            return []  # Datadog annotations have no identifier: "" is the only one that matches.
+        if query.subject_kinds and not SUBJECT_KINDS.intersection(query.subject_kinds):
+            return []
+        # A blank content id matches nothing, and Datadog answers 400 to a request whose ids are
+        # all blank: a stray "" in a long id list must not fail the whole source.
+        content_ids = [c for c in dict.fromkeys(query.subject_ids) if c.strip()]
+        if not content_ids:
+            return []
+        chunks = self._chunk(content_ids)
+        pages = await gather([self._fetch_chunk(chunk) for chunk in chunks], prefer=SourceError)
+        interactions: dict[str, tuple[WireInteraction, Mapping[str, Any]]] = {}
+        for chunk_items in pages:
+            for interaction, raw in chunk_items:
+                interactions.setdefault(interaction.id, (interaction, raw))
+        wanted_kinds = {k.value for k in query.subject_kinds}
+        selected = [
+            (i, raw) for i, raw in interactions.values() if not wanted_kinds or i.type in wanted_kinds
+        ]
+        need_labels = {i.queue_id for i, _ in selected if any(needs_schema(a) for a in i.annotations)}
+        await gather([self._queue_labels(queue_id) for queue_id in sorted(need_labels)], prefer=SourceError)
+        names = set(query.names)
+        excluded = set(query.exclude_names)
+        found: dict[str, Annotation] = {}
+        for interaction, raw in selected:
+            labels = self._labels.get(interaction.queue_id, NO_LABELS)
+            for annotation in canonical(
+                interaction, raw, labels, source=self._name, include_raw=query.include_raw
+            ):
+                if names and annotation.name not in names:
+                    continue
+                if annotation.name in excluded:
+                    continue
+                found.setdefault(annotation.id, annotation)
+        log.debug(
+            "datadog fetch",
+            extra={
+                "source": self._name,
+                "chunks": len(chunks),
+                "interactions": len(interactions),
+                "annotations": len(found),
+            },
+        )
+        return list(found.values())
+
+    def _chunk(self, content_ids: Sequence[str]) -> list[list[str]]:
+        """Split ids so that every page URL stays within MAX_URL_BYTES."""
+        fixed = len(str(self._http.client.base_url).rstrip("/")) + len(ANNOTATED_INTERACTIONS_PATH) + 1
+        fixed += (
+            len(str(httpx.QueryParams([("offset", str(2**31 - 1)), ("limit", str(self._page_size))]))) + 1
+        )
+        costs = [len(str(httpx.QueryParams([("contentIds", c)]))) + 1 for c in content_ids]
+        room = MAX_URL_BYTES - fixed
+        too_long = next((c for c, cost in zip(content_ids, costs, strict=True) if cost > room), None)
+        if too_long is not None:
+            # No URL can carry it: the caller's input is too large, not the vendor at fault.
+            raise PayloadTooLargeError(
+                f"a subject id of {len(too_long)} characters does not fit in one Datadog URL "
+                f"({MAX_URL_BYTES} bytes)"
+            )
+        return chunk_values(content_ids, costs, budget=room)
+
+    async def _fetch_chunk(
+        self, content_ids: Sequence[str]
+    ) -> list[tuple[WireInteraction, Mapping[str, Any]]]:
+        """All pages of one chunk: the first, then the rest concurrently, then any tail."""
+        first = await self._page(content_ids, 0)
+        items = list(first.items)
+        total = first.total
+        if not first.items or len(first.items) >= total:
+            return items
+        # The first page shows the server's real page size (it may cap our limit).
+        step = len(first.items)
+        rest = await gather(
+            [self._page(content_ids, offset) for offset in range(step, total, step)], prefer=SourceError
+        )
+        covered = step
+        for page in rest:
+            items.extend(page.items)
+            total = max(total, page.total)
+            if page.offset <= covered:
+                covered = max(covered, page.offset + len(page.items))
+        # A short or empty page in the middle, or a total that grew: continue one page at a time.
+        while covered < total:
+            page = await self._page(content_ids, covered)
+            if not page.items:
+                break
+            items.extend(page.items)
+            covered += len(page.items)
+            total = page.total
+        return items
+
+    async def _page(self, content_ids: Sequence[str], offset: int) -> _Page:
+        params: list[tuple[str, str | int | float | bool | None]] = [("contentIds", c) for c in content_ids]
+        params += [("offset", offset), ("limit", self._page_size)]
+        where = f"GET {ANNOTATED_INTERACTIONS_PATH}"
+
+        def classify(response: httpx.Response) -> _Page:
+            body = self._api.success_body(response, where=where)
+            page = self._api.validate(PAGE, body, where=where)
+            raw_items = body["data"]["attributes"]["annotated_interactions"]
+            pairs = list(zip(page.data.attributes.annotated_interactions, raw_items, strict=True))
+            return _Page(offset=offset, total=page.data.attributes.total_count, items=pairs)
+
+        return await self._http.get(ANNOTATED_INTERACTIONS_PATH, params, classify)
+
+    async def _queue_labels(self, queue_id: str) -> QueueLabels:
+        """The queue's label schema, fetched once per provider life (single flight per queue)."""
+        cached = self._labels.get(queue_id)
+        if cached is not None:
+            return cached
+        lock = self._label_locks.setdefault(queue_id, asyncio.Lock())
+        async with lock:
+            cached = self._labels.get(queue_id)
+            if cached is not None:
+                return cached
+            try:
+                labels = QueueLabels.of(await self._queues.get_label_schema(queue_id))
+            except SourceNotFoundError:
+                # A deleted queue still has annotations on record: fall back to schema ids.
+                labels = NO_LABELS
+                self._labels[queue_id] = labels
+            return labels
+
+    # --- writing ---
+
+    async def write(self, items: Sequence[AnnotationWrite]) -> WriteResult:
+        raise UnsupportedError(
+            f"{self._name}: Datadog sources are read-only here; annotations are written in Datadog's "
+            "annotation queues (see the migrate command)"
+        )
+
+    async def health(self) -> HealthReport:
+        """An authenticated read that matches nothing; never raises."""
+        started = time.perf_counter()
+        request = self._http.client.build_request(
+            "GET",
+            ANNOTATED_INTERACTIONS_PATH,
+            params=[("contentIds", HEALTH_PROBE_CONTENT_ID), ("offset", "0"), ("limit", "1")],
+        )
+        try:
+            response = await self._http.send(request)
+            body = self._api.success_body(response, where="health probe")
+            self._api.validate(PAGE, body, where="health probe")
+        except GatewayError as exc:
+            return HealthReport(ok=False, latency_ms=_ms_since(started), detail=exc.detail)
+        except Exception as exc:  # a probe reports, it never raises
+            return HealthReport(ok=False, latency_ms=_ms_since(started), detail=type(exc).__name__)
+        return HealthReport(ok=True, latency_ms=_ms_since(started))
+
+    # --- the queue write API under its former names, for the callers not yet moved to
+    # ``provider.queues`` (demo.py, tests/test_migrate.py); delete once they have moved. ---
+
+    async def list_queues(
+        self, *, project_id: str | None = None, queue_ids: Sequence[str] = ()
+    ) -> list[DatadogQueue]:
+        """:meth:`DatadogQueues.list_queues` (use ``provider.queues``)."""
+        return await self._queues.list_queues(project_id=project_id, queue_ids=queue_ids)
+
+    async def create_queue(
+        self,
+        name: str,
+        *,
+        project_id: str,
+        description: str | None = None,
+        label_schemas: Sequence[LabelSchema] = (),
+    ) -> DatadogQueue:
+        """:meth:`DatadogQueues.create_queue` (use ``provider.queues``)."""
+        return await self._queues.create_queue(
+            name, project_id=project_id, description=description, label_schemas=label_schemas
+        )
+
+    async def add_interactions(
+        self, queue_id: str, interactions: Sequence[tuple[str, str]]
+    ) -> list[QueueInteraction]:
+        """:meth:`DatadogQueues.add_interactions` (use ``provider.queues``)."""
+        return await self._queues.add_interactions(queue_id, interactions)
+
+    async def upsert_annotations(
+        self, queue_id: str, annotations: Sequence[AnnotationUpsert]
+    ) -> UpsertResult:
+        """:meth:`DatadogQueues.upsert_annotations` (use ``provider.queues``)."""
+        return await self._queues.upsert_annotations(queue_id, annotations)
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)

@@ -1,0 +1,295 @@
+"""Datadog ↔ canonical annotations: pure functions, no I/O.
+
+Contract (SPEC §2): :func:`canonical` turns one validated interaction (:mod:`.wire`) into
+canonical annotations — one per non-empty label value, id
+``{source}:{annotation id}:{label_schema_id}``; name = ``name_when_saved``, else the queue's
+label schema (:class:`QueueLabels`, given by the caller), else the ``label_schema_id``; value
+per :func:`map_label_value`'s table. ``label_values`` may be the array Datadog sends or the
+legacy ``{label name: value}`` object. Zero-time (``0001-01-01T00:00:00Z``) annotation
+timestamps fall back to the interaction's. Annotator: ``HUMAN``, the annotation's creator.
+Nothing Datadog sends is dropped silently: fields this module does not know are kept in
+``extensions.datadog`` under ``interaction``, ``annotation`` and ``label_value``, by the level of
+the answer they came on. A value of the wrong type for its label is a
+:class:`~annotation_gateway.errors.SourceProtocolError` naming the field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from annotation_gateway.errors import SourceProtocolError
+from annotation_gateway.model import (
+    Annotation,
+    AnnotatorKind,
+    ProviderKind,
+    SubjectKind,
+    build_annotation,
+    build_annotator,
+    build_queue,
+    build_subject,
+)
+from annotation_gateway.providers.datadog.wire import LabelSchema, WireAnnotation, WireInteraction
+
+__all__ = [
+    "NO_LABELS",
+    "LabelValueError",
+    "MappedValue",
+    "QueueLabels",
+    "canonical",
+    "infer_label_type",
+    "map_label_value",
+    "needs_schema",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class QueueLabels:
+    """A queue's label schema, indexed for name and type resolution."""
+
+    by_id: Mapping[str, LabelSchema]
+    by_name: Mapping[str, LabelSchema]
+
+    @classmethod
+    def of(cls, labels: Iterable[LabelSchema]) -> QueueLabels:
+        labels = list(labels)
+        return cls(
+            by_id={label.id: label for label in labels if label.id},
+            by_name={label.name: label for label in labels},
+        )
+
+
+NO_LABELS = QueueLabels(by_id={}, by_name={})
+
+
+@dataclass(frozen=True, slots=True)
+class MappedValue:
+    """Where one Datadog label value lands in the canonical model."""
+
+    label: str | None = None
+    score: float | None = None
+    explanation: str | None = None
+    values: list[str] | None = None
+    """The categorical choices, in order (kept in ``extensions.datadog.values``)."""
+
+
+class LabelValueError(Exception):
+    """A label value of the wrong type; the caller names the field."""
+
+
+def _is_unset(value: Any) -> bool:
+    return value is None or value == "" or value == []
+
+
+def infer_label_type(value: Any) -> str:
+    """The label type a value implies when neither the answer nor the schema says.
+
+    A bare string is taken as a categorical choice: Datadog's own example (``"value": "good"``)
+    is one, and a label compares like a category while an explanation does not.
+    """
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "score"
+    return "categorical"
+
+
+def map_label_value(label_type: str, value: Any, reasoning: str | None) -> MappedValue | None:
+    """Map one Datadog label value onto canonical fields; None when the value is unset.
+
+    =============  ==========================================================================
+    score          ``score`` = value; ``explanation`` = reasoning
+    boolean        ``label`` = "true"/"false", ``score`` = 1.0/0.0; ``explanation`` = reasoning
+    categorical    ``label`` = the choices joined with ", " (in order), ``values`` = the list;
+                   ``explanation`` = reasoning
+    text           ``explanation`` = value (reasoning is kept in extensions by the caller)
+    =============  ==========================================================================
+
+    Raises ``LabelValueError`` for a value of the wrong type for its label.
+    """
+    if _is_unset(value):
+        return None
+    why = reasoning or None
+    if label_type == "score":
+        if isinstance(value, bool):
+            raise LabelValueError("expected a number for a score label")
+        if isinstance(value, int | float):
+            return MappedValue(score=float(value), explanation=why)
+        if isinstance(value, str):
+            try:
+                return MappedValue(score=float(value), explanation=why)
+            except ValueError:
+                pass
+        raise LabelValueError("expected a number for a score label")
+    if label_type == "boolean":
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            value = value.lower() == "true"
+        if not isinstance(value, bool):
+            raise LabelValueError("expected true or false for a boolean label")
+        return MappedValue(label="true" if value else "false", score=1.0 if value else 0.0, explanation=why)
+    if label_type == "categorical":
+        choices = [value] if isinstance(value, str) else value
+        if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
+            raise LabelValueError("expected a string or a list of strings for a categorical label")
+        choices = [c for c in choices if c]
+        if not choices:
+            return None
+        return MappedValue(label=", ".join(choices), values=choices, explanation=why)
+    if label_type == "text":
+        if not isinstance(value, str):
+            raise LabelValueError("expected a string for a text label")
+        return MappedValue(explanation=value)
+    raise LabelValueError(f"unknown label type {label_type!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """One label value, whichever form ``label_values`` came in."""
+
+    label_schema_id: str
+    name: str | None
+    type: str | None
+    value: Any
+    assessment: str | None
+    reasoning: str | None
+    field: str
+    extra: Mapping[str, Any]
+    """Fields of the label value this module does not know (kept in extensions)."""
+
+
+_KNOWN_LEGACY_VALUE_FIELDS = frozenset({"value", "assessment", "reasoning"})
+
+
+def _entries(annotation: WireAnnotation, labels: QueueLabels, field: str) -> Iterator[_Entry]:
+    if isinstance(annotation.label_values, list):
+        for index, item in enumerate(annotation.label_values):
+            yield _Entry(
+                label_schema_id=item.label_schema_id,
+                name=item.name_when_saved or None,
+                type=item.type or None,
+                value=item.value,
+                assessment=item.assessment or None,
+                reasoning=item.reasoning,
+                field=f"{field}.label_values.{index}",
+                extra=item.model_extra or {},
+            )
+        return
+    # Legacy object form {label name: value}: the schema gives the id and the type back.
+    for name, value in annotation.label_values.items():
+        where = f"{field}.label_values.{name}"
+        label = labels.by_name.get(name)
+        assessment = reasoning = None
+        extra: dict[str, Any] = {}
+        if isinstance(value, dict):
+            if "value" not in value:
+                raise LabelValueError(f"{where}: expected a value")
+            assessment, reasoning = value.get("assessment"), value.get("reasoning")
+            extra = {k: v for k, v in value.items() if k not in _KNOWN_LEGACY_VALUE_FIELDS}
+            value = value["value"]
+        yield _Entry(
+            label_schema_id=label.id if label and label.id else name,
+            name=name,
+            type=label.type if label else None,
+            value=value,
+            assessment=assessment if isinstance(assessment, str) else None,
+            reasoning=reasoning if isinstance(reasoning, str) else None,
+            field=where,
+            extra=extra,
+        )
+
+
+def needs_schema(annotation: WireAnnotation) -> bool:
+    if isinstance(annotation.label_values, dict):
+        return bool(annotation.label_values)
+    return any(not v.name_when_saved or not v.type for v in annotation.label_values)
+
+
+def _is_zero_time(value: datetime) -> bool:
+    return value.year <= 1
+
+
+def _without_annotations(raw_interaction: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in raw_interaction.items() if k != "annotations"}
+
+
+def canonical(
+    interaction: WireInteraction,
+    raw: Mapping[str, Any],
+    labels: QueueLabels,
+    *,
+    source: str,
+    include_raw: bool,
+) -> Iterator[Annotation]:
+    """The canonical annotations of one validated interaction (module docstring)."""
+    # Built without validation: the wire models are strict, so every value below already has
+    # the canonical type (build_annotation makes the timestamps UTC).
+    subject = build_subject(SubjectKind(interaction.type), interaction.content_id, None)
+    queue = build_queue(interaction.queue_id, interaction.queue_name or None)
+    raw_interaction = _without_annotations(raw) if include_raw else None
+    interaction_extra = interaction.model_extra or {}
+    for index, annotation in enumerate(interaction.annotations):
+        field = f"annotated_interactions[{interaction.id}].annotations.{index}"
+        created = interaction.created_at if _is_zero_time(annotation.created_at) else annotation.created_at
+        updated = interaction.modified_at if _is_zero_time(annotation.modified_at) else annotation.modified_at
+        raw_annotation = raw["annotations"][index] if include_raw else None
+        try:
+            entries = list(_entries(annotation, labels, field))
+        except LabelValueError as exc:
+            raise SourceProtocolError(f"{source}: {exc}", source=source) from None
+        for entry in entries:
+            label = labels.by_id.get(entry.label_schema_id) or (
+                labels.by_name.get(entry.name) if entry.name else None
+            )
+            name = entry.name or (label.name if label else None) or entry.label_schema_id
+            label_type = entry.type or (label.type if label else None)
+            inferred = label_type is None
+            label_type = label_type or infer_label_type(entry.value)
+            try:
+                mapped = map_label_value(label_type, entry.value, entry.reasoning)
+            except LabelValueError as exc:
+                raise SourceProtocolError(f"{source}: {entry.field}.value: {exc}", source=source) from None
+            if mapped is None:
+                continue
+            datadog: dict[str, Any] = {
+                "interaction_id": interaction.id,
+                "annotation_id": annotation.id,
+                "label_schema_id": entry.label_schema_id,
+                "label_type": label_type,
+                "assessment": entry.assessment,
+                "modified_by": annotation.modified_by or None,
+                "can_annotate": interaction.can_annotate,
+                "content_id": interaction.content_id,
+            }
+            if mapped.values is not None:
+                datadog["values"] = mapped.values
+            if label_type == "text" and entry.reasoning:
+                datadog["reasoning"] = entry.reasoning
+            if inferred:
+                datadog["label_type_inferred"] = True
+            # Fields newer than this module: kept, not dropped (SPEC §2), by level.
+            if interaction_extra:
+                datadog["interaction"] = dict(interaction_extra)
+            if annotation.model_extra:
+                datadog["annotation"] = dict(annotation.model_extra)
+            if entry.extra:
+                datadog["label_value"] = dict(entry.extra)
+            yield build_annotation(
+                id=f"{source}:{annotation.id}:{entry.label_schema_id}",
+                source=source,
+                provider=ProviderKind.DATADOG,
+                subject=subject,
+                name=name,
+                label=mapped.label,
+                score=mapped.score,
+                explanation=mapped.explanation,
+                annotator=build_annotator(AnnotatorKind.HUMAN, annotation.created_by or None),
+                identifier="",
+                metadata={},
+                queue=queue,
+                created_at=created,
+                updated_at=updated,
+                extensions={"datadog": datadog},
+                raw=({"annotation": raw_annotation, "interaction": raw_interaction} if include_raw else None),
+            )

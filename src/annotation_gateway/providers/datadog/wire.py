@@ -1,0 +1,339 @@
+"""Datadog's wire: the JSON:API shapes its LLM Observability API answers and takes, and how its
+errors read.
+
+Contract:
+
+- Answers are validated with strict pydantic models (``extra="allow"``, so fields this module
+  does not know are kept for ``extensions.datadog`` and ``raw``); a value of the wrong JSON type
+  is refused, never coerced. A validated page has every type :mod:`.mapping` needs.
+- Request bodies the queue operations send are models too (:class:`LabelSchema`,
+  :class:`LabelValueInput`, :class:`AnnotationUpsert`), following the OpenAPI fragment in
+  ``tests/fixtures/contracts/datadog``.
+- Datadog's errors are JSON:API ``{"errors": [...]}``: error objects (``title``, ``detail``,
+  ``source.parameter``/``pointer``/``header``) or bare strings (``{"errors": ["Forbidden"]}``).
+  :func:`error_summary` gives the sentence for a detail and the ``errors[]`` items (the toolkit's
+  one shape, :func:`~annotation_gateway.providers.http.jsonapi_items`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+import httpx
+import orjson
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+)
+
+from annotation_gateway.model import SubjectKind
+from annotation_gateway.providers.http import ErrorItem, body_summary, is_json, jsonapi_items
+from annotation_gateway.providers.http.outcomes import clip
+
+__all__ = [
+    "INTERACTIONS_RESPONSE",
+    "JSONAPI_MEDIA_TYPE",
+    "LABEL_SCHEMA_RESPONSE",
+    "PAGE",
+    "QUEUE_LIST",
+    "QUEUE_RESPONSE",
+    "SUBJECT_KINDS",
+    "UPSERT_RESPONSE",
+    "AnnotationUpsert",
+    "DatadogQueue",
+    "LabelSchema",
+    "LabelValueInput",
+    "QueueInteraction",
+    "UpsertError",
+    "UpsertResult",
+    "UpsertedAnnotation",
+    "WireAnnotation",
+    "WireInteraction",
+    "WireLabelValue",
+    "WireQueue",
+    "dump_label",
+    "error_summary",
+    "queue_of",
+]
+
+JSONAPI_MEDIA_TYPE = "application/vnd.api+json"
+
+SUBJECT_KINDS = frozenset(
+    {SubjectKind.TRACE, SubjectKind.EXPERIMENT_TRACE, SubjectKind.SESSION, SubjectKind.DISPLAY_BLOCK}
+)
+"""The interaction types Datadog has."""
+
+
+class _Base(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+WireValue = StrictBool | StrictInt | StrictFloat | StrictStr | list[StrictStr] | None
+
+
+class WireLabelValue(_Base):
+    label_schema_id: StrictStr
+    name_when_saved: StrictStr | None = None
+    type: StrictStr | None = None
+    value: WireValue = None
+    assessment: StrictStr | None = None
+    reasoning: StrictStr | None = None
+
+
+class WireAnnotation(_Base):
+    id: StrictStr
+    interaction_id: StrictStr
+    label_values: list[WireLabelValue] | dict[StrictStr, Any]
+    created_by: StrictStr
+    created_at: datetime
+    modified_by: StrictStr
+    modified_at: datetime
+
+
+class WireInteraction(_Base):
+    id: StrictStr
+    type: Literal["trace", "experiment_trace", "session", "display_block"]
+    content_id: StrictStr
+    queue_id: StrictStr
+    queue_name: StrictStr
+    can_annotate: StrictBool
+    created_at: datetime
+    modified_at: datetime
+    display_block: list[Any] | None = None
+    annotations: list[WireAnnotation]
+
+
+class WirePageAttributes(_Base):
+    total_count: StrictInt
+    annotated_interactions: list[WireInteraction]
+
+
+class WirePageData(_Base):
+    id: StrictStr
+    type: Literal["annotated_interactions_by_trace"]
+    attributes: WirePageAttributes
+
+
+class WirePage(_Base):
+    data: WirePageData
+
+
+class LabelSchema(BaseModel):
+    """One label of a queue's label schema (``LLMObsLabelSchema``), as sent and as answered."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: StrictStr
+    type: Literal["score", "categorical", "boolean", "text"]
+    id: StrictStr | None = None
+    description: StrictStr | None = None
+    min: float | None = None
+    max: float | None = None
+    is_integer: StrictBool | None = None
+    values: list[StrictStr] | None = None
+    is_required: StrictBool | None = None
+    has_assessment: StrictBool | None = None
+    has_reasoning: StrictBool | None = None
+    is_assessment: StrictBool | None = None
+
+
+class WireAnnotationSchema(_Base):
+    label_schemas: list[LabelSchema]
+
+
+class WireLabelSchemaAttributes(_Base):
+    annotation_schema: WireAnnotationSchema
+
+
+class WireLabelSchemaData(_Base):
+    id: StrictStr
+    type: Literal["queues"]
+    attributes: WireLabelSchemaAttributes
+
+
+class WireLabelSchemaResponse(_Base):
+    data: WireLabelSchemaData
+
+
+class WireQueueAttributes(_Base):
+    name: StrictStr
+    project_id: StrictStr
+    description: StrictStr
+    created_by: StrictStr
+    created_at: datetime
+    modified_by: StrictStr
+    modified_at: datetime
+    owned_by: StrictStr
+    annotation_schema: WireAnnotationSchema | None = None
+
+
+class WireQueue(_Base):
+    id: StrictStr
+    type: Literal["queues"]
+    attributes: WireQueueAttributes
+
+
+class WireQueueResponse(_Base):
+    data: WireQueue
+
+
+class WireQueueList(_Base):
+    data: list[WireQueue]
+
+
+class QueueInteraction(_Base):
+    """An interaction added to a queue (``LLMObsTraceInteractionResponseItem``)."""
+
+    id: StrictStr
+    type: Literal["trace", "experiment_trace", "session", "display_block"]
+    content_id: StrictStr
+    already_existed: StrictBool
+
+
+class WireInteractionsAttributes(_Base):
+    interactions: list[QueueInteraction]
+
+
+class WireInteractionsData(_Base):
+    id: StrictStr
+    type: Literal["interactions"]
+    attributes: WireInteractionsAttributes
+
+
+class WireInteractionsResponse(_Base):
+    data: WireInteractionsData
+
+
+class UpsertedAnnotation(_Base):
+    """An annotation as the upsert answers it (``LLMObsAnnotationItemResponse``)."""
+
+    id: StrictStr
+    interaction_id: StrictStr
+    label_values: list[WireLabelValue]
+    created_by: StrictStr
+    created_at: datetime
+    modified_by: StrictStr
+    modified_at: datetime
+
+
+class UpsertError(_Base):
+    """A per-item failure of an upsert batch (``LLMObsAnnotationError``)."""
+
+    interaction_id: StrictStr
+    error: StrictStr
+    code: StrictStr | None = None
+    annotation_id: StrictStr | None = None
+
+
+class UpsertResult(_Base):
+    annotations: list[UpsertedAnnotation]
+    errors: list[UpsertError] = Field(default_factory=list)
+
+
+class WireUpsertData(_Base):
+    id: StrictStr
+    type: Literal["annotations"]
+    attributes: UpsertResult
+
+
+class WireUpsertResponse(_Base):
+    data: WireUpsertData
+
+
+@dataclass(frozen=True, slots=True)
+class DatadogQueue:
+    """An annotation queue (``LLMObsAnnotationQueueDataResponse``), with its labels when sent."""
+
+    id: str
+    name: str
+    project_id: str
+    description: str
+    created_by: str
+    created_at: datetime
+    label_schemas: tuple[LabelSchema, ...]
+    raw: Mapping[str, Any]
+
+
+class LabelValueInput(BaseModel):
+    """One value to write (``LLMObsAnnotationLabelValue``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    label_schema_id: str = Field(min_length=1)
+    value: StrictBool | StrictInt | StrictFloat | StrictStr | list[StrictStr]
+    assessment: Literal["pass", "fail"] | None = None
+    reasoning: str | None = None
+
+
+class AnnotationUpsert(BaseModel):
+    """The requesting user's annotation of one interaction (``LLMObsUpsertAnnotationItem``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    interaction_id: str = Field(min_length=1)
+    label_values: list[LabelValueInput] = Field(min_length=1)
+
+
+PAGE = TypeAdapter(WirePage)
+LABEL_SCHEMA_RESPONSE = TypeAdapter(WireLabelSchemaResponse)
+QUEUE_RESPONSE = TypeAdapter(WireQueueResponse)
+QUEUE_LIST = TypeAdapter(WireQueueList)
+INTERACTIONS_RESPONSE = TypeAdapter(WireInteractionsResponse)
+UPSERT_RESPONSE = TypeAdapter(WireUpsertResponse)
+
+
+def queue_of(queue: WireQueue, raw: Mapping[str, Any]) -> DatadogQueue:
+    schema = queue.attributes.annotation_schema
+    return DatadogQueue(
+        id=queue.id,
+        name=queue.attributes.name,
+        project_id=queue.attributes.project_id,
+        description=queue.attributes.description,
+        created_by=queue.attributes.created_by,
+        created_at=queue.attributes.created_at,
+        label_schemas=tuple(schema.label_schemas) if schema else (),
+        raw=raw,
+    )
+
+
+def dump_label(label: LabelSchema) -> dict[str, Any]:
+    return label.model_dump(mode="json", exclude_none=True)
+
+
+# --- Datadog's errors -----------------------------------------------------------------------
+
+
+def error_summary(response: httpx.Response) -> tuple[str, list[ErrorItem]]:
+    """A short safe summary of an error answer, and its JSON:API errors as ``errors[]`` items."""
+    if not response.content.strip() or not is_json(response):
+        return body_summary(response), []
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return "malformed JSON error body", []
+    raw_errors = body.get("errors") if isinstance(body, dict) else None
+    if not isinstance(raw_errors, list) or not raw_errors:
+        return body_summary(response), []
+    texts: list[str] = []
+    for raw in raw_errors:
+        if isinstance(raw, str):
+            texts.append(raw)
+        elif isinstance(raw, dict):
+            title, detail = raw.get("title"), raw.get("detail")
+            found = raw.get("source")
+            where: dict[str, Any] = found if isinstance(found, dict) else {}
+            text = ": ".join(str(t) for t in (title, detail) if t) or str(raw)
+            for key in ("parameter", "pointer", "header"):
+                if isinstance(where.get(key), str):
+                    text += f" ({key} {where[key]})"
+            texts.append(text)
+    return clip("; ".join(texts)), jsonapi_items(body, response.status_code)
