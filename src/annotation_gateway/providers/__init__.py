@@ -1,7 +1,7 @@
 """Vendor adapters. Each vendor package (``phoenix``, ``datadog``) owns one vendor, built on the
 provider toolkit (``http``); this package exposes only the registry.
 
-``SourceConfig`` is the discriminated union of every provider's config (by ``provider``), and
+Contract: ``SourceConfig`` is the discriminated union of every provider's config (by ``provider``), and
 :func:`build_provider` turns a config into a live :class:`AnnotationProvider`.
 """
 

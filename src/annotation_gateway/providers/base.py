@@ -5,7 +5,7 @@ format, translates every vendor failure into a :class:`~annotation_gateway.error
 and hands back only canonical :class:`~annotation_gateway.model.Annotation` objects. Nothing
 outside ``providers/`` knows a vendor's URL, header, field name or error format.
 
-The contract of :meth:`AnnotationProvider.fetch`: return **every** annotation of this source that
+Contract of :meth:`AnnotationProvider.fetch`: return **every** annotation of this source that
 matches the :class:`SourceQuery` — each exactly once, all pages read, id lists chunked to the
 vendor's limits — or raise a ``SourceError``. Filters the vendor cannot apply are applied by the
 provider itself, so the answer is exact either way; ``capabilities.pushdown`` only says which ones

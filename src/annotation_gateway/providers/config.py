@@ -1,6 +1,6 @@
 """Configuration shared by every source, and secret lookup from the environment.
 
-A source's secrets never sit in the config file: the file names an environment variable
+Contract: a source's secrets never sit in the config file: the file names an environment variable
 (``api_key_env = "PHOENIX_API_KEY"``) and :func:`read_secret` reads it, refusing empty values and
 obvious placeholders so that a forgotten ``changeme`` fails at start-up, not at 3 a.m.
 """
