@@ -99,6 +99,7 @@ __all__ = [
     "pointer_loc",
     "retry_after_seconds",
     "status_error",
+    "unknown_subject_item",
     "validation_items",
 ]
 
@@ -242,6 +243,16 @@ class ErrorItem(TypedDict):
 
 def error_item(loc: Sequence[str | int], msg: str, type_: str) -> ErrorItem:
     return ErrorItem(loc=list(loc), msg=clip(msg), type=type_)
+
+
+def unknown_subject_item(
+    loc: Sequence[str | int], msg: str, *, subject_kind: str, subject_id: str
+) -> ErrorItem:
+    """An ``unknown_subject`` item: a subject the vendor does not have, named by its members."""
+    item = error_item(loc, msg, "unknown_subject")
+    item["subject_kind"] = subject_kind
+    item["subject_id"] = subject_id
+    return item
 
 
 def clip(text: str) -> str:

@@ -70,12 +70,11 @@ from annotation_gateway.providers.http import (
     RetryPolicy,
     Upstream,
     chunk_values,
-    error_item,
     is_json,
     make_client,
     parse_json,
 )
-from annotation_gateway.providers.http.outcomes import MAX_ERROR_ITEMS
+from annotation_gateway.providers.http.outcomes import MAX_ERROR_ITEMS, unknown_subject_item
 from annotation_gateway.providers.phoenix.config import PhoenixSourceConfig
 from annotation_gateway.providers.phoenix.mapping import canonical, check_writes
 from annotation_gateway.providers.phoenix.plan import Query, ReadPlan, encoded_len, unique
@@ -461,13 +460,12 @@ class PhoenixProvider:
             upstream_status=404,
             errors=[
                 dict(
-                    error_item(
+                    unknown_subject_item(
                         ["annotations", index, "subject_id"],
                         f"no such {kind.value} in Phoenix project {project!r}",
-                        "unknown_subject",
-                    ),
-                    subject_kind=kind.value,
-                    subject_id=subject_id,
+                        subject_kind=kind.value,
+                        subject_id=subject_id,
+                    )
                 )
                 for kind, subject_id, index in missing[:MAX_ERROR_ITEMS]
             ],
