@@ -25,6 +25,7 @@ from annotation_gateway.model import (
     SubjectKind,
 )
 from annotation_gateway.providers.base import Capabilities, HealthReport, SourceQuery, WriteResult
+from annotation_gateway.records import Record, record_of
 
 BASE_TIME = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -113,6 +114,9 @@ class FakeProvider:
     @property
     def capabilities(self) -> Capabilities:
         return self.caps
+
+    async def fetch_records(self, query: SourceQuery) -> list[Record]:
+        return [record_of(a, include_raw=query.include_raw) for a in await self.fetch(query)]
 
     async def fetch(self, query: SourceQuery) -> list[Annotation]:
         self.started += 1

@@ -12,15 +12,8 @@ from annotation_gateway.model import (
     Annotation,
     AnnotationWrite,
     Annotator,
-    AnnotatorKind,
-    ProviderKind,
     Queue,
     Subject,
-    SubjectKind,
-    build_annotation,
-    build_annotator,
-    build_queue,
-    build_subject,
     format_utc,
 )
 
@@ -104,50 +97,3 @@ def test_write_needs_a_result() -> None:
 def test_write_refuses_non_finite_scores() -> None:
     with pytest.raises(ValidationError):
         AnnotationWrite(subject_id="s", name="q", score=float("nan"))
-
-
-@pytest.mark.parametrize(
-    "created",
-    [datetime(2026, 1, 1, 12), datetime(2026, 1, 1, 13, 30, 0, 5, tzinfo=timezone(timedelta(hours=1)))],
-)
-@pytest.mark.parametrize("raw", [None, {"x": [1, "y"]}])
-def test_built_annotations_equal_validated_ones(created: datetime, raw: dict[str, object] | None) -> None:
-    """What the providers build without a second validation is what validation would give."""
-    fields: dict[str, object] = {
-        "id": "src:1",
-        "source": "src",
-        "provider": ProviderKind.DATADOG,
-        "name": "q",
-        "label": "good",
-        "score": 1,
-        "explanation": None,
-        "identifier": "",
-        "metadata": {"m": 1},
-        "created_at": created,
-        "updated_at": created,
-        "extensions": {"datadog": {"a": 1}},
-        "raw": raw,
-    }
-    built = build_annotation(
-        subject=build_subject(SubjectKind.TRACE, "t1", None),
-        annotator=build_annotator(AnnotatorKind.HUMAN, "u"),
-        queue=build_queue("q1", None),
-        **fields,  # type: ignore[arg-type]
-    )
-    validated = Annotation.model_validate(
-        {
-            **fields,
-            "subject": {"kind": "trace", "id": "t1", "project": None},
-            "annotator": {"kind": "HUMAN", "id": "u"},
-            "queue": {"id": "q1", "name": None},
-        }
-    )
-    assert built == validated
-    assert built.model_dump_json() == validated.model_dump_json()
-    assert built.model_fields_set == validated.model_fields_set
-    assert built.subject.model_fields_set == validated.subject.model_fields_set
-    assert built.created_at.tzinfo == UTC
-    assert isinstance(built.score, float)
-    assert hash(built.subject) == hash(validated.subject)
-    with pytest.raises(ValidationError):
-        built.name = "other"  # type: ignore[misc]

@@ -143,6 +143,11 @@ def test_order_and_time_fields() -> None:
     assert sorted([older, newer, tie], key=sort_key) == [newer, tie, older]
     assert older.updated_us == micros(t) == 1767323045678901
     assert b'"updated_at":"2026-01-02T03:04:05.678901Z"' in older.json
+    # A vendor's integer score is the number 1.0, as the canonical model writes it.
+    integral = record_from_fields(id="s:e", updated_at=t, **{**base, "score": 1})
+    assert b'"score":1.0,' in integral.json
+    assert integral.score == 1.0
+    assert isinstance(integral.score, float)
     plain = record_from_fields(id="s:d", updated_at=t.replace(microsecond=0), **base)
     assert b'"updated_at":"2026-01-02T03:04:05Z"' in plain.json
     assert decode([older])[0].updated_at == t

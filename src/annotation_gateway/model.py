@@ -1,16 +1,19 @@
 """The canonical annotation model (SPEC §2) and the write model.
 
-Contract: every annotation the gateway returns, whichever vendor it came from, is an
+Contract: every annotation the gateway returns, whichever vendor it came from, has the shape of
 :class:`Annotation`; its JSON is exactly the SPEC §2 shape (timestamps as RFC 3339 UTC with
-``Z``, ``raw`` present only when it was asked for). Providers build these at their edge; nothing
-after the providers sees a vendor record except inside ``extensions`` and ``raw``.
+``Z``, ``raw`` present only when it was asked for). :class:`Annotation` is the documented OpenAPI
+schema and what compare, migrate and the CLI tables work with; the read path carries the same
+JSON as compact records (:mod:`annotation_gateway.records`), which providers build straight from
+the vendor's rows. Nothing after the providers sees a vendor record except inside
+``extensions`` and ``raw``.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
@@ -30,10 +33,6 @@ __all__ = [
     "Subject",
     "SubjectKind",
     "UtcDatetime",
-    "build_annotation",
-    "build_annotator",
-    "build_queue",
-    "build_subject",
     "format_utc",
     "to_utc",
 ]
@@ -81,9 +80,6 @@ UtcDatetime = Annotated[datetime, AfterValidator(to_utc)]
 """A datetime normalised to UTC. Pydantic serialises an aware UTC datetime as RFC 3339 with ``Z``
 (microseconds only when non-zero), exactly :func:`format_utc`, so no custom serializer is needed —
 one would cost ~60 % of an annotation's first serialisation (a Python call per timestamp)."""
-
-
-_M = TypeVar("_M", bound=BaseModel)
 
 
 class _Frozen(BaseModel):
@@ -145,83 +141,6 @@ class Annotation(_Frozen):
     def without_raw(self) -> Annotation:
         """The same annotation with ``raw`` dropped (what callers get without ``include=raw``)."""
         return self if self.raw is None else self.model_copy(update={"raw": None})
-
-
-# --- construction from values already validated at a provider's edge ---------------------------
-# A provider validates the vendor's wire shape (precise errors naming the vendor's field), then
-# maps it: validating the mapped values again through the canonical model re-checks what the
-# types below already guarantee and cost ~40 % of a cache miss's CPU. These build the models
-# without a second validation; their typed, keyword-only parameters are the contract, and the
-# only normalisation the model's validators would do — timestamps to aware UTC — is done here.
-# ``model_construct`` is no alternative: it is ~2x slower than validation itself.
-
-_new = object.__new__
-_set = object.__setattr__
-
-
-def _built(cls: type[_M], values: dict[str, Any]) -> _M:
-    """An instance of ``cls`` holding ``values`` (every field given), as validation leaves it."""
-    instance = _new(cls)
-    _set(instance, "__dict__", values)
-    _set(instance, "__pydantic_fields_set__", set(values))
-    _set(instance, "__pydantic_extra__", None)
-    _set(instance, "__pydantic_private__", None)
-    return instance
-
-
-def build_subject(kind: SubjectKind, id: str, project: str | None) -> Subject:
-    return _built(Subject, {"kind": kind, "id": id, "project": project})
-
-
-def build_annotator(kind: AnnotatorKind, id: str | None) -> Annotator:
-    return _built(Annotator, {"kind": kind, "id": id})
-
-
-def build_queue(id: str, name: str | None) -> Queue:
-    return _built(Queue, {"id": id, "name": name})
-
-
-def build_annotation(
-    *,
-    id: str,
-    source: str,
-    provider: ProviderKind,
-    subject: Subject,
-    name: str,
-    label: str | None,
-    score: float | None,
-    explanation: str | None,
-    annotator: Annotator,
-    identifier: str,
-    metadata: dict[str, Any],
-    queue: Queue | None,
-    created_at: datetime,
-    updated_at: datetime,
-    extensions: dict[str, dict[str, Any]],
-    raw: dict[str, Any] | None,
-) -> Annotation:
-    """An :class:`Annotation` from values of the right types (equal to validating them)."""
-    return _built(
-        Annotation,
-        {
-            "id": id,
-            "source": source,
-            "provider": provider,
-            "subject": subject,
-            "name": name,
-            "label": label,
-            "score": None if score is None else float(score),
-            "explanation": explanation,
-            "annotator": annotator,
-            "identifier": identifier,
-            "metadata": metadata,
-            "queue": queue,
-            "created_at": to_utc(created_at),
-            "updated_at": to_utc(updated_at),
-            "extensions": extensions,
-            "raw": raw,
-        },
-    )
 
 
 class AnnotationWrite(BaseModel):

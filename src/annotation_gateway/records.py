@@ -150,6 +150,8 @@ def record_from_fields(
     shape first); timestamps must be aware or naive-UTC datetimes.
     """
     created_at, updated_at = to_utc(created_at), to_utc(updated_at)
+    if score is not None:
+        score = float(score)  # a vendor's integer score is the canonical number 1.0, as pydantic writes it
     document: dict[str, Any] = {
         "id": id,
         "source": source,

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from annotation_gateway.model import Annotation, AnnotationWrite, ProviderKind
 from annotation_gateway.providers import AnnotationProvider, build_provider
 from annotation_gateway.providers.base import Capabilities, HealthReport, SourceQuery, WriteResult
+from annotation_gateway.records import Record, decode
 from annotation_gateway.settings import CacheConfig
 from tests.api.conftest import (
     DATADOG_SOURCE,
@@ -335,9 +336,12 @@ class CountingProvider:
         return self.inner.capabilities
 
     async def fetch(self, query: SourceQuery) -> list[Annotation]:
+        return decode(await self.fetch_records(query))
+
+    async def fetch_records(self, query: SourceQuery) -> list[Record]:
         self.fetches += 1
         await asyncio.sleep(self.delay_s)
-        return await self.inner.fetch(query)
+        return await self.inner.fetch_records(query)
 
     async def write(self, items: Sequence[AnnotationWrite]) -> WriteResult:
         return await self.inner.write(items)

@@ -65,7 +65,7 @@ from annotation_gateway.federation.planner import gateway_filter, pushdown, sele
 from annotation_gateway.federation.query import FederatedQuery, fingerprint, stale_allowance
 from annotation_gateway.model import AnnotationWrite
 from annotation_gateway.providers.base import AnnotationProvider, HealthReport, SourceQuery, WriteResult
-from annotation_gateway.records import Record, record_of, sort_key
+from annotation_gateway.records import Record, sort_key
 from annotation_gateway.resilience import (
     DEFAULT_FAILURE_THRESHOLD,
     DEFAULT_RESET_TIMEOUT_S,
@@ -405,15 +405,14 @@ class Federation:
 
     def _fetcher(self, source: SourceRuntime) -> Callable[[SourceQuery], Awaitable[Sequence[Record]]]:
         async def fetch(pushdown: SourceQuery) -> Sequence[Record]:
-            annotations = await source.guarded(
+            # The providers map vendor rows straight to the compact records that are cached
+            # and merged (records.py says why).
+            return await source.guarded(
                 "fetch",
-                lambda: source.provider.fetch(pushdown),
+                lambda: source.provider.fetch_records(pushdown),
                 observer=self._observer,
                 deadline_s=self._deadline_s,
             )
-            # The compact records are what is cached and merged (records.py says why).
-            include_raw = pushdown.include_raw
-            return [record_of(annotation, include_raw=include_raw) for annotation in annotations]
 
         return fetch
 

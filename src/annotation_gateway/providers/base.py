@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from annotation_gateway.model import Annotation, AnnotationWrite, AnnotatorKind, ProviderKind, SubjectKind
+from annotation_gateway.records import Record
 
 __all__ = [
     "AnnotationProvider",
@@ -113,8 +114,13 @@ class AnnotationProvider(Protocol):
     @property
     def capabilities(self) -> Capabilities: ...
 
+    async def fetch_records(self, query: SourceQuery) -> list[Record]:
+        """Every matching annotation, each once (see the module docstring), as compact records
+        mapped straight from the vendor's rows (the read path's form), or a SourceError."""
+        ...
+
     async def fetch(self, query: SourceQuery) -> list[Annotation]:
-        """Every matching annotation, each once (see the module docstring), or a SourceError."""
+        """What :meth:`fetch_records` finds, as canonical models (migrate, tests)."""
         ...
 
     async def write(self, items: Sequence[AnnotationWrite]) -> WriteResult:

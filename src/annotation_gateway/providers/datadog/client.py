@@ -54,7 +54,7 @@ from annotation_gateway.providers.base import Capabilities, HealthReport, Source
 from annotation_gateway.providers.config import ConfigError, read_secret
 from annotation_gateway.providers.datadog.api import ANNOTATED_INTERACTIONS_PATH, VENDOR, DatadogApi
 from annotation_gateway.providers.datadog.config import DatadogSourceConfig
-from annotation_gateway.providers.datadog.mapping import NO_LABELS, QueueLabels, canonical, needs_schema
+from annotation_gateway.providers.datadog.mapping import NO_LABELS, QueueLabels, needs_schema, to_records
 from annotation_gateway.providers.datadog.queues import DatadogQueues
 from annotation_gateway.providers.datadog.wire import (
     JSONAPI_MEDIA_TYPE,
@@ -68,6 +68,7 @@ from annotation_gateway.providers.datadog.wire import (
     WireInteraction,
 )
 from annotation_gateway.providers.http import RetryPolicy, Upstream, chunk_values, make_client
+from annotation_gateway.records import Record, decode
 
 __all__ = ["HEALTH_PROBE_CONTENT_ID", "MAX_URL_BYTES", "DatadogProvider"]
 
@@ -183,7 +184,12 @@ class DatadogProvider:
     # --- reading ---
 
     async def fetch(self, query: SourceQuery) -> list[Annotation]:
-        """Every annotation on the query's content ids, each once (see the module docstring)."""
+        """:meth:`fetch_records` as canonical models."""
+        return decode(await self.fetch_records(query))
+
+    async def fetch_records(self, query: SourceQuery) -> list[Record]:
+        """Every annotation on the query's content ids, each once (see the module docstring),
+        as records."""
         if not query.subject_ids:
             raise UnsupportedError(f"{self._name}: Datadog can only be queried by subject (content) ids")
         if query.identifiers and "" not in query.identifiers:
@@ -209,17 +215,17 @@ class DatadogProvider:
         await gather([self._queue_labels(queue_id) for queue_id in sorted(need_labels)], prefer=SourceError)
         names = set(query.names)
         excluded = set(query.exclude_names)
-        found: dict[str, Annotation] = {}
+        found: dict[str, Record] = {}
         for interaction, raw in selected:
             labels = self._labels.get(interaction.queue_id, NO_LABELS)
-            for annotation in canonical(
+            for record in to_records(
                 interaction, raw, labels, source=self._name, include_raw=query.include_raw
             ):
-                if names and annotation.name not in names:
+                if names and record.name not in names:
                     continue
-                if annotation.name in excluded:
+                if record.name in excluded:
                     continue
-                found.setdefault(annotation.id, annotation)
+                found.setdefault(record.id, record)
         log.debug(
             "datadog fetch",
             extra={

@@ -1,7 +1,8 @@
 """Datadog ↔ canonical annotations: pure functions, no I/O.
 
-Contract (SPEC §2): :func:`canonical` turns one validated interaction (:mod:`.wire`) into
-canonical annotations — one per non-empty label value, id
+Contract (SPEC §2): :func:`to_records` turns one validated interaction (:mod:`.wire`) into the
+compact records (:mod:`annotation_gateway.records`) of its canonical annotations — one per
+non-empty label value, id
 ``{source}:{annotation id}:{label_schema_id}``; name = ``name_when_saved``, else the queue's
 label schema (:class:`QueueLabels`, given by the caller), else the ``label_schema_id``; value
 per :func:`map_label_value`'s table. ``label_values`` may be the array Datadog sends or the
@@ -21,28 +22,23 @@ from datetime import datetime
 from typing import Any
 
 from annotation_gateway.errors import SourceProtocolError
-from annotation_gateway.model import (
-    Annotation,
-    AnnotatorKind,
-    ProviderKind,
-    SubjectKind,
-    build_annotation,
-    build_annotator,
-    build_queue,
-    build_subject,
-)
+from annotation_gateway.model import AnnotatorKind, ProviderKind, SubjectKind
 from annotation_gateway.providers.datadog.wire import LabelSchema, WireAnnotation, WireInteraction
+from annotation_gateway.records import Record, record_from_fields
 
 __all__ = [
     "NO_LABELS",
     "LabelValueError",
     "MappedValue",
     "QueueLabels",
-    "canonical",
     "infer_label_type",
     "map_label_value",
     "needs_schema",
+    "to_records",
 ]
+
+_DATADOG = ProviderKind.DATADOG.value
+_HUMAN = AnnotatorKind.HUMAN.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,19 +210,20 @@ def _without_annotations(raw_interaction: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in raw_interaction.items() if k != "annotations"}
 
 
-def canonical(
+def to_records(
     interaction: WireInteraction,
     raw: Mapping[str, Any],
     labels: QueueLabels,
     *,
     source: str,
     include_raw: bool,
-) -> Iterator[Annotation]:
-    """The canonical annotations of one validated interaction (module docstring)."""
-    # Built without validation: the wire models are strict, so every value below already has
-    # the canonical type (build_annotation makes the timestamps UTC).
-    subject = build_subject(SubjectKind(interaction.type), interaction.content_id, None)
-    queue = build_queue(interaction.queue_id, interaction.queue_name or None)
+) -> Iterator[Record]:
+    """The compact records of the canonical annotations of one validated interaction (module
+    docstring)."""
+    # No model object is built: the wire models are strict, so every value below already has
+    # the canonical type, and record_from_fields writes the canonical JSON directly.
+    subject_kind = SubjectKind(interaction.type).value
+    queue_name = interaction.queue_name or None
     raw_interaction = _without_annotations(raw) if include_raw else None
     interaction_extra = interaction.model_extra or {}
     for index, annotation in enumerate(interaction.annotations):
@@ -275,19 +272,23 @@ def canonical(
                 datadog["annotation"] = dict(annotation.model_extra)
             if entry.extra:
                 datadog["label_value"] = dict(entry.extra)
-            yield build_annotation(
+            yield record_from_fields(
                 id=f"{source}:{annotation.id}:{entry.label_schema_id}",
                 source=source,
-                provider=ProviderKind.DATADOG,
-                subject=subject,
+                provider=_DATADOG,
+                subject_kind=subject_kind,
+                subject_id=interaction.content_id,
+                project=None,
                 name=name,
                 label=mapped.label,
                 score=mapped.score,
                 explanation=mapped.explanation,
-                annotator=build_annotator(AnnotatorKind.HUMAN, annotation.created_by or None),
+                annotator_kind=_HUMAN,
+                annotator_id=annotation.created_by or None,
                 identifier="",
                 metadata={},
-                queue=queue,
+                queue_id=interaction.queue_id,
+                queue_name=queue_name,
                 created_at=created,
                 updated_at=updated,
                 extensions={"datadog": datadog},

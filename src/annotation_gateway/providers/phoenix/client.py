@@ -76,7 +76,7 @@ from annotation_gateway.providers.http import (
 )
 from annotation_gateway.providers.http.outcomes import MAX_ERROR_ITEMS, unknown_subject_item
 from annotation_gateway.providers.phoenix.config import PhoenixSourceConfig
-from annotation_gateway.providers.phoenix.mapping import canonical, check_writes
+from annotation_gateway.providers.phoenix.mapping import check_writes, to_record
 from annotation_gateway.providers.phoenix.plan import Query, ReadPlan, encoded_len, unique
 from annotation_gateway.providers.phoenix.wire import (
     ANY_PAGE,
@@ -92,6 +92,7 @@ from annotation_gateway.providers.phoenix.wire import (
     plain_text,
     unknown_ids,
 )
+from annotation_gateway.records import Record, decode
 
 __all__ = [
     "MAX_IDS_PER_REQUEST",
@@ -191,21 +192,25 @@ class PhoenixProvider:
     # --- reading ------------------------------------------------------------------------------
 
     async def fetch(self, query: SourceQuery) -> list[Annotation]:
-        """Every matching annotation of this project, each once (module docstring)."""
+        """:meth:`fetch_records` as canonical models."""
+        return decode(await self.fetch_records(query))
+
+    async def fetch_records(self, query: SourceQuery) -> list[Record]:
+        """Every matching annotation of this project, each once (module docstring), as records."""
         kinds = [KINDS[k] for k in (query.subject_kinds or tuple(KINDS)) if k in KINDS]
         plan = ReadPlan.of(query)
         if plan is None or not kinds:
             return []
         per_kind = await gather([self._fetch_kind(spec, plan, query.include_raw) for spec in kinds])
-        merged: dict[str, Annotation] = {}
+        merged: dict[str, Record] = {}
         for found in per_kind:
-            for annotation in found:
+            for record in found:
                 # Chunks and kinds are disjoint; this only guards against a row repeated by
                 # Phoenix across a page boundary, so that each annotation is returned once.
-                merged.setdefault(annotation.id, annotation)
+                merged.setdefault(record.id, record)
         return list(merged.values())
 
-    async def _fetch_kind(self, spec: Kind, plan: ReadPlan, include_raw: bool) -> list[Annotation]:
+    async def _fetch_kind(self, spec: Kind, plan: ReadPlan, include_raw: bool) -> list[Record]:
         path = f"{self._project_path}/{spec.read_suffix}"
         if plan.subject_ids:
             param, values = spec.id_param, plan.subject_ids
@@ -226,7 +231,7 @@ class PhoenixProvider:
         results = await gather(
             [self._read_chunk(spec, path, param, chunk, plan, include_raw) for chunk in chunks]
         )
-        return [annotation for chunk_result in results for annotation in chunk_result]
+        return [record for chunk_result in results for record in chunk_result]
 
     def _id_room(self, path: str, plan: ReadPlan) -> int:
         """URL bytes left for ids once the path, fixed filters, limit and a cursor are in.
@@ -252,11 +257,11 @@ class PhoenixProvider:
         chunk: Sequence[str],
         plan: ReadPlan,
         include_raw: bool,
-    ) -> list[Annotation]:
+    ) -> list[Record]:
         base: Query = [(param, v) for v in chunk]
         base += plan.fixed_params()
         base.append(("limit", str(self._config.page_size)))
-        out: list[Annotation] = []
+        out: list[Record] = []
         cursor: str | None = None
         seen_cursors: set[str] = set()
         while True:
@@ -264,8 +269,8 @@ class PhoenixProvider:
             page = await self._get_page(spec, path, params, plan, include_raw)
             if page is None:  # "None of the supplied ..._ids exist in this project"
                 return out
-            annotations, cursor = page
-            out.extend(annotations)
+            records, cursor = page
+            out.extend(records)
             if not cursor:
                 return out
             if cursor in seen_cursors:
@@ -282,7 +287,7 @@ class PhoenixProvider:
         params: Query,
         plan: ReadPlan,
         include_raw: bool,
-    ) -> tuple[list[Annotation], str | None] | None:
+    ) -> tuple[list[Record], str | None] | None:
         response = await self._get(path, params)
         if response.status_code == 404 and NO_SUCH_SUBJECTS.match(plain_text(response)):
             return None
@@ -304,19 +309,19 @@ class PhoenixProvider:
 
     def _parse_page(
         self, spec: Kind, response: httpx.Response, plan: ReadPlan, include_raw: bool
-    ) -> tuple[list[Annotation], str | None]:
+    ) -> tuple[list[Record], str | None]:
         body = parse_json(response, source=self.name)
         page = self._http.validate(spec.page, body, what=f"{spec.kind.value} annotation page")
         raw_rows: list[Any] = body["data"]
         keep_all = not plan.filters_locally
         source, project = self.name, self._config.project
-        annotations = [
-            canonical(spec, row, raw_rows[index] if include_raw else None, source=source, project=project)
+        records = [
+            to_record(spec, row, raw_rows[index] if include_raw else None, source=source, project=project)
             for index, row in enumerate(page["data"])
             if keep_all or plan.keeps(row["name"], row.get("identifier", ""))
         ]
         cursor: str | None = page["next_cursor"]
-        return annotations, cursor
+        return records, cursor
 
     # --- writing ------------------------------------------------------------------------------
 

@@ -2,8 +2,8 @@
 
 Contract:
 
-- :func:`canonical` turns one validated Phoenix row (:mod:`.wire`) into a canonical
-  :class:`~annotation_gateway.model.Annotation` (SPEC §2): id ``{source}:{GlobalID}``,
+- :func:`to_record` turns one validated Phoenix row (:mod:`.wire`) into the compact record
+  (:mod:`annotation_gateway.records`) of its canonical annotation (SPEC §2): id ``{source}:{GlobalID}``,
   ``result: null`` → null label/score/explanation, annotator ``{annotator_kind, user_id}`` (a
   kind newer than this module becomes ``UNKNOWN`` and is kept), ``extensions.phoenix`` keeps the
   GlobalID, ``source`` (API/APP) and every field this module does not know; ``raw`` is the row as
@@ -22,34 +22,29 @@ from typing import Any
 import orjson
 
 from annotation_gateway.errors import RequestValidationError
-from annotation_gateway.model import (
-    Annotation,
-    AnnotationWrite,
-    AnnotatorKind,
-    ProviderKind,
-    build_annotation,
-    build_annotator,
-    build_subject,
-)
+from annotation_gateway.model import AnnotationWrite, AnnotatorKind, ProviderKind
 from annotation_gateway.providers.http import ErrorItem, error_item
 from annotation_gateway.providers.http.outcomes import MAX_ERROR_ITEMS
 from annotation_gateway.providers.phoenix.wire import KINDS, KNOWN_RESULT_FIELDS, KNOWN_ROW_FIELDS, Kind
+from annotation_gateway.records import Record, record_from_fields
 
-__all__ = ["RESERVED_NAMES", "WRITABLE_ANNOTATOR_KINDS", "canonical", "check_writes", "write_body"]
+__all__ = ["RESERVED_NAMES", "WRITABLE_ANNOTATOR_KINDS", "check_writes", "to_record", "write_body"]
 
 RESERVED_NAMES = frozenset({"note"})
 """Annotation names Phoenix keeps for its notes (``POST /v1/session_notes``); refused (400)."""
 WRITABLE_ANNOTATOR_KINDS = frozenset({AnnotatorKind.HUMAN, AnnotatorKind.LLM, AnnotatorKind.CODE})
 _ANNOTATOR_KINDS = {kind.value: kind for kind in WRITABLE_ANNOTATOR_KINDS}
+_PHOENIX = ProviderKind.PHOENIX.value
 
 
-def canonical(
+def to_record(
     spec: Kind, row: Mapping[str, Any], raw: dict[str, Any] | None, *, source: str, project: str
-) -> Annotation:
-    """A validated Phoenix row as a canonical Annotation (SPEC §2).
+) -> Record:
+    """A validated Phoenix row as the compact record of its canonical annotation (SPEC §2).
 
-    Built without a second validation: the row's wire TypedDict already guarantees every type
-    the canonical model needs (build_annotation makes the timestamps UTC).
+    No model object is built: the row's wire TypedDict already guarantees every type the
+    canonical form needs, and :func:`~annotation_gateway.records.record_from_fields` writes the
+    canonical JSON directly.
     """
     result: Mapping[str, Any] = row.get("result") or {}
     gid: str = row["id"]
@@ -62,19 +57,23 @@ def canonical(
     if annotator_kind is None:  # a kind newer than this module: keep what Phoenix said
         annotator_kind = AnnotatorKind.UNKNOWN
         phoenix["annotator_kind"] = row["annotator_kind"]
-    return build_annotation(
+    return record_from_fields(
         id=f"{source}:{gid}",
         source=source,
-        provider=ProviderKind.PHOENIX,
-        subject=build_subject(spec.kind, row[spec.row_field], project),
+        provider=_PHOENIX,
+        subject_kind=spec.kind.value,
+        subject_id=row[spec.row_field],
+        project=project,
         name=row["name"],
         label=result.get("label"),
         score=result.get("score"),
         explanation=result.get("explanation"),
-        annotator=build_annotator(annotator_kind, row["user_id"]),
+        annotator_kind=annotator_kind.value,
+        annotator_id=row["user_id"],
         identifier=row.get("identifier", ""),
         metadata=row.get("metadata") or {},
-        queue=None,
+        queue_id=None,
+        queue_name=None,
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         extensions={"phoenix": phoenix},
