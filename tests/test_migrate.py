@@ -247,7 +247,7 @@ async def datadog_state(dd: Any, subjects: list[str]) -> list[tuple[Any, ...]]:
     ]
     schemas = sorted(
         (q.name, s.name, s.type, tuple(s.values or ()))
-        for q in await dd.list_queues()
+        for q in await dd.queues.list_queues()
         for s in q.label_schemas
     )
     return sorted(rows, key=repr) + [("schema", *s) for s in schemas]
@@ -422,7 +422,7 @@ async def test_phoenix_to_datadog_through_queues(
     base = migration_queue_name("phoenix-src")
     assert report.queues == [base, f"{base}:reviewer-1"]
 
-    queues = {q.name: q for q in await dd.list_queues()}
+    queues = {q.name: q for q in await dd.queues.list_queues()}
     assert set(queues) == {base, f"{base}:reviewer-1"}
     assert all(q.project_id == DD_PROJECT for q in queues.values())
     schema = {s.name: s for s in queues[base].label_schemas}
@@ -480,7 +480,7 @@ async def test_phoenix_to_datadog_through_queues(
         )
     third = await migrate(px, dd, subjects, queue_project_id=DD_PROJECT)
     assert (third.written, third.updated, third.unchanged) == (0, 1, n - 2)
-    queue = next(q for q in await dd.list_queues() if q.name == base)
+    queue = next(q for q in await dd.queues.list_queues() if q.name == base)
     assert "excellent" in (next(s for s in queue.label_schemas if s.name == "quality").values or [])
     assert_no_differences(await verify(px, dd, subjects))
 
@@ -495,7 +495,7 @@ async def test_phoenix_to_datadog_dry_run_creates_nothing(
     report = await migrate(px, dd, [*sessions, *traces, roots[0]], dry_run=True)
 
     assert (report.written, report.failed) == (n - 1, 1)
-    assert await dd.list_queues() == []
+    assert await dd.queues.list_queues() == []
     assert not [r for r in datadog_sim.requests if r.method != "GET"]
 
 

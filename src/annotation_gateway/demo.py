@@ -197,7 +197,7 @@ async def seed_datadog(base_url: str, *, api_key: str, app_key: str) -> int:
         name="demo-seeder", base_url=base_url, api_key=SecretStr(api_key), app_key=SecretStr(app_key)
     )
     try:
-        queue = await provider.create_queue(
+        queue = await provider.queues.create_queue(
             DATADOG_QUEUE,
             project_id=PROJECT,
             description="Demo: support conversations to review",
@@ -205,7 +205,7 @@ async def seed_datadog(base_url: str, *, api_key: str, app_key: str) -> int:
         )
         label_ids = {label.name: label.id for label in queue.label_schemas}
         reviewed = [s for s in SESSIONS if s.datadog is not None]
-        added = await provider.add_interactions(queue.id, [("session", s.id) for s in reviewed])
+        added = await provider.queues.add_interactions(queue.id, [("session", s.id) for s in reviewed])
         interaction_of = {item.content_id: item.id for item in added}
         upserts: list[AnnotationUpsert] = []
         written = 0
@@ -229,7 +229,7 @@ async def seed_datadog(base_url: str, *, api_key: str, app_key: str) -> int:
                 )
             written += len(values)
             upserts.append(AnnotationUpsert(interaction_id=interaction_of[session.id], label_values=values))
-        result = await provider.upsert_annotations(queue.id, upserts)
+        result = await provider.queues.upsert_annotations(queue.id, upserts)
         if result.errors:
             raise RuntimeError(f"Datadog simulator refused demo annotations: {result.errors}")
         return written

@@ -60,11 +60,6 @@ from annotation_gateway.providers.datadog.wire import (
     JSONAPI_MEDIA_TYPE,
     PAGE,
     SUBJECT_KINDS,
-    AnnotationUpsert,
-    DatadogQueue,
-    LabelSchema,
-    QueueInteraction,
-    UpsertResult,
     WireInteraction,
 )
 from annotation_gateway.providers.http import RetryPolicy, Upstream, chunk_values, make_client
@@ -341,40 +336,6 @@ class DatadogProvider:
         except Exception as exc:  # a probe reports, it never raises
             return HealthReport(ok=False, latency_ms=_ms_since(started), detail=type(exc).__name__)
         return HealthReport(ok=True, latency_ms=_ms_since(started))
-
-    # --- the queue write API under its former names, for the callers not yet moved to
-    # ``provider.queues`` (demo.py, tests/test_migrate.py); delete once they have moved. ---
-
-    async def list_queues(
-        self, *, project_id: str | None = None, queue_ids: Sequence[str] = ()
-    ) -> list[DatadogQueue]:
-        """:meth:`DatadogQueues.list_queues` (use ``provider.queues``)."""
-        return await self._queues.list_queues(project_id=project_id, queue_ids=queue_ids)
-
-    async def create_queue(
-        self,
-        name: str,
-        *,
-        project_id: str,
-        description: str | None = None,
-        label_schemas: Sequence[LabelSchema] = (),
-    ) -> DatadogQueue:
-        """:meth:`DatadogQueues.create_queue` (use ``provider.queues``)."""
-        return await self._queues.create_queue(
-            name, project_id=project_id, description=description, label_schemas=label_schemas
-        )
-
-    async def add_interactions(
-        self, queue_id: str, interactions: Sequence[tuple[str, str]]
-    ) -> list[QueueInteraction]:
-        """:meth:`DatadogQueues.add_interactions` (use ``provider.queues``)."""
-        return await self._queues.add_interactions(queue_id, interactions)
-
-    async def upsert_annotations(
-        self, queue_id: str, annotations: Sequence[AnnotationUpsert]
-    ) -> UpsertResult:
-        """:meth:`DatadogQueues.upsert_annotations` (use ``provider.queues``)."""
-        return await self._queues.upsert_annotations(queue_id, annotations)
 
 
 def _ms_since(started: float) -> float:
