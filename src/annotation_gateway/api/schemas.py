@@ -492,7 +492,9 @@ def page_json(page: QueryPage) -> bytes:
     Each annotation's JSON is its record's, encoded once when the record was made: a page
     serializes nothing but its envelope.
     """
-    items = b",".join([record.json for record in page.records])
+    items = page.records_json
+    if items is None:
+        items = b",".join([record.json for record in page.records])
     return b"".join(
         (
             b'{"data":[',

@@ -78,6 +78,7 @@ async def run_query(settings: GatewaySettings, query: FederatedQuery, *, follow:
                 merged = page
             else:
                 merged.records.extend(page.records)
+                merged.records_json = None  # the first page's JSON no longer covers the records
                 merged.partial = merged.partial or page.partial
         assert merged is not None
         merged.next_cursor = None

@@ -46,6 +46,9 @@ class QueryPage:
     next_cursor: str | None
     partial: bool
     sources: list[SourceStatus]
+    records_json: bytes | None = field(default=None, repr=False, compare=False)
+    """``records``' JSON, comma-separated, when the federation has it at hand (a cached query's
+    page is kept joined with its result); ``None``: join ``records`` when writing."""
 
     @property
     def data(self) -> list[Annotation]:

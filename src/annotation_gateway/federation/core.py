@@ -136,6 +136,7 @@ class Federation:
             getsizeof=lambda merged: len(merged.records) + 1,
         )
         self._fingerprints: dict[tuple[FederatedQuery, tuple[str, ...]], bytes] = {}
+        self._bindings: dict[tuple[bytes, str | None], str] = {}
         self._write_seq = 0
 
     @classmethod
@@ -202,7 +203,14 @@ class Federation:
                 self._fingerprints.clear()
             self._fingerprints[memo_key] = known
         digest = known
-        binding = bind(digest, audience)
+        bound_key = (digest, audience)
+        binding = self._bindings.get(bound_key)
+        if binding is None:
+            # A key's cursors are bound by hashing its name in: remembered, as the digest is.
+            binding = bind(digest, audience)
+            if len(self._bindings) >= limits.FINGERPRINT_MEMO_MAX_ITEMS:
+                self._bindings.clear()
+            self._bindings[bound_key] = binding
         position = self._codec.decode(query.cursor, binding) if query.cursor is not None else None
 
         merged: Merged | None = None
@@ -230,6 +238,7 @@ class Federation:
             next_cursor=next_cursor,
             partial=merged.partial,
             sources=statuses,
+            records_json=merged.page_json(start, end),
         )
 
     async def pages(

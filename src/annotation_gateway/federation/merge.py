@@ -16,7 +16,7 @@ Contract:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from annotation_gateway.errors import PayloadTooLargeError, SourceError
@@ -36,10 +36,17 @@ class Merged:
     statuses: tuple[SourceStatus, ...]
     partial: bool
     expires_at: float
+    last_page: list[tuple[int, int, bytes]] = field(default_factory=list)
+    """The last page written ((start, end, its JSON)): a polled query's answer is one lookup."""
 
     def page_json(self, start: int, end: int) -> bytes:
         """The JSON of ``records[start:end]``, comma-separated (each record's JSON as stored)."""
-        return b",".join([record.json for record in self.records[start:end]])
+        last = self.last_page
+        if last and last[0][0] == start and last[0][1] == end:
+            return last[0][2]
+        joined = b",".join([record.json for record in self.records[start:end]])
+        last[:] = [(start, end, joined)]
+        return joined
 
 
 @dataclass(slots=True)
