@@ -536,7 +536,7 @@ async def test_429_honours_retry_after(router: respx.MockRouter) -> None:
     [
         (b'{"data": [', "malformed JSON"),
         (b'{"data": []}', "field next_cursor: Field required"),
-        (b'{"data": {}, "next_cursor": null}', "field data: Input should be a valid list"),
+        (b'{"data": {}, "next_cursor": null}', "field data: Input should be a valid array"),  # JSON words
     ],
 )
 async def test_malformed_answers_are_protocol_errors(

@@ -23,7 +23,7 @@ import httpx
 from pydantic import TypeAdapter, ValidationError
 
 from annotation_gateway.errors import SourceError, SourceProtocolError
-from annotation_gateway.providers.http.client import QueryParams, get_request, send
+from annotation_gateway.providers.http.client import QueryParams, get_request, is_json, parse_json, send
 from annotation_gateway.providers.http.outcomes import (
     ErrorItem,
     status_error,
@@ -90,6 +90,28 @@ class Upstream:
         try:
             return adapter.validate_python(data)
         except ValidationError as exc:
+            raise SourceProtocolError(
+                f"{self.source}: invalid {what} from {self.vendor}: {validation_summary(exc)}",
+                source=self.source,
+                errors=[dict(item) for item in validation_items(exc)],
+            ) from None
+
+    def decode(self, adapter: TypeAdapter[T], response: httpx.Response, *, what: str) -> T:
+        """The answer's JSON validated by ``adapter`` in one pass from its bytes (no untyped
+        copy of every row first: a 10,000-row page was held three times over while mapped), or
+        the ``SourceProtocolError`` :func:`parse_json` / :meth:`validate` would raise."""
+        if not is_json(response):
+            parse_json(response, source=self.source)  # raises: not a JSON answer
+        try:
+            return adapter.validate_json(response.content)
+        except ValidationError as exc:
+            broken = next((e for e in exc.errors() if e["type"] == "json_invalid"), None)
+            if broken is not None:
+                raise SourceProtocolError(
+                    f"{self.source}: malformed JSON body (HTTP {response.status_code}): {broken['msg']}",
+                    source=self.source,
+                    upstream_status=response.status_code,
+                ) from None
             raise SourceProtocolError(
                 f"{self.source}: invalid {what} from {self.vendor}: {validation_summary(exc)}",
                 source=self.source,

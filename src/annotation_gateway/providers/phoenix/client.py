@@ -310,9 +310,14 @@ class PhoenixProvider:
     def _parse_page(
         self, spec: Kind, response: httpx.Response, plan: ReadPlan, include_raw: bool
     ) -> tuple[list[Record], str | None]:
-        body = parse_json(response, source=self.name)
-        page = self._http.validate(spec.page, body, what=f"{spec.kind.value} annotation page")
-        raw_rows: list[Any] = body["data"]
+        what = f"{spec.kind.value} annotation page"
+        if include_raw:  # the rows as received are wanted too: parse, then validate
+            body = parse_json(response, source=self.name)
+            page = self._http.validate(spec.page, body, what=what)
+            raw_rows: list[Any] = body["data"]
+        else:
+            page = self._http.decode(spec.page, response, what=what)
+            raw_rows = []
         keep_all = not plan.filters_locally
         source, project = self.name, self._config.project
         records = [
