@@ -29,7 +29,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from pydantic import TypeAdapter
 
 from annotation_gateway.model import Annotation, to_utc
 
@@ -37,7 +36,6 @@ __all__ = ["Record", "decode", "micros", "record_from_fields", "record_of", "sor
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
-_ANNOTATION_JSON = TypeAdapter(Annotation).dump_json
 _intern = sys.intern
 
 
@@ -89,28 +87,30 @@ def micros(value: datetime) -> int:
 
 
 def record_of(annotation: Annotation, *, include_raw: bool = False) -> Record:
-    """The compact record of ``annotation`` (``raw`` kept only with ``include_raw``)."""
-    if not include_raw and annotation.raw is not None:
-        annotation = annotation.without_raw()
+    """The compact record of ``annotation`` (``raw`` kept only with ``include_raw``): the same
+    :func:`record_from_fields` the providers use, fed from the model."""
     subject, annotator, queue = annotation.subject, annotation.annotator, annotation.queue
-    return Record(
+    return record_from_fields(
         id=annotation.id,
-        updated_us=micros(annotation.updated_at),
-        created_us=micros(annotation.created_at),
-        source=_intern(annotation.source),
-        provider=_intern(annotation.provider.value),
-        subject_kind=_intern(subject.kind.value),
+        source=annotation.source,
+        provider=annotation.provider.value,
+        subject_kind=subject.kind.value,
         subject_id=subject.id,
-        project=_opt(subject.project),
-        name=_intern(annotation.name),
-        label=_opt(annotation.label),
+        project=subject.project,
+        name=annotation.name,
+        label=annotation.label,
         score=annotation.score,
-        annotator_kind=_intern(annotator.kind.value),
-        annotator_id=_opt(annotator.id),
-        identifier=_intern(annotation.identifier),
-        queue_id=None if queue is None else _intern(queue.id),
-        queue_name=None if queue is None else _opt(queue.name),
-        json=_ANNOTATION_JSON(annotation),
+        explanation=annotation.explanation,
+        annotator_kind=annotator.kind.value,
+        annotator_id=annotator.id,
+        identifier=annotation.identifier,
+        metadata=annotation.metadata,
+        queue_id=None if queue is None else queue.id,
+        queue_name=None if queue is None else queue.name,
+        created_at=annotation.created_at,
+        updated_at=annotation.updated_at,
+        extensions=annotation.extensions,
+        raw=annotation.raw if include_raw else None,
     )
 
 

@@ -28,7 +28,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    TypeAdapter,
     ValidationError,
 )
 
@@ -467,9 +466,6 @@ def query_parameters_openapi(model: type[BaseModel]) -> list[dict[str, Any]]:
             param["explode"] = True
         out.append(param)
     return out
-
-
-_ANNOTATION_JSON = TypeAdapter(Annotation).dump_json
 
 
 def _status(status: SourceStatus) -> dict[str, Any]:

@@ -43,7 +43,6 @@ import csv
 import enum
 import io
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -61,12 +60,11 @@ from annotation_gateway.api.schemas import (
     query_parameters_openapi,
 )
 from annotation_gateway.errors import GatewayError, SourceError
-from annotation_gateway.federation import MAX_PAGE_SIZE, QueryPage
+from annotation_gateway.federation import QueryPage
 from annotation_gateway.records import Record
 
 __all__ = [
     "CSV_COLUMNS",
-    "EXPORT_PAGE_SIZE",
     "ExportFormat",
     "ExportWriter",
     "router",
@@ -75,8 +73,6 @@ __all__ = [
 
 router = APIRouter(prefix="/v1/annotations", tags=["annotations"])
 
-EXPORT_PAGE_SIZE = MAX_PAGE_SIZE
-"""Annotations per page the export reads."""
 CHUNK_SIZE = 200
 """Annotations per chunk it sends (each page is serialized a slice at a time)."""
 
@@ -321,7 +317,7 @@ async def export_annotations(request: Request, principal: AuthDep, federation: F
     if refused:
         raise validation_problem(refused)
     params = parse_query_params(filters)
-    query = replace(cache_policy(request).apply(params.to_query(use_cache=True)), limit=EXPORT_PAGE_SIZE)
+    query = cache_policy(request).apply(params.to_query(use_cache=True))
     pages = federation.stream(query, allowed_sources=principal.allowed_sources)
     # The first page before the first byte: its errors are still a proper problem answer.
     first = await anext(pages)
