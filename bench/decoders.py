@@ -4,8 +4,9 @@ Issue 10 asks to measure both on a 100-row page before choosing. This decodes on
 session-annotations page (built from a recorded Phoenix 20.26.1 answer, with one field Phoenix
 might add later, which SPEC §2 says must land in ``extensions``) with:
 
-- ``pydantic``: ``TypeAdapter(page TypedDict).validate_json`` with ``extra="allow"`` rows — what
-  the Phoenix provider uses; unknown fields are kept;
+- ``pydantic``: the Phoenix provider's own page decoder (``providers/phoenix/wire.py``:
+  ``TypeAdapter`` of the page TypedDict, rows ``extra="allow"``) with ``validate_json``; unknown
+  fields are kept;
 - ``msgspec``: ``msgspec.json.decode(type=page Struct)`` — Structs drop unknown fields, so keeping
   them needs a second, untyped decode of the page (``msgspec-keep-extras``);
 - ``orjson`` (no validation at all), as the floor.
@@ -21,46 +22,17 @@ import json
 import timeit
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NotRequired
+from typing import Any
 
 import orjson
-from pydantic import ConfigDict, TypeAdapter, with_config
-from typing_extensions import TypedDict
+
+from annotation_gateway.model import SubjectKind
+from annotation_gateway.providers.phoenix.wire import KINDS
 
 ROWS = 100
 ROUNDS = 7
 NUMBER = 200
 OUT = Path(__file__).parent / "results" / "decoders.json"
-
-_LAX = ConfigDict(extra="allow")
-
-
-@with_config(_LAX)
-class _Result(TypedDict, total=False):
-    label: str | None
-    score: float | None
-    explanation: str | None
-
-
-@with_config(_LAX)
-class _SessionRow(TypedDict):
-    id: str
-    created_at: datetime
-    updated_at: datetime
-    source: str
-    user_id: str | None
-    name: str
-    annotator_kind: str
-    result: NotRequired[_Result | None]
-    metadata: NotRequired[dict[str, Any] | None]
-    identifier: NotRequired[str]
-    session_id: str
-
-
-class _SessionPage(TypedDict):
-    data: list[_SessionRow]
-    next_cursor: str | None
-
 
 try:
     import msgspec
@@ -116,7 +88,7 @@ def page_body() -> bytes:
 
 def measure() -> dict[str, Any]:
     body = page_body()
-    pydantic_page = TypeAdapter(_SessionPage)
+    pydantic_page = KINDS[SubjectKind.SESSION].page  # the very decoder the Phoenix provider uses
     decoders: dict[str, Any] = {
         "orjson (no validation)": lambda: orjson.loads(body),
         "pydantic validate_json (TypedDict, extra=allow)": lambda: pydantic_page.validate_json(body),
