@@ -10,12 +10,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from annotation_gateway.errors import ForbiddenError, GatewayError, InvalidCursorError, RequestValidationError
 from annotation_gateway.federation import FederatedQuery, Federation, QueryPage, SourceInfo, SourceStatus
 from annotation_gateway.model import Annotation, AnnotationWrite, ProviderKind, SubjectKind
 from annotation_gateway.providers.base import Capabilities, HealthReport, WriteResult
 from annotation_gateway.records import record_of
+from annotation_gateway.settings import GatewaySettings, hash_key, load_settings
 
 
 @dataclass
@@ -123,3 +125,37 @@ class FakeFederation(Federation):
 
     async def aclose(self) -> None:
         return None
+
+
+def fake_settings(directory: Path, *, admin_key: str, phx_only_key: str) -> GatewaySettings:
+    """Settings of a gateway in front of the stand-in: sources ``phx`` (Phoenix) and ``dd``
+    (Datadog) that are never called, an admin key and a key limited to ``phx``, loaded through
+    a real TOML file as the server would."""
+    config = directory / "gateway.toml"
+    config.write_text(
+        f"""
+[auth]
+enabled = true
+[[auth.keys]]
+name = "admin"
+sha256 = "{hash_key(admin_key)}"
+[[auth.keys]]
+name = "phx-only"
+sha256 = "{hash_key(phx_only_key)}"
+sources = ["phx"]
+
+[[sources]]
+name = "phx"
+provider = "phoenix"
+base_url = "http://127.0.0.1:9"
+project = "p"
+
+[[sources]]
+name = "dd"
+provider = "datadog"
+base_url = "http://127.0.0.1:9"
+api_key_env = "UNUSED_DD_API_KEY"
+app_key_env = "UNUSED_DD_APP_KEY"
+"""
+    )
+    return load_settings(config)

@@ -24,8 +24,7 @@ from annotation_gateway.errors import (
 )
 from annotation_gateway.federation import MAX_PAGE_SIZE, MAX_SUBJECT_IDS_GET, MAX_SUBJECT_IDS_SEARCH
 from annotation_gateway.model import Annotation, Annotator, AnnotatorKind, ProviderKind, Subject, SubjectKind
-from annotation_gateway.settings import hash_key, load_settings
-from tests.api.fake_federation import FakeFederation, FakeSource
+from tests.api.fake_federation import FakeFederation, FakeSource, fake_settings
 
 ADMIN_KEY = "admin-key-for-contract-tests"
 PHX_ONLY_KEY = "phoenix-only-key-for-contract-tests"
@@ -67,34 +66,8 @@ def fake() -> FakeFederation:
 
 @pytest.fixture(scope="module")
 def base_url(fake: FakeFederation, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    config = tmp_path_factory.mktemp("cfg") / "gateway.toml"
-    config.write_text(
-        f"""
-[auth]
-enabled = true
-[[auth.keys]]
-name = "admin"
-sha256 = "{hash_key(ADMIN_KEY)}"
-[[auth.keys]]
-name = "phx-only"
-sha256 = "{hash_key(PHX_ONLY_KEY)}"
-sources = ["phx"]
-
-[[sources]]
-name = "phx"
-provider = "phoenix"
-base_url = "http://127.0.0.1:9"
-project = "p"
-
-[[sources]]
-name = "dd"
-provider = "datadog"
-base_url = "http://127.0.0.1:9"
-api_key_env = "UNUSED_DD_API_KEY"
-app_key_env = "UNUSED_DD_APP_KEY"
-"""
-    )
-    app = create_app(load_settings(config), federation=fake)
+    settings = fake_settings(tmp_path_factory.mktemp("cfg"), admin_key=ADMIN_KEY, phx_only_key=PHX_ONLY_KEY)
+    app = create_app(settings, federation=fake)
     with ThreadedServer(app) as server:
         yield server.base_url
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,8 +19,7 @@ from annotation_gateway.api.fastlane import HOT_ROUTES
 from annotation_gateway.api.serving import ThreadedServer
 from annotation_gateway.errors import SourceRateLimitedError, SourceUnavailableError
 from annotation_gateway.model import Annotation, Annotator, AnnotatorKind, ProviderKind, Subject, SubjectKind
-from annotation_gateway.settings import hash_key, load_settings
-from tests.api.fake_federation import FakeFederation, FakeSource
+from tests.api.fake_federation import FakeFederation, FakeSource, fake_settings
 
 ADMIN_KEY = "admin-key-for-fast-lane-parity"
 PHX_ONLY_KEY = "phx-only-key-for-fast-lane-parity"
@@ -62,32 +60,7 @@ def fake() -> FakeFederation:
 
 @pytest.fixture(scope="module")
 def lanes(fake: FakeFederation, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[bool, str]]:
-    config: Path = tmp_path_factory.mktemp("cfg") / "gateway.toml"
-    config.write_text(
-        f"""
-[[auth.keys]]
-name = "admin"
-sha256 = "{hash_key(ADMIN_KEY)}"
-[[auth.keys]]
-name = "phx-only"
-sha256 = "{hash_key(PHX_ONLY_KEY)}"
-sources = ["phx"]
-
-[[sources]]
-name = "phx"
-provider = "phoenix"
-base_url = "http://127.0.0.1:9"
-project = "p"
-
-[[sources]]
-name = "dd"
-provider = "datadog"
-base_url = "http://127.0.0.1:9"
-api_key_env = "UNUSED_DD_API_KEY"
-app_key_env = "UNUSED_DD_APP_KEY"
-"""
-    )
-    settings = load_settings(config)
+    settings = fake_settings(tmp_path_factory.mktemp("cfg"), admin_key=ADMIN_KEY, phx_only_key=PHX_ONLY_KEY)
     with (
         ThreadedServer(create_app(settings, federation=fake, fast_lane=True)) as fast,
         ThreadedServer(create_app(settings, federation=fake, fast_lane=False)) as routed,
