@@ -72,17 +72,13 @@ async def run_query(settings: GatewaySettings, query: FederatedQuery, *, follow:
     async with open_federation(settings) as federation:
         if not follow:
             return await federation.query(query)
-        merged: QueryPage | None = None
-        async for page in federation.pages(query):
-            if merged is None:
-                merged = page
-            else:
-                merged.records.extend(page.records)
-                merged.records_json = None  # the first page's JSON no longer covers the records
-                merged.partial = merged.partial or page.partial
-        assert merged is not None
-        merged.next_cursor = None
-        return merged
+        pages = [page async for page in federation.pages(query)]
+        return QueryPage(
+            records=[record for page in pages for record in page.records],
+            next_cursor=None,
+            partial=any(page.partial for page in pages),
+            sources=pages[0].sources,
+        )
 
 
 def _short(text: str) -> str:

@@ -135,8 +135,8 @@ class Federation:
             timer=clock,
             getsizeof=lambda merged: len(merged.records) + 1,
         )
-        self._fingerprints: dict[tuple[FederatedQuery, tuple[str, ...]], bytes] = {}
-        self._bindings: dict[tuple[bytes, str | None], str] = {}
+        self._query_keys: dict[tuple[FederatedQuery, tuple[str, ...], str | None], tuple[bytes, str]] = {}
+        """(query, sources selected, audience) → (its digest, its cursor binding)."""
         self._write_seq = 0
 
     @classmethod
@@ -193,24 +193,18 @@ class Federation:
         is refused."""
         started = time.perf_counter()
         selected = select(query, self._sources, allowed_sources)
-        # A repeated query (a dashboard polling, a cache hit) reuses its digest: computing it
-        # sorts, encodes and hashes every list, a third of a cached answer's own cost.
-        memo_key = (query, tuple(s.name for s in selected))
-        known = self._fingerprints.get(memo_key)
+        # A repeated query (a dashboard polling, a cache hit) reuses its digest and its cursor
+        # binding: computing them sorts, encodes and hashes every list, a third of a cached
+        # answer's own cost.
+        memo_key = (query, tuple(s.name for s in selected), audience)
+        known = self._query_keys.get(memo_key)
         if known is None:
-            known = fingerprint(query, [s.name for s in selected])
-            if len(self._fingerprints) >= limits.FINGERPRINT_MEMO_MAX_ITEMS:
-                self._fingerprints.clear()
-            self._fingerprints[memo_key] = known
-        digest = known
-        bound_key = (digest, audience)
-        binding = self._bindings.get(bound_key)
-        if binding is None:
-            # A key's cursors are bound by hashing its name in: remembered, as the digest is.
-            binding = bind(digest, audience)
-            if len(self._bindings) >= limits.FINGERPRINT_MEMO_MAX_ITEMS:
-                self._bindings.clear()
-            self._bindings[bound_key] = binding
+            digest = fingerprint(query, memo_key[1])
+            known = (digest, bind(digest, audience))
+            if len(self._query_keys) >= limits.FINGERPRINT_MEMO_MAX_ITEMS:
+                self._query_keys.clear()
+            self._query_keys[memo_key] = known
+        digest, binding = known
         position = self._codec.decode(query.cursor, binding) if query.cursor is not None else None
 
         merged: Merged | None = None
