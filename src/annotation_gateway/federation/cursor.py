@@ -1,7 +1,8 @@
-"""Keyset cursors: the sort key, and cursors signed and bound to one query and one key.
+"""Keyset cursors, signed and bound to one query and one key.
 
-Contract: ascending :func:`sort_key` is the answer order (``updated_at`` descending, then ``id``
-ascending; ids are unique, so the order is total). A cursor is urlsafe base64 (unpadded) of the
+Contract: a cursor is a position in the answer order, ascending
+:func:`~annotation_gateway.records.sort_key` (``updated_at`` descending, then ``id`` ascending;
+ids are unique, so the order is total). A cursor is urlsafe base64 (unpadded) of the
 compact JSON ``[version, binding, updated_at in µs, id]`` followed by a truncated HMAC-SHA256 of
 it under the cursor secret. The binding (:func:`bind`) covers the query's fingerprint and the
 audience (the caller's key name). :meth:`CursorCodec.decode` raises ``InvalidCursorError``
@@ -15,15 +16,13 @@ import base64
 import binascii
 import hashlib
 import hmac
-from operator import attrgetter
 
 import orjson
 
 from annotation_gateway.errors import InvalidCursorError
 from annotation_gateway.federation.limits import MAX_CURSOR_LENGTH
-from annotation_gateway.records import sort_key
 
-__all__ = ["BY_ID", "BY_UPDATED", "CursorCodec", "SortKey", "bind", "sort_key"]
+__all__ = ["CursorCodec", "SortKey", "bind"]
 
 _CURSOR_VERSION = 1
 _CURSOR_MAC_BYTES = 16
@@ -31,8 +30,6 @@ _FINGERPRINT_BYTES = 12
 
 
 SortKey = tuple[int, str]
-BY_ID = attrgetter("id")
-BY_UPDATED = attrgetter("updated_us")
 
 
 def _b64encode(data: bytes) -> str:
