@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 
 export PHOENIX_PYTHON := $(abspath $(PHOENIX_VENV))/bin/python
 
-.PHONY: help install phoenix test lint typecheck unit run bench clean
+.PHONY: help install phoenix redis test lint typecheck unit run bench clean
 
 help:
 	@echo "make run    - set up everything and start the demo (Phoenix + Datadog simulator + gateway)"
@@ -32,6 +32,11 @@ $(PHOENIX_VENV)/.installed:
 install: $(BIN)/.installed
 phoenix: $(PHOENIX_VENV)/.installed
 
+# The shared cache tier and shared rate budgets are tested against a real redis-server (7.x, the
+# Debian package); the suite starts its own on a free loopback port, so no service is enabled.
+redis:
+	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
+
 lint: install
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
@@ -42,13 +47,13 @@ typecheck: install
 unit: install
 	$(BIN)/pytest -m "not phoenix"
 
-test: install phoenix lint typecheck
+test: install phoenix redis lint typecheck
 	$(BIN)/pytest
 
 run: install phoenix
 	$(BIN)/annotation-gateway demo
 
-bench: install phoenix
+bench: install phoenix redis
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	@test -x $(BIN)/py-spy || $(BIN)/pip install --quiet py-spy
 	$(BIN)/python -m bench.run
