@@ -171,3 +171,23 @@ def test_resilience_and_the_cursor_secret_come_from_the_settings(
     assert example.resilience == ResilienceConfig()
     with pytest.raises(ConfigError, match=r"resilience\.breaker_failure_threshold"):
         load_settings(write(tmp_path, BASE + "[resilience]\nbreaker_failure_threshold = 0\n"))
+
+
+def test_rate_limits_and_the_cache_backend_are_read_and_checked(tmp_path: Path) -> None:
+    text = BASE.replace('sha256 = "', 'rate_limit = "100/second"\nsha256 = "') + (
+        '[cache]\nbackend = "redis"\nredis_url_env = "MY_REDIS"\n'
+        '[[sources]]\nprovider = "phoenix"\nname = "px"\nbase_url = "http://127.0.0.1:6006"\n'
+        'project = "p"\nrate_limit = "600/minute"\n'
+    )
+    settings = load_settings(write(tmp_path, text))
+    assert settings.auth.keys[0].rate_limit == "100/second"
+    assert settings.cache.backend == "redis"
+    assert settings.cache.redis_url_env == "MY_REDIS"
+    assert settings.sources[0].rate_limit == "600/minute"
+
+    with pytest.raises(ConfigError, match=r"sources\[0\]\.rate_limit: .*'lots/minute' is not a rate limit"):
+        load_settings(write(tmp_path, text.replace("600/minute", "lots/minute")))
+    with pytest.raises(ConfigError, match=r"auth\.keys\[0\]\.rate_limit: .*at least one request"):
+        load_settings(write(tmp_path, text.replace("100/second", "0/second")))
+    with pytest.raises(ConfigError, match=r"cache\.backend"):
+        load_settings(write(tmp_path, text.replace('backend = "redis"', 'backend = "memcached"')))

@@ -14,7 +14,7 @@ import hashlib
 import ipaddress
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -25,7 +25,7 @@ from pydantic_settings import (
 )
 
 from annotation_gateway.providers import SourceConfig
-from annotation_gateway.providers.config import PLACEHOLDER_SECRETS, ConfigError
+from annotation_gateway.providers.config import PLACEHOLDER_SECRETS, ConfigError, valid_rate_limit
 
 __all__ = [
     "ApiKeyConfig",
@@ -94,6 +94,16 @@ class ApiKeyConfig(_Section):
     name: str = Field(min_length=1, description="Who holds the key (shown in logs, never the key).")
     sha256: str = Field(description="Hex SHA-256 of the key; `annotation-gateway hash-key` prints it.")
     sources: list[str] | None = Field(default=None, description="Sources this key may use; all when absent.")
+    rate_limit: str | None = Field(
+        default=None,
+        description="Requests this key may make (e.g. '100/second'); beyond it 429 with Retry-After "
+        "and RateLimit headers. Shared by every replica when [cache] backend = 'redis'.",
+    )
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit_ok(cls, value: str | None) -> str | None:
+        return valid_rate_limit(value)
 
     @field_validator("sha256")
     @classmethod
@@ -117,6 +127,16 @@ class CacheConfig(_Section):
         default=300.0, ge=0, description="How old a cached answer may be when served on error."
     )
     max_entries: int = Field(default=200_000, ge=1, description="Cached (source, subject) entries.")
+    backend: Literal["memory", "redis"] = Field(
+        default="memory",
+        description="'memory': each process caches for itself; 'redis': a shared tier in Redis "
+        "behind a short-lived local tier in each process (SPEC §9).",
+    )
+    redis_url_env: str = Field(
+        default="GATEWAY_REDIS_URL",
+        min_length=1,
+        description="The environment variable holding the Redis URL (it may hold a password).",
+    )
 
 
 class ResilienceConfig(_Section):

@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from limits import parse_many
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-__all__ = ["PLACEHOLDER_SECRETS", "BaseSourceConfig", "ConfigError", "read_secret"]
+__all__ = ["PLACEHOLDER_SECRETS", "BaseSourceConfig", "ConfigError", "read_secret", "valid_rate_limit"]
 
 SOURCE_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 
@@ -40,6 +41,20 @@ class ConfigError(ValueError):
     """The configuration is wrong; the message names the key (``sources[1].base_url``)."""
 
 
+def valid_rate_limit(value: str | None) -> str | None:
+    """Check a rate limit string in the ``limits`` library's notation (``"600/minute"``,
+    ``"10/second;500/hour"``) and return it unchanged; ``None`` means no limit."""
+    if value is None:
+        return None
+    try:
+        parsed = parse_many(value)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a rate limit such as '600/minute' or '10/second'") from exc
+    if not parsed or any(item.amount < 1 for item in parsed):
+        raise ValueError(f"{value!r} must allow at least one request per period")
+    return value
+
+
 class BaseSourceConfig(BaseModel):
     """Fields every source has, whatever its vendor."""
 
@@ -55,6 +70,16 @@ class BaseSourceConfig(BaseModel):
     max_retry_after_s: float = Field(
         default=5.0, ge=0, le=60, description="Cap on a vendor's requested wait before a retry."
     )
+    rate_limit: str | None = Field(
+        default=None,
+        description="The vendor's budget for this source, shared by every replica through Redis "
+        "when [cache] backend = 'redis' (moving window, e.g. '600/minute'); none when absent.",
+    )
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit_ok(cls, value: str | None) -> str | None:
+        return valid_rate_limit(value)
 
 
 def read_secret(
