@@ -348,6 +348,8 @@ def test_openapi_documents_every_operation(base_url: str) -> None:
         "provider",
         "annotator_kind",
         "project",
+        "queue",
+        "scope",
         "updated_after",
         "updated_before",
         "limit",

@@ -78,6 +78,13 @@ _D_SOURCE = "Only these configured sources; repeat the key. All the key may use 
 _D_PROVIDER = "Only sources of these vendors; repeat the key."
 _D_ANNOTATOR_KIND = "Only annotations made by these kinds of annotator; repeat the key."
 _D_PROJECT = "Only annotations in these Phoenix projects; repeat the key."
+_D_QUEUE = "Only annotations in these annotation queues (a Datadog queue's id or name); repeat the key."
+_D_SCOPE = (
+    "`all`: every subject each selected source can enumerate (Phoenix: the project's sessions and "
+    "traces; Datadog: its annotation queues), instead of subject ids; answered in subject order, "
+    "with `sources[].scanned_subjects`. Required when neither subject_id nor identifier is given; "
+    "422 together with subject_id."
+)
 _D_UPDATED_AFTER = "Only annotations updated at or after this RFC 3339 time."
 _D_UPDATED_BEFORE = "Only annotations updated before this RFC 3339 time."
 _D_LIMIT = f"Annotations per page, 1..{MAX_PAGE_SIZE}."
@@ -137,6 +144,8 @@ class AnnotationQueryParams(_QueryFields):
     provider: list[ProviderKind] = Field(default_factory=list, description=_D_PROVIDER)
     annotator_kind: list[AnnotatorKind] = Field(default_factory=list, description=_D_ANNOTATOR_KIND)
     project: list[str] = Field(default_factory=list, description=_D_PROJECT)
+    queue: list[str] = Field(default_factory=list, description=_D_QUEUE)
+    scope: Literal["all"] | None = Field(default=None, description=_D_SCOPE)
 
     def to_query(self, *, use_cache: bool) -> FederatedQuery:
         subject_ids = tuple(self.subject_id)
@@ -151,6 +160,8 @@ class AnnotationQueryParams(_QueryFields):
             providers=tuple(self.provider),
             annotator_kinds=tuple(self.annotator_kind),
             projects=tuple(self.project),
+            queues=tuple(self.queue),
+            scope=self.scope,
             updated_after=self.updated_after,
             updated_before=self.updated_before,
             limit=self.limit,
@@ -201,6 +212,10 @@ class AnnotationSearchBody(_QueryFields):
     projects: list[str] = Field(
         default_factory=list, validation_alias=AliasChoices("projects", "project"), description=_D_PROJECT
     )
+    queues: list[str] = Field(
+        default_factory=list, validation_alias=AliasChoices("queues", "queue"), description=_D_QUEUE
+    )
+    scope: Literal["all"] | None = Field(default=None, description=_D_SCOPE)
 
     model_config = ConfigDict(
         extra="forbid",
@@ -223,6 +238,8 @@ class AnnotationSearchBody(_QueryFields):
             providers=tuple(self.providers),
             annotator_kinds=tuple(self.annotator_kinds),
             projects=tuple(self.projects),
+            queues=tuple(self.queues),
+            scope=self.scope,
             updated_after=self.updated_after,
             updated_before=self.updated_before,
             limit=self.limit,
@@ -264,6 +281,11 @@ class SourceStatusModel(BaseModel):
     elapsed_ms: float
     error: dict[str, Any] | None = Field(
         default=None, description="The source's problem when `status` is error; why, when skipped."
+    )
+    scanned_subjects: int | None = Field(
+        default=None,
+        description="Scope answers only: subjects of this source read for this answer (`count` is "
+        "then the matches among them).",
     )
 
 
@@ -469,7 +491,7 @@ def query_parameters_openapi(model: type[BaseModel]) -> list[dict[str, Any]]:
 
 
 def _status(status: SourceStatus) -> dict[str, Any]:
-    return {
+    out = {
         "source": status.source,
         "provider": status.provider,
         "status": status.status,
@@ -480,6 +502,9 @@ def _status(status: SourceStatus) -> dict[str, Any]:
         "elapsed_ms": round(status.elapsed_ms, 1),
         "error": status.error,
     }
+    if status.scanned_subjects is not None:  # scope answers only (SPEC §7)
+        out["scanned_subjects"] = status.scanned_subjects
+    return out
 
 
 def page_json(page: QueryPage) -> bytes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "DEFAULT_PAGE_SIZE",
     "DEFAULT_SOURCE_DEADLINE_S",
+    "DISCOVERY_CACHE_MAX_ITEMS",
     "EXPORT_CHUNKS_IN_FLIGHT",
     "EXPORT_CHUNK_SUBJECTS",
     "EXPORT_FIRST_CHUNK_SUBJECTS",
@@ -19,11 +20,14 @@ __all__ = [
     "MAX_CURSOR_LENGTH",
     "MAX_FILTER_VALUES",
     "MAX_PAGE_SIZE",
+    "MAX_SCOPE_SUBJECTS",
     "MAX_SUBJECT_IDS_GET",
     "MAX_SUBJECT_IDS_SEARCH",
     "MAX_TOTAL_RESULTS",
     "MAX_WRITE_ITEMS",
     "MERGED_CACHE_MAX_ITEMS",
+    "SCOPE_CHUNK_MAX_SUBJECTS",
+    "SCOPE_FIRST_CHUNK_SUBJECTS",
 ]
 
 DEFAULT_PAGE_SIZE = 100
@@ -36,6 +40,18 @@ MAX_FILTER_VALUES = 1000
 """Values of one other list filter (identifiers, names, exclude_names, projects)."""
 MAX_TOTAL_RESULTS = 500_000
 """Matches one query may have before it is refused with 413 (narrow the query)."""
+MAX_SCOPE_SUBJECTS = 200_000
+"""Subjects one source's scope may hold for one query before it is refused with 413 (narrow it
+with ``updated_before``, ``subject_kind``, ``queue`` or the source's ``scope_*`` settings): the
+scope form of ``MAX_TOTAL_RESULTS``. Its subject list (~100 bytes a subject) is what a scope
+query holds whole; annotations are read a chunk at a time."""
+SCOPE_FIRST_CHUNK_SUBJECTS = 32
+"""Subjects in a scope walk's first chunk (no density known yet): one upstream round trip covers
+a default page at three or more annotations a subject."""
+SCOPE_CHUNK_MAX_SUBJECTS = 1000
+"""Most subjects in one chunk of a scope walk (Phoenix takes 1000 ids a request)."""
+DISCOVERY_CACHE_MAX_ITEMS = 1024
+"""Scope discoveries kept (per source and discovery request)."""
 MAX_WRITE_ITEMS = 5_000
 """Items in one ``POST /v1/annotations``."""
 MAX_CURSOR_LENGTH = 2048

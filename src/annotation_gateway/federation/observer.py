@@ -13,7 +13,7 @@ from annotation_gateway.resilience import CircuitState
 
 __all__ = ["BoundObserver", "CacheOutcome", "FederationObserver", "NullObserver", "UpstreamOperation"]
 
-UpstreamOperation = Literal["fetch", "write"]
+UpstreamOperation = Literal["fetch", "discover", "write"]
 CacheOutcome = Literal["hit", "miss", "stale"]
 
 

@@ -41,6 +41,8 @@ __all__ = [
     "NO_SUCH_SUBJECTS",
     "PHOENIX_KINDS",
     "PROJECT",
+    "SESSION_LIST",
+    "TRACE_LIST",
     "WRITE_NOT_FOUND",
     "Kind",
     "error_items",
@@ -108,6 +110,32 @@ class SpanPage(TypedDict):
     next_cursor: str | None
 
 
+@with_config(_LAX)
+class ListedSession(TypedDict):
+    """A row of ``GET /v1/projects/{p}/sessions`` (only what discovery reads)."""
+
+    session_id: str
+    start_time: datetime
+
+
+@with_config(_LAX)
+class ListedTrace(TypedDict):
+    """A row of ``GET /v1/projects/{p}/traces`` (only what discovery reads)."""
+
+    trace_id: str
+    start_time: datetime
+
+
+class SessionList(TypedDict):
+    data: list[ListedSession]
+    next_cursor: str | None
+
+
+class TraceList(TypedDict):
+    data: list[ListedTrace]
+    next_cursor: str | None
+
+
 class Inserted(TypedDict):
     id: str
 
@@ -130,6 +158,8 @@ KNOWN_RESULT_FIELDS = frozenset({"label", "score", "explanation"})
 INSERTED = TypeAdapter(InsertedBody)
 PROJECT = TypeAdapter(ProjectBody)
 ANY_PAGE = TypeAdapter(dict[str, Any])
+SESSION_LIST = TypeAdapter(SessionList)
+TRACE_LIST = TypeAdapter(TraceList)
 
 
 @dataclass(frozen=True, slots=True)
