@@ -296,10 +296,7 @@ class ScopeWalk:
 
     def _entries(self) -> Iterator[tuple[str, int, SubjectKind]]:
         """Every (subject id, source index, kind) in subject order, lazily merged."""
-        per_source = [
-            ((sid, index, kind) for sid, kind in tally.subjects) for index, tally in enumerate(self.tallies)
-        ]
-        return heapq.merge(*per_source)
+        return heapq.merge(*(_tagged(tally.subjects, index) for index, tally in enumerate(self.tallies)))
 
     async def _read(self, chunk: Sequence[tuple[str, int, SubjectKind]]) -> list[Record]:
         wanted: dict[tuple[int, SubjectKind], list[str]] = {}
@@ -339,6 +336,15 @@ class ScopeWalk:
         # asked once, so there is nothing to de-duplicate.
         records.sort(key=scope_key)
         return records
+
+
+def _tagged(
+    subjects: tuple[tuple[str, SubjectKind], ...], index: int
+) -> Iterator[tuple[str, int, SubjectKind]]:
+    # A function, not a nested generator expression: there ``index`` would be looked up when
+    # the generator runs, and every source's subjects would carry the last source's index.
+    for subject_id, kind in subjects:
+        yield (subject_id, index, kind)
 
 
 def _bisect(subjects: tuple[tuple[str, SubjectKind], ...], subject_id: str) -> int:
