@@ -118,11 +118,34 @@ def world(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> World:
+    return _build_world(phoenix_server, datadog_sim, tmp_path, monkeypatch, annotate_phoenix=True)
+
+
+@pytest.fixture
+def bare_world(
+    phoenix_server: PhoenixServer,
+    datadog_sim: DatadogSimulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> World:
+    """The same sessions, with annotations in Datadog only (a migration's starting point)."""
+    return _build_world(phoenix_server, datadog_sim, tmp_path, monkeypatch, annotate_phoenix=False)
+
+
+def _build_world(
+    phoenix_server: PhoenixServer,
+    datadog_sim: DatadogSimulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    annotate_phoenix: bool,
+) -> World:
     project = f"gw-cli-{uuid.uuid4().hex[:8]}"
     with PhoenixSeeder(phoenix_server.base_url) as seeder:
         seeder.create_project(project)
         sessions, _, _ = seed_sessions(seeder, project, N_SESSIONS)
-        seeder.annotate_sessions(_phoenix_rows(sessions))
+        if annotate_phoenix:
+            seeder.annotate_sessions(_phoenix_rows(sessions))
     datadog_sim.seed(_datadog_seed(sessions))
     for name, value in datadog_sim.environ.items():
         monkeypatch.setenv(name, value)
@@ -382,6 +405,50 @@ def test_migrate_then_again_writes_nothing_and_verifies(world: World, tmp_path: 
     assert f"unchanged │ {world.dd_annotations}" in table
     assert "written │ 0" in table
     assert len(_migrated_in_phoenix(world)) == world.dd_annotations
+
+
+def test_migrate_scope_all_twice_then_compare_scope_all_agrees(bare_world: World, tmp_path: Path) -> None:
+    """``--scope all``: no id file; the second run writes nothing; comparing the two scopes after
+    it finds no differences (the copies compared with their originals)."""
+    world = bare_world
+    cfg = ["--config", str(world.config)]
+    checkpoint = tmp_path / "scope.ckpt.json"
+    move = ["migrate", *cfg, "--from", DD, "--to", PX, "--scope", "all", "--checkpoint", str(checkpoint)]
+    first = _run(*move, "--format", "json")
+    assert first.exit_code == 0, first.output
+    doc = json.loads(first.stdout)
+    assert doc["report"]["written"] == world.dd_annotations
+    assert doc["report"]["failed"] == 0
+    assert doc["verify"]["differences"] == 0
+    assert len(_migrated_in_phoenix(world)) == world.dd_annotations
+
+    again = _run(*move, "--format", "json")
+    assert again.exit_code == 0, again.output
+    redo = json.loads(again.stdout)["report"]
+    assert (redo["written"], redo["updated"], redo["unchanged"]) == (0, 0, world.dd_annotations)
+
+    compared = _run(
+        "compare", *cfg, "--left", DD, "--right", PX, "--scope", "all", "--include-copies", "-f", "json"
+    )
+    assert compared.exit_code == 0, compared.output
+    body = json.loads(compared.stdout)
+    assert {r["status"] for r in body["rows"]} == {"agree"}
+    assert len({r["subject_id"] for r in body["rows"]}) == len(DD_SESSIONS)
+    # Without --include-copies the copies are left out and counted, never silently compared.
+    plain = json.loads(
+        _run("compare", *cfg, "--left", DD, "--right", PX, "--scope", "all", "-f", "json").stdout
+    )
+    assert plain["ignored"]["right_copied_from_left"] == world.dd_annotations
+
+
+def test_migrate_and_compare_refuse_ids_with_scope(world: World) -> None:
+    cfg = ["--config", str(world.config)]
+    both = _run("migrate", *cfg, "--from", DD, "--to", PX, "--scope", "all", "-s", world.sessions[0])
+    assert both.exit_code == 2
+    assert "not both" in both.output
+    cmp = _run("compare", *cfg, "--left", DD, "--right", PX, "--scope", "all", "-s", world.sessions[0])
+    assert cmp.exit_code == 2
+    assert "not both" in cmp.output
 
 
 def test_migrate_bad_arguments_exit_2(world: World, tmp_path: Path) -> None:
@@ -647,3 +714,20 @@ def test_migrate_interrupted_by_ctrl_c_then_resumed(world: World, tmp_path: Path
     assert report["written"] + report["updated"] + report["unchanged"] == world.dd_annotations
     assert doc["verify"]["differences"] == 0
     assert len(_migrated_in_phoenix(world)) == world.dd_annotations
+
+
+def test_export_and_query_over_a_scope(world: World) -> None:
+    cfg = ["--config", str(world.config)]
+    by_ids = _run("export", *cfg, "--subject-ids-file", str(world.ids_file), "--subject-kind", "session")
+    scoped = _run("export", *cfg, "--scope", "all", "--subject-kind", "session")
+    assert by_ids.exit_code == 0, by_ids.output
+    assert scoped.exit_code == 0, scoped.output
+    expected = sorted(line for line in by_ids.stdout.splitlines() if line.startswith("{"))
+    assert sorted(line for line in scoped.stdout.splitlines() if line.startswith("{")) == expected
+    assert len(expected) == world.dd_annotations + world.px_annotations
+    table = _run("query", *cfg, "--scope", "all", "--subject-kind", "session", "--limit", "5")
+    assert table.exit_code == 0, table.output
+    assert "subject(s) scanned" in table.stdout
+    neither = _run("query", *cfg)
+    assert neither.exit_code == 2
+    assert "scope=all" in neither.output

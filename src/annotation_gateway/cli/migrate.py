@@ -47,6 +47,7 @@ from annotation_gateway.cli._app import (
     EXIT_CONFIG,
     EXIT_FAILURE,
     ConfigOption,
+    ScopeOption,
     SubjectIdsFileOption,
     app,
     console,
@@ -64,10 +65,12 @@ from annotation_gateway.errors import ClientError, GatewayError
 from annotation_gateway.migrate import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CONCURRENCY,
+    SCOPE_CHECKPOINT_KEY,
     CheckpointMismatchError,
     MigrationProgress,
     MigrationReport,
     migrate,
+    scope_subject_ids,
     verify,
 )
 from annotation_gateway.providers import AnnotationProvider, build_provider
@@ -90,7 +93,7 @@ class MigrateOutput(enum.StrEnum):
 async def run_migration(
     source: AnnotationProvider,
     target: AnnotationProvider,
-    subject_ids: list[str],
+    subject_ids: list[str] | None,
     *,
     name_map: dict[str, str] | None,
     dry_run: bool,
@@ -101,12 +104,17 @@ async def run_migration(
     check: bool,
     progress: Callable[[MigrationProgress], None] | None = None,
 ) -> tuple[MigrationReport, CompareResult | None]:
-    """Migrate, then (unless ``dry_run`` or not ``check``) verify; the providers are closed."""
+    """Migrate, then (unless ``dry_run`` or not ``check``) verify; the providers are closed.
+    ``subject_ids=None`` migrates the source's whole scope (``--scope all``)."""
     try:
+        whole_scope = subject_ids is None
+        if subject_ids is None:
+            subject_ids = await scope_subject_ids(source)
         report = await migrate(
             source,
             target,
             subject_ids,
+            subjects_key=SCOPE_CHECKPOINT_KEY if whole_scope else None,
             name_map=name_map,
             dry_run=dry_run,
             checkpoint=checkpoint,
@@ -252,6 +260,7 @@ def migrate_command(
         list[str] | None, typer.Option("--subject-id", "-s", help="Subject id (repeatable).")
     ] = None,
     subject_ids_file: SubjectIdsFileOption = None,
+    scope: ScopeOption = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Read and classify; write nothing.")] = False,
     name_map: Annotated[
         Path | None, typer.Option(help="Source name → target name: TOML, JSON or CSV (left,right).")
@@ -284,8 +293,10 @@ def migrate_command(
         names = read_name_map(name_map) if name_map is not None else None
     except InputError as exc:
         raise exit_bad_input(str(exc)) from None
-    if not ids:
-        raise exit_bad_input("give at least one --subject-id or a --subject-ids-file")
+    if not ids and scope is None:
+        raise exit_bad_input("give at least one --subject-id or a --subject-ids-file, or --scope all")
+    if ids and scope is not None:
+        raise exit_bad_input("give subject ids or --scope all, not both")
     settings = load_or_exit(config)
     configs = {c.name: c for c in settings.sources if c.enabled}
     for option, name in (("--from", from_source), ("--to", to_source)):
@@ -315,13 +326,14 @@ def migrate_command(
             TimeElapsedColumn(),
             console=err_console,
         )
-        task = progress.add_task("", total=len(ids))
+        task = progress.add_task("", total=len(ids) or None)
 
         def on_progress(p: MigrationProgress) -> None:
             verb = "would write" if p.dry_run else "written"
             assert progress is not None
             progress.update(
                 task,
+                total=p.subjects_total,
                 completed=p.subjects_done,
                 description=f"{verb} {p.written} · updated {p.updated} · unchanged {p.unchanged} "
                 f"· failed {p.failed}",
@@ -333,7 +345,7 @@ def migrate_command(
                 run_migration(
                     source,
                     target,
-                    ids,
+                    ids if scope is None else None,
                     name_map=names,
                     dry_run=dry_run,
                     checkpoint=checkpoint,

@@ -135,6 +135,7 @@ async def fetch_sides(
     queries = (
         FederatedQuery(
             subject_ids=tuple(request.subject_ids),
+            scope=request.scope,
             names=tuple(request.names or ()),
             sources=(request.left,),
             limit=MAX_PAGE_SIZE,
@@ -142,6 +143,7 @@ async def fetch_sides(
         ),
         FederatedQuery(
             subject_ids=tuple(dict.fromkeys(request.right_subject_ids())),
+            scope=request.scope,
             names=tuple(right_names or ()),
             sources=(request.right,),
             limit=MAX_PAGE_SIZE,
