@@ -137,10 +137,13 @@ def create_app(
     federation: Federation | None = None,
     providers: Sequence[AnnotationProvider] | None = None,
     fast_lane: bool = True,
+    metrics_multiprocess_dir: str | None = None,
 ) -> FastAPI:
     """The gateway's ASGI app for ``settings`` (see the module docstring for ownership).
-    ``fast_lane=False`` routes the hot routes through FastAPI too (the parity test compares)."""
-    gateway_metrics = GatewayMetrics()
+    ``fast_lane=False`` routes the hot routes through FastAPI too (the parity test compares);
+    ``metrics_multiprocess_dir``: ``/metrics`` renders every worker's values from that
+    ``PROMETHEUS_MULTIPROC_DIR`` (``serve --workers N``)."""
+    gateway_metrics = GatewayMetrics(multiprocess_dir=metrics_multiprocess_dir)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

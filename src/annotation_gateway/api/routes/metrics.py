@@ -11,7 +11,14 @@ Contract:
 - :class:`GatewayMetrics` is the federation's ``FederationObserver`` (``on_upstream``,
   ``on_cache``, ``on_inflight``, ``on_circuit``) and the middleware's request observer;
 - label values are only route templates, HTTP methods/status codes, configured source names and
-  closed-list problem codes — never anything a client or vendor sent, so never a credential.
+  closed-list problem codes — never anything a client or vendor sent, so never a credential;
+- several worker processes (``serve --workers N``): ``GatewayMetrics(multiprocess_dir=...)``
+  renders every live worker's values through prometheus-client's multiprocess mode
+  (``MultiProcessCollector`` over ``PROMETHEUS_MULTIPROC_DIR``, which ``serve`` points at a fresh
+  directory before the workers start): counters and histograms are summed over the workers
+  (those of a worker that exited included, so they never go backwards); the in-flight gauges are
+  summed over the live workers and ``circuit_state`` is the worst state of any live worker
+  (each worker has its own breakers). In one process the gauges' ``multiprocess_mode`` is inert.
 
 The endpoint is public (no gateway key), as Prometheus scrapers expect; it reveals source names
 and counts only.
@@ -29,6 +36,7 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.responses import Response
 
 __all__ = ["GatewayMetrics", "router"]
@@ -43,7 +51,9 @@ CIRCUIT_STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 class GatewayMetrics:
     """The gateway's metrics, in a registry of their own."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, multiprocess_dir: str | None = None) -> None:
+        """``multiprocess_dir``: the ``PROMETHEUS_MULTIPROC_DIR`` of a multi-worker ``serve``
+        (render every worker's values from it); ``None``: this process's values only."""
         # The *_created series double every counter's output and no dashboard reads them. The
         # switch is process-wide in prometheus-client; the gateway owns its process.
         disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -65,6 +75,7 @@ class GatewayMetrics:
             f"{PREFIX}_http_requests_in_flight",
             "HTTP requests being answered right now.",
             registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self.upstream_duration = Histogram(
             f"{PREFIX}_upstream_request_duration_seconds",
@@ -85,12 +96,15 @@ class GatewayMetrics:
             "Upstream calls in progress, per source.",
             ("source",),
             registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self.circuit_state = Gauge(
             f"{PREFIX}_circuit_state",
-            "Circuit breaker state per source: 0 closed, 1 half open, 2 open.",
+            "Circuit breaker state per source: 0 closed, 1 half open, 2 open (with several "
+            "workers: the worst of them).",
             ("source",),
             registry=self.registry,
+            multiprocess_mode="livemax",
         )
         self.cache = Counter(
             f"{PREFIX}_cache_requests",
@@ -102,6 +116,11 @@ class GatewayMetrics:
         self._request_children: dict[tuple[str, str, int], Counter] = {}
         self._duration_children: dict[str, Histogram] = {}
         self._cache_children: dict[tuple[str, str], Counter] = {}
+        self._render_registry = self.registry
+        if multiprocess_dir is not None:
+            # The values live in per-process files; this registry reads all of them at scrape.
+            self._render_registry = CollectorRegistry(auto_describe=True)
+            MultiProcessCollector(self._render_registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
 
     # --- the HTTP side (called by the Server-Timing middleware) --------------------------------
 
@@ -145,7 +164,7 @@ class GatewayMetrics:
         self.circuit_state.labels(source).set(CIRCUIT_STATE_VALUES.get(state, -1))
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self._render_registry)
 
 
 router = APIRouter(tags=["operations"])
