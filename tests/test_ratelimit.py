@@ -8,22 +8,28 @@
 - Redis down: the limiter counts in this process's memory (no error for the read), and goes
   back to Redis by itself once it answers again.
 - A spent budget is not retried by the provider (it already waited).
+- A key's client limit is one window for every replica when the limiter is in Redis.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
+from annotation_gateway.api.app import create_app
+from annotation_gateway.api.serving import ThreadedServer
 from annotation_gateway.errors import SourceBudgetExhaustedError
 from annotation_gateway.federation import FederatedQuery, Federation
+from annotation_gateway.model import ProviderKind
 from annotation_gateway.providers import build_provider
 from annotation_gateway.providers.http.retry import RetryPolicy, send_idempotent
 from annotation_gateway.ratelimit import RateLimiter, SourceBudget, limiter_url
 from annotation_gateway.settings import CacheConfig
+from tests.api.fake_federation import FakeFederation, FakeSource, fake_settings
 from tests.plugins.datadog import DatadogSimulator
 from tests.plugins.redis import RedisServer
 
@@ -235,3 +241,28 @@ def test_limiter_urls() -> None:
     assert limiter_url("unix:///run/redis.sock") == "async+redis+unix:///run/redis.sock"
     with pytest.raises(ValueError, match="redis://"):
         limiter_url("http://nope")
+
+
+def test_a_key_limit_is_shared_by_replicas_through_redis(
+    redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    redis_server.flush()
+    monkeypatch.setenv("GATEWAY_REDIS_URL", redis_server.url)
+    limited = "limited-key-shared-by-replicas"
+    settings = fake_settings(
+        tmp_path, admin_key="admin-key-0123456789", phx_only_key="phx-key-0123456789", limited_key=limited
+    )
+    settings = settings.model_copy(update={"cache": CacheConfig(backend="redis")})
+    fake = FakeFederation([FakeSource("phx", ProviderKind.PHOENIX), FakeSource("dd", ProviderKind.DATADOG)])
+    headers = {"Authorization": f"Bearer {limited}"}
+    with (
+        ThreadedServer(create_app(settings, federation=fake)) as one,
+        ThreadedServer(create_app(settings, federation=fake)) as two,
+    ):
+        assert httpx.get(one.base_url + "/v1/sources", headers=headers, timeout=10).status_code == 200
+        assert httpx.get(two.base_url + "/v1/sources", headers=headers, timeout=10).status_code == 200
+        # LIMITED_KEY_RATE is 2/hour: both replicas have spent it together.
+        for replica in (one, two):
+            refused = httpx.get(replica.base_url + "/v1/sources", headers=headers, timeout=10)
+            assert refused.status_code == 429
+            assert refused.headers["ratelimit-policy"] == '"default";q=2;w=3600'
