@@ -19,9 +19,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from limits import parse_many
+from typer.testing import CliRunner
 
 from annotation_gateway.api.app import create_app
+from annotation_gateway.api.ratelimit import policy_field, service_limit_field
 from annotation_gateway.api.serving import ThreadedServer
+from annotation_gateway.cli import app as cli_app
 from annotation_gateway.errors import SourceBudgetExhaustedError
 from annotation_gateway.federation import FederatedQuery, Federation
 from annotation_gateway.model import ProviderKind
@@ -185,9 +189,12 @@ def test_a_budget_that_cannot_wait_long_enough_fails_the_source(redis_server: Re
 
 def test_redis_down_counts_in_memory_then_recovers(redis_instance: RedisServer) -> None:
     now = [0.0]
+    switches: list[bool] = []
 
     async def run() -> None:
-        limiter = RateLimiter(redis_url=redis_instance.url, clock=lambda: now[0], redis_retry_s=5)
+        limiter = RateLimiter(
+            redis_url=redis_instance.url, clock=lambda: now[0], redis_retry_s=5, on_degraded=switches.append
+        )
         budget = SourceBudget(limiter, "src-down", "2/hour", max_wait_s=0.1)
         await budget.acquire()
         assert not limiter.degraded
@@ -207,6 +214,7 @@ def test_redis_down_counts_in_memory_then_recovers(redis_instance: RedisServer) 
         assert not limiter.degraded
 
     asyncio.run(run())
+    assert switches == [True, False]  # the metrics hear each switch once
 
 
 def test_a_spent_budget_is_not_retried() -> None:
@@ -266,3 +274,38 @@ def test_a_key_limit_is_shared_by_replicas_through_redis(
             refused = httpx.get(replica.base_url + "/v1/sources", headers=headers, timeout=10)
             assert refused.status_code == 429
             assert refused.headers["ratelimit-policy"] == '"default";q=2;w=3600'
+
+
+def test_policy_fields_name_each_window() -> None:
+    one = parse_many("100/second")
+    assert policy_field(one) == '"default";q=100;w=1'
+    assert service_limit_field(one[0], one, remaining=0, reset_s=1) == '"default";r=0;t=1'
+    several = parse_many("10/second;500/hour")
+    assert policy_field(several) == '"1s";q=10;w=1, "3600s";q=500;w=3600'
+    assert service_limit_field(several[1], several, remaining=0, reset_s=42) == '"3600s";r=0;t=42'
+
+
+def test_serve_refuses_a_shared_limit_without_the_redis_url(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        """
+[auth]
+enabled = false
+[cache]
+backend = "redis"
+redis_url_env = "TEST_UNSET_REDIS_URL"
+[[sources]]
+name = "dd"
+provider = "datadog"
+base_url = "http://127.0.0.1:9"
+api_key_env = "TEST_DD_API_KEY"
+app_key_env = "TEST_DD_APP_KEY"
+rate_limit = "600/minute"
+""",
+        encoding="utf-8",
+    )
+    unset = {"TEST_UNSET_REDIS_URL": None}
+    result = CliRunner().invoke(cli_app, ["serve", "--config", str(config)], env=unset)
+    assert result.exit_code == 2, result.output
+    assert "cache.redis_url_env" in result.output
+    assert "TEST_UNSET_REDIS_URL" in result.output

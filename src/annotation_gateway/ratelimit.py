@@ -55,6 +55,8 @@ __all__ = [
     "SourceBudget",
     "Verdict",
     "limiter_url",
+    "needs_limiter",
+    "redis_url",
     "source_budgets",
 ]
 
@@ -97,6 +99,25 @@ def limiter_url(redis_url: str) -> str:
     raise ConfigError("cache.redis_url_env: the Redis URL must start with redis://, rediss:// or unix://")
 
 
+def needs_limiter(settings: GatewaySettings) -> bool:
+    """Whether any enabled source or any key has a ``rate_limit``."""
+    return any(s.rate_limit for s in settings.sources if s.enabled) or any(
+        k.rate_limit for k in settings.auth.keys
+    )
+
+
+def redis_url(settings: GatewaySettings, *, environ: Mapping[str, str] | None = None) -> str | None:
+    """The limiter's Redis URL (``None`` for the memory backend); ``ConfigError`` when the
+    variable ``cache.redis_url_env`` names is unset, empty or a placeholder, or not a Redis URL.
+    ``serve`` calls it before anything listens, so a missing URL is exit code 2, not a crash."""
+    if settings.cache.backend != "redis":
+        return None
+    url = read_secret(settings.cache.redis_url_env, key="cache.redis_url_env", environ=environ)
+    assert url is not None  # the variable name is a required field
+    limiter_url(url.get_secret_value())  # the scheme is checked here, not at the first request
+    return url.get_secret_value()
+
+
 class RateLimiter:
     """One app's moving-window limit store (Redis or memory; see the module docstring)."""
 
@@ -108,9 +129,11 @@ class RateLimiter:
         wall_clock: Callable[[], float] = time.time,
         redis_timeout_s: float = REDIS_TIMEOUT_S,
         redis_retry_s: float = REDIS_RETRY_S,
+        on_degraded: Callable[[bool], None] | None = None,
     ) -> None:
         """``redis_url``: ``redis://…`` (shared windows) or ``None`` (this process's memory);
-        ``clock`` (monotonic) times the Redis retry; ``wall_clock`` is the storages' clock."""
+        ``clock`` (monotonic) times the Redis retry; ``wall_clock`` is the storages' clock;
+        ``on_degraded`` hears each switch to memory (``True``) and back (the metrics)."""
         self._memory = MovingWindowRateLimiter(MemoryStorage())
         self._redis: MovingWindowRateLimiter | None = None
         if redis_url is not None:
@@ -128,6 +151,7 @@ class RateLimiter:
         self._redis_timeout_s = redis_timeout_s
         self._redis_retry_s = redis_retry_s
         self._redis_retry_at = 0.0
+        self._on_degraded = on_degraded
         self.degraded = False
         """True while Redis failed and this process counts in memory."""
 
@@ -138,20 +162,23 @@ class RateLimiter:
 
     @classmethod
     def from_settings(
-        cls, settings: GatewaySettings, *, environ: Mapping[str, str] | None = None
+        cls,
+        settings: GatewaySettings,
+        *,
+        environ: Mapping[str, str] | None = None,
+        on_degraded: Callable[[bool], None] | None = None,
     ) -> RateLimiter | None:
         """The limiter ``settings`` need: ``None`` when no source and no key has a
         ``rate_limit``; Redis-backed with ``[cache] backend = "redis"`` (``ConfigError`` when
         the URL variable is unset)."""
-        if not any(s.rate_limit for s in settings.sources if s.enabled) and not any(
-            k.rate_limit for k in settings.auth.keys
-        ):
+        if not needs_limiter(settings):
             return None
-        if settings.cache.backend != "redis":
-            return cls()
-        url = read_secret(settings.cache.redis_url_env, key="cache.redis_url_env", environ=environ)
-        assert url is not None  # the variable name is a required field
-        return cls(redis_url=url.get_secret_value())
+        return cls(redis_url=redis_url(settings, environ=environ), on_degraded=on_degraded)
+
+    def _set_degraded(self, degraded: bool) -> None:
+        self.degraded = degraded
+        if self._on_degraded is not None:
+            self._on_degraded(degraded)
 
     async def _run(self, op: Callable[[MovingWindowRateLimiter], Awaitable[T]]) -> T:
         redis = self._redis
@@ -166,11 +193,11 @@ class RateLimiter:
                         "rate limits: Redis failed (%s); counting in this process until it answers",
                         type(exc).__name__,
                     )
-                self.degraded = True
+                    self._set_degraded(True)
             else:
                 if self.degraded:
                     log.warning("rate limits: Redis answers again; limits are shared again")
-                self.degraded = False
+                    self._set_degraded(False)
                 return result
         return await op(self._memory)
 

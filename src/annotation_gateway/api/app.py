@@ -149,7 +149,7 @@ def create_app(
     ``metrics_multiprocess_dir``: ``/metrics`` renders every worker's values from that
     ``PROMETHEUS_MULTIPROC_DIR`` (``serve --workers N``)."""
     gateway_metrics = GatewayMetrics(multiprocess_dir=metrics_multiprocess_dir)
-    limiter = RateLimiter.from_settings(settings)
+    limiter = RateLimiter.from_settings(settings, on_degraded=gateway_metrics.on_ratelimit_degraded)
     budgets = source_budgets(limiter, settings)
 
     @asynccontextmanager

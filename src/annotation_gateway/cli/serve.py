@@ -23,13 +23,17 @@ from annotation_gateway.api.app import create_app
 from annotation_gateway.api.serving import uvicorn_limits
 from annotation_gateway.cli._app import (
     DEFAULT_CONFIG,
+    EXIT_CONFIG,
     ConfigOption,
     app,
     console,
+    err_console,
     load_or_exit,
     setup_logging,
 )
 from annotation_gateway.cli.workers import run_workers
+from annotation_gateway.ratelimit import needs_limiter, redis_url
+from annotation_gateway.settings import ConfigError
 
 __all__ = ["GC_GEN0_THRESHOLD", "serve", "tune_gc"]
 
@@ -87,6 +91,12 @@ def serve(
     if access_log is not None:
         server["access_log"] = access_log
     settings = load_or_exit(config, **({"server": server} if server else {}))
+    if needs_limiter(settings):
+        try:
+            redis_url(settings)  # the rate limits' Redis URL: a config error before anything listens
+        except ConfigError as exc:
+            err_console.print(f"[bold red]config error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_CONFIG) from None
     setup_logging(log_level)
     listen = settings.server
     console.print(

@@ -7,7 +7,9 @@ Contract:
   ``http_requests_total{route,method,status}``, ``http_request_duration_seconds{route}``,
   ``http_requests_in_flight``, ``upstream_request_duration_seconds{source,operation,outcome}``,
   ``upstream_errors_total{source,code}``, ``upstream_requests_in_flight{source}``,
-  ``circuit_state{source}``, ``cache_requests_total{source,result}`` (hit | miss | stale);
+  ``circuit_state{source}``, ``cache_requests_total{source,result}`` (hit | miss | stale),
+  ``ratelimit_redis_degraded`` (1 while the rate limits count in process memory because Redis
+  failed; :mod:`annotation_gateway.ratelimit`);
 - :class:`GatewayMetrics` is the federation's ``FederationObserver`` (``on_upstream``,
   ``on_cache``, ``on_inflight``, ``on_circuit``) and the middleware's request observer;
 - label values are only route templates, HTTP methods/status codes, configured source names and
@@ -112,6 +114,13 @@ class GatewayMetrics:
             ("source", "result"),
             registry=self.registry,
         )
+        self.ratelimit_degraded = Gauge(
+            f"{PREFIX}_ratelimit_redis_degraded",
+            "1 while rate limits are counted in process memory because Redis failed (shared "
+            "windows are not enforced across processes meanwhile); with several workers, the max.",
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
         # labels() takes a lock and builds a key each call; the children are cached here instead.
         self._request_children: dict[tuple[str, str, int], Counter] = {}
         self._duration_children: dict[str, Histogram] = {}
@@ -162,6 +171,10 @@ class GatewayMetrics:
 
     def on_circuit(self, source: str, state: str) -> None:
         self.circuit_state.labels(source).set(CIRCUIT_STATE_VALUES.get(state, -1))
+
+    def on_ratelimit_degraded(self, degraded: bool) -> None:
+        """The rate limiter switched to process memory (``True``) or back to Redis."""
+        self.ratelimit_degraded.set(1 if degraded else 0)
 
     def render(self) -> bytes:
         return generate_latest(self._render_registry)
