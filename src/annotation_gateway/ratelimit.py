@@ -65,8 +65,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 REDIS_TIMEOUT_S = 0.25
-"""Longest wait for one Redis call of the limiter (a hit is one Lua script, well under 1 ms on
-loopback); beyond it the request is counted in memory instead."""
+"""Longest wait for one Redis call of the limiter; beyond it the request is counted in memory
+instead. A hit is one Lua script: 0.27 ms wall, 0.21 ms of this process's CPU (redis-py's
+asyncio client and ``limits``' layers), against 0.011 ms in memory (3,000 hits on loopback Redis
+8, the 2-core dev machine); a refusal adds a second call for the window's reset time."""
 REDIS_RETRY_S = 5.0
 """After a Redis failure, how long the memory store counts before Redis is tried again."""
 KEY_PREFIX = "annotation-gateway-limits"
