@@ -44,12 +44,12 @@ WORKERS = ("--workers", "2")
 runner = CliRunner()
 
 
-def _config(tmp_path: Path, sim: DatadogSimulator, port: int) -> Path:
+def _config(tmp_path: Path, sim: DatadogSimulator, port: int, host: str = "127.0.0.1") -> Path:
     path = tmp_path / "gateway.toml"
     path.write_text(
         f"""
 [server]
-host = "127.0.0.1"
+host = "{host}"
 port = {port}
 
 [auth]
@@ -156,7 +156,9 @@ class Served:
 def served(tmp_path: Path, datadog_sim: DatadogSimulator) -> Iterator[Served]:
     _seed(datadog_sim)
     port = free_port()
-    config = _config(tmp_path, datadog_sim, port)
+    # The file alone is refused (auth off on a public host): each worker must load it with the
+    # command line's overrides, as the parent did.
+    config = _config(tmp_path, datadog_sim, 9, host="0.0.0.0")
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir()
     log = tmp_path / "serve.log"
@@ -169,7 +171,10 @@ def served(tmp_path: Path, datadog_sim: DatadogSimulator) -> Iterator[Served]:
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "annotation_gateway.cli", "serve", *("--config", str(config)), *WORKERS],
+            [
+                *(sys.executable, "-m", "annotation_gateway.cli", "serve", "--config", str(config)),
+                *("--host", "127.0.0.1", "--port", str(port), *WORKERS),
+            ],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
@@ -251,3 +256,24 @@ def test_two_workers_share_the_port_the_metrics_and_the_cursors(served: Served) 
     log = served.log.read_text()
     assert log.count("Application shutdown complete") == 2, log
     assert served.metrics_dirs() == []
+
+
+def test_a_worker_that_cannot_start_stops_serve(tmp_path: Path, datadog_sim: DatadogSimulator) -> None:
+    # The vendor keys are missing: each worker's lifespan fails. uvicorn would restart a worker
+    # that merely crashed; one that fails to start stops them all, and serve says why.
+    port = free_port()
+    config = _config(tmp_path, datadog_sim, port)
+    env = {k: v for k, v in os.environ.items() if k not in (API_KEY_ENV, APP_KEY_ENV)}
+    env["GATEWAY_CURSOR_SECRET"] = "a-shared-cursor-secret-for-every-worker"
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "annotation_gateway.cli", "serve", "--config", str(config), *WORKERS],
+        capture_output=True,
+        env=env,
+        timeout=START_TIMEOUT_S,
+        check=False,
+    )
+    output = (done.stdout + done.stderr).decode(errors="replace")
+    assert done.returncode == 1, output
+    assert "a worker failed to start" in output
+    assert API_KEY_ENV in output

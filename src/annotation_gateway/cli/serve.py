@@ -90,7 +90,8 @@ def serve(
         server["port"] = port
     if access_log is not None:
         server["access_log"] = access_log
-    settings = load_or_exit(config, **({"server": server} if server else {}))
+    overrides: dict[str, Any] = {"server": server} if server else {}
+    settings = load_or_exit(config, **overrides)
     if needs_limiter(settings):
         try:
             redis_url(settings)  # the rate limits' Redis URL: a config error before anything listens
@@ -106,7 +107,7 @@ def serve(
         f"{f'; {workers} workers' if workers > 1 else ''})"
     )
     if workers > 1:
-        run_workers(settings, config=config, overrides=server, workers=workers, log_level=log_level)
+        run_workers(settings, config=config, overrides=overrides, workers=workers, log_level=log_level)
         return
     gateway = create_app(settings)
     tune_gc()

@@ -17,7 +17,9 @@ Contract:
   the app with multiprocess metrics (:class:`~annotation_gateway.api.routes.metrics.GatewayMetrics`)
   and tunes the garbage collector (:func:`~annotation_gateway.cli.serve.tune_gc`), as a single
   process does. SIGTERM / Ctrl-C to the parent stop every worker gracefully (uvicorn sends each
-  SIGTERM; each runs its lifespan shutdown).
+  SIGTERM; each runs its lifespan shutdown). A worker that cannot start (its settings, a
+  missing vendor secret) stops them all rather than being restarted forever, and ``serve``
+  prints its error and exits 1.
 - ``server.max_connections`` applies per worker (uvicorn's ``limit_concurrency`` is per process).
 """
 
@@ -27,6 +29,7 @@ import atexit
 import contextlib
 import glob
 import json
+import logging
 import os
 import re
 import shutil
@@ -37,11 +40,12 @@ from typing import Any
 import typer
 import uvicorn
 from prometheus_client.multiprocess import mark_process_dead
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.config import STARTUP_FAILURE
 
 from annotation_gateway.api.app import create_app
 from annotation_gateway.api.serving import uvicorn_limits
-from annotation_gateway.cli._app import EXIT_CONFIG, err_console, setup_logging
+from annotation_gateway.cli._app import EXIT_CONFIG, EXIT_FAILURE, err_console, setup_logging
 from annotation_gateway.cli._worker_http import HEADER_TIMEOUT_ENV, PROTOCOL_IMPORT_STRING
 from annotation_gateway.settings import GatewaySettings, load_settings
 
@@ -59,6 +63,10 @@ WORKER_CONFIG_ENV = "ANNOTATION_GATEWAY_WORKER_CONFIG"
 WORKER_OVERRIDES_ENV = "ANNOTATION_GATEWAY_WORKER_OVERRIDES"
 WORKER_LOG_LEVEL_ENV = "ANNOTATION_GATEWAY_WORKER_LOG_LEVEL"
 FACTORY_IMPORT_STRING = f"{__name__}:worker_app"
+STARTUP_FAILED_FILE = "startup-failed.txt"
+"""Written into the metrics directory by a worker that could not start (its error, one line)."""
+
+log = logging.getLogger(__name__)
 
 # prometheus-client names each process's files <kind>[_<mode>]_<pid>.db.
 _PID_OF_FILE = re.compile(r"_(\d+)\.db$")
@@ -94,20 +102,55 @@ def forget_dead_workers(directory: str) -> list[int]:
     return dead
 
 
+def _note_startup_failure(metrics_dir: str, error: str) -> None:
+    with contextlib.suppress(OSError):
+        Path(metrics_dir, STARTUP_FAILED_FILE).write_text(error, encoding="utf-8")
+
+
+class _ReportStartupFailure:
+    """The app, noting a failed lifespan startup (a missing vendor secret, say) where the parent
+    finds it: uvicorn's supervisor then stops every worker and returns as after a SIGTERM."""
+
+    def __init__(self, app: ASGIApp, metrics_dir: str) -> None:
+        self.app = app
+        self._metrics_dir = metrics_dir
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def watch(message: Message) -> None:
+            if message["type"] == "lifespan.startup.failed":
+                # Starlette sends the traceback; its last line is the error (no locals, no secrets).
+                lines = [line for line in str(message.get("message", "")).splitlines() if line.strip()]
+                _note_startup_failure(self._metrics_dir, lines[-1] if lines else "lifespan startup failed")
+            await send(message)
+
+        await self.app(scope, receive, watch)
+
+
 def worker_app() -> ASGIApp:
     """uvicorn's app factory in each worker (see the module docstring)."""
     from annotation_gateway.cli.serve import tune_gc  # serve imports this module: not at the top
 
     env = os.environ
-    overrides: dict[str, Any] = json.loads(env.get(WORKER_OVERRIDES_ENV) or "{}")
-    settings = load_settings(Path(env[WORKER_CONFIG_ENV]), **overrides)
-    setup_logging(env.get(WORKER_LOG_LEVEL_ENV, "info"))
     metrics_dir = env[MULTIPROC_DIR_ENV]
+    setup_logging(env.get(WORKER_LOG_LEVEL_ENV, "info"))
+    try:
+        overrides: dict[str, Any] = json.loads(env.get(WORKER_OVERRIDES_ENV) or "{}")
+        settings = load_settings(Path(env[WORKER_CONFIG_ENV]), **overrides)
+        app = create_app(settings, metrics_multiprocess_dir=metrics_dir)
+    except Exception as exc:
+        # An exception would exit the worker with 1, and uvicorn would start it again forever;
+        # STARTUP_FAILURE makes it stop every worker, and the parent reports the note.
+        log.error("worker %d failed to start: %s", os.getpid(), exc)
+        _note_startup_failure(metrics_dir, f"{type(exc).__name__}: {exc}")
+        raise SystemExit(STARTUP_FAILURE) from exc
     forget_dead_workers(metrics_dir)
     atexit.register(mark_process_dead, os.getpid(), metrics_dir)
-    app = create_app(settings, metrics_multiprocess_dir=metrics_dir)
     tune_gc()
-    return app
+    return _ReportStartupFailure(app, metrics_dir)
 
 
 def run_workers(
@@ -118,7 +161,8 @@ def run_workers(
     workers: int,
     log_level: str,
 ) -> None:
-    """Serve with ``workers`` processes until SIGTERM / Ctrl-C (see the module docstring)."""
+    """Serve with ``workers`` processes until SIGTERM / Ctrl-C (see the module docstring).
+    ``overrides``: the keyword arguments ``settings`` were loaded with (``{"server": {...}}``)."""
     if not cursor_secret_is_set(settings):
         name = settings.server.cursor_secret_env
         err_console.print(
@@ -155,6 +199,14 @@ def run_workers(
             # The same limits as one process, but the protocol by name (see _worker_http).
             **(uvicorn_limits(listen) | {"http": PROTOCOL_IMPORT_STRING}),
         )
+        failed = Path(metrics_dir, STARTUP_FAILED_FILE)
+        if failed.exists():
+            err_console.print(
+                f"[bold red]a worker failed to start:[/] {failed.read_text(encoding='utf-8')}",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(EXIT_FAILURE)
     finally:
         with contextlib.suppress(OSError):
             shutil.rmtree(metrics_dir)
