@@ -7,11 +7,11 @@ Contract (SPEC §9):
   asyncio client (``limits``' ``implementation="redispy"``; its default would be coredis).
   :meth:`RateLimiter.hit` takes one unit from every limit of a list, or says which refused and
   when it frees a unit.
-- Redis down or slow never fails a request: each Redis call is bounded by
-  ``REDIS_TIMEOUT_S``; on an error the limiter logs it once and counts in a per-process memory
-  store for ``REDIS_RETRY_S``, then tries Redis again (``degraded`` says which is in use). While
-  degraded each process enforces every budget on its own, so N processes may together spend up
-  to N times a budget: the price of answering at all.
+- Redis down or slow never fails a request: :meth:`RateLimiter.warm` connects at start-up, each
+  Redis call is bounded by ``REDIS_TIMEOUT_S``; on an error the limiter logs it once and counts
+  in a per-process memory store for ``REDIS_RETRY_S``, then tries Redis again (``degraded`` says
+  which is in use). While degraded each process enforces every budget on its own, so N
+  processes may together spend up to N times a budget: the price of answering at all.
 - :class:`SourceBudget` is one source's ``[[sources]] rate_limit``, taken before *every* HTTP
   request to the vendor (retries, pages, chunks and health probes included: that is what the
   vendor counts; a budget per guarded call would let one federated read spend many). A request
@@ -64,14 +64,18 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-REDIS_TIMEOUT_S = 0.25
+REDIS_TIMEOUT_S = 0.5
 """Longest wait for one Redis call of the limiter; beyond it the request is counted in memory
-instead. A hit is one Lua script: 0.27 ms wall, 0.21 ms of this process's CPU (redis-py's
-asyncio client and ``limits``' layers), against 0.011 ms in memory (3,000 hits on loopback Redis
-8, the 2-core dev machine); a refusal adds a second call for the window's reset time."""
+instead. Not much less: a burst of first requests opens a connection each and loads the Lua
+scripts (:meth:`RateLimiter.warm` does that once at start-up), which took over 0.25 s on the
+loaded 2-core test machine and wrongly switched to memory. A hit is one Lua script: 0.27 ms
+wall, 0.21 ms of this process's CPU (redis-py's asyncio client and ``limits``' layers), against
+0.011 ms in memory (3,000 hits on loopback Redis 8, the 2-core dev machine); a refusal adds a
+second call for the window's reset time."""
 REDIS_RETRY_S = 5.0
 """After a Redis failure, how long the memory store counts before Redis is tried again."""
 KEY_PREFIX = "annotation-gateway-limits"
+_WARM_UP = parse_many("1000000/second")
 MAX_JITTER_S = 0.05
 """Waiters for one freed unit wake up to this much apart, so they do not all ask at once."""
 
@@ -157,11 +161,6 @@ class RateLimiter:
         self.degraded = False
         """True while Redis failed and this process counts in memory."""
 
-    @property
-    def shared(self) -> bool:
-        """Whether the windows are meant to live in Redis (shared by every replica)."""
-        return self._redis is not None
-
     @classmethod
     def from_settings(
         cls,
@@ -176,6 +175,11 @@ class RateLimiter:
         if not needs_limiter(settings):
             return None
         return cls(redis_url=redis_url(settings, environ=environ), on_degraded=on_degraded)
+
+    async def warm(self) -> None:
+        """Open a Redis connection and load the Lua scripts before the first request needs them
+        (the app's start-up); a Redis that does not answer just starts the limiter degraded."""
+        await self.hit(_WARM_UP, "warm-up")
 
     def _set_degraded(self, degraded: bool) -> None:
         self.degraded = degraded

@@ -154,6 +154,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if limiter is not None:
+            await limiter.warm()
         if federation is not None:
             app.state.federation = federation
             yield

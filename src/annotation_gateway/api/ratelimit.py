@@ -14,8 +14,8 @@ Contract (SPEC §9):
   fields (that would cost a second window read on every request).
 
 Cost: only keys with a ``rate_limit`` pay, one window hit per request: ~0.01 ms of CPU in
-memory; with Redis ~0.21 ms of CPU and ~0.27 ms of wall time (``REDIS_TIMEOUT_S`` in
-:mod:`annotation_gateway.ratelimit`), about as much again as a whole cache hit (~0.22 ms).
+memory; with Redis ~0.21 ms of CPU and ~0.27 ms of wall time (measured: see ``REDIS_TIMEOUT_S``
+in :mod:`annotation_gateway.ratelimit`), about as much again as a whole cache hit (~0.22 ms).
 
 Header syntax: draft-ietf-httpapi-ratelimit-headers-11 §3-§4 (Structured Field lists of items:
 ``"name";q=<quota>;w=<window s>`` and ``"name";r=<remaining>;t=<seconds>``; the -11 text was
