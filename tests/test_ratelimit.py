@@ -32,6 +32,7 @@ from annotation_gateway.model import ProviderKind
 from annotation_gateway.providers import build_provider
 from annotation_gateway.providers.http.retry import RetryPolicy, send_idempotent
 from annotation_gateway.ratelimit import RateLimiter, SourceBudget, limiter_url
+from annotation_gateway.resilience import CircuitBreaker
 from annotation_gateway.settings import CacheConfig
 from tests.api.fake_federation import FakeFederation, FakeSource, fake_settings
 from tests.plugins.datadog import DatadogSimulator
@@ -313,3 +314,19 @@ rate_limit = "600/minute"
     assert result.exit_code == 2, result.output
     assert "cache.redis_url_env" in result.output
     assert "TEST_UNSET_REDIS_URL" in result.output
+
+
+def test_a_spent_budget_does_not_open_the_circuit() -> None:
+    breaker = CircuitBreaker("src", failure_threshold=1)
+
+    async def spent() -> None:
+        raise SourceBudgetExhaustedError("spent", source="src", retry_after=3)
+
+    async def run() -> None:
+        for _ in range(3):
+            with pytest.raises(SourceBudgetExhaustedError):
+                await breaker.call(spent)
+
+    asyncio.run(run())
+    assert breaker.state == "closed"
+    assert breaker.consecutive_failures == 0
