@@ -108,6 +108,9 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
         out["export_1m_annotations_per_s"] = cold["annotations_per_s"]
         out["export_1m_wall_s"] = cold["wall_s"]
         out["export_1m_complete"] = cold.get("complete")
+    workers = results.get("workers") or {}
+    if workers.get("ratio") is not None:
+        out["workers_2_vs_1_hit_throughput"] = workers["ratio"]
     return out
 
 
@@ -509,6 +512,11 @@ def markdown(report: dict[str, Any], profiles: dict[str, ProfileSummary]) -> str
         )
     if "miss_rps_vs_reference" in r:
         diag.append(f"cache miss req/s / reference fan-out req/s = {fmt(r['miss_rps_vs_reference'])}")
+    if "workers_2_vs_1_hit_throughput" in r:
+        diag.append(
+            "cache-hit req/s of `serve --workers 2` / `--workers 1` (both on both cores, wrk "
+            f"sharing core 1: see the notes) = **{fmt(r['workers_2_vs_1_hit_throughput'])}**"
+        )
     if diag:
         out += ["", "Diagnostics: " + "; ".join(diag) + "."]
     out += _misses(report, profiles)

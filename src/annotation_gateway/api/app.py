@@ -9,6 +9,9 @@ Contract of :func:`create_app`:
   (``GATEWAY_CURSOR_SECRET``; so several gateway processes accept each other's cursors), else it
   is random per process (cursors then die with the process); the breaker, deadline and bulkhead
   come from ``[resilience]``;
+- rate limits (:mod:`annotation_gateway.ratelimit`): one limiter per app when a source or a key
+  has a ``rate_limit`` (Redis-shared with ``[cache] backend = "redis"``): each source's budget is
+  given to its provider, each key's limit is checked after authentication (:mod:`.ratelimit`);
 - middleware, outermost first: Server-Timing + request metrics + last-resort 500
   (:mod:`.timing`), body size limit (:mod:`.limits`), the fast lane for the hot routes
   (:mod:`.fastlane`, ``fast_lane=False`` turns it off); errors are problem+json (:mod:`.problems`);
@@ -39,6 +42,7 @@ from annotation_gateway.api.auth import BEARER_SCHEME_NAME, BEARER_SECURITY_SCHE
 from annotation_gateway.api.fastlane import HOT_ROUTES, FastLaneMiddleware, HotRoute
 from annotation_gateway.api.limits import MAX_REQUEST_BODY_BYTES, BodyLimitMiddleware
 from annotation_gateway.api.problems import PROBLEM_MEDIA_TYPE, install_problem_handlers
+from annotation_gateway.api.ratelimit import ClientLimits
 from annotation_gateway.api.routes import annotations as annotation_routes
 from annotation_gateway.api.routes import compare as compare_routes
 from annotation_gateway.api.routes import export as export_routes
@@ -48,6 +52,7 @@ from annotation_gateway.api.schemas import Problem
 from annotation_gateway.api.timing import ServerTimingMiddleware
 from annotation_gateway.federation import Federation
 from annotation_gateway.providers import AnnotationProvider, build_provider
+from annotation_gateway.ratelimit import RateLimiter, source_budgets
 from annotation_gateway.settings import GatewaySettings
 
 __all__ = ["CURSOR_SECRET_ENV", "create_app", "cursor_secret"]
@@ -137,13 +142,20 @@ def create_app(
     federation: Federation | None = None,
     providers: Sequence[AnnotationProvider] | None = None,
     fast_lane: bool = True,
+    metrics_multiprocess_dir: str | None = None,
 ) -> FastAPI:
     """The gateway's ASGI app for ``settings`` (see the module docstring for ownership).
-    ``fast_lane=False`` routes the hot routes through FastAPI too (the parity test compares)."""
-    gateway_metrics = GatewayMetrics()
+    ``fast_lane=False`` routes the hot routes through FastAPI too (the parity test compares);
+    ``metrics_multiprocess_dir``: ``/metrics`` renders every worker's values from that
+    ``PROMETHEUS_MULTIPROC_DIR`` (``serve --workers N``)."""
+    gateway_metrics = GatewayMetrics(multiprocess_dir=metrics_multiprocess_dir)
+    limiter = RateLimiter.from_settings(settings, on_degraded=gateway_metrics.on_ratelimit_degraded)
+    budgets = source_budgets(limiter, settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if limiter is not None:
+            await limiter.warm()
         if federation is not None:
             app.state.federation = federation
             yield
@@ -153,7 +165,7 @@ def create_app(
             if providers is None:
                 for config in settings.sources:
                     if config.enabled:
-                        built.append(build_provider(config))
+                        built.append(build_provider(config, budget=budgets.get(config.name)))
             owned = Federation.from_settings(
                 built,
                 settings,
@@ -189,6 +201,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.authenticator = Authenticator(settings.auth)
+    app.state.client_limits = ClientLimits.from_settings(limiter, settings.auth)
     app.state.metrics = gateway_metrics
     if federation is not None:
         # A caller-built federation reports upstream metrics to whatever observer it was given

@@ -547,7 +547,30 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
         (404, "A source does not know the configured project or resource (`not_found`)."),
         (406, "The `Accept` header admits no representation this operation has (`not_acceptable`)."),
         (415, "A request body not declared as `application/json` (`unsupported_media_type`)."),
-        (429, "A source throttled the gateway (`rate_limited`); `Retry-After` says how long to wait."),
+        (
+            429,
+            "`rate_limited`: this key made more requests than its `rate_limit` allows (with "
+            "`RateLimit-Policy` and `RateLimit`), or a source throttled the gateway or its rate "
+            "budget is spent (`source` names it). `Retry-After` says how long to wait.",
+        ),
         (504, "A source did not answer in time (`source_timeout`)."),
     )
+}
+# The RateLimit fields follow draft-ietf-httpapi-ratelimit-headers-11 (api/ratelimit.py).
+PROBLEM_RESPONSES[429]["headers"] = {
+    "Retry-After": {
+        "description": "Seconds to wait before retrying (RFC 9110 §10.2.3).",
+        "schema": {"type": "integer", "minimum": 1},
+    },
+    "RateLimit-Policy": {
+        "description": 'The key\'s quota policies, e.g. `"default";q=100;w=1` (q requests per w '
+        "seconds); only when the key's own limit refused the request.",
+        "schema": {"type": "string"},
+    },
+    "RateLimit": {
+        "description": 'The refusing policy\'s service limit, e.g. `"default";r=0;t=1` (r requests '
+        "left, t seconds until one is free again, as Retry-After); only when the key's own limit "
+        "refused the request.",
+        "schema": {"type": "string"},
+    },
 }

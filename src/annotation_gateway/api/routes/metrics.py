@@ -7,11 +7,22 @@ Contract:
   ``http_requests_total{route,method,status}``, ``http_request_duration_seconds{route}``,
   ``http_requests_in_flight``, ``upstream_request_duration_seconds{source,operation,outcome}``,
   ``upstream_errors_total{source,code}``, ``upstream_requests_in_flight{source}``,
-  ``circuit_state{source}``, ``cache_requests_total{source,result}`` (hit | miss | stale);
+  ``circuit_state{source}``, ``cache_requests_total{source,result}`` (hit | miss | stale),
+  ``ratelimit_redis_degraded`` (1 while the rate limits count in process memory because Redis
+  failed; :mod:`annotation_gateway.ratelimit`);
 - :class:`GatewayMetrics` is the federation's ``FederationObserver`` (``on_upstream``,
   ``on_cache``, ``on_inflight``, ``on_circuit``) and the middleware's request observer;
 - label values are only route templates, HTTP methods/status codes, configured source names and
-  closed-list problem codes — never anything a client or vendor sent, so never a credential.
+  closed-list problem codes — never anything a client or vendor sent, so never a credential;
+- several worker processes (``serve --workers N``): ``GatewayMetrics(multiprocess_dir=...)``
+  renders every live worker's values through prometheus-client's multiprocess mode
+  (``MultiProcessCollector`` over ``PROMETHEUS_MULTIPROC_DIR``, which ``serve`` points at a fresh
+  directory before the workers start): counters and histograms are summed over the workers
+  (those of a worker that exited included, so they never go backwards); the in-flight gauges are
+  summed over the live workers and ``circuit_state`` is the worst state of any live worker
+  (each worker has its own breakers). In one process the gauges' ``multiprocess_mode`` is inert.
+  The values then live in memory-mapped files: a hit's metric updates cost 15.5 µs instead of
+  9.5 µs (20,000 simulated requests, 2-core dev machine).
 
 The endpoint is public (no gateway key), as Prometheus scrapers expect; it reveals source names
 and counts only.
@@ -29,6 +40,7 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.responses import Response
 
 __all__ = ["GatewayMetrics", "router"]
@@ -43,7 +55,9 @@ CIRCUIT_STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 class GatewayMetrics:
     """The gateway's metrics, in a registry of their own."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, multiprocess_dir: str | None = None) -> None:
+        """``multiprocess_dir``: the ``PROMETHEUS_MULTIPROC_DIR`` of a multi-worker ``serve``
+        (render every worker's values from it); ``None``: this process's values only."""
         # The *_created series double every counter's output and no dashboard reads them. The
         # switch is process-wide in prometheus-client; the gateway owns its process.
         disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -65,6 +79,7 @@ class GatewayMetrics:
             f"{PREFIX}_http_requests_in_flight",
             "HTTP requests being answered right now.",
             registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self.upstream_duration = Histogram(
             f"{PREFIX}_upstream_request_duration_seconds",
@@ -85,12 +100,15 @@ class GatewayMetrics:
             "Upstream calls in progress, per source.",
             ("source",),
             registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self.circuit_state = Gauge(
             f"{PREFIX}_circuit_state",
-            "Circuit breaker state per source: 0 closed, 1 half open, 2 open.",
+            "Circuit breaker state per source: 0 closed, 1 half open, 2 open (with several "
+            "workers: the worst of them).",
             ("source",),
             registry=self.registry,
+            multiprocess_mode="livemax",
         )
         self.cache = Counter(
             f"{PREFIX}_cache_requests",
@@ -98,10 +116,22 @@ class GatewayMetrics:
             ("source", "result"),
             registry=self.registry,
         )
+        self.ratelimit_degraded = Gauge(
+            f"{PREFIX}_ratelimit_redis_degraded",
+            "1 while rate limits are counted in process memory because Redis failed (shared "
+            "windows are not enforced across processes meanwhile); with several workers, the max.",
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
         # labels() takes a lock and builds a key each call; the children are cached here instead.
         self._request_children: dict[tuple[str, str, int], Counter] = {}
         self._duration_children: dict[str, Histogram] = {}
         self._cache_children: dict[tuple[str, str], Counter] = {}
+        self._render_registry = self.registry
+        if multiprocess_dir is not None:
+            # The values live in per-process files; this registry reads all of them at scrape.
+            self._render_registry = CollectorRegistry(auto_describe=True)
+            MultiProcessCollector(self._render_registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
 
     # --- the HTTP side (called by the Server-Timing middleware) --------------------------------
 
@@ -144,8 +174,12 @@ class GatewayMetrics:
     def on_circuit(self, source: str, state: str) -> None:
         self.circuit_state.labels(source).set(CIRCUIT_STATE_VALUES.get(state, -1))
 
+    def on_ratelimit_degraded(self, degraded: bool) -> None:
+        """The rate limiter switched to process memory (``True``) or back to Redis."""
+        self.ratelimit_degraded.set(1 if degraded else 0)
+
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self._render_registry)
 
 
 router = APIRouter(tags=["operations"])

@@ -78,6 +78,7 @@ from annotation_gateway.providers.datadog.wire import (
     WireInteraction,
 )
 from annotation_gateway.providers.http import RetryPolicy, Upstream, chunk_values, make_client
+from annotation_gateway.providers.http.budget import RequestBudget
 from annotation_gateway.records import Record, decode
 
 __all__ = ["HEALTH_PROBE_CONTENT_ID", "MAX_URL_BYTES", "DatadogProvider"]
@@ -114,6 +115,7 @@ class DatadogProvider:
         timeout_s: float = 5.0,
         retry: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        budget: RequestBudget | None = None,
     ) -> None:
         self._name = name
         self._page_size = page_size
@@ -134,7 +136,12 @@ class DatadogProvider:
             transport=transport,
         )
         self._http = Upstream(
-            client, source=name, vendor=VENDOR, max_concurrency=max_concurrency, retry=retry or RetryPolicy()
+            client,
+            source=name,
+            vendor=VENDOR,
+            max_concurrency=max_concurrency,
+            retry=retry or RetryPolicy(),
+            budget=budget,
         )
         self._api = DatadogApi(self._http)
         self._labels: dict[str, QueueLabels] = {}
@@ -148,6 +155,7 @@ class DatadogProvider:
         *,
         environ: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        budget: RequestBudget | None = None,
     ) -> DatadogProvider:
         """A provider for ``config``; the keys are read from the variables the config names."""
         api_key = read_secret(config.api_key_env, key=f"sources.{config.name}.api_key_env", environ=environ)
@@ -165,6 +173,7 @@ class DatadogProvider:
             timeout_s=config.timeout_s,
             retry=RetryPolicy(attempts=config.retry_attempts, max_retry_after_s=config.max_retry_after_s),
             transport=transport,
+            budget=budget,
         )
 
     def __repr__(self) -> str:

@@ -89,6 +89,7 @@ from annotation_gateway.providers.http import (
     make_client,
     parse_json,
 )
+from annotation_gateway.providers.http.budget import RequestBudget
 from annotation_gateway.providers.http.outcomes import MAX_ERROR_ITEMS, unknown_subject_item
 from annotation_gateway.providers.phoenix.config import PhoenixSourceConfig
 from annotation_gateway.providers.phoenix.mapping import check_writes, to_record
@@ -146,7 +147,10 @@ ID_ROOM_MEMO_MAX_ITEMS = 256
 class PhoenixProvider:
     """One Phoenix project behind one shared connection pool (see the module docstring)."""
 
-    def __init__(self, config: PhoenixSourceConfig, *, client: httpx.AsyncClient) -> None:
+    def __init__(
+        self, config: PhoenixSourceConfig, *, client: httpx.AsyncClient, budget: RequestBudget | None = None
+    ) -> None:
+        """``budget``: the source's rate budget, taken before every request (none: unlimited)."""
         self._config = config
         self._http = Upstream(
             client,
@@ -154,6 +158,7 @@ class PhoenixProvider:
             vendor=VENDOR,
             max_concurrency=config.max_concurrency,
             retry=RetryPolicy(attempts=config.retry_attempts, max_retry_after_s=config.max_retry_after_s),
+            budget=budget,
         )
         self._project_path = f"/v1/projects/{quote(config.project, safe='')}"
         self._id_rooms: dict[tuple[str, tuple[tuple[str, Any], ...]], int] = {}
@@ -172,6 +177,7 @@ class PhoenixProvider:
         *,
         environ: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        budget: RequestBudget | None = None,
     ) -> PhoenixProvider:
         """Build the provider; the API key comes from the variable ``api_key_env`` names."""
         secret = read_secret(config.api_key_env, key=f"sources.{config.name}.api_key_env", environ=environ)
@@ -185,7 +191,7 @@ class PhoenixProvider:
             max_connections=config.max_concurrency,
             transport=transport,
         )
-        return cls(config, client=client)
+        return cls(config, client=client, budget=budget)
 
     def __repr__(self) -> str:
         return f"PhoenixProvider(name={self.name!r}, project={self._config.project!r})"
