@@ -269,6 +269,13 @@ def test_demo_stack_and_its_curl_lines(demo: tuple[DemoStack, list[str]], tmp_pa
     assert one_sided["next_cursor"]
     assert {a["annotator"]["kind"] for a in answers[2]["data"]} == {"LLM"}
     assert {s["name"] for s in answers[3]["data"]} == {PHOENIX_SOURCE, DATADOG_SOURCE}
+    scoped = answers[4]  # scope=all: no ids, subject order, what each source scanned
+    assert len(scoped["data"]) == 5
+    assert scoped["next_cursor"]
+    assert {a["name"] for a in scoped["data"]} == {"resolution"}
+    subjects = [a["subject"]["id"] for a in scoped["data"]]
+    assert subjects == sorted(subjects)
+    assert all(isinstance(s["scanned_subjects"], int) for s in scoped["sources"])
     config = tmp_path / "demo.toml"
     config.write_text(demo_config_toml(stack), encoding="utf-8")
     result = runner.invoke(
