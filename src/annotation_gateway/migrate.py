@@ -5,7 +5,10 @@ Contract
 :func:`migrate` reads the *source*'s canonical annotations for ``subject_ids`` in batches of
 ``batch_size`` subjects (at most ``concurrency`` batches in flight), renames them through
 ``name_map`` (source name → target name) and makes the *target* hold the same judgements. It
-returns a :class:`MigrationReport`; it never deletes anything in the target.
+returns a :class:`MigrationReport`; it never deletes anything in the target. A whole scope
+(``--scope all``, SPEC §7) is migrated by discovering its subject ids first
+(:func:`scope_subject_ids`) and keying the checkpoint by ``SCOPE_CHECKPOINT_KEY`` rather than the
+id list, so a resumed run also takes subjects that appeared meanwhile.
 
 How the target is written is chosen from what the target can do, not from its class:
 

@@ -111,3 +111,21 @@ def test_export_over_a_scope(client: httpx.Client, api_data: ApiData) -> None:
     assert not any("_export" in item for item in items)
     assert {item["id"]: item for item in items} == expected
     assert len(items) == len(expected)
+
+
+def test_compare_over_the_scopes_pairs_by_subject_id(client: httpx.Client, api_data: ApiData) -> None:
+    sides = {"left": PHOENIX_SOURCE, "right": DATADOG_SOURCE}
+    by_ids = client.post(
+        "/v1/compare", json={**sides, "subject_ids": [*api_data.session_ids, api_data.write_session_id]}
+    )
+    scoped = client.post("/v1/compare", json={**sides, "scope": "all"})
+    assert by_ids.status_code == 200, by_ids.text
+    assert scoped.status_code == 200, scoped.text
+    # The id list names every subject either side annotated, so the rows are the same ones.
+    assert scoped.json()["rows"] == by_ids.json()["rows"]
+    assert scoped.json()["summary"] == by_ids.json()["summary"]
+    assert scoped.json()["overall"]["n_subjects"] == len({r["subject_id"] for r in scoped.json()["rows"]})
+    both = client.post("/v1/compare", json={**sides, "scope": "all", "subject_ids": ["x"]})
+    assert_problem(both, 422, "validation_error")
+    neither = client.post("/v1/compare", json=sides)
+    assert_problem(neither, 422, "validation_error")

@@ -1,8 +1,9 @@
 """``POST /v1/compare``: pair two sources' annotations of the same subjects (SPEC §3, issue 6).
 
 Contract:
-- the body is a :class:`~annotation_gateway.compare.CompareRequest` (``subject_ids``, ``left``,
-  ``right``, ``names?``, ``name_map?``, ``subject_map?``, ``score_tolerance?``);
+- the body is a :class:`~annotation_gateway.compare.CompareRequest` (``subject_ids`` or
+  ``scope: "all"``, ``left``, ``right``, ``names?``, ``name_map?``, ``subject_map?``,
+  ``score_tolerance?``); with a scope each side reads its source's whole scope (SPEC §7);
 - each side is read through the :class:`~annotation_gateway.federation.Federation` — cache,
   circuit breaker, deadline and the caller key's source limits included — as a query on that one
   source (left: ``subject_ids`` and ``names``; right: the ids and names mapped through
