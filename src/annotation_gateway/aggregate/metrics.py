@@ -94,6 +94,21 @@ class MetricsSpec:
         object.__setattr__(self, "start", start)
         object.__setattr__(self, "end", end)
 
+    def window(self) -> Callable[[Record], bool] | None:
+        """The window on ``time_field`` as a predicate (``None``: no window); the aggregator
+        applies it inline, agreement through this."""
+        if self.start is None and self.end is None:
+            return None
+        created = self.time_field == "created_at"
+        start = None if self.start is None else micros(self.start)
+        end = None if self.end is None else micros(self.end)
+
+        def keeps(record: Record) -> bool:
+            moment = record.created_us if created else record.updated_us
+            return (start is None or moment >= start) and (end is None or moment < end)
+
+        return keeps
+
     def narrow(self, query: FederatedQuery) -> FederatedQuery:
         """``query`` with the window on ``updated_at`` intersected into its own window."""
         if self.time_field != "updated_at" or (self.start is None and self.end is None):

@@ -43,6 +43,7 @@ from annotation_gateway.api.fastlane import HOT_ROUTES, FastLaneMiddleware, HotR
 from annotation_gateway.api.limits import MAX_REQUEST_BODY_BYTES, BodyLimitMiddleware
 from annotation_gateway.api.problems import PROBLEM_MEDIA_TYPE, install_problem_handlers
 from annotation_gateway.api.ratelimit import ClientLimits
+from annotation_gateway.api.routes import aggregates as aggregate_routes
 from annotation_gateway.api.routes import annotations as annotation_routes
 from annotation_gateway.api.routes import compare as compare_routes
 from annotation_gateway.api.routes import export as export_routes
@@ -213,6 +214,7 @@ def create_app(
     # Before the annotations router; /v1/annotations/export is not the fast lane's exact path.
     routers = (
         export_routes.router,
+        aggregate_routes.router,
         annotation_routes.router,
         compare_routes.router,
         sources.router,

@@ -16,7 +16,7 @@ Contract:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl
@@ -64,6 +64,7 @@ __all__ = [
     "parse_query_params",
     "query_items",
     "query_parameters_openapi",
+    "source_statuses",
 ]
 
 _D_SUBJECT_ID = (
@@ -505,6 +506,11 @@ def _status(status: SourceStatus) -> dict[str, Any]:
     if status.scanned_subjects is not None:  # scope answers only (SPEC §7)
         out["scanned_subjects"] = status.scanned_subjects
     return out
+
+
+def source_statuses(statuses: Sequence[SourceStatus]) -> list[dict[str, Any]]:
+    """``sources[]`` of an answer, as JSON-ready dicts (reads, aggregates)."""
+    return [_status(status) for status in statuses]
 
 
 def page_json(page: QueryPage) -> bytes:
