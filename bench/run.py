@@ -19,7 +19,13 @@ page wall time <= 1.2 s, RSS per cached annotation <= 1 KiB once all 100,000 are
 through) and a 100,000-annotation export (RSS over time); 7. ``export_1m`` — a cold export of
 1,000,000 Phoenix annotations streamed over HTTP: first byte <= 250 ms, RSS growth <= 64 MiB;
 8. ``workers`` — cache-hit throughput of ``serve --workers 2`` vs ``--workers 1``
-(:mod:`bench.workers`, ratio ``workers_2_vs_1_hit_throughput``).
+(:mod:`bench.workers`, ratio ``workers_2_vs_1_hit_throughput``); 9. ``scope`` — ``scope=all``
+over 10,000 Phoenix sessions and 100,000 annotations: its cold first page ÷ the same data asked
+by ids (target <= 2.0), and the RSS growth of paging through the whole scope (<= 128 MiB).
+
+A run of some scenarios only (``--only``) into an existing report keeps that report's results
+of the other scenarios, each marked with the date and commit it was measured at (``meta`` →
+``scenario_runs``, ``carried_over``), so ``latest.json`` → ``ratios`` stays whole.
 
 Every wrk run has a fixed duration, every loop a count or deadline, and the whole run a budget
 (``--budget-s``, default 600): a scenario that no longer fits is reported as skipped. Every
@@ -90,6 +96,9 @@ class Bench:
     datadog: ServerProcess | None = None
     servers: list[ServerProcess] = field(default_factory=list)
     gateway_launcher: str = ""
+    code_env: dict[str, str] = field(default_factory=dict)
+    """Environment of every process that runs the project's code (gateway, simulator): with
+    ``--gateway-commit``, ``PYTHONPATH`` = a snapshot of that commit's ``src/``."""
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
@@ -163,6 +172,7 @@ def start_datadog(bench: Bench) -> ServerProcess:
             [PYTHON, "-c", code, str(port), ds.DD_API_KEY, ds.DD_APP_KEY],
             port,
             bench.work,
+            env=bench.code_env,
             ready_path="/_simulator/health",
         ),
     )
@@ -186,7 +196,11 @@ def start_gateway(
     ttl_s: float = 600.0,
     source_timeout_s: float = 10.0,
     max_stale_s: float | None = None,
+    project: str = ds.PROJECT,
+    datadog: bool = True,
 ) -> ServerProcess:
+    """A fresh gateway process; ``datadog=False``: its config has the Phoenix source alone,
+    reading ``project``."""
     assert bench.phoenix is not None
     assert bench.datadog is not None
     port = free_port()
@@ -198,6 +212,8 @@ def start_gateway(
         ttl_s=ttl_s,
         max_stale_s=max_stale_s,
         timeout_s=source_timeout_s,
+        project=project,
+        datadog=datadog,
     )
     if not bench.gateway_launcher:
         bench.gateway_launcher = "cli" if cli_has_serve() else "bench.serve"
@@ -212,7 +228,10 @@ def start_gateway(
     else:
         argv = [PYTHON, "-m", "bench.serve", "--gateway-config", str(config), "--port", str(port)]
     return start(
-        bench, ServerProcess(name, argv, port, bench.work, env=ds.gateway_env(), ready_path="/healthz")
+        bench,
+        ServerProcess(
+            name, argv, port, bench.work, env=ds.gateway_env() | bench.code_env, ready_path="/healthz"
+        ),
     )
 
 
@@ -1003,6 +1022,303 @@ def _profile_export(bench: Bench, gateway: ServerProcess, url: str) -> None:
     bench.profiles["export_1m"] = ProfileSummary(error=error) if error else summarize(out)
 
 
+# --- scope (SPEC §7) ---------------------------------------------------------------------------
+
+SCOPE_PAGE = 100
+"""The first page's size in the ``scope`` scenario: the API's default page size."""
+SCOPE_PAGING_LIMIT = 1000
+SCOPE_MAX_PAGES = 400
+"""Paging bound: the 100,000 annotations take 100 pages of 1,000."""
+
+
+def scope_url(base: str, *, limit: int, cursor: str | None = None) -> str:
+    params = [("scope", "all"), ("subject_kind", "session"), ("limit", str(limit))]
+    if cursor is not None:
+        params.append(("cursor", cursor))
+    return f"{base}/v1/annotations?{urlencode(params)}"
+
+
+def scope_ids_body() -> bytes:
+    """The same data as the scope, asked by ids: the 10,000 session ids, same page size."""
+    return orjson.dumps({"subject_ids": ds.SCOPE_IDS, "subject_kinds": ["session"], "limit": SCOPE_PAGE})
+
+
+def phoenix_stats(bench: Bench) -> dict[str, Any]:
+    assert bench.phoenix is not None
+    with httpx.Client(timeout=30, trust_env=False) as client:
+        stats: dict[str, Any] = client.get(bench.phoenix.base_url + "/_bench/stats").json()
+    return stats
+
+
+def phoenix_reset(bench: Bench) -> None:
+    assert bench.phoenix is not None
+    with httpx.Client(timeout=30, trust_env=False) as client:
+        client.post(bench.phoenix.base_url + "/_bench/reset").raise_for_status()
+
+
+def _phoenix_calls(stats: dict[str, Any]) -> dict[str, Any]:
+    counters = stats.get("counters", {})
+    return {
+        "listing_window_ms": stats.get("listing_window_ms"),
+        "listing_calls": int(counters.get("listings", 0)),
+        "annotation_reads": int(counters.get("annotation_reads", 0)),
+        "max_reads_in_flight": int(stats.get("max_in_flight", 0)),
+    }
+
+
+def _scope_answer(response: httpx.Response) -> dict[str, Any]:
+    """:func:`describe_answer`, plus each source's ``scanned_subjects`` (scope answers only)."""
+    answer = describe_answer(response)
+    with contextlib.suppress(ValueError, AttributeError, TypeError):
+        scanned = {s.get("source"): s.get("scanned_subjects") for s in response.json().get("sources", [])}
+        for source in answer.get("sources", []):
+            source["scanned_subjects"] = scanned.get(source["source"])
+    return answer
+
+
+def start_scope_gateway(bench: Bench, name: str) -> ServerProcess:
+    """A fresh gateway with the Phoenix source alone, reading project ``bench-scope``."""
+    return start_gateway(bench, name, project=ds.SCOPE_PROJECT, datadog=False)
+
+
+def _warm_up(gateway: ServerProcess) -> float:
+    """One search of an id that exists nowhere, as in ``scale``: the first request's one-off costs
+    (lazy imports, the first upstream connection) are then in neither measurement. It caches
+    nothing the measured query reads."""
+    times, _ = sequential_ms(
+        gateway.base_url + "/v1/annotations/search",
+        headers=auth_headers({"Content-Type": "application/json"}),
+        repeat=1,
+        method="POST",
+        body=orjson.dumps({"subject_ids": ["warm-up-none"], "subject_kinds": ["session"]}),
+    )
+    return round(times[0], 1)
+
+
+def _cold_first_page(bench: Bench, gateway: ServerProcess, kind: str) -> dict[str, Any]:
+    """The first page of ``kind`` ("scope": ``GET ?scope=all``; "ids": ``POST /search`` with the
+    10,000 ids), on ``gateway`` fresh from :func:`start_scope_gateway`."""
+    warm_up_ms = _warm_up(gateway)
+    rss_before = rss_kib(gateway.pid)
+    cpu_before = gateway.cpu_seconds()
+    phoenix_reset(bench)
+    if kind == "scope":
+        times, response = sequential_ms(
+            scope_url(gateway.base_url, limit=SCOPE_PAGE), headers=auth_headers(), repeat=1
+        )
+    else:
+        times, response = sequential_ms(
+            gateway.base_url + "/v1/annotations/search",
+            headers=auth_headers({"Content-Type": "application/json"}),
+            repeat=1,
+            method="POST",
+            body=scope_ids_body(),
+        )
+    return {
+        "wall_ms": round(times[0], 1),
+        "answer": _scope_answer(response),
+        "server_timing": response.headers.get("server-timing"),
+        "upstream": _phoenix_calls(phoenix_stats(bench)),
+        "gateway_cpu_s": round(gateway.cpu_seconds() - cpu_before, 2),
+        "warm_up_ms": warm_up_ms,
+        "rss_before_kib": rss_before,
+        "rss_after_mib": round(rss_kib(gateway.pid) / 1024, 1),
+    }
+
+
+def scenario_scope(bench: Bench) -> None:
+    """``scope=all`` over 10,000 sessions and 100,000 annotations (Phoenix only, see
+    :mod:`bench.datasets`): the cold first page against the same data asked by ids, and the RSS
+    growth of paging through the whole scope; README "scope" says how to read it."""
+    rounds = max(1, int(bench.args.scope_rounds))
+    if not bench.fits("scope", 90 + 25 * rounds):
+        return
+    assert bench.phoenix is not None
+    latency = float(bench.args.scale_latency_ms)
+    result: dict[str, Any] = {
+        "sessions": len(ds.SCOPE_IDS),
+        "annotations_expected": len(ds.SCOPE_IDS) * ds.SCOPE_PER_SUBJECT,
+        "project": ds.SCOPE_PROJECT,
+        "upstream_latency_ms": latency,
+        "page_size": SCOPE_PAGE,
+        "gateway_sources": [ds.PHOENIX_SOURCE],
+    }
+    bench.results["scope"] = result
+    bench.log(
+        f"scope: seeding {len(ds.SCOPE_IDS):,} Phoenix sessions x {ds.SCOPE_PER_SUBJECT} annotations "
+        f"(project {ds.SCOPE_PROJECT})"
+    )
+    started = time.perf_counter()
+    with httpx.Client(timeout=300, trust_env=False) as client:
+        answer = client.post(
+            bench.phoenix.base_url + "/_bench/seed",
+            json=ds.phoenix_seed(ds.SCOPE_IDS, ds.SCOPE_PER_SUBJECT, project=ds.SCOPE_PROJECT),
+        )
+        answer.raise_for_status()
+    result["seed"] = {
+        "phoenix_rows": answer.json()["created"],
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    set_latency(bench, latency)
+    try:
+        _scope_rounds(bench, result, rounds)
+    finally:
+        set_latency(bench, 0)
+
+
+def _scope_rounds(bench: Bench, result: dict[str, Any], rounds: int) -> None:
+    # Round 0 primes the stand-in (it memoizes each answer by query string, as in every other
+    # scenario): each measured round then finds the upstream equally ready for both queries, and
+    # the ratio compares the gateway's work, not the stand-in's first serialization of 100,000
+    # rows on the gateway's core. Round 0 is reported, not used.
+    measured: dict[str, list[dict[str, Any]]] = {"scope": [], "ids": []}
+    kept: ServerProcess | None = None
+    kept_first: dict[str, Any] | None = None
+    try:
+        for r in range(rounds + 1):
+            order = ("scope", "ids") if r % 2 == 0 else ("ids", "scope")
+            for kind in order:
+                if bench.remaining() < 60:
+                    bench.notes.append(f"scope round {r} ({kind}) skipped: time budget")
+                    continue
+                label = "priming (stand-in cold, not used)" if r == 0 else f"round {r}"
+                bench.log(f"scope: {label}: cold gateway, first page of {kind}")
+                gateway = start_scope_gateway(bench, f"gateway-scope-{kind}-{r}")
+                keep = kind == "scope" and r == rounds
+                try:
+                    first = _cold_first_page(bench, gateway, kind)
+                finally:
+                    if not keep:
+                        stop(bench, gateway)
+                if r == 0:
+                    result.setdefault("priming", {})[kind] = first
+                else:
+                    measured[kind].append(first)
+                if keep:
+                    kept, kept_first = gateway, first
+        first_page: dict[str, Any] = {"rounds": dict(measured)}
+        for kind, rows in measured.items():
+            walls = [row["wall_ms"] for row in rows if row["answer"].get("status") == 200]
+            first_page[f"{kind}_ms"] = round(statistics.median(walls), 1) if walls else None
+            first_page[f"{kind}_ms_all"] = walls
+        if first_page["scope_ms"] and first_page["ids_ms"]:
+            first_page["ratio"] = round(first_page["scope_ms"] / first_page["ids_ms"], 3)
+            pairs = zip(first_page["scope_ms_all"], first_page["ids_ms_all"], strict=False)
+            first_page["ratio_by_round"] = [round(a / b, 3) for a, b in pairs]
+        result["first_page"] = first_page
+        if kept is not None and kept_first is not None:
+            _scope_paging(bench, kept, kept_first, result)
+            _profile_scope(bench, kept)
+    finally:
+        if kept is not None:
+            stop(bench, kept)
+
+
+def _scope_paging(
+    bench: Bench, gateway: ServerProcess, first: dict[str, Any], result: dict[str, Any]
+) -> None:
+    """Page through the whole scope (limit 1,000, following ``next_cursor``) on the gateway whose
+    cold first page was just measured; RSS before that first page → after the last page."""
+    rss_before = int(first["rss_before_kib"])
+    hwm_before = peak_rss_kib(gateway.pid)
+    bench.log(f"scope: paging through the whole scope, limit {SCOPE_PAGING_LIMIT}, RSS sampled every 50 ms")
+    phoenix_reset(bench)
+    ids: set[str] = set()
+    total = 0
+    pages = 0
+    cursor: str | None = None
+    page_times: list[float] = []
+    error: dict[str, Any] | None = None
+    complete = False
+    deadline = time.monotonic() + min(240.0, max(20.0, bench.remaining() - 60))
+    cpu_before = gateway.cpu_seconds()
+    started = time.perf_counter()
+    with sampling_rss(gateway.pid) as series, httpx.Client(timeout=120, trust_env=False) as client:
+        while pages < SCOPE_MAX_PAGES and time.monotonic() < deadline:
+            t0 = time.perf_counter()
+            page = client.get(
+                scope_url(gateway.base_url, limit=SCOPE_PAGING_LIMIT, cursor=cursor), headers=auth_headers()
+            )
+            page_times.append((time.perf_counter() - t0) * 1000)
+            pages += 1
+            if page.status_code != 200:
+                error = describe_answer(page)
+                break
+            body = page.json()
+            total += len(body["data"])
+            ids.update(item["id"] for item in body["data"])
+            cursor = body.get("next_cursor")
+            if not cursor:
+                complete = True
+                break
+    wall = time.perf_counter() - started
+    rss_after = rss_kib(gateway.pid)
+    hwm_after = peak_rss_kib(gateway.pid)
+    sampled_peak = max((kib for _, kib in series), default=rss_after)
+    paging: dict[str, Any] = {
+        "pages": pages,
+        "annotations": total,
+        "distinct_annotations": len(ids),
+        "complete": complete,
+        "wall_s": round(wall, 2),
+        "page_p50_ms": round(statistics.median(page_times), 1) if page_times else None,
+        "page_max_ms": round(max(page_times), 1) if page_times else None,
+        "gateway_cpu_s": round(gateway.cpu_seconds() - cpu_before, 2),
+        "upstream": _phoenix_calls(phoenix_stats(bench)),
+        "rss_series_mib": [
+            (round(t, 2), round(k / 1024, 1)) for t, k in series[:: max(1, len(series) // 40)]
+        ],
+    }
+    if error is not None:
+        paging["error"] = error
+    result["paging"] = paging
+    result["memory"] = {
+        "rss_before_mib": round(rss_before / 1024, 1),
+        "rss_after_first_page_mib": first["rss_after_mib"],
+        "rss_after_paging_mib": round(rss_after / 1024, 1),
+        "growth_mib": round((rss_after - rss_before) / 1024, 1),
+        "sampled_peak_mib": round(sampled_peak / 1024, 1),
+        "sampled_peak_growth_mib": round((sampled_peak - rss_before) / 1024, 1),
+        "peak_rss_mib": round(hwm_after / 1024, 1),
+        "hwm_rose": hwm_after > hwm_before,
+        "annotations": total,
+        "bytes_per_annotation": round((rss_after - rss_before) * 1024 / total) if total else None,
+        "measured_after": "paging through every page" if complete else "paging stopped early (see paging)",
+    }
+
+
+SCOPE_PROFILE_MAX_REQUESTS = 20
+
+
+def _profile_scope(bench: Bench, gateway: ServerProcess) -> None:
+    """py-spy over the scope's first page asked again with ``no-cache`` (discovery and the first
+    chunk's read both go upstream again, as on a cold gateway), repeated for ``--profile-s``
+    seconds (at most 20 requests): an unmeasured run."""
+    seconds = float(bench.args.profile_s)
+    if seconds <= 0 or not bench.fits("profile_scope_first_page", seconds + 40):
+        return
+    bench.log(f"scope: the first page again under py-spy (no-cache, unmeasured, ~{seconds:.0f} s)")
+    out = bench.work / "profile-scope.txt"
+    spy = py_spy_start(gateway.pid, out, max_s=int(seconds) + 60)
+    requests = 0
+    walls: list[float] = []
+    try:
+        url = scope_url(gateway.base_url, limit=SCOPE_PAGE)
+        deadline = time.monotonic() + seconds
+        while requests < SCOPE_PROFILE_MAX_REQUESTS and time.monotonic() < deadline:
+            times, _ = sequential_ms(url, headers=auth_headers(NO_CACHE), repeat=1)
+            walls.append(round(times[0], 1))
+            requests += 1
+    except httpx.HTTPError as exc:  # an unmeasured run: its failure only costs the profile
+        bench.notes.append(f"the profiled scope first page failed: {exc!r}")
+    finally:
+        bench.profiles["scope_first_page"] = py_spy_stop(spy, out)
+    result = bench.results.get("scope")
+    if isinstance(result, dict):
+        result["profile_requests"] = requests
+        result["profile_request_ms"] = walls
+
+
 def git_commit() -> str:
     try:
         done = subprocess.run(
@@ -1018,7 +1334,115 @@ def git_commit() -> str:
         return "unknown"
 
 
-SCENARIOS = ("throughput", "overhead", "naive", "scale", "export_1m", "workers")
+SCENARIOS = ("throughput", "overhead", "naive", "scale", "export_1m", "workers", "scope")
+
+RESULT_SCENARIO = {
+    "hello": "throughput",
+    "hello_answer": "throughput",
+    "cache_hit": "throughput",
+    "reference": "throughput",
+    "cache_miss": "throughput",
+    "profile_cache_hit": "throughput",
+    "profile_cache_miss": "throughput",
+    "overhead": "overhead",
+    "profile_overhead": "overhead",
+    "naive": "naive",
+    "scale": "scale",
+    "export": "scale",
+    "profile_search_10k": "scale",
+    "export_1m": "export_1m",
+    "profile_export_1m": "export_1m",
+    "workers": "workers",
+    "scope": "scope",
+    "profile_scope_first_page": "scope",
+}
+"""Which scenario writes each key of ``results`` (what a partial run may carry over)."""
+PROFILE_SCENARIO = {
+    "cache_hit": "throughput",
+    "cache_miss": "throughput",
+    "overhead": "overhead",
+    "search_10k": "scale",
+    "export_1m": "export_1m",
+    "scope_first_page": "scope",
+}
+
+
+def carry_over(
+    path: Path, ran: set[str], results: dict[str, Any], profiles: dict[str, ProfileSummary]
+) -> dict[str, dict[str, str]]:
+    """A partial run (``--only``) into an existing report keeps the earlier results (and
+    profiles) of the scenarios it did not run, so that ``latest.json`` → ``ratios`` stays whole;
+    returns when and at which commit each carried scenario was measured."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    meta = old.get("meta") or {}
+    runs = meta.get("scenario_runs") or {}
+    carried: dict[str, dict[str, str]] = {}
+    for name in meta.get("scenarios") or []:
+        if name in ran or name not in SCENARIOS:
+            continue
+        carried[name] = runs.get(name) or {"date": meta.get("date", "?"), "commit": meta.get("commit", "?")}
+    for key, value in (old.get("results") or {}).items():
+        if RESULT_SCENARIO.get(key) in carried and key not in results:
+            results[key] = value
+    for key, value in (old.get("profiles") or {}).items():
+        if PROFILE_SCENARIO.get(key) in carried and key not in profiles:
+            profiles[key] = ProfileSummary.from_dict(value)
+    return carried
+
+
+def snapshot_code(commit: str, work: Path) -> tuple[dict[str, str], dict[str, Any]]:
+    """``src/`` of ``commit`` extracted into ``work`` (``git archive``): the environment that
+    makes the project's processes import it instead of the working tree (whose ``src/`` may be
+    mid-edit by someone else), and what the report says about it."""
+    done = subprocess.run(
+        ["git", "rev-parse", "--verify", f"{commit}^{{commit}}"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=10,
+        check=True,
+    )
+    full = done.stdout.strip()
+    target = work / "gateway-code"
+    target.mkdir()
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", full, "src"], capture_output=True, cwd=ROOT, timeout=60, check=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, timeout=60, check=True)
+    env = {"PYTHONPATH": str(target / "src")}
+    probe = subprocess.run(
+        [PYTHON, "-c", "import annotation_gateway; print(annotation_gateway.__file__)"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ) | env,
+        timeout=60,
+        check=False,
+    )
+    imported = probe.stdout.strip()
+    if not imported.startswith(str(target)):
+        raise RuntimeError(f"the snapshot of {commit} is not what Python imports: {imported or probe.stderr}")
+    return env, {"commit": full[:12], "snapshot": True}
+
+
+def worktree_changes() -> list[str]:
+    """Files changed in the working tree outside ``bench/`` when the run started (``git status``):
+    the code measured is then not exactly the commit named in the report."""
+    try:
+        done = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    changed = [line[3:] for line in done.stdout.splitlines() if len(line) > 3]
+    return [path for path in changed if not path.startswith("bench/")]
 
 
 def selected_scenarios(args: argparse.Namespace) -> set[str]:
@@ -1041,9 +1465,13 @@ def run(args: argparse.Namespace) -> int:
         print("wrk is not installed: `apt-get install -y wrk` (make bench does it)", file=sys.stderr)
         return 2
     started = time.monotonic()
+    changes = worktree_changes()
     with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp, contextlib.ExitStack() as stack:
         bench = Bench(args=args, work=Path(tmp), deadline=started + args.budget_s, stack=stack)
         bench.notes += NOTES
+        code: dict[str, Any] = {"commit": git_commit(), "snapshot": False}
+        if args.gateway_commit:
+            bench.code_env, code = snapshot_code(args.gateway_commit, bench.work)
         try:
             bench.phoenix = start_phoenix(bench)
             bench.datadog = start_datadog(bench)
@@ -1081,24 +1509,38 @@ def run(args: argparse.Namespace) -> int:
                 from bench.workers import scenario_workers  # bench.workers imports this module
 
                 _guard(bench, "workers", lambda: scenario_workers(bench))
+            if "scope" in scenarios:
+                _guard(bench, "scope", lambda: scenario_scope(bench))
         finally:
             bench.stack.close()
         elapsed = time.monotonic() - started
+        out_dir = Path(args.out)
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        commit = str(code["commit"])
+        runs = {name: {"date": now, "commit": commit} for name in SCENARIOS if name in scenarios}
+        carried: dict[str, dict[str, str]] = {}
+        if args.only and not args.no_carry_over:
+            carried = carry_over(out_dir / f"{args.name}.json", scenarios, bench.results, bench.profiles)
+            runs.update(carried)
         r = ratios(bench.results)
         report: dict[str, Any] = {
             "meta": {
-                "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                "date": now,
                 "machine": platform.platform(),
                 "cpus": os.cpu_count(),
                 "python": platform.python_version(),
-                "commit": git_commit(),
+                "commit": commit,
+                "worktree_changes": [] if code["snapshot"] else changes,
+                "code_snapshot": bool(code["snapshot"]),
                 "duration_s": bench.dur,
                 "warmup_s": 2.0,
                 "rounds": args.rounds,
                 "connections": args.connections,
                 "elapsed_s": round(elapsed, 1),
                 "gateway_launcher": bench.gateway_launcher,
-                "scenarios": [name for name in SCENARIOS if name in scenarios],
+                "scenarios": [name for name in SCENARIOS if name in runs],
+                "scenario_runs": runs,
+                "carried_over": sorted(carried),
                 "export_annotations": args.export_annotations,
                 "notes": bench.notes,
             },
@@ -1108,7 +1550,6 @@ def run(args: argparse.Namespace) -> int:
             "profiles": {k: v.as_dict() for k, v in bench.profiles.items()},
             "analysis": _analysis_text(args),
         }
-        out_dir = Path(args.out)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / f"{args.name}.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
         (out_dir / f"{args.name}.md").write_text(markdown(report, bench.profiles))
@@ -1162,6 +1603,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile-s", type=float, default=6.0, help="py-spy seconds per profile (0: none)")
     parser.add_argument(
         "--scale-latency-ms", type=float, default=50.0, help="upstream latency in the 10k search"
+    )
+    parser.add_argument(
+        "--scope-rounds",
+        type=int,
+        default=3,
+        help="measured rounds of the scope scenario's cold first pages (each on fresh gateways)",
+    )
+    parser.add_argument(
+        "--gateway-commit",
+        default="",
+        help="run the gateway and simulator from this commit's src/ (a git archive snapshot) "
+        "instead of the working tree",
+    )
+    parser.add_argument(
+        "--no-carry-over",
+        action="store_true",
+        help="with --only: write only this run's scenarios (default: keep the report's others)",
     )
     parser.add_argument("--skip-scale", action="store_true", help="leave out the scale scenario")
     parser.add_argument(

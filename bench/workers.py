@@ -58,7 +58,7 @@ def _start(bench: Bench, workers: int) -> ServerProcess:
     )
     argv = [str(BIN / "annotation-gateway"), "serve", "--config", str(config), "--log-level", "warning"]
     argv += ["--workers", str(workers)]
-    env = ds.gateway_env() | {"GATEWAY_CURSOR_SECRET": CURSOR_SECRET}
+    env = ds.gateway_env() | {"GATEWAY_CURSOR_SECRET": CURSOR_SECRET} | bench.code_env
     return start(
         bench, ServerProcess(name, argv, port, bench.work, env=env, cpu=BOTH_CORES, ready_path="/healthz")
     )
