@@ -31,7 +31,7 @@ from typing import Annotated, Any, Literal
 import anyio
 import orjson
 from fastapi import APIRouter, Body, Request, Response
-from pydantic import AliasChoices, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from annotation_gateway import charts
 from annotation_gateway.aggregate.agreement import RATER_FIELDS, AgreementAggregator
@@ -53,6 +53,7 @@ from annotation_gateway.api.schemas import (
     PROBLEM_RESPONSES,
     AnnotationQueryParams,
     AnnotationSearchBody,
+    SourceStatusModel,
     parse_query_params,
     query_items,
     query_parameters_openapi,
@@ -365,13 +366,42 @@ def _window_parameters() -> list[dict[str, Any]]:
     ]
 
 
-_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "The aggregate (JSON), or CSV / HTML as asked.",
-        "content": {"text/csv": {"schema": {"type": "string"}}, "text/html": {"schema": {"type": "string"}}},
-    },
-    **PROBLEM_RESPONSES,
-}
+class MetricsAnswer(BaseModel):
+    """The metrics answer (documentation model: rows are flat, one field per ``group_by`` key)."""
+
+    rows: list[dict[str, Any]] = Field(
+        description="One row per (bucket, group): bucket, the group_by fields, count, score_count, "
+        "score_mean, score_stdev, score_min, score_max, score_p50, score_p90, label_counts."
+    )
+    partial: bool
+    sources: list[SourceStatusModel]
+
+
+class AgreementAnswer(BaseModel):
+    """The agreement answer (documentation model)."""
+
+    by: str
+    results: list[dict[str, Any]] = Field(
+        description="Per name: raters, subjects, percent_agreement, kappa, kappa_kind, alpha, "
+        "alpha_level, confusion ({raters, labels, matrix}), disagreements."
+    )
+    partial: bool
+    sources: list[SourceStatusModel]
+
+
+def _responses(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
+    return {
+        200: {
+            "model": model,
+            "description": "The aggregate (JSON), or CSV / HTML as asked.",
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "text/html": {"schema": {"type": "string"}},
+            },
+        },
+        **PROBLEM_RESPONSES,
+        406: {"description": "The Accept header admits none of JSON, CSV, HTML (`not_acceptable`)."},
+    }
 
 
 @router.get(
@@ -385,7 +415,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     "`score_p90` (linear interpolation), `label_counts`. Aggregated as the annotations stream: "
     "memory grows with groups and scores only.",
     response_class=Response,
-    responses=_RESPONSES,
+    responses=_responses(MetricsAnswer),
     openapi_extra={"parameters": _metrics_parameters(), **BEARER_SECURITY},
 )
 async def annotation_metrics(request: Request, principal: AuthDep, federation: FederationDep) -> Response:
@@ -417,7 +447,7 @@ class MetricsBody(AnnotationSearchBody):
     description="`GET /v1/annotations/metrics` with the query as a JSON body (the search body's "
     "fields and the GET names) plus `group_by`, `interval`, `time_field`, `from`, `to`, `format`.",
     response_class=Response,
-    responses=_RESPONSES,
+    responses=_responses(MetricsAnswer),
     openapi_extra=BEARER_SECURITY,
 )
 async def annotation_metrics_search(
@@ -461,7 +491,7 @@ async def annotation_metrics_search(
     "subjects where raters disagree. Several annotations of one rater on one subject count as "
     "one rating: the majority label (ties: the newest), or the mean score.",
     response_class=Response,
-    responses=_RESPONSES,
+    responses=_responses(AgreementAnswer),
     openapi_extra={
         "parameters": [
             {
