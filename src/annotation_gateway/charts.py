@@ -403,10 +403,12 @@ def _x_ticks(axis: _Axis, x: Callable[[int], float], plot_bottom: float) -> str:
     parts = []
     for i in indices:
         px = x(i)
+        # A label at the right end of the axis ends there, so the chart's edge never cuts it.
+        anchor = "end" if n > 1 and i == n - 1 else "middle"
         parts.append(
             f'<g class="tick"><line x1="{_px(px)}" x2="{_px(px)}" y1="{_px(plot_bottom)}" '
             f'y2="{_px(plot_bottom + 5)}"></line><text x="{_px(px)}" y="{_px(plot_bottom + 18)}" '
-            f'text-anchor="middle">{_e(axis.labels[i])}</text></g>'
+            f'text-anchor="{anchor}">{_e(axis.labels[i])}</text></g>'
         )
     return "".join(parts)
 
@@ -884,8 +886,8 @@ def agreement_html(answer: Mapping[str, Any], *, title: str) -> bytes:
             parts.append(f"<h3>Label confusion: {pair}</h3>{_confusion_svg(name, confusion)}")
         else:
             parts.append(
-                '<h3>Label confusion</h3><p class="empty">no confusion matrix (no two raters with '
-                "labels on the same subjects)</p>"
+                '<h3>Label confusion</h3><p class="empty">no confusion matrix (scores, not labels, '
+                "or no two raters with labels on the same subjects)</p>"
             )
         parts.append(f"<h3>Subjects where raters disagree</h3>{_disagreements(result.get('disagreements'))}")
     return _page(title, "".join(parts))
