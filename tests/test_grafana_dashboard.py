@@ -13,6 +13,9 @@ cannot run here, so this checks what can be checked without it.
   ``sources[]``) that the gateway answers - with the type the column declares. A column that
   reads ``name`` from a query not grouped by ``name``, or ``bucket`` as a time from a query
   without ``interval`` (where it is null), fails here;
+- and against the routes themselves: every parameter a URL sends is one the gateway's OpenAPI
+  declares for that path, and its value (Grafana's window filled in as epoch milliseconds)
+  validates against the declared schema;
 - the transformations only name columns the target reads.
 """
 
@@ -25,13 +28,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import jsonschema
 import pytest
 
 from annotation_gateway.aggregate.agreement import RATER_FIELDS, AgreementAggregator
 from annotation_gateway.aggregate.metrics import GROUP_KEYS, MetricsAggregator, MetricsSpec
+from annotation_gateway.api.app import create_app
 from annotation_gateway.api.schemas import SourceStatusModel
 from annotation_gateway.model import AnnotatorKind, ProviderKind
 from annotation_gateway.records import record_of
+from tests.api.fake_federation import FakeFederation, fake_settings
 from tests.fakes import make_annotation
 
 DASHBOARD = Path(__file__).resolve().parents[1] / "config" / "grafana" / "annotation-gateway.json"
@@ -208,6 +214,28 @@ def test_every_url_uses_only_spec_parameters(dashboard: dict[str, Any]) -> None:
             assert values["by"] in RATER_FIELDS
         seen += 1
     assert seen >= 4
+
+
+def test_every_url_is_accepted_by_the_routes_openapi(
+    dashboard: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    settings = fake_settings(tmp_path_factory.mktemp("cfg"), admin_key="a" * 32, phx_only_key="b" * 32)
+    openapi = create_app(settings, federation=FakeFederation([])).openapi()
+    grafana = {"${__from}": str(epoch_ms(WINDOW_START)), "${__to}": str(epoch_ms(WINDOW_END))}
+    for _, target in targets(dashboard):
+        path, params = parameters(dashboard, target)
+        declared = {p["name"]: p for p in openapi["paths"][path]["get"]["parameters"]}
+        sent: dict[str, list[str]] = {}
+        for name, value in params:
+            sent.setdefault(name, []).append(grafana.get(value, value))
+        for name, values in sent.items():
+            assert name in declared, f"{path} declares no parameter {name!r}"
+            schema = declared[name]["schema"]
+            value: Any = values if schema.get("type") == "array" else values[0]
+            if schema.get("type") != "array":
+                assert len(values) == 1, name
+            jsonschema.validate(value, schema, cls=jsonschema.Draft202012Validator)
+        assert sent["from"][0].isdigit()  # Grafana's epoch milliseconds, which the route accepts
 
 
 # ----------------------------------------------------------------------- columns the gateway answers
