@@ -368,6 +368,17 @@ def test_metrics_series_are_capped_and_the_page_says_so() -> None:
     assert parsed.tags.count("tr") == MAX_SERIES + 5 + 1
 
 
+def test_metrics_table_can_be_bounded() -> None:
+    rows = generated_rows(["a", "b"], ["x"], range(1, 11))
+    page = metrics_html(rows, group_by=["name", "source"], interval="day", title="t", max_rows=5)
+    parsed = parse(page)
+    assert parsed.tags.count("tr") == 5 + 1
+    assert "15 more rows not shown here" in parsed.all_text
+    # The charts still draw every row: two series of ten days each.
+    counts = svgs(page)[0]
+    assert [path_points(s) for s in series_of(counts)] == [(10, 1), (10, 1)]
+
+
 def test_metrics_labels_beyond_the_cap_are_one_series() -> None:
     labels = {f"label-{i:02d}": i + 1 for i in range(MAX_LABELS + 3)}
     page = metrics_html(

@@ -33,7 +33,7 @@ The metrics page (``data-chart`` ``counts``, ``score_mean``, ``labels``):
   labels" series, ``data-other="true"``);
 - at most :data:`MAX_SERIES` groups are drawn per chart (those with the most annotations, or
   the most scores for ``score_mean``); the page says how many were left out. The table under the
-  charts always has every row;
+  charts has every row, or the first ``max_rows`` and a note saying how many more there are;
 - no rows: a page that says "no annotations match".
 
 The agreement page, per result (one per annotation name): a summary table (raters, subjects
@@ -699,9 +699,12 @@ def metrics_html(
     title: str,
     partial: bool = False,
     sources: Sequence[Mapping[str, Any]] = (),
+    max_rows: int | None = None,
 ) -> bytes:
     """The metrics page (see the module docstring). ``partial`` and ``sources`` (as in the JSON
-    answer) are optional: with them, the page names the sources that did not answer."""
+    answer) are optional: with them, the page names the sources that did not answer.
+    ``max_rows`` bounds the rows *table* (the page then says how many it leaves out); the charts
+    always draw every row."""
     keys = [k for k in group_by if k != "bucket"]
     grouping = ", ".join(keys) if keys else "nothing (all annotations together)"
     sub = (
@@ -762,7 +765,13 @@ def metrics_html(
         parts.append(_labels_chart("label counts per group", shown_labelled))
     else:
         parts.append('<p class="empty">no labels in these annotations</p>')
-    parts.append(f"<h2>Rows ({len(rows)})</h2>{_rows_table(rows, keys, interval)}")
+    shown_rows = rows if max_rows is None else rows[: max(0, max_rows)]
+    parts.append(f"<h2>Rows ({len(rows)})</h2>{_rows_table(shown_rows, keys, interval)}")
+    if len(shown_rows) < len(rows):
+        parts.append(
+            f'<p class="note">{len(rows) - len(shown_rows)} more rows not shown here; '
+            "the CSV or JSON output has every row.</p>"
+        )
     return _page(title, "".join(parts))
 
 
