@@ -421,12 +421,14 @@ class Federation:
             elif isinstance(answer, BaseException):
                 raise answer  # 413 (a scope too large), or a bug
             else:
-                walk.add(source, answer, keep)
+                walk.add(source, answer[0], keep, elapsed_ms=answer[1])
         return walk, skipped
 
     async def _discover(
         self, source: SourceRuntime, query: FederatedQuery, stale_s: float | None
-    ) -> DiscoveryAnswer:
+    ) -> tuple[DiscoveryAnswer, float]:
+        """The source's scope and how long finding it took (ms): discovery is the source's
+        time in ``Server-Timing``, not the gateway's."""
         capabilities = source.provider.capabilities
         kinds = capabilities.scope_kinds
         if query.subject_kinds:
@@ -446,9 +448,11 @@ class Federation:
                 deadline_s=self._deadline_s,
             )
 
-        return await self._discovery.get(
+        started = time.perf_counter()
+        answer = await self._discovery.get(
             source.name, request, discover, use_cache=query.use_cache, max_stale_s=stale_s
         )
+        return answer, (time.perf_counter() - started) * 1000
 
     def _scope_failures(self, query: FederatedQuery, walk: ScopeWalk) -> None:
         """Raise as an id query would: the first failure with ``partial=deny``; the combined

@@ -233,6 +233,8 @@ class ScopeWalk:
         runtime: SourceRuntime,
         found: DiscoveryAnswer,
         keep: Callable[[Record], bool] | None,
+        *,
+        elapsed_ms: float = 0.0,
     ) -> None:
         subjects = found.subjects.subjects
         if self.after is not None:
@@ -247,7 +249,9 @@ class ScopeWalk:
                 return record.queue_id in queues and (inner is None or inner(record))
 
             keep = keep_in_scope
-        self.tallies.append(_Tally(runtime, subjects, keep, stale=found.stale, cached=found.cached))
+        self.tallies.append(
+            _Tally(runtime, subjects, keep, stale=found.stale, cached=found.cached, elapsed_ms=elapsed_ms)
+        )
 
     def add_failed(self, runtime: SourceRuntime, failure: SourceError) -> None:
         """A source whose discovery failed: reported, never asked."""

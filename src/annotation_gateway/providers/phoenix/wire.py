@@ -110,7 +110,13 @@ class SpanPage(TypedDict):
     next_cursor: str | None
 
 
-@with_config(_LAX)
+_ONLY_THESE = PydanticConfig(extra="ignore")
+"""Listing rows: discovery reads two fields; the rest (a session's traces, token counts) is
+skipped by the decoder instead of being validated and kept (the bench's profile of a scope's
+first page had the listing decode as its largest CPU item)."""
+
+
+@with_config(_ONLY_THESE)
 class ListedSession(TypedDict):
     """A row of ``GET /v1/projects/{p}/sessions`` (only what discovery reads)."""
 
@@ -118,7 +124,7 @@ class ListedSession(TypedDict):
     start_time: datetime
 
 
-@with_config(_LAX)
+@with_config(_ONLY_THESE)
 class ListedTrace(TypedDict):
     """A row of ``GET /v1/projects/{p}/traces`` (only what discovery reads)."""
 
