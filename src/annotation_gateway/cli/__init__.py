@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "query",
     "compare",
     "export",
+    "aggregates",
     "migrate",
     "keys",
     "simulate",

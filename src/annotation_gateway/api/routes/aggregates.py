@@ -88,6 +88,9 @@ MEDIA_TYPES: dict[AggregateFormat, str] = {
     AggregateFormat.HTML: "text/html; charset=utf-8",
 }
 
+HTML_MAX_TABLE_ROWS = 5000
+"""Rows listed in an HTML metrics page's table (the charts draw every row): a year of days for
+100 groups made a 12 MB page."""
 _EPOCH_MS = re.compile(r"^-?\d{1,15}$")
 _OWN_METRICS = ("group_by", "interval", "time_field", "from", "to", "format")
 _OWN_AGREEMENT = ("by", "time_field", "from", "to", "format")
@@ -295,7 +298,13 @@ async def _metrics(
     if fmt is AggregateFormat.HTML:
         page = await anyio.to_thread.run_sync(
             lambda: charts.metrics_html(
-                rows, group_by=spec.group_by, interval=spec.interval, title="Annotation metrics"
+                rows,
+                group_by=spec.group_by,
+                interval=spec.interval,
+                title="Annotation metrics",
+                partial=partial,
+                sources=source_statuses(sources),
+                max_rows=HTML_MAX_TABLE_ROWS,
             )
         )
         return _response(page, fmt)
@@ -537,7 +546,7 @@ async def annotation_agreement(request: Request, principal: AuthDep, federation:
     if fmt is AggregateFormat.CSV:
         return _response(agreement_csv(results), fmt)
     if fmt is AggregateFormat.HTML:
-        answer = {"by": by, "results": results, "partial": partial}
+        answer = {"by": by, "results": results, "partial": partial, "sources": source_statuses(sources)}
         page = await anyio.to_thread.run_sync(
             lambda: charts.agreement_html(answer, title="Annotation agreement")
         )
