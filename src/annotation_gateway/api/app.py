@@ -45,6 +45,7 @@ from annotation_gateway.api.problems import PROBLEM_MEDIA_TYPE, install_problem_
 from annotation_gateway.api.ratelimit import ClientLimits
 from annotation_gateway.api.routes import aggregates as aggregate_routes
 from annotation_gateway.api.routes import annotations as annotation_routes
+from annotation_gateway.api.routes import changes as change_routes
 from annotation_gateway.api.routes import compare as compare_routes
 from annotation_gateway.api.routes import export as export_routes
 from annotation_gateway.api.routes import health, metrics, sources
@@ -215,6 +216,7 @@ def create_app(
     routers = (
         export_routes.router,
         aggregate_routes.router,
+        change_routes.router,
         annotation_routes.router,
         compare_routes.router,
         sources.router,

@@ -61,6 +61,7 @@ from annotation_gateway.errors import (
 )
 from annotation_gateway.federation import limits
 from annotation_gateway.federation.answers import QueryPage, SourceInfo, SourceStatus
+from annotation_gateway.federation.changes import ChangesPage, Oldest, Seen
 from annotation_gateway.federation.cursor import CursorCodec, bind
 from annotation_gateway.federation.guards import SourceRuntime
 from annotation_gateway.federation.limits import DEFAULT_SOURCE_DEADLINE_S
@@ -328,6 +329,78 @@ class Federation:
             for _, task in window:
                 task.cancel()
             await asyncio.gather(*(task for _, task in window), return_exceptions=True)
+
+    async def consume(
+        self,
+        query: FederatedQuery,
+        consume: Callable[[list[Record]], None],
+        *,
+        allowed_sources: frozenset[str] | None = None,
+    ) -> tuple[bool, list[SourceStatus]]:
+        """Every match of ``query`` through :meth:`stream`, each chunk handed to ``consume``;
+        returns ``(partial, sources)`` with each source's status over the whole stream: an error
+        on any chunk is that source's status, ``count`` the matches it gave, ``cached`` only when
+        every chunk was, ``stale`` when any was. Errors the stream raises propagate."""
+        order: list[str] = []
+        totals: dict[str, SourceStatus] = {}
+        last: list[SourceStatus] = []
+        async for page in self.stream(query, allowed_sources=allowed_sources):
+            consume(page.records)
+            last = page.sources
+            if query.scope is not None:
+                continue  # a scope walk's statuses are cumulative: its last page has them all
+            for status in page.sources:
+                seen = totals.get(status.source)
+                if seen is None:
+                    order.append(status.source)
+                    totals[status.source] = replace(status)
+                    continue
+                if seen.status != "error" and status.status == "error":
+                    seen.status, seen.error = "error", status.error
+                seen.count += status.count
+                seen.cached = seen.cached and status.cached
+                seen.stale = seen.stale or status.stale
+                seen.elapsed_ms += status.elapsed_ms
+        statuses = list(last) if query.scope is not None else [totals[name] for name in order]
+        return any(s.status == "error" for s in statuses), statuses
+
+    async def changes(
+        self,
+        query: FederatedQuery,
+        *,
+        since: str | None,
+        limit: int = limits.DEFAULT_CHANGES_LIMIT,
+        allowed_sources: frozenset[str] | None = None,
+        audience: str | None = None,
+    ) -> ChangesPage:
+        """One page of the change feed (:mod:`.changes` says what it guarantees): ``limit``
+        changes after ``since`` (``None``: the beginning), oldest first, and the next token."""
+        if not 1 <= limit <= limits.MAX_CHANGES_LIMIT:
+            raise RequestValidationError(
+                f"limit must be between 1 and {limits.MAX_CHANGES_LIMIT}",
+                errors=[
+                    {"loc": ["limit"], "msg": f"must be 1..{limits.MAX_CHANGES_LIMIT}", "type": "value_error"}
+                ],
+            )
+        selected = select(query, self._sources, allowed_sources)
+        binding = bind(fingerprint(query, [s.name for s in selected]), audience)
+        seen = Seen(None) if since is None else Seen.unpack(*self._codec.decode_since(since, binding))
+        floor = seen.floor
+        # Fresh: a cached answer (or a cached scope discovery) would hide a change until its TTL,
+        # and a stale one for longer.
+        window = replace(query, use_cache=False, max_stale_s=0.0, cursor=None)
+        if floor is not None and (query.updated_after is None or query.updated_after < floor):
+            if query.updated_before is not None and floor >= query.updated_before:
+                return ChangesPage(
+                    [], self._codec.encode_since(binding, seen.watermark_us or 0, seen.pack()), False, []
+                )
+            window = replace(window, updated_after=floor)
+        oldest = Oldest(limit, seen)
+        partial, statuses = await self.consume(window, oldest.add, allowed_sources=allowed_sources)
+        page = oldest.result()
+        after = seen.advance(page)
+        token = self._codec.encode_since(binding, after.watermark_us or 0, after.pack())
+        return ChangesPage(page, token, partial, statuses)
 
     # --- scopes -------------------------------------------------------------------------------
 
