@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "compare",
     "export",
     "aggregates",
+    "changes",
     "migrate",
     "keys",
     "simulate",
