@@ -21,7 +21,10 @@ through) and a 100,000-annotation export (RSS over time); 7. ``export_1m`` — a
 8. ``workers`` — cache-hit throughput of ``serve --workers 2`` vs ``--workers 1``
 (:mod:`bench.workers`, ratio ``workers_2_vs_1_hit_throughput``); 9. ``scope`` — ``scope=all``
 over 10,000 Phoenix sessions and 100,000 annotations: its cold first page ÷ the same data asked
-by ids (target <= 2.0), and the RSS growth of paging through the whole scope (<= 128 MiB).
+by ids (target <= 2.0), and the RSS growth of paging through the whole scope (<= 128 MiB);
+10. ``metrics`` — ``POST /v1/annotations/metrics`` over ``scale``'s 100,000 annotations (10,000
+ids), grouped by name x source x day, once all of them are cached: wall time (median of
+``--metrics-runs``, target <= 150 ms) and the RSS growth across the requests (<= 32 MiB).
 
 A run of some scenarios only (``--only``) into an existing report keeps that report's results
 of the other scenarios, each marked with the date and commit it was measured at (``meta`` →
@@ -63,6 +66,7 @@ from bench.harness import (
     CLIENT_CPU,
     Measurement,
     ServerProcess,
+    core_busy_seconds,
     free_port,
     measure,
     peak_rss_kib,
@@ -96,6 +100,8 @@ class Bench:
     datadog: ServerProcess | None = None
     servers: list[ServerProcess] = field(default_factory=list)
     gateway_launcher: str = ""
+    big_seeded: bool = False
+    """The ``big`` data set is in the upstreams (``scale`` and ``metrics`` share it, seeded once)."""
     code_env: dict[str, str] = field(default_factory=dict)
     """Environment of every process that runs the project's code (gateway, simulator): with
     ``--gateway-commit``, ``PYTHONPATH`` = a snapshot of that commit's ``src/``."""
@@ -691,10 +697,10 @@ def rss_sampler(
 
 
 @contextlib.contextmanager
-def sampling_rss(pid: int) -> Iterator[list[tuple[float, int]]]:
+def sampling_rss(pid: int, period_s: float = 0.05) -> Iterator[list[tuple[float, int]]]:
     series: list[tuple[float, int]] = []
     stop_event = threading.Event()
-    thread = threading.Thread(target=rss_sampler, args=(pid, stop_event, series), daemon=True)
+    thread = threading.Thread(target=rss_sampler, args=(pid, stop_event, series, period_s), daemon=True)
     thread.start()
     try:
         yield series
@@ -708,6 +714,7 @@ def scenario_scale(bench: Bench) -> None:
         return
     bench.log("scale: seeding 1,000 sessions x (50 Phoenix + 50 Datadog) annotations")
     result: dict[str, Any] = {"seed": seed(bench, big=True)}
+    bench.big_seeded = True
     bench.results["scale"] = result
     latency = float(bench.args.scale_latency_ms)
     set_latency(bench, latency)
@@ -1319,6 +1326,293 @@ def _profile_scope(bench: Bench, gateway: ServerProcess) -> None:
         result["profile_request_ms"] = walls
 
 
+# --- metrics (SPEC §8) -------------------------------------------------------------------------
+
+METRICS_GROUP_BY = ("name", "source")
+METRICS_INTERVAL = "day"
+METRICS_PROFILE_MAX_REQUESTS = 20
+METRICS_RSS_PERIOD_S = 0.01
+"""RSS sampling period during the metrics requests: a request of ~100 ms needs several samples."""
+
+
+def metrics_ids() -> list[str]:
+    """The 10,000 ids of ``scale``'s search: the 1,000 big sessions and 9,000 that exist nowhere."""
+    return ds.BIG_IDS + ds.EMPTY_IDS
+
+
+def metrics_expected() -> int:
+    """Annotations of the big data set: 1,000 sessions x (50 Phoenix + 5 users x 10 labels)."""
+    return len(ds.BIG_IDS) * (ds.PHOENIX_BIG_PER_SUBJECT + ds.DATADOG_BIG_USERS * len(ds.LABEL_SCHEMAS))
+
+
+def metrics_body() -> bytes:
+    return orjson.dumps(
+        {
+            "subject_ids": metrics_ids(),
+            "subject_kinds": ["session"],
+            "group_by": list(METRICS_GROUP_BY),
+            "interval": METRICS_INTERVAL,
+        }
+    )
+
+
+def _metrics_answer(response: httpx.Response, wall_ms: float) -> dict[str, Any]:
+    """One metrics answer, checked: rows, the sum of ``count``, ``partial``, each source's status
+    and whether it was answered from the cache."""
+    out: dict[str, Any] = {
+        "wall_ms": round(wall_ms, 1),
+        "status": response.status_code,
+        "server_timing": response.headers.get("server-timing"),
+        "server_ms": server_timing(response.headers.get("server-timing")).get("gateway"),
+        "bytes": len(response.content),
+    }
+    try:
+        body = response.json()
+    except ValueError:
+        out["body"] = response.text[:300]
+        return out
+    if not isinstance(body, dict) or "rows" not in body:
+        out["body"] = str(body)[:300]
+        return out
+    rows = body["rows"]
+    out.update(
+        rows=len(rows),
+        count=sum(int(row.get("count") or 0) for row in rows),
+        score_count=sum(int(row.get("score_count") or 0) for row in rows),
+        buckets=sorted({str(row.get("bucket")) for row in rows}),
+        partial=body.get("partial"),
+        sources=[
+            {k: s.get(k) for k in ("source", "status", "count", "cached", "stale", "elapsed_ms", "error")}
+            for s in body.get("sources", [])
+        ],
+    )
+    return out
+
+
+def _metrics_ok(answer: dict[str, Any], expected: int) -> bool:
+    return answer.get("status") == 200 and answer.get("partial") is False and answer.get("count") == expected
+
+
+def scenario_metrics(bench: Bench) -> None:
+    """``POST /v1/annotations/metrics`` over the 100,000 annotations of ``scale``'s data set
+    (10,000 ids), grouped by name x source x day, once every annotation is in the gateway's
+    cache: wall time (median of ``--metrics-runs``), Server-Timing, and the RSS growth across the
+    requests; README "metrics" says how to read it."""
+    runs = max(1, int(bench.args.metrics_runs))
+    if not bench.fits("metrics", 90):
+        return
+    latency = float(bench.args.scale_latency_ms)
+    result: dict[str, Any] = {
+        "subject_ids": len(metrics_ids()),
+        "annotations_expected": metrics_expected(),
+        "group_by": list(METRICS_GROUP_BY),
+        "interval": METRICS_INTERVAL,
+        "upstream_latency_ms": latency,
+        "runs_asked": runs,
+    }
+    bench.results["metrics"] = result
+    if bench.big_seeded:
+        result["seed"] = {"shared_with": "scale"}
+    else:
+        bench.log("metrics: seeding 1,000 sessions x (50 Phoenix + 50 Datadog) annotations")
+        result["seed"] = seed(bench, big=True)
+        bench.big_seeded = True
+    set_latency(bench, latency)
+    try:
+        gateway = start_gateway(bench, "gateway-metrics")
+        try:
+            if _metrics_warm(bench, gateway, result):
+                _metrics_runs(bench, gateway, result, runs)
+                _profile_metrics(bench, gateway)
+        finally:
+            stop(bench, gateway)
+    finally:
+        set_latency(bench, 0)
+
+
+def _metrics_warm(bench: Bench, gateway: ServerProcess, result: dict[str, Any]) -> bool:
+    """Fill the gateway's cache as ``scale`` does: one warm-up search of an unknown id, then the
+    10,000-id search (limit 1,000) paged through to its last page. True when every expected
+    annotation was paged through."""
+    warm_up_ms = _warm_up(gateway)
+    rss_before = rss_kib(gateway.pid)
+    ids = metrics_ids()
+    url = gateway.base_url + "/v1/annotations/search"
+    headers = auth_headers({"Content-Type": "application/json"})
+    bench.log(f"metrics: warming the cache: POST /v1/annotations/search with {len(ids):,} ids, every page")
+    total = 0
+    pages = 0
+    cursor: str | None = None
+    complete = False
+    error: dict[str, Any] | None = None
+    page_times: list[float] = []
+    started = time.perf_counter()
+    deadline = time.monotonic() + min(120.0, max(20.0, bench.remaining() - 60))
+    with httpx.Client(timeout=120, trust_env=False) as client:
+        while pages < 500 and time.monotonic() < deadline:
+            request: dict[str, Any] = {"subject_ids": ids, "subject_kinds": ["session"], "limit": 1000}
+            if cursor is not None:
+                request["cursor"] = cursor
+            t0 = time.perf_counter()
+            page = client.post(url, headers=headers, content=orjson.dumps(request))
+            page_times.append((time.perf_counter() - t0) * 1000)
+            pages += 1
+            if page.status_code != 200:
+                error = describe_answer(page)
+                break
+            data = page.json()
+            if data.get("partial"):
+                error = {"partial": True, "sources": data.get("sources")}
+                break
+            total += len(data["data"])
+            cursor = data.get("next_cursor")
+            if not cursor:
+                complete = True
+                break
+    time.sleep(0.5)  # let the last page's buffers go before the warm level is read
+    warm: dict[str, Any] = {
+        "warm_up_ms": warm_up_ms,
+        "first_page_ms": round(page_times[0], 1) if page_times else None,
+        "pages": pages,
+        "annotations": total,
+        "complete": complete and total == result["annotations_expected"],
+        "wall_s": round(time.perf_counter() - started, 2),
+        "page_p50_ms": round(statistics.median(page_times[1:]), 1) if len(page_times) > 1 else None,
+        "rss_before_mib": round(rss_before / 1024, 1),
+        "rss_warm_mib": round(rss_kib(gateway.pid) / 1024, 1),
+        "peak_rss_mib": round(peak_rss_kib(gateway.pid) / 1024, 1),
+    }
+    if error is not None:
+        warm["error"] = error
+    result["warm"] = warm
+    if not warm["complete"]:
+        bench.notes.append(
+            f"metrics: the cache was not warmed completely ({total:,} annotations paged, "
+            f"{result['annotations_expected']:,} expected): nothing measured"
+        )
+    return bool(warm["complete"])
+
+
+def _metrics_runs(bench: Bench, gateway: ServerProcess, result: dict[str, Any], runs: int) -> None:
+    """``runs`` sequential metrics requests on the warm gateway, RSS sampled every 10 ms."""
+    body = metrics_body()
+    url = gateway.base_url + "/v1/annotations/metrics"
+    headers = auth_headers({"Content-Type": "application/json"})
+    expected = int(result["annotations_expected"])
+    bench.log(
+        f"metrics: {runs} x POST /v1/annotations/metrics, group_by {'+'.join(METRICS_GROUP_BY)}, "
+        f"interval {METRICS_INTERVAL}, on the warm cache"
+    )
+    reset_upstream_counts(bench)
+    rss_warm = rss_kib(gateway.pid)
+    hwm_warm = peak_rss_kib(gateway.pid)
+    cpu_before = gateway.cpu_seconds()
+    answers: list[dict[str, Any]] = []
+    rss_after_each: list[float] = []
+    ours = [gateway, *upstreams(bench)]
+    with (
+        sampling_rss(gateway.pid, METRICS_RSS_PERIOD_S) as series,
+        httpx.Client(timeout=120, trust_env=False) as client,
+    ):
+        for _ in range(runs):
+            own_before = [server.cpu_seconds() for server in ours]
+            core_before = core_busy_seconds()
+            t0 = time.perf_counter()
+            response = client.post(url, headers=headers, content=body)
+            response.read()
+            wall = (time.perf_counter() - t0) * 1000
+            core = core_busy_seconds() - core_before
+            own = [server.cpu_seconds() - before for server, before in zip(ours, own_before, strict=True)]
+            answer = _metrics_answer(response, wall)
+            # The gateway's CPU time (10 ms ticks), and the share of core 0 that processes the
+            # bench did not start used meanwhile (the machine is shared: see README).
+            answer["gateway_cpu_ms"] = round(own[0] * 1000, 0)
+            answer["core0_foreign_pct"] = round(max(0.0, core - sum(own)) / (wall / 1000) * 100, 0)
+            answers.append(answer)
+            rss_after_each.append(round(rss_kib(gateway.pid) / 1024, 1))
+    cpu_s = gateway.cpu_seconds() - cpu_before
+    rss_after = rss_kib(gateway.pid)
+    hwm_after = peak_rss_kib(gateway.pid)
+    calls = upstream_counts(bench)
+    sampled_peak = max((kib for _, kib in series), default=rss_after)
+    ok = [a for a in answers if _metrics_ok(a, expected)]
+    walls = [a["wall_ms"] for a in ok]
+    servers = [a["server_ms"] for a in ok if a.get("server_ms") is not None]
+    upstream = calls["phoenix_calls"] + calls["datadog_calls"]
+    last = answers[-1]
+    result.update(
+        runs=answers,
+        complete=len(ok) == len(answers),
+        wall_ms=round(statistics.median(walls), 1) if walls else None,
+        wall_ms_all=[a["wall_ms"] for a in answers],
+        wall_ms_min=min(walls) if walls else None,
+        core0_foreign_pct_all=[a["core0_foreign_pct"] for a in answers],
+        gateway_cpu_ms_all=[a["gateway_cpu_ms"] for a in answers],
+        server_ms=round(statistics.median(servers), 1) if servers else None,
+        server_ms_all=[a.get("server_ms") for a in answers],
+        gateway_cpu_ms_per_request=round(cpu_s * 1000 / len(answers), 1),
+        upstream=calls,
+        all_from_cache=upstream == 0 and all(s.get("cached") for a in answers for s in a.get("sources", [])),
+        answer={
+            k: last.get(k)
+            for k in ("status", "rows", "count", "score_count", "buckets", "partial", "sources", "bytes")
+        },
+    )
+    growth = [sampled_peak - rss_warm, rss_after - rss_warm]
+    if hwm_after > hwm_warm:
+        growth.append(hwm_after - rss_warm)
+    result["memory"] = {
+        "rss_warm_mib": round(rss_warm / 1024, 1),
+        "rss_after_mib": round(rss_after / 1024, 1),
+        "rss_after_each_mib": rss_after_each,
+        "sampled_peak_mib": round(sampled_peak / 1024, 1),
+        "samples": len(series),
+        "hwm_warm_mib": round(hwm_warm / 1024, 1),
+        "hwm_after_mib": round(hwm_after / 1024, 1),
+        "hwm_rose": hwm_after > hwm_warm,
+        "growth_mib": round(max(growth) / 1024, 1),
+        "after_growth_mib": round((rss_after - rss_warm) / 1024, 1),
+        "rss_series_mib": [
+            (round(t, 2), round(k / 1024, 1)) for t, k in series[:: max(1, len(series) // 40)]
+        ],
+    }
+    if not result["complete"]:
+        bad = [a for a in answers if not _metrics_ok(a, expected)]
+        first_bad = str({k: bad[0].get(k) for k in ("status", "partial", "count", "body")})[:300]
+        bench.notes.append(
+            f"metrics: {len(bad)} of {len(answers)} answers were not complete (status, partial or "
+            f"count != {expected:,}): first {first_bad}"
+        )
+
+
+def _profile_metrics(bench: Bench, gateway: ServerProcess) -> None:
+    """py-spy over the same metrics request on the same warm gateway, repeated for
+    ``--profile-s`` seconds (at most 20 requests): an unmeasured run."""
+    seconds = float(bench.args.profile_s)
+    if seconds <= 0 or not bench.fits("profile_metrics_100k", seconds + 40):
+        return
+    bench.log(f"metrics: the metrics request again under py-spy (unmeasured, ~{seconds:.0f} s)")
+    out = bench.work / "profile-metrics.txt"
+    spy = py_spy_start(gateway.pid, out, max_s=int(seconds) + 60)
+    walls: list[float] = []
+    try:
+        deadline = time.monotonic() + seconds
+        body = metrics_body()
+        headers = auth_headers({"Content-Type": "application/json"})
+        url = gateway.base_url + "/v1/annotations/metrics"
+        while len(walls) < METRICS_PROFILE_MAX_REQUESTS and time.monotonic() < deadline:
+            times, _ = sequential_ms(url, headers=headers, repeat=1, method="POST", body=body)
+            walls.append(round(times[0], 1))
+    except httpx.HTTPError as exc:  # an unmeasured run: its failure only costs the profile
+        bench.notes.append(f"the profiled metrics request failed: {exc!r}")
+    finally:
+        bench.profiles["metrics_100k"] = py_spy_stop(spy, out)
+    result = bench.results.get("metrics")
+    if isinstance(result, dict):
+        result["profile_requests"] = len(walls)
+        result["profile_request_ms"] = walls
+
+
 def git_commit() -> str:
     try:
         done = subprocess.run(
@@ -1334,7 +1628,7 @@ def git_commit() -> str:
         return "unknown"
 
 
-SCENARIOS = ("throughput", "overhead", "naive", "scale", "export_1m", "workers", "scope")
+SCENARIOS = ("throughput", "overhead", "naive", "scale", "export_1m", "workers", "scope", "metrics")
 
 RESULT_SCENARIO = {
     "hello": "throughput",
@@ -1355,6 +1649,8 @@ RESULT_SCENARIO = {
     "workers": "workers",
     "scope": "scope",
     "profile_scope_first_page": "scope",
+    "metrics": "metrics",
+    "profile_metrics_100k": "metrics",
 }
 """Which scenario writes each key of ``results`` (what a partial run may carry over)."""
 PROFILE_SCENARIO = {
@@ -1364,6 +1660,7 @@ PROFILE_SCENARIO = {
     "search_10k": "scale",
     "export_1m": "export_1m",
     "scope_first_page": "scope",
+    "metrics_100k": "metrics",
 }
 
 
@@ -1511,6 +1808,8 @@ def run(args: argparse.Namespace) -> int:
                 _guard(bench, "workers", lambda: scenario_workers(bench))
             if "scope" in scenarios:
                 _guard(bench, "scope", lambda: scenario_scope(bench))
+            if "metrics" in scenarios:
+                _guard(bench, "metrics", lambda: scenario_metrics(bench))
         finally:
             bench.stack.close()
         elapsed = time.monotonic() - started
@@ -1609,6 +1908,12 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=3,
         help="measured rounds of the scope scenario's cold first pages (each on fresh gateways)",
+    )
+    parser.add_argument(
+        "--metrics-runs",
+        type=int,
+        default=5,
+        help="sequential metrics requests measured on the warm cache (the median is reported)",
     )
     parser.add_argument(
         "--gateway-commit",
