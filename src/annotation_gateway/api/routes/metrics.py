@@ -9,11 +9,14 @@ Contract:
   ``upstream_errors_total{source,code}``, ``upstream_requests_in_flight{source}``,
   ``circuit_state{source}``, ``cache_requests_total{source,result}`` (hit | miss | stale),
   ``ratelimit_redis_degraded`` (1 while the rate limits count in process memory because Redis
-  failed; :mod:`annotation_gateway.ratelimit`);
+  failed; :mod:`annotation_gateway.ratelimit`),
+  ``webhook_deliveries_total{webhook,outcome}`` (ok | rejected | timeout | error: one per
+  attempt), ``webhook_delivered_annotations_total{webhook}``, ``webhook_pending_messages{webhook}``
+  (0 or 1) and ``webhook_last_success_timestamp_seconds{webhook}`` (:mod:`annotation_gateway.webhooks`);
 - :class:`GatewayMetrics` is the federation's ``FederationObserver`` (``on_upstream``,
   ``on_cache``, ``on_inflight``, ``on_circuit``) and the middleware's request observer;
-- label values are only route templates, HTTP methods/status codes, configured source names and
-  closed-list problem codes — never anything a client or vendor sent, so never a credential;
+- label values are only route templates, HTTP methods/status codes, configured source and
+  webhook names and closed-list problem codes — never anything a client or vendor sent, so never a credential;
 - several worker processes (``serve --workers N``): ``GatewayMetrics(multiprocess_dir=...)``
   renders every live worker's values through prometheus-client's multiprocess mode
   (``MultiProcessCollector`` over ``PROMETHEUS_MULTIPROC_DIR``, which ``serve`` points at a fresh
@@ -123,6 +126,33 @@ class GatewayMetrics:
             registry=self.registry,
             multiprocess_mode="livemax",
         )
+        self.webhook_deliveries = Counter(
+            f"{PREFIX}_webhook_deliveries",
+            "Webhook delivery attempts, by webhook and outcome (ok, rejected: a non-2xx answer, "
+            "timeout, error: a transport failure).",
+            ("webhook", "outcome"),
+            registry=self.registry,
+        )
+        self.webhook_annotations = Counter(
+            f"{PREFIX}_webhook_delivered_annotations",
+            "Annotations in webhook messages answered with a 2xx, by webhook.",
+            ("webhook",),
+            registry=self.registry,
+        )
+        self.webhook_pending = Gauge(
+            f"{PREFIX}_webhook_pending_messages",
+            "Webhook messages stored and not yet acknowledged (0 or 1 per webhook).",
+            ("webhook",),
+            registry=self.registry,
+            multiprocess_mode="livemax",  # one worker delivers a webhook; the others report 0
+        )
+        self.webhook_last_success = Gauge(
+            f"{PREFIX}_webhook_last_success_timestamp_seconds",
+            "Unix time of the last webhook message answered with a 2xx, by webhook.",
+            ("webhook",),
+            registry=self.registry,
+            multiprocess_mode="max",
+        )
         # labels() takes a lock and builds a key each call; the children are cached here instead.
         self._request_children: dict[tuple[str, str, int], Counter] = {}
         self._duration_children: dict[str, Histogram] = {}
@@ -177,6 +207,19 @@ class GatewayMetrics:
     def on_ratelimit_degraded(self, degraded: bool) -> None:
         """The rate limiter switched to process memory (``True``) or back to Redis."""
         self.ratelimit_degraded.set(1 if degraded else 0)
+
+    # --- webhooks (annotation_gateway.webhooks.deliver.WebhookObserver) -------------------------
+
+    def on_webhook_delivery(self, webhook: str, outcome: str, annotations: int) -> None:
+        self.webhook_deliveries.labels(webhook, outcome).inc()
+        if outcome == "ok":
+            self.webhook_annotations.labels(webhook).inc(annotations)
+
+    def on_webhook_pending(self, webhook: str, pending: int) -> None:
+        self.webhook_pending.labels(webhook).set(pending)
+
+    def on_webhook_success(self, webhook: str, at: float) -> None:
+        self.webhook_last_success.labels(webhook).set(at)
 
     def render(self) -> bytes:
         return generate_latest(self._render_registry)
