@@ -17,7 +17,10 @@ Contract of :func:`create_app`:
   (:mod:`.fastlane`, ``fast_lane=False`` turns it off); errors are problem+json (:mod:`.problems`);
 - OpenAPI at ``/openapi.json``, Swagger UI at ``/docs`` (its assets served from the
   ``swagger-ui-bundle`` package, so it works offline); every operation has an ``operation_id``,
-  a summary and described parameters; no trailing-slash redirects (an unknown path is a 404).
+  a summary and described parameters; no trailing-slash redirects (an unknown path is a 404);
+- ``[[webhooks]]`` (:mod:`annotation_gateway.webhooks`): their delivery loops start in the
+  lifespan once the federation is there (a missing or malformed secret fails the startup) and
+  stop before it closes; their status is ``GET /v1/webhooks`` and ``/metrics``.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from annotation_gateway.api.routes import changes as change_routes
 from annotation_gateway.api.routes import compare as compare_routes
 from annotation_gateway.api.routes import export as export_routes
 from annotation_gateway.api.routes import health, metrics, sources
+from annotation_gateway.api.routes import webhooks as webhook_routes
 from annotation_gateway.api.routes.metrics import GatewayMetrics
 from annotation_gateway.api.schemas import Problem
 from annotation_gateway.api.timing import ServerTimingMiddleware
@@ -56,6 +60,7 @@ from annotation_gateway.federation import Federation
 from annotation_gateway.providers import AnnotationProvider, build_provider
 from annotation_gateway.ratelimit import RateLimiter, source_budgets
 from annotation_gateway.settings import GatewaySettings
+from annotation_gateway.webhooks.deliver import WebhookService
 
 __all__ = ["CURSOR_SECRET_ENV", "create_app", "cursor_secret"]
 
@@ -154,13 +159,19 @@ def create_app(
     limiter = RateLimiter.from_settings(settings, on_degraded=gateway_metrics.on_ratelimit_degraded)
     budgets = source_budgets(limiter, settings)
 
+    webhooks = WebhookService(settings.webhooks, observer=gateway_metrics)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if limiter is not None:
             await limiter.warm()
         if federation is not None:
             app.state.federation = federation
-            yield
+            await webhooks.start(federation)
+            try:
+                yield
+            finally:
+                await webhooks.stop()
             return
         built: list[AnnotationProvider] = list(providers) if providers is not None else []
         try:
@@ -179,10 +190,17 @@ def create_app(
                 await provider.aclose()
             raise
         app.state.federation = owned
+        try:
+            # Started after the federation they read, stopped before it closes.
+            await webhooks.start(owned)
+        except BaseException:
+            await owned.aclose()
+            raise
         log.info("gateway ready with sources: %s", ", ".join(p.name for p in built) or "(none)")
         try:
             yield
         finally:
+            await webhooks.stop()
             await owned.aclose()
 
     app = FastAPI(
@@ -205,6 +223,7 @@ def create_app(
     app.state.authenticator = Authenticator(settings.auth)
     app.state.client_limits = ClientLimits.from_settings(limiter, settings.auth)
     app.state.metrics = gateway_metrics
+    app.state.webhooks = webhooks
     if federation is not None:
         # A caller-built federation reports upstream metrics to whatever observer it was given
         # (build it with observer=app.state.metrics to see them in /metrics).
@@ -220,6 +239,7 @@ def create_app(
         annotation_routes.router,
         compare_routes.router,
         sources.router,
+        webhook_routes.router,
         health.router,
         metrics.router,
     )
