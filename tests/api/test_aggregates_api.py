@@ -35,7 +35,7 @@ AGREEMENT = "/v1/annotations/agreement"
 
 
 def _ids(data: ApiData) -> list[str]:
-    return [*data.session_ids, data.write_session_id]
+    return data.scope_sessions()
 
 
 def _annotations(client: httpx.Client, data: ApiData) -> list[dict[str, Any]]:

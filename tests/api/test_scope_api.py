@@ -21,7 +21,7 @@ pytestmark = pytest.mark.phoenix
 
 
 def _expected(client: httpx.Client, data: ApiData, **extra: Any) -> dict[str, dict[str, Any]]:
-    body = {"subject_ids": [*data.session_ids, data.write_session_id], "subject_kinds": ["session"]}
+    body = {"subject_ids": data.scope_sessions(), "subject_kinds": ["session"]}
     r = client.post("/v1/annotations/search", json={**body, **extra, "limit": 1000})
     assert r.status_code == 200, r.text
     answer = r.json()
@@ -115,9 +115,7 @@ def test_export_over_a_scope(client: httpx.Client, api_data: ApiData) -> None:
 
 def test_compare_over_the_scopes_pairs_by_subject_id(client: httpx.Client, api_data: ApiData) -> None:
     sides = {"left": PHOENIX_SOURCE, "right": DATADOG_SOURCE}
-    by_ids = client.post(
-        "/v1/compare", json={**sides, "subject_ids": [*api_data.session_ids, api_data.write_session_id]}
-    )
+    by_ids = client.post("/v1/compare", json={**sides, "subject_ids": api_data.scope_sessions()})
     scoped = client.post("/v1/compare", json={**sides, "scope": "all"})
     assert by_ids.status_code == 200, by_ids.text
     assert scoped.status_code == 200, scoped.text

@@ -21,10 +21,9 @@ Contract:
 from __future__ import annotations
 
 import csv
-import enum
 import io
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -46,7 +45,7 @@ from annotation_gateway.aggregate.metrics import (
 )
 from annotation_gateway.aggregate.run import aggregate
 from annotation_gateway.api.auth import BEARER_SECURITY, AuthDep, FederationDep
-from annotation_gateway.api.negotiation import choose
+from annotation_gateway.api.negotiation import REPORT_MEDIA_TYPES, ReportFormat, negotiate_report
 from annotation_gateway.api.problems import validation_problem
 from annotation_gateway.api.routes.annotations import cache_policy
 from annotation_gateway.api.schemas import (
@@ -76,17 +75,8 @@ __all__ = [
 router = APIRouter(prefix="/v1/annotations", tags=["aggregates"])
 
 
-class AggregateFormat(enum.StrEnum):
-    JSON = "json"
-    CSV = "csv"
-    HTML = "html"
-
-
-MEDIA_TYPES: dict[AggregateFormat, str] = {
-    AggregateFormat.JSON: "application/json",
-    AggregateFormat.CSV: "text/csv; charset=utf-8",
-    AggregateFormat.HTML: "text/html; charset=utf-8",
-}
+AggregateFormat = ReportFormat
+MEDIA_TYPES = REPORT_MEDIA_TYPES
 
 HTML_MAX_TABLE_ROWS = 5000
 """Rows listed in an HTML metrics page's table (the charts draw every row): a year of days for
@@ -118,16 +108,15 @@ def parse_moment(value: str, field: str) -> datetime:
 
 
 def _negotiate(request: Request, explicit: str | None) -> AggregateFormat:
+    chosen: ReportFormat | None = None
     if explicit is not None:
         try:
-            return AggregateFormat(explicit)
+            chosen = ReportFormat(explicit)
         except ValueError:
             raise validation_problem(
                 [{"loc": ("query", "format"), "msg": "must be json, csv or html", "type": "enum"}]
             ) from None
-    offered = [MEDIA_TYPES[f].split(";")[0] for f in AggregateFormat]
-    chosen = choose(request.headers.get("accept"), offered, hint=" (or use ?format=json|csv|html)")
-    return list(AggregateFormat)[offered.index(chosen)]
+    return negotiate_report(request.headers.get("accept"), chosen)
 
 
 def _split(request: Request, own: Sequence[str]) -> tuple[dict[str, list[str]], list[tuple[str, str]]]:
@@ -205,6 +194,14 @@ def metrics_json(rows: Sequence[Mapping[str, Any]], partial: bool, sources: Sequ
     return orjson.dumps({"rows": list(rows), **_statuses(partial, sources)})
 
 
+def _csv(header: Sequence[str], records: Iterable[Sequence[Any]]) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(records)
+    return out.getvalue().encode()
+
+
 def metrics_csv(rows: Sequence[Mapping[str, Any]], group_by: Sequence[str]) -> bytes:
     columns = [
         "bucket",
@@ -219,17 +216,16 @@ def metrics_csv(rows: Sequence[Mapping[str, Any]], group_by: Sequence[str]) -> b
         "score_p90",
         "label_counts",
     ]
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow(
+    return _csv(
+        columns,
+        (
             [
                 orjson.dumps(row[c]).decode() if c == "label_counts" else ("" if row[c] is None else row[c])
                 for c in columns
             ]
-        )
-    return out.getvalue().encode()
+            for row in rows
+        ),
+    )
 
 
 def agreement_json(
@@ -250,11 +246,9 @@ def agreement_csv(results: Sequence[Mapping[str, Any]]) -> bytes:
         "alpha_level",
         "disagreements",
     ]
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(columns)
-    for r in results:
-        writer.writerow(
+    return _csv(
+        columns,
+        (
             [
                 r["name"],
                 " ".join(r["raters"]),
@@ -266,8 +260,9 @@ def agreement_csv(results: Sequence[Mapping[str, Any]]) -> bytes:
                 r["alpha_level"],
                 " ".join(r["disagreements"]),
             ]
-        )
-    return out.getvalue().encode()
+            for r in results
+        ),
+    )
 
 
 def _response(content: bytes, fmt: AggregateFormat) -> Response:

@@ -32,7 +32,6 @@ Contract:
 from __future__ import annotations
 
 import asyncio
-import enum
 import time
 from collections.abc import Callable, Sequence
 from typing import Annotated
@@ -42,7 +41,7 @@ from fastapi import APIRouter, Body, Query, Request
 from starlette.responses import Response
 
 from annotation_gateway.api.auth import BEARER_SECURITY, AuthDep, FederationDep
-from annotation_gateway.api.negotiation import choose
+from annotation_gateway.api.negotiation import REPORT_MEDIA_TYPES, ReportFormat, negotiate_report
 from annotation_gateway.api.routes.annotations import DEFAULT_POLICY, CachePolicy, cache_policy
 from annotation_gateway.api.schemas import PROBLEM_RESPONSES
 from annotation_gateway.api.timing import record_source_timing
@@ -64,24 +63,14 @@ __all__ = [
 router = APIRouter(prefix="/v1", tags=["compare"])
 
 
-class CompareFormat(enum.StrEnum):
-    JSON = "json"
-    CSV = "csv"
-    HTML = "html"
-
-
-MEDIA_TYPES: dict[CompareFormat, str] = {
-    CompareFormat.JSON: "application/json",
-    CompareFormat.CSV: "text/csv; charset=utf-8",
-    CompareFormat.HTML: "text/html; charset=utf-8",
-}
+CompareFormat = ReportFormat
+"""The formats compare answers in (the report routes' one choice)."""
+MEDIA_TYPES = REPORT_MEDIA_TYPES
 
 
 def negotiate(accept: str | None) -> CompareFormat:
     """The format an ``Accept`` header asks for (see the module docstring); 406 if none fits."""
-    offered = [MEDIA_TYPES[f].split(";")[0] for f in CompareFormat]
-    chosen = choose(accept, offered, hint=" (or use ?format=json|csv|html)")
-    return list(CompareFormat)[offered.index(chosen)]
+    return negotiate_report(accept)
 
 
 def render(result: CompareResult, fmt: CompareFormat) -> bytes:
