@@ -160,3 +160,13 @@ def test_the_signature_is_the_reference_implementations() -> None:
         reference.verify(body + b" ", headers)
     with pytest.raises(WebhookVerificationError):
         Webhook("whsec_" + base64.b64encode(bytes(32)).decode()).verify(body, headers)
+
+
+async def test_an_unusable_state_path_stops_the_start_naming_the_key(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory", encoding="utf-8")
+    settings = load_settings(write(tmp_path, hook(extra=f'state_path = "{blocker / "h.sqlite3"}"\n')))
+    service = WebhookService(settings.webhooks, environ={SECRET_ENV: SECRET})
+    with pytest.raises(ConfigError, match=r"webhooks\[0\]\.state_path: cannot use"):
+        await service.start(federation=None)  # type: ignore[arg-type]  # never reached
+    await service.stop()

@@ -9,7 +9,9 @@
   lost, nothing twice beyond that one message;
 - a stored position refused after a restart with another cursor secret re-anchors the feed
   (only the overlap comes again); ``max_attempts`` suspends without dropping; a failing source
-  is retried without a message; one process holds a webhook's lock.
+  is retried without a message — with two sources, one failing, delivery waits by default and
+  goes on flagged ``partial`` with ``filters.partial = "allow"``; one process holds a webhook's
+  lock.
 """
 
 from __future__ import annotations
@@ -27,11 +29,14 @@ import pytest
 
 from annotation_gateway.api.routes.metrics import GatewayMetrics
 from annotation_gateway.federation import Federation
+from annotation_gateway.providers.datadog import DatadogProvider
+from annotation_gateway.settings import CacheConfig
 from annotation_gateway.webhooks.config import WebhookConfig
 from annotation_gateway.webhooks.deliver import RedactWebhookUrls, WebhookService, WebhookWorker
 from annotation_gateway.webhooks.store import WebhookStore
 from tests.plugins.datadog import DatadogSimulator
 from tests.webhooks.conftest import (
+    CURSOR_SECRET,
     SECRET,
     SECRET_BYTES,
     SECRET_ENV,
@@ -353,3 +358,39 @@ def test_message_body_is_the_annotations_canonical_json() -> None:
         "data": [],
         "partial": True,
     }
+
+
+async def test_a_failing_source_holds_delivery_back_unless_partial_is_allowed(
+    datadog_sim: DatadogSimulator, receiver: Receiver, tmp_path: Path
+) -> None:
+    seed(datadog_sim, 3)
+    up = DatadogProvider.from_config(datadog_sim.source_config("dd"), environ=datadog_sim.environ)
+    down = DatadogProvider.from_config(
+        datadog_sim.source_config("down", base_url="http://127.0.0.1:9", retry_attempts=1),
+        environ=datadog_sim.environ,
+    )
+    federation = Federation([up, down], CacheConfig(), cursor_secret=CURSOR_SECRET)
+    try:
+        # The default: a batch read while "down" fails could move past its changes; wait instead.
+        held = hook_config(receiver.url, tmp_path / "held.sqlite3", name="held")
+        async with worker_for(held, federation) as worker:
+            delay = await worker.step()
+        assert delay is not None
+        assert delay <= 1.0
+        assert receiver.snapshot() == []
+        status = await status_of(held)
+        assert str(status["last_error"]).startswith("feed: ")
+
+        allowed = hook_config(
+            receiver.url,
+            tmp_path / "allowed.sqlite3",
+            name="allowed",
+            filters={"scope": "all", "partial": "allow"},
+        )
+        async with worker_for(allowed, federation) as worker:
+            assert await worker.step() == 60
+    finally:
+        await federation.aclose()
+    [message] = receiver.snapshot()
+    assert message.payload["partial"] is True
+    assert sorted(delivered_subjects([message])) == ["t-00", "t-01", "t-02"]

@@ -41,6 +41,7 @@ import contextlib
 import email.utils
 import logging
 import random
+import sqlite3
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -56,7 +57,7 @@ from annotation_gateway import __version__
 from annotation_gateway.errors import GatewayError, InvalidCursorError
 from annotation_gateway.federation import FederatedQuery, limits
 from annotation_gateway.federation.changes import ChangesPage
-from annotation_gateway.providers.config import read_secret
+from annotation_gateway.providers.config import ConfigError, read_secret
 from annotation_gateway.webhooks.config import WebhookConfig, parse_secret
 from annotation_gateway.webhooks.signing import signed_headers
 from annotation_gateway.webhooks.store import Pending, WebhookState, WebhookStore
@@ -469,6 +470,16 @@ class WebhookService:
         keys = self.secrets()
         if not keys:
             return
+        for index, config in enumerate(self.configs):
+            if config.name in keys:
+                try:
+                    # Opened now, so an unwritable state_path stops the startup with its key
+                    # rather than failing in a loop later.
+                    await self._stores[config.name].load()
+                except (sqlite3.Error, OSError) as exc:
+                    raise ConfigError(
+                        f"webhooks[{index}].state_path: cannot use {config.state_file}: {exc}"
+                    ) from exc
         if self._client is None:
             # No proxies from the environment and no redirects, as for the sources; the
             # timeout is set per request (each webhook has its own).
