@@ -140,7 +140,7 @@ def create_app(
 ) -> FastAPI:
     """The gateway's ASGI app for ``settings`` (see the module docstring for ownership).
     ``fast_lane=False`` routes the hot routes through FastAPI too (the parity test compares)."""
-    gateway_metrics = GatewayMetrics()
+    gateway_metrics = GatewayMetrics(redis=settings.cache.backend == "redis" and settings.cache.enabled)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

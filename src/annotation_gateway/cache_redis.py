@@ -1,0 +1,776 @@
+r"""The shared cache tier in Redis, behind each process's local :class:`AnnotationCache` (SPEC §9).
+
+Contract
+--------
+*When.* ``[cache] backend = "redis"``: the URL is read from the variable ``redis_url_env`` names
+(``GATEWAY_REDIS_URL``; it may hold a password, so it is never logged, shown in ``/readyz`` or
+put in a metric label: :func:`redact` is what logs show). Each process keeps its
+:class:`~annotation_gateway.cache.AnnotationCache` as a local tier whose ttl is
+``min(ttl_s, local_ttl_s)``; its flights ask this tier (:meth:`RedisTier.fill`) instead of the
+source. The client is redis-py's asyncio API with the hiredis parser; no Redis Cluster (the
+scripts touch several keys), a single primary (or a proxy in front of one) is what is supported.
+
+*Keys.* ``{prefix}:v1:{source}:s:{subject id}`` (``…:i`` for the identifier-only answer) is a
+hash: field = the filter key's hash (blake2b of its canonical JSON), value = the answer. So
+invalidating a subject is one ``DEL`` for every filter variant, as in the local tier. A hash's
+expiry is ``max(ttl_s, max_stale_s)`` from its last store; a value's own ``stored_at`` says
+whether it is fresh (younger than ``ttl_s``) or only usable on error (younger than the
+expiry). More than ``MAX_VARIANTS`` filter variants of one subject drop the hash first.
+``{prefix}:v1:{source}:gen`` is the source's write generation; ``…:lock:{filter}:{subjects}``
+the single-flight locks; ``{prefix}:v1:inval`` the invalidation channel. ``v1`` is the value
+format's version: a gateway writing another format uses other keys.
+
+*Values* (:func:`encode`/:func:`decode`; never pickle): ``AGW1``, the wall-clock epoch seconds
+the upstream call started (big-endian double), the length of a JSON header, the header — one
+array per record of its 16 compact fields and the length of its JSON — then the records'
+canonical JSON bytes one after the other. Decoding rebuilds each
+:class:`~annotation_gateway.records.Record` exactly (its JSON is never parsed; low-cardinality
+strings are interned as :func:`~annotation_gateway.records.record_from_fields` does). A value
+that does not decode is a miss (counted ``invalid``), never an error.
+
+*One round trip per lookup.* A Lua script reads the generation and the subjects' values and, when
+one is missing or not fresh, takes the lock of (source, filter key, those subjects) with ``SET NX
+PX`` in the same call. The holder fetches and stores through a second script, which also
+releases the lock and refuses to store when the generation moved (a write happened since the
+lookup: read-your-write). Another process that finds the lock held polls (2 ms doubling to
+25 ms) until the values appear, the lock is free (it then takes it), or ``redis_lock_wait_s``
+passed (it then fetches itself); a waiter that fails while waiting may serve stale like any
+failed fetch. Misses that differ in subjects take different locks and may both fetch the
+subjects they share. A failed holder stores nothing and frees the lock, so waiters fetch (a dead
+vendor is asked by each process, and each process's breaker opens).
+
+*Writes.* :meth:`RedisTier.invalidate` runs one script: ``INCR`` the source's generation,
+``DEL`` the written subjects' hashes and the identifier-only one, ``PUBLISH`` (source, subjects)
+on the channel. Every process subscribes and drops those subjects from its local tier (and the
+federation its merged results). A read through Redis after the write returns sees the write.
+Worst case: a process that has the old answer in its local tier and has not yet read the
+message (microseconds on one host; a message lost while its subscription reconnects) serves it
+for at most ``local_ttl_s`` after it was read from Redis; and after a resubscription a process
+drops its whole local tier, since it may have missed messages. A write whose invalidation
+cannot reach Redis is remembered (up to ``MAX_PENDING_SUBJECTS`` per source, else the source's
+keys are deleted) and replayed before this process uses Redis again.
+
+*Failures.* Redis down, slow (every call is bounded by ``redis_timeout_s``; redis-py's own
+retries are off, one attempt per call) or restarted empty: a failed call counts an error,
+marks the tier degraded and the flight simply calls the source (the local tier keeps working);
+while degraded no call is made for ``redis_retry_s`` (doubling per further failure, up to
+``MAX_RETRY_S``), then one trial call decides. A restarted Redis is only misses (its scripts are
+reloaded by redis-py). So Redis never causes a 5xx; ``/readyz`` shows the tier ``ok`` or
+``degraded`` but stays ready (the gateway still answers, only with more vendor traffic), and
+:meth:`status` pings when the tier is not in backoff.
+
+*Not shared.* Circuit breakers stay per process: each process sees its own connections to a
+vendor, and one process's network trouble must not stop the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import math
+import secrets
+import struct
+import sys
+import time
+from collections.abc import Callable, Collection, Mapping
+from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+from pydantic import SecretStr
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from annotation_gateway.cache import FetchParts, FilterKey, Slot, TierEntry, TierFill
+from annotation_gateway.providers.config import read_secret
+from annotation_gateway.records import Record
+from annotation_gateway.resilience import Clock
+from annotation_gateway.settings import CacheConfig
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MAGIC",
+    "RedisTier",
+    "SharedCacheOutcome",
+    "TierObserver",
+    "decode",
+    "encode",
+    "redact",
+]
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = "v1"
+MAGIC = b"AGW1"
+MAX_VARIANTS = 64
+"""Filter variants kept per (source, subject) hash before it is dropped and started again."""
+MAX_PENDING_SUBJECTS = 10_000
+"""Failed invalidations remembered per source; beyond, the whole source is dropped on recovery."""
+MAX_RETRY_S = 30.0
+POLL_FIRST_S = 0.002
+POLL_MAX_S = 0.025
+SUBSCRIBE_POLL_S = 1.0
+NEVER_FRESH = 1e300
+
+SharedCacheOutcome = Literal["hit", "miss", "invalid", "wait", "bypass"]
+"""Per subject looked up: fresh in Redis, not (or too old), undecodable; per fill: waited for
+another process's call, or Redis skipped (degraded). (The same list as the federation
+observer's, which this module does not import.)"""
+
+
+class TierObserver(Protocol):
+    """The tier's metric hooks (the federation's :class:`~.federation.observer.BoundObserver`)."""
+
+    def on_shared_cache(self, source: str, result: SharedCacheOutcome, count: int) -> None: ...
+
+    def on_redis_error(self, operation: str) -> None: ...
+
+    def on_redis_state(self, up: bool) -> None: ...
+
+
+class _NullTierObserver:
+    def on_shared_cache(self, source: str, result: SharedCacheOutcome, count: int) -> None:
+        return None
+
+    def on_redis_error(self, operation: str) -> None:
+        return None
+
+    def on_redis_state(self, up: bool) -> None:
+        return None
+
+
+# --- the value format ---------------------------------------------------------------------------
+
+_HEAD = struct.Struct(">4sdI")
+_FIELDS = 17
+_intern = sys.intern
+_STR = (str,)
+_OPT_STR = (str, type(None))
+# The type each header column must have: a value that decodes to anything else is invalid.
+_COLUMN_TYPES: tuple[tuple[type, ...], ...] = (
+    _STR,  # id
+    (int,),  # updated_us
+    (int,),  # created_us
+    _STR,  # source
+    _STR,  # provider
+    _STR,  # subject_kind
+    _STR,  # subject_id
+    _OPT_STR,  # project
+    _STR,  # name
+    _OPT_STR,  # label
+    (float, type(None)),  # score
+    _STR,  # annotator_kind
+    _OPT_STR,  # annotator_id
+    _STR,  # identifier
+    _OPT_STR,  # queue_id
+    _OPT_STR,  # queue_name
+    (int,),  # length of the JSON
+)
+
+
+def encode(records: Collection[Record], stored_at: float) -> bytes:
+    """The value of one subject's answer (see the module docstring); ``stored_at`` is wall-clock
+    epoch seconds."""
+    header = orjson.dumps(
+        [
+            (
+                r.id,
+                r.updated_us,
+                r.created_us,
+                r.source,
+                r.provider,
+                r.subject_kind,
+                r.subject_id,
+                r.project,
+                r.name,
+                r.label,
+                r.score,
+                r.annotator_kind,
+                r.annotator_id,
+                r.identifier,
+                r.queue_id,
+                r.queue_name,
+                len(r.json),
+            )
+            for r in records
+        ]
+    )
+    return b"".join((_HEAD.pack(MAGIC, stored_at, len(header)), header, *(r.json for r in records)))
+
+
+def decode(value: bytes) -> tuple[float, tuple[Record, ...]]:
+    """``(stored_at, records)`` of a value :func:`encode` wrote; ``ValueError`` for anything else."""
+    try:
+        magic, stored_at, header_len = _HEAD.unpack_from(value)
+        start = _HEAD.size + header_len
+        rows = orjson.loads(memoryview(value)[_HEAD.size : start])
+    except (struct.error, orjson.JSONDecodeError) as exc:
+        raise ValueError("not a cached answer") from exc
+    if magic != MAGIC or not math.isfinite(stored_at) or not isinstance(rows, list):
+        raise ValueError("not a cached answer of this format")
+    records: list[Record] = []
+    at = start
+    end = len(value)
+    for row in rows:
+        if not isinstance(row, list) or len(row) != _FIELDS:
+            raise ValueError("malformed record header")
+        for item, types in zip(row, _COLUMN_TYPES, strict=True):
+            if type(item) not in types:
+                raise ValueError("malformed record header")
+        size = row[16]
+        if size < 0 or at + size > end:
+            raise ValueError("record bodies do not match the header")
+        project, label, annotator_id, queue_id, queue_name = row[7], row[9], row[12], row[14], row[15]
+        records.append(
+            Record(
+                id=row[0],
+                updated_us=row[1],
+                created_us=row[2],
+                source=_intern(row[3]),
+                provider=_intern(row[4]),
+                subject_kind=_intern(row[5]),
+                subject_id=row[6],
+                project=None if project is None else _intern(project),
+                name=_intern(row[8]),
+                label=None if label is None else _intern(label),
+                score=row[10],
+                annotator_kind=_intern(row[11]),
+                annotator_id=None if annotator_id is None else _intern(annotator_id),
+                identifier=_intern(row[13]),
+                queue_id=None if queue_id is None else _intern(queue_id),
+                queue_name=None if queue_name is None else _intern(queue_name),
+                json=value[at : at + size],
+            )
+        )
+        at += size
+    if at != end:
+        raise ValueError("record bodies do not match the header")
+    return stored_at, tuple(records)
+
+
+def redact(url: str) -> str:
+    """``url`` with its password (and user) replaced by ``***``: what logs may show."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "(unparsable URL)"
+    auth = "***@" if parts.username or parts.password else ""
+    return urlunsplit((parts.scheme, f"{auth}{host}{port}", parts.path, "", ""))
+
+
+# --- the scripts (one round trip each) ------------------------------------------------------
+
+# KEYS: gen, lock, subject hashes...; ARGV: field, fresh-after (wall epoch), lock token ('' none),
+# lock ms. Returns {gen, lock state, values...}: lock state 2 every value fresh (no lock), 1 taken
+# by us, 0 held by another process, 3 free but not taken (no token given).
+_LOOKUP = """
+local out = {redis.call('GET', KEYS[1]) or '0', 2}
+local fresh_after = tonumber(ARGV[2])
+local all_fresh = true
+for i = 3, #KEYS do
+  local v = redis.call('HGET', KEYS[i], ARGV[1])
+  if v then
+    out[i] = v
+    if string.sub(v, 1, 4) ~= 'AGW1' or string.len(v) < 16
+       or struct.unpack('>d', string.sub(v, 5, 12)) < fresh_after then
+      all_fresh = false
+    end
+  else
+    out[i] = false
+    all_fresh = false
+  end
+end
+if not all_fresh then
+  if ARGV[3] ~= '' then
+    if redis.call('SET', KEYS[2], ARGV[3], 'NX', 'PX', ARGV[4]) then out[2] = 1 else out[2] = 0 end
+  elseif redis.call('EXISTS', KEYS[2]) == 1 then out[2] = 0 else out[2] = 3 end
+end
+return out
+"""
+
+# KEYS: gen, lock, subject hashes...; ARGV: expected gen, field, expiry ms, lock token ('' none),
+# values... Frees our lock; stores only while the generation is the one the lookup read.
+_STORE = """
+if ARGV[4] ~= '' and redis.call('GET', KEYS[2]) == ARGV[4] then redis.call('DEL', KEYS[2]) end
+if #KEYS < 3 or (redis.call('GET', KEYS[1]) or '0') ~= ARGV[1] then return 0 end
+for i = 3, #KEYS do
+  if redis.call('HLEN', KEYS[i]) >= tonumber(ARGV[5 + #KEYS - 2]) then redis.call('DEL', KEYS[i]) end
+  redis.call('HSET', KEYS[i], ARGV[2], ARGV[i + 2])
+  redis.call('PEXPIRE', KEYS[i], ARGV[3])
+end
+return 1
+"""
+
+# KEYS: gen, subject hashes...; ARGV: channel, message.
+_INVALIDATE = """
+redis.call('INCR', KEYS[1])
+for i = 2, #KEYS do redis.call('DEL', KEYS[i]) end
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return 1
+"""
+
+_ALL_FRESH, _TAKEN, _HELD, _FREE = 2, 1, 0, 3
+
+Listener = Callable[[str | None, list[str] | None], None]
+"""Told ``(source, subject ids)`` another process invalidated, or ``(None, None)``: forget all."""
+
+
+class RedisTier:
+    """The shared tier of the answer cache (module docstring), for compact records."""
+
+    def __init__(
+        self,
+        url: str | SecretStr,
+        config: CacheConfig,
+        *,
+        clock: Clock = time.monotonic,
+        wall: Clock = time.time,
+        observer: TierObserver | None = None,
+    ) -> None:
+        """``clock`` (monotonic) times the backoff; ``wall`` (epoch seconds, shared by every
+        process) dates the values. Connecting is lazy: nothing is sent before the first use."""
+        secret = url.get_secret_value() if isinstance(url, SecretStr) else url
+        self.target = redact(secret)
+        self._ttl = config.ttl_s
+        self._keep_ms = max(1, round(max(config.ttl_s, config.max_stale_s) * 1000))
+        self._lock_wait = config.redis_lock_wait_s
+        self._lock_ms = max(1, round(config.redis_lock_wait_s * 1000))
+        self._retry_s = config.redis_retry_s
+        self._clock = clock
+        self._wall = wall
+        self._observer: TierObserver = observer if observer is not None else _NullTierObserver()
+        self._base = f"{config.redis_key_prefix}:{FORMAT_VERSION}"
+        self.channel = f"{self._base}:inval"
+        self._origin = secrets.token_hex(8)
+        self._client: Redis = Redis.from_url(
+            secret,
+            socket_timeout=config.redis_timeout_s,
+            socket_connect_timeout=config.redis_timeout_s,
+            # One attempt per call: a dead Redis must cost one timeout, not a retry loop with
+            # backoff inside a request; the tier's own backoff decides when to try again.
+            retry=Retry(NoBackoff(), 0),
+            client_name="annotation-gateway",
+        )
+        self._lookup = self._client.register_script(_LOOKUP)
+        self._store = self._client.register_script(_STORE)
+        self._invalidate = self._client.register_script(_INVALIDATE)
+        self._up = True
+        self._failures = 0
+        self._retry_at = 0.0
+        self._last_error: str | None = None
+        self._pending: dict[str, set[str] | None] = {}
+        self._listener: Listener | None = None
+        self._subscriber: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+        self._closed = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def from_config(
+        cls,
+        config: CacheConfig,
+        *,
+        environ: Mapping[str, str] | None = None,
+        clock: Clock = time.monotonic,
+        wall: Clock = time.time,
+        observer: TierObserver | None = None,
+    ) -> RedisTier:
+        """The tier for ``[cache]``, its URL from the variable ``redis_url_env`` names
+        (``ConfigError`` when it is unset or empty)."""
+        url = read_secret(config.redis_url_env, key="cache.redis_url_env", environ=environ)
+        assert url is not None  # redis_url_env always names a variable
+        log.info("shared cache tier in Redis at %s", redact(url.get_secret_value()))
+        return cls(url, config, clock=clock, wall=wall, observer=observer)
+
+    @property
+    def ttl_s(self) -> float:
+        return self._ttl
+
+    @property
+    def up(self) -> bool:
+        """False while degraded (the last call failed and no call succeeded since)."""
+        return self._up
+
+    def set_listener(self, listener: Listener) -> None:
+        """Who is told about other processes' invalidations (the federation)."""
+        self._listener = listener
+
+    # --- keys -----------------------------------------------------------------------------------
+
+    def key(self, source: str, slot: Slot) -> str:
+        """The hash holding ``source``'s answers about ``slot`` (``None``: identifier-only)."""
+        return f"{self._base}:{source}:i" if slot is None else f"{self._base}:{source}:s:{slot}"
+
+    def _gen_key(self, source: str) -> str:
+        return f"{self._base}:{source}:gen"
+
+    @staticmethod
+    def field(fkey: FilterKey) -> str:
+        """The hash field of a filter key."""
+        return hashlib.blake2b(orjson.dumps(fkey), digest_size=12).hexdigest()
+
+    def _lock_key(self, source: str, field: str, slots: list[Slot]) -> str:
+        chunk = hashlib.blake2b(
+            orjson.dumps(sorted(s if s is not None else "" for s in slots)), digest_size=12
+        ).hexdigest()
+        return f"{self._base}:{source}:lock:{field}:{chunk}"
+
+    # --- health and backoff ----------------------------------------------------------------------
+
+    def _allowed(self) -> bool:
+        if self._closed:
+            return False
+        if self._up:
+            return True
+        now = self._clock()
+        if now < self._retry_at:
+            return False
+        # One trial per backoff period: the next caller waits for the period again.
+        self._retry_at = now + self._backoff()
+        return True
+
+    def _backoff(self) -> float:
+        return float(min(self._retry_s * 2 ** max(self._failures - 1, 0), MAX_RETRY_S))
+
+    def _failed(self, operation: str, exc: BaseException) -> None:
+        self._observer.on_redis_error(operation)
+        self._failures += 1
+        self._last_error = f"{operation}: {type(exc).__name__}"
+        self._retry_at = self._clock() + self._backoff()
+        if self._up:
+            self._up = False
+            self._observer.on_redis_state(False)
+            # The exception's text may name the host, never the password; only its type is logged.
+            log.warning(
+                "shared cache tier degraded: Redis %s failed (%s); answering without it",
+                operation,
+                type(exc).__name__,
+            )
+
+    def _succeeded(self) -> None:
+        if not self._up:
+            self._up = True
+            self._failures = 0
+            self._last_error = None
+            self._observer.on_redis_state(True)
+            log.warning("shared cache tier back: Redis answers again")
+
+    async def _usable(self) -> bool:
+        """Whether to call Redis now; first replays invalidations that failed before."""
+        self._ensure_subscriber()
+        if not self._allowed():
+            return False
+        if self._pending:
+            try:
+                await self._replay()
+            except (RedisError, OSError) as exc:
+                self._failed("invalidate", exc)
+                return False
+        return True
+
+    # --- reading ----------------------------------------------------------------------------------
+
+    async def fill(
+        self,
+        source: str,
+        fkey: FilterKey,
+        slots: list[Slot],
+        fetch_parts: FetchParts[Record],
+        *,
+        read: bool,
+        store: bool,
+    ) -> TierFill[Record]:
+        """See :meth:`annotation_gateway.cache.SharedTier.fill` and the module docstring."""
+        if not await self._usable():
+            self._observer.on_shared_cache(source, "bypass", 1)
+            return await self._fetch(source, slots, fetch_parts, {}, {}, upstream=False)
+        field = self.field(fkey)
+        gen_key = self._gen_key(source)
+        found: dict[Slot, TierEntry[Record]] = {}
+        usable: dict[Slot, TierEntry[Record]] = {}
+        missing = list(slots)
+        token = secrets.token_hex(8) if read and store else ""
+        lock_key = self._lock_key(source, field, slots)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._lock_wait
+        pause = POLL_FIRST_S
+        waited = False
+        generation: bytes | None = None
+        holding = False
+        while True:
+            keys = [gen_key, lock_key, *(self.key(source, slot) for slot in missing)]
+            # Lua's tonumber() reads no "inf": a date no value has means "nothing is fresh".
+            fresh_after = self._wall() - self._ttl if read else NEVER_FRESH
+            try:
+                reply = await self._lookup(keys=keys, args=[field, repr(fresh_after), token, self._lock_ms])
+            except (RedisError, OSError) as exc:
+                self._failed("read", exc)
+                break
+            self._succeeded()
+            generation, state = reply[0], reply[1]
+            holding = state == _TAKEN
+            missing = self._sort(source, missing, reply[2:], read, found, usable, count=not waited)
+            if not missing:
+                if waited:
+                    self._observer.on_shared_cache(source, "wait", 1)
+                return TierFill(found, upstream=waited)
+            if holding or not token or state in (_ALL_FRESH, _FREE):
+                break  # ours to fetch (an undecodable "fresh" value is fetched without the lock)
+            if loop.time() >= deadline:
+                break
+            waited = True
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, POLL_MAX_S)
+        if waited:
+            self._observer.on_shared_cache(source, "wait", 1)
+        writes = (
+            (generation, lock_key if holding else None, token if holding else "", field)
+            if store and generation is not None
+            else None
+        )
+        if holding and not store:
+            writes = (b"", lock_key, token, field)  # only frees the lock
+        return await self._fetch(source, missing, fetch_parts, found, usable, upstream=True, writes=writes)
+
+    def _sort(
+        self,
+        source: str,
+        slots: list[Slot],
+        values: list[bytes | None],
+        read: bool,
+        found: dict[Slot, TierEntry[Record]],
+        usable: dict[Slot, TierEntry[Record]],
+        *,
+        count: bool,
+    ) -> list[Slot]:
+        """File each value as fresh (``found``) or only usable (``usable``); return the rest."""
+        now = self._wall()
+        missing: list[Slot] = []
+        hits = invalid = 0
+        for slot, value in zip(slots, values, strict=True):
+            if value is None:
+                missing.append(slot)
+                continue
+            try:
+                stored_at, records = decode(value)
+            except ValueError:
+                invalid += 1
+                missing.append(slot)
+                continue
+            entry = TierEntry(records, max(now - stored_at, 0.0))
+            if read and entry.age_s < self._ttl:
+                found[slot] = entry
+                hits += 1
+            else:
+                usable[slot] = entry
+                missing.append(slot)
+        if count:
+            if hits:
+                self._observer.on_shared_cache(source, "hit", hits)
+            if invalid:
+                self._observer.on_shared_cache(source, "invalid", invalid)
+            if len(missing) - invalid:
+                self._observer.on_shared_cache(source, "miss", len(missing) - invalid)
+        return missing
+
+    async def _fetch(
+        self,
+        source: str,
+        slots: list[Slot],
+        fetch_parts: FetchParts[Record],
+        found: dict[Slot, TierEntry[Record]],
+        usable: dict[Slot, TierEntry[Record]],
+        *,
+        upstream: bool,
+        writes: tuple[bytes, str | None, str, str] | None = None,
+    ) -> TierFill[Record]:
+        """Call the source for ``slots``; store the answer (and free the lock) per ``writes``:
+        (generation read, lock key or None, lock token, hash field)."""
+        started = self._wall()
+        try:
+            parts = await fetch_parts(slots)
+        except asyncio.CancelledError:
+            if writes is not None and writes[1] is not None:
+                # Free the lock for the waiters without waiting here (this task is cancelled).
+                task = asyncio.get_running_loop().create_task(self._write(source, writes, {}, started))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            raise
+        except Exception as exc:
+            if writes is not None:
+                await self._write(source, writes, {}, started)
+            usable.update(found)
+            return TierFill(found, upstream=True, error=exc, usable=usable)
+        age = max(self._wall() - started, 0.0)
+        for slot in slots:
+            found[slot] = TierEntry(parts[slot], age)
+        if writes is not None:
+            await self._write(source, writes, parts, started)
+        return TierFill(found, upstream=upstream or bool(slots))
+
+    async def _write(
+        self,
+        source: str,
+        writes: tuple[bytes, str | None, str, str],
+        parts: Mapping[Slot, Collection[Record]],
+        started: float,
+    ) -> None:
+        generation, lock_key, token, field = writes
+        keys = [self._gen_key(source), lock_key or self._gen_key(source)]
+        args: list[str | bytes | int] = [generation, field, self._keep_ms, token]
+        if generation:
+            for slot, records in parts.items():
+                keys.append(self.key(source, slot))
+                args.append(encode(records, started))
+        args.append(MAX_VARIANTS)
+        if len(keys) == 2 and not token:
+            return
+        try:
+            await self._store(keys=keys, args=args)
+        except (RedisError, OSError) as exc:
+            self._failed("write", exc)
+        else:
+            self._succeeded()
+
+    # --- invalidating -----------------------------------------------------------------------------
+
+    async def invalidate(self, source: str, subject_ids: Collection[str]) -> None:
+        """Bump ``source``'s generation, drop ``subject_ids``' hashes (and the identifier-only
+        one) and tell the other processes; remembered for later when Redis cannot be reached."""
+        subjects = sorted(set(subject_ids))
+        if await self._usable():
+            try:
+                await self._send_invalidation(source, subjects)
+            except (RedisError, OSError) as exc:
+                self._failed("invalidate", exc)
+            else:
+                self._succeeded()
+                return
+        self._remember(source, subjects)
+
+    async def _send_invalidation(self, source: str, subjects: list[str]) -> None:
+        keys = [self._gen_key(source), self.key(source, None), *(self.key(source, s) for s in subjects)]
+        message = orjson.dumps({"o": self._origin, "s": source, "k": subjects})
+        await self._invalidate(keys=keys, args=[self.channel, message])
+
+    def _remember(self, source: str, subjects: list[str]) -> None:
+        if source in self._pending and self._pending[source] is None:
+            return
+        pending = self._pending.setdefault(source, set())
+        assert pending is not None
+        pending.update(subjects)
+        if len(pending) > MAX_PENDING_SUBJECTS:
+            self._pending[source] = None  # too many to list: drop the whole source on recovery
+
+    async def _replay(self) -> None:
+        while self._pending:
+            source, subjects = next(iter(self._pending.items()))
+            if subjects is None:
+                await self._drop_source(source)
+            else:
+                await self._send_invalidation(source, sorted(subjects))
+            del self._pending[source]
+
+    async def _drop_source(self, source: str) -> None:
+        await self._client.incr(self._gen_key(source))
+        batch: list[bytes] = []
+        async for key in self._client.scan_iter(match=f"{self._base}:{source}:[si]*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                await self._client.unlink(*batch)
+                batch.clear()
+        if batch:
+            await self._client.unlink(*batch)
+        message = orjson.dumps({"o": self._origin, "s": source, "k": None})
+        await self._client.publish(self.channel, message)
+
+    # --- the subscription --------------------------------------------------------------------------
+
+    def _ensure_subscriber(self) -> None:
+        if self._subscriber is None and not self._closed:
+            self._subscriber = asyncio.get_running_loop().create_task(
+                self._subscribe(), name="cache-redis-subscriber"
+            )
+
+    async def wait_subscribed(self) -> None:
+        """Until this process listens to invalidations (tests, start-up)."""
+        self._ensure_subscriber()
+        await self._subscribed.wait()
+
+    async def _subscribe(self) -> None:
+        """Listen to invalidations for good: reconnect after each failure (with the backoff); after
+        a reconnection drop the whole local tier, since messages may have been missed."""
+        missed = False
+        while not self._closed:
+            pubsub: PubSub = self._client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.channel)
+                self._subscribed.set()
+                if missed and self._listener is not None:
+                    self._listener(None, None)
+                missed = False
+                while True:
+                    message = await pubsub.get_message(timeout=SUBSCRIBE_POLL_S)
+                    if message is not None:
+                        self._on_message(message.get("data"))
+            except (RedisError, OSError) as exc:
+                self._subscribed.clear()
+                missed = True
+                self._failed("subscribe", exc)
+                await asyncio.sleep(self._backoff())
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()
+
+    def _on_message(self, data: object) -> None:
+        if not isinstance(data, bytes) or self._listener is None:
+            return
+        try:
+            message = orjson.loads(data)
+            origin, source, subjects = message["o"], message["s"], message["k"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            log.warning("ignoring a malformed cache invalidation message")
+            return
+        if origin == self._origin or not isinstance(source, str):
+            return
+        if subjects is None:
+            self._listener(source, None)
+        elif isinstance(subjects, list) and all(isinstance(s, str) for s in subjects):
+            self._listener(source, subjects)
+
+    # --- state ------------------------------------------------------------------------------------
+
+    async def status(self) -> dict[str, Any]:
+        """``{"backend": "redis", "state": "ok" | "degraded", "detail": ...}`` (no URL); pings
+        Redis unless the tier is in backoff."""
+        if await self._usable():
+            try:
+                await self._client.ping()
+            except (RedisError, OSError) as exc:
+                self._failed("ping", exc)
+            else:
+                self._succeeded()
+        state = "ok" if self._up else "degraded"
+        detail = None
+        if not self._up:
+            detail = (
+                f"Redis unreachable ({self._last_error}); answering from memory and the sources, "
+                f"next try in {max(self._retry_at - self._clock(), 0.0):.1f} s"
+            )
+        return {"backend": "redis", "state": state, "detail": detail}
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._subscriber is not None:
+            self._subscriber.cancel()
+            await asyncio.gather(self._subscriber, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(RedisError, OSError):
+            await self._client.aclose()
