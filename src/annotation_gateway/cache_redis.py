@@ -84,6 +84,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from annotation_gateway.cache import FetchParts, FilterKey, Slot, TierEntry, TierFill
@@ -353,9 +354,11 @@ class RedisTier:
             secret,
             socket_timeout=config.redis_timeout_s,
             socket_connect_timeout=config.redis_timeout_s,
-            # One attempt per call: a dead Redis must cost one timeout, not a retry loop with
-            # backoff inside a request; the tier's own backoff decides when to try again.
-            retry=Retry(NoBackoff(), 0),
+            # A timeout is not retried: a hung Redis must cost one timeout per call, not a retry
+            # loop inside a request (the tier's own backoff decides when to try again). A broken
+            # connection is retried once, at once, on a new one: that is a restarted Redis, and
+            # on loopback or a LAN a refused connection costs well under a millisecond.
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
             client_name="annotation-gateway",
         )
         self._lookup = self._client.register_script(_LOOKUP)
@@ -370,6 +373,8 @@ class RedisTier:
         self._subscriber: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
         self._closed = False
+        self.invalidations_received = 0
+        """Other processes' invalidations applied here (tests wait on it)."""
         self._tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
@@ -708,6 +713,7 @@ class RedisTier:
         """Listen to invalidations for good: reconnect after each failure (with the backoff); after
         a reconnection drop the whole local tier, since messages may have been missed."""
         missed = False
+        retry_at_once = False
         while not self._closed:
             pubsub: PubSub = self._client.pubsub(ignore_subscribe_messages=True)
             try:
@@ -716,6 +722,7 @@ class RedisTier:
                 if missed and self._listener is not None:
                     self._listener(None, None)
                 missed = False
+                retry_at_once = True
                 while True:
                     message = await pubsub.get_message(timeout=SUBSCRIBE_POLL_S)
                     if message is not None:
@@ -723,6 +730,11 @@ class RedisTier:
             except (RedisError, OSError) as exc:
                 self._subscribed.clear()
                 missed = True
+                if retry_at_once:
+                    # A subscription that worked broke (a restarted Redis): one new attempt at
+                    # once; only a failing one is Redis failing.
+                    retry_at_once = False
+                    continue
                 self._failed("subscribe", exc)
                 await asyncio.sleep(self._backoff())
             finally:
@@ -744,6 +756,9 @@ class RedisTier:
             self._listener(source, None)
         elif isinstance(subjects, list) and all(isinstance(s, str) for s in subjects):
             self._listener(source, subjects)
+        else:
+            return
+        self.invalidations_received += 1
 
     # --- state ------------------------------------------------------------------------------------
 
