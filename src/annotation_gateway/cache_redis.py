@@ -204,6 +204,18 @@ def encode(records: Collection[Record], stored_at: float) -> bytes:
     return b"".join((_HEAD.pack(MAGIC, stored_at, len(header)), header, *(r.json for r in records)))
 
 
+def stored_at_of(value: bytes) -> float:
+    """The ``stored_at`` of a value (only its fixed-size head is read); ``ValueError`` if it has
+    none."""
+    try:
+        magic, stored_at, _ = _HEAD.unpack_from(value)
+    except struct.error as exc:
+        raise ValueError("not a cached answer") from exc
+    if magic != MAGIC or not math.isfinite(stored_at):
+        raise ValueError("not a cached answer of this format")
+    return float(stored_at)
+
+
 def decode(value: bytes) -> tuple[float, tuple[Record, ...]]:
     """``(stored_at, records)`` of a value :func:`encode` wrote; ``ValueError`` for anything else."""
     try:
@@ -499,7 +511,7 @@ class RedisTier:
         field = self.field(fkey)
         gen_key = self._gen_key(source)
         found: dict[Slot, TierEntry[Record]] = {}
-        usable: dict[Slot, TierEntry[Record]] = {}
+        usable: dict[Slot, bytes] = {}
         missing = list(slots)
         token = secrets.token_hex(8) if read and store else ""
         lock_key = self._lock_key(source, field, slots)
@@ -540,8 +552,6 @@ class RedisTier:
             if store and generation is not None
             else None
         )
-        if holding and not store:
-            writes = (b"", lock_key, token, field)  # only frees the lock
         return await self._fetch(source, missing, fetch_parts, found, usable, upstream=True, writes=writes)
 
     def _sort(
@@ -551,11 +561,13 @@ class RedisTier:
         values: list[bytes | None],
         read: bool,
         found: dict[Slot, TierEntry[Record]],
-        usable: dict[Slot, TierEntry[Record]],
+        usable: dict[Slot, bytes],
         *,
         count: bool,
     ) -> list[Slot]:
-        """File each value as fresh (``found``) or only usable (``usable``); return the rest."""
+        """File each value as fresh (``found``, decoded) or only usable on error (``usable``, kept
+        encoded: most misses never need it, and decoding is most of a hit's cost); return the
+        slots to fetch."""
         now = self._wall()
         missing: list[Slot] = []
         hits = invalid = 0
@@ -564,17 +576,18 @@ class RedisTier:
                 missing.append(slot)
                 continue
             try:
-                stored_at, records = decode(value)
+                fresh = read and now - stored_at_of(value) < self._ttl
+                if fresh:
+                    stored_at, records = decode(value)
             except ValueError:
                 invalid += 1
                 missing.append(slot)
                 continue
-            entry = TierEntry(records, max(now - stored_at, 0.0))
-            if read and entry.age_s < self._ttl:
-                found[slot] = entry
+            if fresh:
+                found[slot] = TierEntry(records, max(now - stored_at, 0.0))
                 hits += 1
             else:
-                usable[slot] = entry
+                usable[slot] = value
                 missing.append(slot)
         if count:
             if hits:
@@ -591,7 +604,7 @@ class RedisTier:
         slots: list[Slot],
         fetch_parts: FetchParts[Record],
         found: dict[Slot, TierEntry[Record]],
-        usable: dict[Slot, TierEntry[Record]],
+        usable: dict[Slot, bytes],
         *,
         upstream: bool,
         writes: tuple[bytes, str | None, str, str] | None = None,
@@ -611,14 +624,28 @@ class RedisTier:
         except Exception as exc:
             if writes is not None:
                 await self._write(source, writes, {}, started)
-            usable.update(found)
-            return TierFill(found, upstream=True, error=exc, usable=usable)
+            return TierFill(found, upstream=True, error=exc, usable=self._stale(source, found, usable))
         age = max(self._wall() - started, 0.0)
         for slot in slots:
             found[slot] = TierEntry(parts[slot], age)
         if writes is not None:
             await self._write(source, writes, parts, started)
         return TierFill(found, upstream=upstream or bool(slots))
+
+    def _stale(
+        self, source: str, found: dict[Slot, TierEntry[Record]], usable: dict[Slot, bytes]
+    ) -> dict[Slot, TierEntry[Record]]:
+        """What may stand in for a failed fetch: the fresh answers and the older ones."""
+        now = self._wall()
+        entries = dict(found)
+        for slot, value in usable.items():
+            try:
+                stored_at, records = decode(value)
+            except ValueError:
+                self._observer.on_shared_cache(source, "invalid", 1)
+                continue
+            entries[slot] = TierEntry(records, max(now - stored_at, 0.0))
+        return entries
 
     async def _write(
         self,
