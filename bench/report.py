@@ -29,6 +29,9 @@ TARGETS: dict[str, float] = {
     "export_1m_rss_growth_mib": 64.0,  # "flat": a few chunks in memory, never the export
     "export_first_byte_ms": 250.0,
     "search_10k_first_page_ms": 1200.0,
+    # issue 13
+    "redis_miss_cpu_vs_memory": 1.2,
+    "redis_hit_ms_p50": 2.0,
 }
 
 MEMORY_KEYS = frozenset({"cached_bytes_per_annotation", "export_1m_rss_growth_mib"})
@@ -108,6 +111,11 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
         out["export_1m_annotations_per_s"] = cold["annotations_per_s"]
         out["export_1m_wall_s"] = cold["wall_s"]
         out["export_1m_complete"] = cold.get("complete")
+    redis = results.get("redis") or {}
+    if "miss_cpu_ratio" in redis:
+        out["redis_miss_cpu_vs_memory"] = redis["miss_cpu_ratio"]
+    if "p50_ms" in (redis.get("hit") or {}):
+        out["redis_hit_ms_p50"] = redis["hit"]["p50_ms"]
     return out
 
 
@@ -152,6 +160,8 @@ def verdicts(r: dict[str, Any]) -> list[dict[str, Any]]:
         ),
         ("export_first_byte_ms", f"{export_what}: first byte", "<=", "<= 250 ms"),
         ("export_1m_rss_growth_mib", f"{export_what}: RSS growth (flat)", "<=", "<= 64 MiB"),
+        ("redis_miss_cpu_vs_memory", "miss CPU per request, Redis tier / memory only", "<=", "<= 1.2x"),
+        ("redis_hit_ms_p50", "hit served from Redis (local tier expired), p50", "<=", "<= 2 ms"),
     ]
     rows = []
     for key, what, direction, target in checks:

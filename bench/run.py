@@ -17,7 +17,9 @@ fan-out, CPU ms per request ratio (target <= 1.5); 4. ``overhead`` — both upst
 (faster on a miss, >= 10x on a hit); 6. ``scale`` — a 10,000-id search (upstream calls, first
 page wall time <= 1.2 s, RSS per cached annotation <= 1 KiB once all 100,000 are cached and paged
 through) and a 100,000-annotation export (RSS over time); 7. ``export_1m`` — a cold export of
-1,000,000 Phoenix annotations streamed over HTTP: first byte <= 250 ms, RSS growth <= 64 MiB.
+1,000,000 Phoenix annotations streamed over HTTP: first byte <= 250 ms, RSS growth <= 64 MiB;
+8. ``redis`` — the shared cache tier (:mod:`bench.redis_tier`): CPU per miss with it ÷ without
+(<= 1.2) and a hit served from Redis, p50 <= 2 ms.
 
 Every wrk run has a fixed duration, every loop a count or deadline, and the whole run a budget
 (``--budget-s``, default 600): a scenario that no longer fits is reported as skipped. Every
@@ -1016,7 +1018,7 @@ def git_commit() -> str:
         return "unknown"
 
 
-SCENARIOS = ("throughput", "overhead", "naive", "scale", "export_1m")
+SCENARIOS = ("throughput", "overhead", "naive", "scale", "export_1m", "redis")
 
 
 def selected_scenarios(args: argparse.Namespace) -> set[str]:
@@ -1075,6 +1077,11 @@ def run(args: argparse.Namespace) -> int:
                 _guard(bench, "scale", lambda: scenario_scale(bench))
             if "export_1m" in scenarios:
                 _guard(bench, "export_1m", lambda: scenario_export_1m(bench))
+            if "redis" in scenarios:
+                # Imported here: bench.redis_tier builds on this module's helpers.
+                from bench.redis_tier import scenario_redis
+
+                _guard(bench, "redis", lambda: scenario_redis(bench))
         finally:
             bench.stack.close()
         elapsed = time.monotonic() - started
