@@ -627,3 +627,23 @@ async def test_the_local_tier_is_capped_by_local_ttl(cluster: Cluster) -> None:
     assert again.sources[0].cached  # from Redis: no upstream call
     assert seen.shared["hit"] == 1
     assert fetches(cluster.sim) == 1
+
+
+async def test_an_expired_local_answer_is_confirmed_or_replaced_from_redis(cluster: Cluster) -> None:
+    clock_a = ManualClock()
+    a, _ = cluster.replica(clock=clock_a)
+    b, _ = cluster.replica()
+    first = await a.query(ask("sess-02"))
+    clock_a.advance(cluster.config.local_ttl_s + 0.1)
+    # Redis still holds the very answer A has: confirmed (not sent again), the same records.
+    again = await a.query(ask("sess-02"))
+    assert again.sources[0].cached
+    assert [r.json for r in again.records] == [r.json for r in first.records]
+    # Another replica refreshes it (no-cache) with what the vendor has now: A's copy is replaced.
+    cluster.sim.seed(seed_doc({"sess-02": 1}))
+    await b.query(ask("sess-02", use_cache=False))
+    clock_a.advance(cluster.config.local_ttl_s + 0.1)
+    replaced = await a.query(ask("sess-02"))
+    assert replaced.sources[0].cached
+    assert qualities(replaced) == {"sess-02": 1.0}
+    assert fetches(cluster.sim) == 2

@@ -65,7 +65,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -84,6 +84,7 @@ __all__ = [
     "Fetch",
     "FetchParts",
     "FilterKey",
+    "Known",
     "SharedTier",
     "Slot",
     "TierEntry",
@@ -141,9 +142,11 @@ class _Entry(Generic[T]):
 @dataclass(frozen=True, slots=True)
 class _HeldEntry(_Entry[T]):
     """An entry handed over by the shared tier: fresh from ``stored_at`` for the local ttl,
-    usable (stale) from ``fetched_at``, when the source was really asked."""
+    usable (stale) from ``fetched_at``, when the source was really asked; ``version`` names the
+    shared tier's copy (see :attr:`TierEntry.version`)."""
 
     fetched_at: float
+    version: bytes | None
 
 
 def _born(entry: _Entry[T]) -> float:
@@ -160,6 +163,10 @@ class TierEntry(Generic[T]):
     items: tuple[T, ...]
     age_s: float
     """Seconds since the upstream call that produced it started (0 or more)."""
+    version: bytes | None = None
+    """What names this answer in the shared tier (``None``: not there): handed back to
+    :meth:`SharedTier.fill` in ``known`` when the local copy is no longer fresh, so that an
+    unchanged answer is confirmed rather than sent and decoded again."""
 
 
 @dataclass(slots=True)
@@ -178,6 +185,8 @@ class TierFill(Generic[T]):
 
 FetchParts = Callable[[list[_Slot]], Awaitable[dict[_Slot, tuple[T, ...]]]]
 """The upstream call for some slots, split per slot (one call for all of them)."""
+Known = Mapping[_Slot, tuple[bytes, tuple[T, ...]]]
+"""Answers this process still holds, by slot: (their version in the shared tier, the items)."""
 
 
 class SharedTier(Protocol[T]):
@@ -197,10 +206,12 @@ class SharedTier(Protocol[T]):
         *,
         read: bool,
         store: bool,
+        known: Known[T] | None = None,
     ) -> TierFill[T]:
         """The answers for ``slots``: what the tier holds fresh (unless ``read`` is false), the
         rest through ``fetch_parts`` (at most once across processes where it can), stored unless
-        ``store`` is false. Never raises for its own failures: then it simply fetches."""
+        ``store`` is false. An answer in ``known`` that the tier still holds unchanged is
+        answered with those items. Never raises for its own failures: then it simply fetches."""
         ...
 
     async def invalidate(self, source: str, subject_ids: Collection[str]) -> None:
@@ -298,6 +309,7 @@ class AnnotationCache(Generic[T]):
 
         parts: dict[_Slot, tuple[T, ...]] = {}
         usable: dict[_Slot, _Entry[T]] = {}
+        known: dict[_Slot, _HeldEntry[T]] = {}
         oldest = now
         missing: list[_Slot] = []
         for slot in slots:
@@ -311,6 +323,8 @@ class AnnotationCache(Generic[T]):
                     continue
                 if now - _born(entry) < stale_limit:
                     usable[slot] = entry
+                if read and isinstance(entry, _HeldEntry) and entry.version is not None:
+                    known[slot] = entry
             missing.append(slot)
 
         if not missing:
@@ -330,7 +344,7 @@ class AnnotationCache(Generic[T]):
                 waits[id(flight)] = flight
         if to_fetch:
             flight = self._start_flight(
-                source, fkey, query, to_fetch, fetch, started_at=now, store=store, read=use_cache
+                source, fkey, query, to_fetch, fetch, started_at=now, store=store, read=use_cache, known=known
             )
             for slot in to_fetch:
                 slot_flight[slot] = flight
@@ -385,6 +399,7 @@ class AnnotationCache(Generic[T]):
         started_at: float,
         store: bool,
         read: bool = True,
+        known: Mapping[_Slot, _HeldEntry[T]] | None = None,
     ) -> _Flight[T]:
         loop = asyncio.get_running_loop()
         flight = _Flight(loop.create_future())
@@ -400,8 +415,14 @@ class AnnotationCache(Generic[T]):
                 source, fkey, upstream_query, slots, fetch, flight, generation if store else None, started_at
             )
         else:
+            held = {
+                slot: (entry.version, entry.items)
+                for slot in slots
+                if (entry := (known or {}).get(slot)) is not None and entry.version is not None
+            }
+            shared = self._shared
             run = self._run_shared_flight(
-                self._shared, source, fkey, upstream_query, slots, fetch, flight, generation, store, read
+                shared, source, fkey, upstream_query, slots, fetch, flight, generation, store, read, held
             )
         task = loop.create_task(run, name=f"cache-flight:{source}")
         self._tasks.add(task)
@@ -452,6 +473,7 @@ class AnnotationCache(Generic[T]):
         generation: int,
         store: bool,
         read: bool,
+        known: Known[T],
     ) -> None:
         """Like :meth:`_run_flight`, through the shared tier; it says what it held, how old."""
         future = flight.future
@@ -464,7 +486,7 @@ class AnnotationCache(Generic[T]):
 
         try:
             fill = await shared.fill(
-                source, fkey, slots, fetch_parts, read=read, store=store and self._store_enabled
+                source, fkey, slots, fetch_parts, read=read, store=store and self._store_enabled, known=known
             )
         except asyncio.CancelledError:
             future.cancel()
@@ -493,7 +515,7 @@ class AnnotationCache(Generic[T]):
         # Fresh here for the local ttl from now, but never past the answer's real ttl.
         fetched_at = now - max(entry.age_s, 0.0)
         stored_at = min(now, fetched_at + max(shared_ttl - self._ttl, 0.0))
-        return _HeldEntry(entry.items, stored_at, fetched_at)
+        return _HeldEntry(entry.items, stored_at, fetched_at, entry.version)
 
     def _end_flight(self, flight: _Flight[T]) -> None:
         for key in flight.keys:
