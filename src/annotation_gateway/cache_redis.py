@@ -122,6 +122,8 @@ POLL_FIRST_S = 0.002
 POLL_MAX_S = 0.025
 SUBSCRIBE_POLL_S = 1.0
 NEVER_FRESH = 1e300
+MAX_MEMO = 4096
+"""Filter keys whose hash field is remembered (the memo is dropped whole when full)."""
 
 SharedCacheOutcome = Literal["hit", "miss", "invalid", "wait", "bypass"]
 """Per subject looked up: fresh in Redis, not (or too old), undecodable; per fill: waited for
@@ -370,6 +372,7 @@ class RedisTier:
         self._subscriber: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
         self._closed = False
+        self._fields: dict[FilterKey, str] = {}
         self.invalidations_received = 0
         """Other processes' invalidations applied here (tests wait on it)."""
         self._tasks: set[asyncio.Task[None]] = set()
@@ -495,13 +498,18 @@ class RedisTier:
         if not await self._usable():
             self._observer.on_shared_cache(source, "bypass", 1)
             return await self._fetch(source, slots, fetch_parts, {}, {})
-        field = self.field(fkey)
+        field = self._fields.get(fkey)
+        if field is None:
+            if len(self._fields) >= MAX_MEMO:
+                self._fields.clear()
+            field = self._fields[fkey] = self.field(fkey)
         gen_key = self._gen_key(source)
         found: dict[Slot, TierEntry[Record]] = {}
         usable: dict[Slot, bytes | None] = {}
         missing = list(slots)
         token = secrets.token_hex(8) if read and store else ""
-        lock_key = self._lock_key(source, field, slots)
+        # Without a token no lock is taken: the gen key stands in for the lock's key slot.
+        lock_key = self._lock_key(source, field, slots) if token else gen_key
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._lock_wait
         pause = POLL_FIRST_S
