@@ -32,8 +32,8 @@ that does not decode is a miss (counted ``invalid``), never an error.
 fresh ones come back: a value kept for stale-on-error is fetched again only when an upstream call
 fails, so a miss does not carry it over the wire; and a value the process still holds in its
 local tier, named by its 20-byte head — ``stored_at`` and CRC — is only confirmed, neither sent
-nor decoded again) and, when one is missing or not fresh, takes the lock of (source, filter key, those subjects) with ``SET NX
-PX`` in the same call. The holder fetches and stores through a second script, which also
+nor decoded again) and, when one is missing or not fresh, takes the lock of (source, filter key,
+those subjects) with ``SET NX PX`` in the same call. The holder fetches and stores through a second script, which also
 releases the lock and refuses to store when the generation moved (a write happened since the
 lookup: read-your-write). Another process that finds the lock held polls (2 ms doubling to
 25 ms) until the values appear, the lock is free (it then takes it), or ``redis_lock_wait_s``
