@@ -28,39 +28,45 @@ lengths — then the records' canonical JSON bytes one after the other. Decoding
 strings are interned as :func:`~annotation_gateway.records.record_from_fields` does). A value
 that does not decode is a miss (counted ``invalid``), never an error.
 
-*One round trip per lookup.* A Lua script reads the generation and the subjects' values (only the
-fresh ones come back: a value kept for stale-on-error is fetched again only when an upstream call
-fails, so a miss does not carry it over the wire; and a value the process still holds in its
-local tier, named by its 20-byte head — ``stored_at`` and CRC — is only confirmed, neither sent
-nor decoded again) and, when one is missing or not fresh, takes the lock of (source, filter key,
-those subjects) with ``SET NX PX`` in the same call. The holder fetches and stores through a second script, which also
-releases the lock and refuses to store when the generation moved (a write happened since the
-lookup: read-your-write). Another process that finds the lock held polls (2 ms doubling to
-25 ms) until the values appear, the lock is free (it then takes it), or ``redis_lock_wait_s``
-passed (it then fetches itself); a waiter that fails while waiting may serve stale like any
-failed fetch. Misses that differ in subjects take different locks and may both fetch the
-subjects they share. A failed holder stores nothing and frees the lock, so waiters fetch (a dead
-vendor is asked by each process, and each process's breaker opens).
+*One round trip per lookup.* A Lua script reads the generation and the subjects' values and,
+when one is missing or not fresh, takes the lock of (source, filter key, those subjects) with
+``SET NX PX`` in the same call. Only fresh values come back: one kept for stale-on-error is read
+again only when the upstream call fails (a miss does not carry it over the wire), and one the
+process still holds in its local tier — named by its 20-byte head, ``stored_at`` and CRC — is
+only confirmed, neither sent nor decoded again. The holder of the lock fetches and stores
+through a second script, which also frees the lock and refuses to store when the generation
+moved since the lookup (a write happened meanwhile: read-your-write). Another process that
+finds the lock held polls (2 ms doubling to 25 ms) until the values appear, the lock is free
+(it then takes it), or ``redis_lock_wait_s`` passed (it then fetches itself); if its own call
+fails it may serve stale like any failed fetch. Misses that differ in subjects take different
+locks and may both fetch the subjects they share. A failed holder stores nothing and frees the
+lock, so the waiters fetch (a dead vendor is asked by each process, and each process's breaker
+opens). Values are dated by the wall clock of the process that fetched them: clock skew
+between hosts shifts their freshness by as much.
 
 *Writes.* :meth:`RedisTier.invalidate` runs one script: ``INCR`` the source's generation,
 ``DEL`` the written subjects' hashes and the identifier-only one, ``PUBLISH`` (source, subjects)
 on the channel. Every process subscribes and drops those subjects from its local tier (and the
-federation its merged results). A read through Redis after the write returns sees the write.
-Worst case: a process that has the old answer in its local tier and has not yet read the
-message (microseconds on one host; a message lost while its subscription reconnects) serves it
-for at most ``local_ttl_s`` after it was read from Redis; and after a resubscription a process
-drops its whole local tier, since it may have missed messages. A write whose invalidation
-cannot reach Redis is remembered (up to ``MAX_PENDING_SUBJECTS`` per source, else the source's
-keys are deleted) and replayed before this process uses Redis again.
+federation its merged results). A read through Redis that starts after the write returned sees
+the write. Worst cases: a process that holds the old answer in its local tier and has not read
+the message yet (microseconds on one host; longer if the message is lost while its subscription
+reconnects) serves it until its local copy expires, at most ``local_ttl_s`` after it was read
+from Redis (and never past the answer's ``ttl_s``); after a resubscription a process drops its
+whole local tier, since it may have missed messages. A write whose invalidation cannot reach
+Redis (degraded) is remembered (up to ``MAX_PENDING_SUBJECTS`` subjects per source, beyond
+which the source's keys are deleted) and replayed before this process uses Redis again;
+meanwhile the other processes may serve the old answer from Redis, up to its ``ttl_s``.
 
-*Failures.* Redis down, slow (every call is bounded by ``redis_timeout_s``; redis-py's own
-retries are off, one attempt per call) or restarted empty: a failed call counts an error,
-marks the tier degraded and the flight simply calls the source (the local tier keeps working);
-while degraded no call is made for ``redis_retry_s`` (doubling per further failure, up to
-``MAX_RETRY_S``), then one trial call decides. A restarted Redis is only misses (its scripts are
-reloaded by redis-py). So Redis never causes a 5xx; ``/readyz`` shows the tier ``ok`` or
-``degraded`` but stays ready (the gateway still answers, only with more vendor traffic), and
-:meth:`status` pings when the tier is not in backoff.
+*Failures.* Redis down, hung or slow (every call is bounded by ``redis_timeout_s`` and a
+timeout is not retried) or restarted empty (a broken connection is retried once, at once, on a
+new one): a failed call counts an error, marks the tier degraded and the flight simply calls
+the source (the local tier keeps working, with its short ttl). While degraded no call is made
+for ``redis_retry_s`` (doubling per further failure, up to ``MAX_RETRY_S``), then one trial
+call decides; the subscription reconnects on its own with the same backoff. A restarted Redis
+is only misses (redis-py reloads the scripts). So Redis never causes a 5xx; ``/readyz`` shows
+the tier ``ok`` or ``degraded`` but stays ready (the gateway still answers, with more vendor
+traffic: taking it out of rotation would not bring Redis back), and :meth:`RedisTier.status`
+pings Redis unless the tier is in its backoff.
 
 *Not shared.* Circuit breakers stay per process: each process sees its own connections to a
 vendor, and one process's network trouble must not stop the others.
