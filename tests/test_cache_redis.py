@@ -647,3 +647,21 @@ async def test_an_expired_local_answer_is_confirmed_or_replaced_from_redis(clust
     assert replaced.sources[0].cached
     assert qualities(replaced) == {"sess-02": 1.0}
     assert fetches(cluster.sim) == 2
+
+
+async def test_a_refresh_racing_a_write_on_another_replica_stores_nothing(cluster: Cluster) -> None:
+    a, provider_a = cluster.replica()
+    b, _ = cluster.replica()
+    await a.query(ask("sess-04"))  # A learns the source's generation
+    pattern = f"{cluster.config.redis_key_prefix}:*:s:sess-04"
+    provider_a.gate = asyncio.Event()
+    provider_a.entered.clear()
+    refresh = asyncio.create_task(a.query(ask("sess-04", use_cache=False)))
+    await provider_a.entered.wait()  # A's refresh is calling the vendor (it made no lookup)
+    await b.write(SOURCE, quality_write("sess-04", 5))
+    provider_a.gate.set()
+    await refresh
+    assert await keys(cluster.url, pattern) == [], "a refresh older than a write was stored"
+    # The refused store told A the new generation: its next refresh is stored.
+    assert qualities(await a.query(ask("sess-04", use_cache=False))) == {"sess-04": 5.0}
+    assert len(await keys(cluster.url, pattern)) == 1

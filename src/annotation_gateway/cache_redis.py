@@ -41,7 +41,9 @@ finds the lock held polls (2 ms doubling to 25 ms) until the values appear, the 
 fails it may serve stale like any failed fetch. Misses that differ in subjects take different
 locks and may both fetch the subjects they share. A failed holder stores nothing and frees the
 lock, so the waiters fetch (a dead vendor is asked by each process, and each process's breaker
-opens). Values are dated by the wall clock of the process that fetched them: clock skew
+opens). A refresh (``Cache-Control: no-cache``) reads nothing, so it makes no lookup: it stores
+with the last generation Redis told this process, and a store refused because that moved tells
+the process the new one. Values are dated by the wall clock of the process that fetched them: clock skew
 between hosts shifts their freshness by as much.
 
 *Writes.* :meth:`RedisTier.invalidate` runs one script: ``INCR`` the source's generation,
@@ -301,16 +303,18 @@ return out
 """
 
 # KEYS: gen, lock, subject hashes...; ARGV: expected gen, field, expiry ms, lock token ('' none),
-# values... Frees our lock; stores only while the generation is the one the lookup read.
+# values..., max variants. Frees our lock; stores only while the generation is the one read before
+# the upstream call started. Returns the generation.
 _STORE = """
 if ARGV[4] ~= '' and redis.call('GET', KEYS[2]) == ARGV[4] then redis.call('DEL', KEYS[2]) end
-if #KEYS < 3 or (redis.call('GET', KEYS[1]) or '0') ~= ARGV[1] then return 0 end
+local gen = redis.call('GET', KEYS[1]) or '0'
+if #KEYS < 3 or gen ~= ARGV[1] then return gen end
 for i = 3, #KEYS do
   if redis.call('HLEN', KEYS[i]) >= tonumber(ARGV[5 + #KEYS - 2]) then redis.call('DEL', KEYS[i]) end
   redis.call('HSET', KEYS[i], ARGV[2], ARGV[i + 2])
   redis.call('PEXPIRE', KEYS[i], ARGV[3])
 end
-return 1
+return gen
 """
 
 # KEYS: gen, subject hashes...; ARGV: channel, message.
@@ -323,6 +327,10 @@ return 1
 
 _ALL_FRESH, _TAKEN, _HELD, _FREE = 2, 1, 0, 3
 _UNCHANGED, _NOT_OURS = 0, 2
+
+_Writes = tuple[bytes, str | None, str, str]
+"""How to store a fetched answer: (generation read before the call, lock key or None, lock token,
+hash field)."""
 
 Listener = Callable[[str | None, list[str] | None], None]
 """Told ``(source, subject ids)`` another process invalidated, or ``(None, None)``: forget all."""
@@ -379,6 +387,9 @@ class RedisTier:
         self._subscribed = asyncio.Event()
         self._closed = False
         self._fields: dict[FilterKey, str] = {}
+        self._generations: dict[str, bytes] = {}
+        """The last generation of each source Redis told this process (a refresh stores with it
+        without a lookup first: a write since makes Redis refuse the store, as with a lookup)."""
         self.invalidations_received = 0
         """Other processes' invalidations applied here (tests wait on it)."""
         self._tasks: set[asyncio.Task[None]] = set()
@@ -513,6 +524,15 @@ class RedisTier:
         found: dict[Slot, TierEntry[Record]] = {}
         usable: dict[Slot, bytes | None] = {}
         missing = list(slots)
+        known_generation = self._generations.get(source)
+        if not read and store and known_generation is not None:
+            # A refresh (no-cache) reads nothing, so it needs no lookup: it stores with the last
+            # generation Redis told this process (if that moved, Redis refuses the store and says
+            # the new one). What Redis holds is read only if the upstream call fails. Saves one
+            # round trip (~150 µs of CPU with redis-py asyncio) per source and refresh.
+            usable = dict.fromkeys(slots)
+            refresh: _Writes = (known_generation, None, "", field)
+            return await self._fetch(source, missing, fetch_parts, found, usable, writes=refresh, field=field)
         token = secrets.token_hex(8) if read and store else ""
         # Without a token no lock is taken: the gen key stands in for the lock's key slot.
         lock_key = self._lock_key(source, field, slots) if token else gen_key
@@ -536,6 +556,7 @@ class RedisTier:
                 break
             self._succeeded()
             generation, state = reply[0], reply[1]
+            self._generations[source] = generation
             holding = state == _TAKEN
             missing = self._sort(source, missing, reply[2:], read, found, usable, known, count=not waited)
             if not missing:
@@ -623,7 +644,7 @@ class RedisTier:
         found: dict[Slot, TierEntry[Record]],
         usable: dict[Slot, bytes | None],
         *,
-        writes: tuple[bytes, str | None, str, str] | None = None,
+        writes: _Writes | None = None,
         field: str | None = None,
     ) -> TierFill[Record]:
         """Call the source for ``slots``; store the answer (and free the lock) per ``writes``:
@@ -695,7 +716,7 @@ class RedisTier:
     async def _write(
         self,
         source: str,
-        writes: tuple[bytes, str | None, str, str],
+        writes: _Writes,
         values: Mapping[Slot, bytes],
         started: float,
     ) -> None:
@@ -710,11 +731,12 @@ class RedisTier:
         if len(keys) == 2 and not token:
             return
         try:
-            await self._store(keys=keys, args=args)
+            current = await self._store(keys=keys, args=args)
         except (RedisError, OSError) as exc:
             self._failed("write", exc)
         else:
             self._succeeded()
+            self._generations[source] = current
 
     # --- invalidating -----------------------------------------------------------------------------
 
