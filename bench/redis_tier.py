@@ -49,6 +49,7 @@ from bench.run import (
     describe_answer,
     hot_query_url,
     pct,
+    profile,
     record_measurement,
     start,
     stop,
@@ -240,6 +241,10 @@ def scenario_redis(bench: Bench) -> None:
         )
         local_times, _ = _sequential(url_memory, headers)
         result["decode"] = _decode_cost(redis.url)
+        # Unmeasured py-spy runs (``--profile-s``), for the report's profile tables.
+        profile(bench, "redis_miss", shared, url_shared, miss_headers)
+        profile(bench, "memory_miss", memory, url_memory, miss_headers)
+        profile(bench, "redis_hit", shared, url_shared, headers)
         result["hit"] = {
             "answer": describe_answer(last),
             "requests": len(times),

@@ -665,3 +665,32 @@ async def test_a_refresh_racing_a_write_on_another_replica_stores_nothing(cluste
     # The refused store told A the new generation: its next refresh is stored.
     assert qualities(await a.query(ask("sess-04", use_cache=False))) == {"sess-04": 5.0}
     assert len(await keys(cluster.url, pattern)) == 1
+
+
+async def test_an_unchanged_refetch_only_redates_the_value_in_redis(cluster: Cluster) -> None:
+    wall = ManualClock(start=1.7e9)
+    a, _ = cluster.replica(wall=wall)
+    await a.query(ask("sess-03"))
+    [key] = await keys(cluster.url, f"{cluster.config.redis_key_prefix}:*:s:sess-03")
+    client = Redis.from_url(cluster.url)
+    try:
+        [(field_, before)] = (await client.hgetall(key)).items()
+        wall.advance(60)
+        await a.query(ask("sess-03", use_cache=False))  # the vendor answers the same
+        after = await client.hget(key, field_)
+        assert after is not None
+        assert decode(after)[0] == decode(before)[0] + 60  # re-dated ...
+        assert after[20:] == before[20:]  # ... the rest untouched
+        assert [every_field(r) for r in decode(after)[1]] == [every_field(r) for r in decode(before)[1]]
+        # A changed answer is stored whole.
+        cluster.sim.seed(seed_doc({"sess-03": 0}))
+        wall.advance(60)
+        await a.query(ask("sess-03", use_cache=False))
+        changed = await client.hget(key, field_)
+        assert changed is not None
+        assert {r.score for r in decode(changed)[1] if r.name == "quality"} == {0.0}
+        # Another replica reads it from Redis as it is now.
+        b, _ = cluster.replica(wall=wall)
+        assert qualities(await b.query(ask("sess-03"))) == {"sess-03": 0.0}
+    finally:
+        await client.aclose()

@@ -166,7 +166,8 @@ class TierEntry(Generic[T]):
     version: bytes | None = None
     """What names this answer in the shared tier (``None``: not there): handed back to
     :meth:`SharedTier.fill` in ``known`` when the local copy is no longer fresh, so that an
-    unchanged answer is confirmed rather than sent and decoded again."""
+    unchanged answer is confirmed rather than sent and decoded again (or, fetched again and
+    still the same, re-dated rather than stored whole)."""
 
 
 @dataclass(slots=True)
@@ -323,7 +324,7 @@ class AnnotationCache(Generic[T]):
                     continue
                 if now - _born(entry) < stale_limit:
                     usable[slot] = entry
-                if read and isinstance(entry, _HeldEntry) and entry.version is not None:
+                if isinstance(entry, _HeldEntry) and entry.version is not None:
                     known[slot] = entry
             missing.append(slot)
 

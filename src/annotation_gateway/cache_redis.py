@@ -304,17 +304,31 @@ return out
 
 # KEYS: gen, lock, subject hashes...; ARGV: expected gen, field, expiry ms, lock token ('' none),
 # values..., max variants. Frees our lock; stores only while the generation is the one read before
-# the upstream call started. Returns the generation.
+# the upstream call started. A value "T" + new head + old head re-dates the stored value whose
+# head is the old one (the same answer fetched again). Returns {generation, the 1-based positions
+# of the re-datings that found no such value (to be sent whole)...}.
 _STORE = """
 if ARGV[4] ~= '' and redis.call('GET', KEYS[2]) == ARGV[4] then redis.call('DEL', KEYS[2]) end
 local gen = redis.call('GET', KEYS[1]) or '0'
-if #KEYS < 3 or gen ~= ARGV[1] then return gen end
+if #KEYS < 3 or gen ~= ARGV[1] then return {gen} end
+local out = {gen}
 for i = 3, #KEYS do
-  if redis.call('HLEN', KEYS[i]) >= tonumber(ARGV[5 + #KEYS - 2]) then redis.call('DEL', KEYS[i]) end
-  redis.call('HSET', KEYS[i], ARGV[2], ARGV[i + 2])
-  redis.call('PEXPIRE', KEYS[i], ARGV[3])
+  local a = ARGV[i + 2]
+  if string.sub(a, 1, 1) == 'T' then
+    local v = redis.call('HGET', KEYS[i], ARGV[2])
+    if v and string.sub(v, 1, 20) == string.sub(a, 22, 41) then
+      redis.call('HSET', KEYS[i], ARGV[2], string.sub(a, 2, 21) .. string.sub(v, 21))
+      redis.call('PEXPIRE', KEYS[i], ARGV[3])
+    else
+      out[#out + 1] = i - 2
+    end
+  else
+    if redis.call('HLEN', KEYS[i]) >= tonumber(ARGV[5 + #KEYS - 2]) then redis.call('DEL', KEYS[i]) end
+    redis.call('HSET', KEYS[i], ARGV[2], a)
+    redis.call('PEXPIRE', KEYS[i], ARGV[3])
+  end
 end
-return gen
+return out
 """
 
 # KEYS: gen, subject hashes...; ARGV: channel, message.
@@ -327,6 +341,8 @@ return 1
 
 _ALL_FRESH, _TAKEN, _HELD, _FREE = 2, 1, 0, 3
 _UNCHANGED, _NOT_OURS = 0, 2
+_SAME = slice(12, 20)
+"""The header length and CRC-32 in a value's head: equal for identical answers."""
 
 _Writes = tuple[bytes, str | None, str, str]
 """How to store a fetched answer: (generation read before the call, lock key or None, lock token,
@@ -532,7 +548,9 @@ class RedisTier:
             # round trip (~150 µs of CPU with redis-py asyncio) per source and refresh.
             usable = dict.fromkeys(slots)
             refresh: _Writes = (known_generation, None, "", field)
-            return await self._fetch(source, missing, fetch_parts, found, usable, writes=refresh, field=field)
+            return await self._fetch(
+                source, missing, fetch_parts, found, usable, writes=refresh, field=field, known=known
+            )
         token = secrets.token_hex(8) if read and store else ""
         # Without a token no lock is taken: the gen key stands in for the lock's key slot.
         lock_key = self._lock_key(source, field, slots) if token else gen_key
@@ -577,7 +595,9 @@ class RedisTier:
             if store and generation is not None
             else None
         )
-        return await self._fetch(source, missing, fetch_parts, found, usable, writes=writes, field=field)
+        return await self._fetch(
+            source, missing, fetch_parts, found, usable, writes=writes, field=field, known=known
+        )
 
     def _sort(
         self,
@@ -646,10 +666,12 @@ class RedisTier:
         *,
         writes: _Writes | None = None,
         field: str | None = None,
+        known: Known[Record] | None = None,
     ) -> TierFill[Record]:
         """Call the source for ``slots``; store the answer (and free the lock) per ``writes``:
         (generation read, lock key or None, lock token, hash field). On failure, what Redis
-        holds for them (hash ``field``) may stand in."""
+        holds for them (hash ``field``) may stand in. An answer identical to the one ``known``
+        names is stored by sending its new head only (see :data:`_STORE`)."""
         started = self._wall()
         try:
             parts = await fetch_parts(slots)
@@ -672,11 +694,21 @@ class RedisTier:
             if writes is not None:
                 await self._write(source, writes, {}, started)
             return TierFill(found, upstream=True)
-        values = {slot: encode(parts[slot], started) for slot in slots}
+        values: dict[Slot, bytes] = {}
+        whole: dict[Slot, bytes] = {}
         for slot in slots:
+            value = encode(parts[slot], started)
+            head = value[: _HEAD.size]
             # The version is only a hint: if the store is refused, no value in Redis has it.
-            found[slot] = TierEntry(parts[slot], age, values[slot][: _HEAD.size])
-        await self._write(source, writes, values, started)
+            found[slot] = TierEntry(parts[slot], age, head)
+            held = known.get(slot) if known else None
+            if held is not None and held[0][_SAME] == head[_SAME]:
+                # The vendor's answer is unchanged (same header length and CRC as the copy this
+                # process holds): Redis only needs the new date, not ~10 KB again per subject.
+                whole[slot] = value
+                value = b"T" + head + held[0]
+            values[slot] = value
+        await self._write(source, writes, values, started, whole)
         return TierFill(found, upstream=True)
 
     async def _stale(
@@ -719,24 +751,32 @@ class RedisTier:
         writes: _Writes,
         values: Mapping[Slot, bytes],
         started: float,
+        whole: Mapping[Slot, bytes] | None = None,
     ) -> None:
+        """Store ``values`` (frees the lock of ``writes``); a re-dating one that Redis could not
+        apply (its value went: a restart, an eviction, a write) is sent again from ``whole``."""
         generation, lock_key, token, field = writes
         keys = [self._gen_key(source), lock_key or self._gen_key(source)]
         args: list[str | bytes | int] = [generation, field, self._keep_ms, token]
-        if generation:
-            for slot, value in values.items():
-                keys.append(self.key(source, slot))
-                args.append(value)
+        slots = list(values) if generation else []
+        for slot in slots:
+            keys.append(self.key(source, slot))
+            args.append(values[slot])
         args.append(MAX_VARIANTS)
         if len(keys) == 2 and not token:
             return
         try:
-            current = await self._store(keys=keys, args=args)
+            reply = await self._store(keys=keys, args=args)
         except (RedisError, OSError) as exc:
             self._failed("write", exc)
-        else:
-            self._succeeded()
-            self._generations[source] = current
+            return
+        self._succeeded()
+        current, missed = reply[0], reply[1:]
+        self._generations[source] = current
+        if missed and whole and current == generation:
+            again = {slots[i - 1]: whole[slots[i - 1]] for i in missed if slots[i - 1] in whole}
+            if again:
+                await self._write(source, (generation, None, "", field), again, started)
 
     # --- invalidating -----------------------------------------------------------------------------
 
