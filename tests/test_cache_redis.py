@@ -694,3 +694,28 @@ async def test_an_unchanged_refetch_only_redates_the_value_in_redis(cluster: Clu
         assert qualities(await b.query(ask("sess-03"))) == {"sess-03": 0.0}
     finally:
         await client.aclose()
+
+
+async def test_requests_in_flight_when_redis_hangs_do_not_stretch_the_backoff(
+    own_redis_cluster: tuple[Cluster, RedisServer],
+) -> None:
+    cluster, server = own_redis_cluster
+    clock = ManualClock()
+    config = cluster.config.model_copy(update={"local_ttl_s": 0.0, "redis_timeout_s": 0.2})
+    a, _ = cluster.replica(clock=clock, config=config)
+    tier = a.cache.shared
+    assert isinstance(tier, RedisTier)
+    await a.query(ask())
+    assert server.process is not None
+    server.process.send_signal(signal.SIGSTOP)
+    try:
+        # Twenty queries under way when Redis hangs: each one's call times out.
+        pages = await asyncio.gather(*(a.query(ask(sid)) for sid in SESSIONS * 3 + SESSIONS[:2]))
+    finally:
+        server.process.send_signal(signal.SIGCONT)
+    assert {p.sources[0].status for p in pages} == {"ok"}
+    assert not tier.up
+    # One outage, one backoff period: the first query after it is a trial, and Redis is back.
+    clock.advance(config.redis_retry_s * 1.5)
+    await a.query(ask("sess-00"))
+    assert tier.up

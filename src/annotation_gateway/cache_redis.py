@@ -63,12 +63,14 @@ meanwhile the other processes may serve the old answer from Redis, up to its ``t
 timeout is not retried) or restarted empty (a broken connection is retried once, at once, on a
 new one): a failed call counts an error, marks the tier degraded and the flight simply calls
 the source (the local tier keeps working, with its short ttl). While degraded no call is made
-for ``redis_retry_s`` (doubling per further failure, up to ``MAX_RETRY_S``), then one trial
-call decides; the subscription reconnects on its own with the same backoff. A restarted Redis
-is only misses (redis-py reloads the scripts). So Redis never causes a 5xx; ``/readyz`` shows
-the tier ``ok`` or ``degraded`` but stays ready (the gateway still answers, with more vendor
-traffic: taking it out of rotation would not bring Redis back), and :meth:`RedisTier.status`
-pings Redis unless the tier is in its backoff.
+for ``redis_retry_s`` (doubling per failed trial, up to ``MAX_RETRY_S``; calls that were under
+way when Redis failed do not double it), then one trial call decides; the subscription
+reconnects on its own with the same backoff. A restarted Redis is only misses (redis-py
+reloads the scripts). So Redis never causes a 5xx; ``/readyz`` shows the tier ``ok`` or
+``degraded`` but stays ready (the gateway still answers, with more vendor traffic: taking it out
+of rotation would not bring Redis back), and :meth:`RedisTier.status` pings Redis unless the
+tier is in its backoff. ``redis_timeout_s`` counts this process's own event-loop delays too: set
+much lower, an overloaded gateway would give up on Redis exactly when it helps most.
 
 *Not shared.* Circuit breakers stay per process: each process sees its own connections to a
 vendor, and one process's network trouble must not stop the others.
@@ -402,6 +404,7 @@ class RedisTier:
         self._up = True
         self._failures = 0
         self._retry_at = 0.0
+        self._escalated_at = 0.0
         self._last_error: str | None = None
         self._pending: dict[str, set[str] | None] = {}
         self._listener: Listener | None = None
@@ -485,9 +488,15 @@ class RedisTier:
 
     def _failed(self, operation: str, exc: BaseException) -> None:
         self._observer.on_redis_error(operation)
-        self._failures += 1
         self._last_error = f"{operation}: {type(exc).__name__}"
-        self._retry_at = self._clock() + self._backoff()
+        now = self._clock()
+        if not self._up and now - self._escalated_at < self._timeout:
+            # A call that was already under way when Redis failed: the same outage, so it does
+            # not double the backoff (32 requests in flight would otherwise make it 30 s at once).
+            return
+        self._failures += 1
+        self._escalated_at = now
+        self._retry_at = now + self._backoff()
         if self._up:
             self._up = False
             self._observer.on_redis_state(False)

@@ -144,10 +144,11 @@ class CacheConfig(_Section):
         "asking Redis again (the bound on serving another replica's overwritten data; capped by ttl_s).",
     )
     redis_timeout_s: float = Field(
-        default=0.1,
+        default=0.25,
         gt=0,
-        description="backend='redis': connect and read timeout of one Redis call; a slower Redis is "
-        "treated as down (the gateway answers from memory and the vendors meanwhile).",
+        description="backend='redis': the time one Redis call may take, this process's own "
+        "event-loop delays included (so not much lower under load); a slower Redis is treated as "
+        "down (the gateway answers from memory and the vendors meanwhile).",
     )
     redis_retry_s: float = Field(
         default=1.0,
