@@ -131,6 +131,17 @@ def _metric_sum(text: str, name: str, **labels: str) -> float:
     return total
 
 
+def _tier_counts(server: ServerProcess) -> dict[str, float]:
+    with httpx.Client(timeout=30, trust_env=False) as client:
+        text = client.get(server.base_url + "/metrics").text
+    counts = {
+        result: _metric_sum(text, "annotation_gateway_redis_cache_lookups_total", result=result)
+        for result in ("hit", "miss", "bypass")
+    }
+    counts["errors"] = _metric_sum(text, "annotation_gateway_redis_errors_total")
+    return counts
+
+
 def _sequential(url: str, headers: dict[str, str]) -> tuple[list[float], httpx.Response]:
     times: list[float] = []
     last: httpx.Response | None = None
@@ -194,6 +205,7 @@ def scenario_redis(bench: Bench) -> None:
             for name, server, url in (("memory", memory, url_memory), ("redis", shared, url_shared)):
                 bench.log(f"redis round {r + 1}: miss via {name}")
                 others = [s for s in bench.servers if s is not server]
+                before = _tier_counts(shared)
                 m = measure(
                     server,
                     url,
@@ -206,6 +218,10 @@ def scenario_redis(bench: Bench) -> None:
                 )
                 entry = record_measurement(m)
                 entry["redis_cpu_ms_per_request"] = m.others_cpu_ms_per_request.get(redis.name)
+                if name == "redis":
+                    # The ratio is only about the tier's path if Redis answered throughout.
+                    after = _tier_counts(shared)
+                    entry["tier"] = {k: after[k] - before[k] for k in after}
                 rounds[name].append(entry)
         cpu = {
             name: statistics.median(r["cpu_ms_per_request"] for r in measured)

@@ -28,23 +28,24 @@ lengths — then the records' canonical JSON bytes one after the other. Decoding
 strings are interned as :func:`~annotation_gateway.records.record_from_fields` does). A value
 that does not decode is a miss (counted ``invalid``), never an error.
 
-*One round trip per lookup.* A Lua script reads the generation and the subjects' values and,
-when one is missing or not fresh, takes the lock of (source, filter key, those subjects) with
-``SET NX PX`` in the same call. Only fresh values come back: one kept for stale-on-error is read
-again only when the upstream call fails (a miss does not carry it over the wire), and one the
-process still holds in its local tier — named by its 20-byte head, ``stored_at`` and CRC — is
-only confirmed, neither sent nor decoded again. The holder of the lock fetches and stores
-through a second script, which also frees the lock and refuses to store when the generation
-moved since the lookup (a write happened meanwhile: read-your-write). Another process that
-finds the lock held polls (2 ms doubling to 25 ms) until the values appear, the lock is free
-(it then takes it), or ``redis_lock_wait_s`` passed (it then fetches itself); if its own call
-fails it may serve stale like any failed fetch. Misses that differ in subjects take different
-locks and may both fetch the subjects they share. A failed holder stores nothing and frees the
-lock, so the waiters fetch (a dead vendor is asked by each process, and each process's breaker
-opens). A refresh (``Cache-Control: no-cache``) reads nothing, so it makes no lookup: it stores
-with the last generation Redis told this process, and a store refused because that moved tells
-the process the new one. Values are dated by the wall clock of the process that fetched them: clock skew
-between hosts shifts their freshness by as much.
+*One round trip per lookup.* A Lua script reads the generation and the subjects' values and, when
+one is missing or not fresh, takes the lock of (source, filter key, those subjects) with ``SET NX
+PX`` in the same call. Only fresh values come back: one kept for stale-on-error is read again only
+when the upstream call fails (a miss does not carry it over the wire), and one the process still
+holds in its local tier — the same header length and CRC-32 as its copy — comes back as its
+20-byte head only (its date may be newer), neither sent nor decoded again. Likewise an answer
+fetched again and unchanged is stored by re-dating the value in Redis, not sent whole. The holder
+of the lock fetches and stores through a second script, which also frees the lock and refuses to
+store when the generation moved since the lookup (a write happened meanwhile: read-your-write).
+Another process that finds the lock held polls (2 ms doubling to 25 ms) until the values appear,
+the lock is free (it then takes it), or ``redis_lock_wait_s`` passed (it then fetches itself); if
+its own call fails it may serve stale like any failed fetch. Misses that differ in subjects take
+different locks and may both fetch the subjects they share. A failed holder stores nothing and
+frees the lock, so the waiters fetch (a dead vendor is asked by each process, and each process's
+breaker opens). A refresh (``Cache-Control: no-cache``) reads nothing, so it makes no lookup: it
+stores with the last generation Redis told this process, and a store refused because that moved
+tells the process the new one. Values are dated by the wall clock of the process that fetched
+them: clock skew between hosts shifts their freshness by as much.
 
 *Writes.* :meth:`RedisTier.invalidate` runs one script: ``INCR`` the source's generation,
 ``DEL`` the written subjects' hashes and the identifier-only one, ``PUBLISH`` (source, subjects)
@@ -273,8 +274,9 @@ def redact(url: str) -> str:
 # lock ms, then per subject the head (20 bytes) of the value the caller holds ('' none).
 # Returns {gen, lock state, values...}. Lock state: 2 every value fresh (no lock), 1 taken by us,
 # 0 held by another process, 3 free but not taken (no token given). A value: its bytes when
-# fresh, 0 when fresh and the one the caller holds (not sent), 1 when present but not fresh (not
-# sent), 2 when not a value of this format, nil when absent.
+# fresh; only its head when fresh and the same answer as the caller holds (same header length
+# and CRC; the date may be newer); 1 when present but not fresh (not sent); 2 when not a value
+# of this format; nil when absent.
 _LOOKUP = """
 local out = {redis.call('GET', KEYS[1]) or '0', 2}
 local fresh_after = tonumber(ARGV[2])
@@ -286,7 +288,12 @@ for i = 3, #KEYS do
       out[i] = 2
       all_fresh = false
     elseif struct.unpack('>d', string.sub(v, 5, 12)) >= fresh_after then
-      if ARGV[i + 2] ~= '' and string.sub(v, 1, 20) == ARGV[i + 2] then out[i] = 0 else out[i] = v end
+      local held = ARGV[i + 2]
+      if held ~= '' and string.sub(v, 13, 20) == string.sub(held, 13, 20) then
+        out[i] = string.sub(v, 1, 20)
+      else
+        out[i] = v
+      end
     else
       out[i] = 1
       all_fresh = false
@@ -306,9 +313,9 @@ return out
 
 # KEYS: gen, lock, subject hashes...; ARGV: expected gen, field, expiry ms, lock token ('' none),
 # values..., max variants. Frees our lock; stores only while the generation is the one read before
-# the upstream call started. A value "T" + new head + old head re-dates the stored value whose
-# head is the old one (the same answer fetched again). Returns {generation, the 1-based positions
-# of the re-datings that found no such value (to be sent whole)...}.
+# the upstream call started. A value "T" + new head re-dates the stored value with the same header
+# length and CRC (the same answer fetched again; never to an older date). Returns {generation,
+# the 1-based positions of the re-datings that found no such value (to be sent whole)...}.
 _STORE = """
 if ARGV[4] ~= '' and redis.call('GET', KEYS[2]) == ARGV[4] then redis.call('DEL', KEYS[2]) end
 local gen = redis.call('GET', KEYS[1]) or '0'
@@ -318,8 +325,10 @@ for i = 3, #KEYS do
   local a = ARGV[i + 2]
   if string.sub(a, 1, 1) == 'T' then
     local v = redis.call('HGET', KEYS[i], ARGV[2])
-    if v and string.sub(v, 1, 20) == string.sub(a, 22, 41) then
-      redis.call('HSET', KEYS[i], ARGV[2], string.sub(a, 2, 21) .. string.sub(v, 21))
+    if v and string.sub(v, 1, 4) == 'AGW1' and string.sub(v, 13, 20) == string.sub(a, 14, 21) then
+      if struct.unpack('>d', string.sub(v, 5, 12)) < struct.unpack('>d', string.sub(a, 6, 13)) then
+        redis.call('HSET', KEYS[i], ARGV[2], string.sub(a, 2, 21) .. string.sub(v, 21))
+      end
       redis.call('PEXPIRE', KEYS[i], ARGV[3])
     else
       out[#out + 1] = i - 2
@@ -342,7 +351,7 @@ return 1
 """
 
 _ALL_FRESH, _TAKEN, _HELD, _FREE = 2, 1, 0, 3
-_UNCHANGED, _NOT_OURS = 0, 2
+_NOT_OURS = 2
 _SAME = slice(12, 20)
 """The header length and CRC-32 in a value's head: equal for identical answers."""
 
@@ -638,16 +647,22 @@ class RedisTier:
                 missing.append(slot)
                 continue
             if isinstance(value, int):
-                if value == _UNCHANGED and slot in known:
-                    version, records = known[slot]
-                    found[slot] = TierEntry(records, max(now - stored_at_of(version), 0.0), version)
-                    hits += 1
-                    continue
                 if value == _NOT_OURS:
                     invalid += 1
                 else:
                     usable[slot] = None
                 missing.append(slot)
+                continue
+            if len(value) == _HEAD.size and slot in known:
+                # The answer this process holds, perhaps re-dated since: only its head came.
+                try:
+                    stored_at = stored_at_of(value)
+                except ValueError:
+                    invalid += 1
+                    missing.append(slot)
+                    continue
+                found[slot] = TierEntry(known[slot][1], max(now - stored_at, 0.0), value)
+                hits += 1
                 continue
             try:
                 fresh = read and now - stored_at_of(value) < self._ttl
@@ -722,7 +737,7 @@ class RedisTier:
                 # The vendor's answer is unchanged (same header length and CRC as the copy this
                 # process holds): Redis only needs the new date, not ~10 KB again per subject.
                 whole[slot] = value
-                value = b"T" + head + held[0]
+                value = b"T" + head
             values[slot] = value
         await self._write(source, writes, values, started, whole)
         return TierFill(found, upstream=True)
