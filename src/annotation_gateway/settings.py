@@ -144,11 +144,12 @@ class CacheConfig(_Section):
         "asking Redis again (the bound on serving another replica's overwritten data; capped by ttl_s).",
     )
     redis_timeout_s: float = Field(
-        default=0.25,
+        default=0.5,
         gt=0,
         description="backend='redis': the time one Redis call may take, this process's own "
-        "event-loop delays included (so not much lower under load); a slower Redis is treated as "
-        "down (the gateway answers from memory and the vendors meanwhile).",
+        "event-loop delays included (a saturated process waits that long for its turn: lower "
+        "makes it give Redis up under load); a slower Redis is treated as down (the gateway "
+        "answers from memory and the vendors meanwhile).",
     )
     redis_retry_s: float = Field(
         default=1.0,
