@@ -719,3 +719,21 @@ async def test_requests_in_flight_when_redis_hangs_do_not_stretch_the_backoff(
     clock.advance(config.redis_retry_s * 1.5)
     await a.query(ask("sess-00"))
     assert tier.up
+
+
+async def test_a_bug_in_the_tier_is_not_the_requests_failure(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = Seen()
+    a, _ = cluster.replica()
+    await a.query(ask("sess-00"))  # Redis holds it
+    b, _ = cluster.replica(observer=seen)
+
+    def broken(value: bytes) -> Any:
+        raise RuntimeError("a bug in decoding")
+
+    monkeypatch.setattr("annotation_gateway.cache_redis.decode", broken)
+    page = await b.query(ask("sess-00"))
+    assert page.sources[0].status == "ok"
+    assert qualities(page) == {"sess-00": 3.0}
+    assert seen.errors == {"internal": 1}

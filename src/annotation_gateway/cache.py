@@ -489,23 +489,22 @@ class AnnotationCache(Generic[T]):
             fill = await shared.fill(
                 source, fkey, slots, fetch_parts, read=read, store=store and self._store_enabled, known=known
             )
+            now = self._clock()
+            flight.upstream = fill.upstream
+            if fill.error is not None:
+                flight.usable = {slot: self._held(e, now, shared.ttl_s) for slot, e in fill.usable.items()}
+                raise fill.error
+            entries = {slot: self._held(fill.found[slot], now, shared.ttl_s) for slot in slots}
         except asyncio.CancelledError:
             future.cancel()
             raise
         except BaseException as exc:
+            # Every waiter gets the failure (the shared tier's own are never raised: it fetches).
             future.set_exception(exc)
             future.exception()
             return
         finally:
             self._end_flight(flight)
-        now = self._clock()
-        flight.upstream = fill.upstream
-        if fill.error is not None:
-            flight.usable = {slot: self._held(e, now, shared.ttl_s) for slot, e in fill.usable.items()}
-            future.set_exception(fill.error)
-            future.exception()
-            return
-        entries = {slot: self._held(fill.found[slot], now, shared.ttl_s) for slot in slots}
         if store and self._store_enabled and self._generation.get(source, 0) == generation:
             for slot, entry in entries.items():
                 self._put(source, fkey, slot, entry, now)

@@ -252,7 +252,7 @@ def decode(value: bytes) -> tuple[float, tuple[Record, ...]]:
             raise ValueError("record bodies do not match the header")
         columns[16] = [value[a:b] for a, b in itertools.pairwise(ends)]
         return stored_at, tuple(map(Record, *columns))
-    except (TypeError, IndexError, orjson.JSONDecodeError) as exc:
+    except (TypeError, IndexError, KeyError, AttributeError, orjson.JSONDecodeError) as exc:
         raise ValueError("malformed record header") from exc
 
 
@@ -551,7 +551,29 @@ class RedisTier:
         known: Known[Record] | None = None,
     ) -> TierFill[Record]:
         """See :meth:`annotation_gateway.cache.SharedTier.fill` and the module docstring."""
-        known = known or {}
+        try:
+            return await self._fill(
+                source, fkey, slots, fetch_parts, read=read, store=store, known=known or {}
+            )
+        except Exception as exc:
+            # Not a Redis failure (those are handled where they happen) nor the source's (those
+            # come back in the fill): a bug here must not fail the request. The upstream call
+            # was not made or its answer was lost: make it.
+            log.exception("shared cache tier failed unexpectedly; fetching without it")
+            self._failed("internal", exc)
+            return await self._fetch(source, slots, fetch_parts, {}, {})
+
+    async def _fill(
+        self,
+        source: str,
+        fkey: FilterKey,
+        slots: list[Slot],
+        fetch_parts: FetchParts[Record],
+        *,
+        read: bool,
+        store: bool,
+        known: Known[Record],
+    ) -> TierFill[Record]:
         if not await self._usable():
             self._observer.on_shared_cache(source, "bypass", 1)
             return await self._fetch(source, slots, fetch_parts, {}, {})

@@ -56,7 +56,8 @@ class FederationObserver(Protocol):
 
     def on_redis_error(self, operation: str) -> None:
         """A Redis call of the shared tier failed (``read``, ``write``, ``invalidate``,
-        ``subscribe``, ``ping``)."""
+        ``subscribe``, ``ping``), or the tier itself did (``internal``: a bug; the request went
+        to the source)."""
 
     def on_redis_state(self, up: bool) -> None:
         """The shared tier became degraded (``False``) or answers again (``True``)."""
