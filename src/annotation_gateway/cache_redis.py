@@ -618,6 +618,7 @@ class RedisTier:
                     )
             except (RedisError, OSError) as exc:
                 self._failed("read", exc)
+                generation, holding = None, False  # nothing to store into a failing Redis
                 break
             self._succeeded()
             generation, state = reply[0], reply[1]
