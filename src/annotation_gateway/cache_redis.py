@@ -34,7 +34,8 @@ PX`` in the same call. Only fresh values come back: one kept for stale-on-error 
 when the upstream call fails (a miss does not carry it over the wire), and one the process still
 holds in its local tier — the same header length and CRC-32 as its copy — comes back as its
 20-byte head only (its date may be newer), neither sent nor decoded again. Likewise an answer
-fetched again and unchanged is stored by re-dating the value in Redis, not sent whole. The holder
+fetched again and unchanged is stored by re-dating the value in Redis, not sent whole (and not at
+all by a refresh if the copy the process holds is less than half a ttl old). The holder
 of the lock fetches and stores through a second script, which also frees the lock and refuses to
 store when the generation moved since the lookup (a write happened meanwhile: read-your-write).
 Another process that finds the lock held polls (2 ms doubling to 25 ms) until the values appear,
@@ -593,9 +594,17 @@ class RedisTier:
             # the new one). What Redis holds is read only if the upstream call fails. Saves one
             # round trip (~150 µs of CPU with redis-py asyncio) per source and refresh.
             usable = dict.fromkeys(slots)
-            refresh: _Writes = (known_generation, None, "", field)
+            refresh_writes: _Writes = (known_generation, None, "", field)
             return await self._fetch(
-                source, missing, fetch_parts, found, usable, writes=refresh, field=field, known=known
+                source,
+                missing,
+                fetch_parts,
+                found,
+                usable,
+                writes=refresh_writes,
+                field=field,
+                known=known,
+                refresh=True,
             )
         token = secrets.token_hex(8) if read and store else ""
         # Without a token no lock is taken: the gen key stands in for the lock's key slot.
@@ -721,6 +730,7 @@ class RedisTier:
         writes: _Writes | None = None,
         field: str | None = None,
         known: Known[Record] | None = None,
+        refresh: bool = False,
     ) -> TierFill[Record]:
         """Call the source for ``slots``; store the answer (and free the lock) per ``writes``:
         (generation read, lock key or None, lock token, hash field). On failure, what Redis
@@ -758,7 +768,15 @@ class RedisTier:
             held = known.get(slot) if known else None
             if held is not None and held[0][_SAME] == head[_SAME]:
                 # The vendor's answer is unchanged (same header length and CRC as the copy this
-                # process holds): Redis only needs the new date, not ~10 KB again per subject.
+                # process holds). On a refresh, if that copy is dated less than half a ttl ago,
+                # Redis's is as good for every reader: nothing to write (a refresh loop costs no
+                # Redis call), and the local entry keeps naming Redis's copy, so that a later
+                # refresh re-dates it in time. (After a lookup that found Redis's copy missing or
+                # old, it is always written.) Otherwise Redis only needs the new date, not
+                # ~10 KB again per subject.
+                if refresh and started - stored_at_of(held[0]) < self._ttl / 2:
+                    found[slot] = TierEntry(parts[slot], age, held[0])
+                    continue
                 whole[slot] = value
                 value = b"T" + head
             values[slot] = value
