@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 
 export PHOENIX_PYTHON := $(abspath $(PHOENIX_VENV))/bin/python
 
-.PHONY: help install phoenix redis test lint typecheck unit run bench clean
+.PHONY: help install phoenix redis chromium test lint typecheck unit run bench clean
 
 help:
 	@echo "make run    - set up everything and start the demo (Phoenix + Datadog simulator + gateway)"
@@ -37,6 +37,12 @@ phoenix: $(PHOENIX_VENV)/.installed
 redis:
 	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
 
+# The charts' browser test (tests/test_charts_browser.py) opens the HTML pictures in a real headless
+# Chromium: Debian's chromium and its chromedriver (chromium-driver, built from the same source, so
+# the two always match; selenium is given its path and never downloads a driver).
+chromium:
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+
 lint: install
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
@@ -44,10 +50,10 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-unit: install
+unit: install chromium
 	$(BIN)/pytest -m "not phoenix"
 
-test: install phoenix redis lint typecheck
+test: install phoenix redis chromium lint typecheck
 	$(BIN)/pytest
 
 run: install phoenix

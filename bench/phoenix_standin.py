@@ -13,15 +13,30 @@ gateway reads with Phoenix 20.26.1's exact wire format (copied from the recorded
   the next page, ``null`` on the last; 404 ``text/plain`` for an unknown project and for "None of
   the supplied session_ids exist in this project"; 422 ``text/plain`` for a missing filter, too
   many ids or a bad cursor, 422 JSON ``{"detail": [...]}`` for a bad ``limit``;
+- ``GET /v1/projects/{project}/sessions`` and ``.../traces`` (the listings scope discovery reads,
+  shapes from ``tests/fixtures/contracts/phoenix/scope/``): ``limit`` (default 100, 1..1000: a
+  bad one is a 422 JSON ``{"detail": [...]}``), ``cursor``, ``order``; sessions in row id order
+  (ascending by default), ``next_cursor`` = the GlobalID of the next page's first session, a bad
+  cursor 422 ``Invalid cursor format: ...``; traces by start time (newest first by default,
+  then row id), ``start_time`` (inclusive) and ``end_time`` (exclusive) bounding the start time,
+  ``next_cursor`` = base64 of ``"{row}:DATETIME:{start_time}"`` of the next page's first trace,
+  a bad cursor 422 ``Invalid cursor``; 404 ``text/plain`` for an unknown project. The listed
+  subjects are the seeded ones: every subject seeded under ``"kind": "session"`` is a session
+  (with a start time, one minute per session row, and one trace of its own), every subject
+  seeded under ``"kind": "trace"`` a trace, and each session's own trace is a trace of the
+  project too (it has no annotations, as most traces in a real project). ``filter``,
+  ``session_identifier`` and ``sort=latency_ms`` are not implemented: 400 ``text/plain`` says so
+  instead of answering unfiltered;
 - ``GET /arize_phoenix_version`` (``text/plain``), ``GET /v1/projects``;
 - any other path: 200 ``text/html`` (Phoenix's web UI answers unknown routes that way);
 - ``x-phoenix-server-version: 20.26.1`` on every answer.
 
 Bench controls (not Phoenix's): ``POST /_bench/seed`` generates a deterministic data set,
-``POST /_bench/control`` sets ``latency_ms`` (added to every annotation read) and ``fail``
-(answer reads with 500), ``GET /_bench/stats`` returns request counters, ``POST /_bench/reset``
-zeroes them. Serialized answers are memoized per query string so that the stand-in costs little
-CPU next to the gateway it feeds.
+``POST /_bench/control`` sets ``latency_ms`` (added to every annotation read and listing) and
+``fail`` (answer them with 500), ``GET /_bench/stats`` returns request counters (and
+``listing_window_ms``: from the first listing call's arrival to the last one's answer),
+``POST /_bench/reset`` zeroes them. Serialized answers are memoized per query string so that the
+stand-in costs little CPU next to the gateway it feeds.
 
 A seed with ``"lazy": true`` registers its subjects without building their rows: each holds a
 range of row ids, and its rows — the very rows an eager seed would have built — are generated
@@ -39,6 +54,8 @@ import asyncio
 import base64
 import binascii
 import functools
+import hashlib
+import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -52,6 +69,12 @@ MAX_IDS = 1000
 MAX_LIMIT = 10_000
 DEFAULT_LIMIT = 10
 MEMO_MAX_ENTRIES = 20_000
+LIST_DEFAULT_LIMIT = 100
+LIST_MAX_LIMIT = 1000
+SESSION_SPACING_S = 60
+"""Seconds between the start times of consecutive session (and trace) rows."""
+SESSION_LENGTH_US = 60_500_000
+TRACE_LENGTH_US = 500_000
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -88,6 +111,13 @@ def parse_global_id(value: str, type_name: str) -> int | None:
 @functools.lru_cache(maxsize=4096)
 def _day(days: int) -> str:
     return (BASE_TIME + timedelta(days=days)).date().isoformat()
+
+
+def _timestamp_us(offset_us: int) -> str:
+    """``(BASE_TIME + offset_us microseconds).isoformat()`` (Phoenix's listing timestamps)."""
+    seconds, micros = divmod(offset_us, 1_000_000)
+    stamp = _timestamp(seconds)
+    return stamp if not micros else f"{stamp[:-6]}.{micros:06d}+00:00"
 
 
 def _timestamp(offset_s: int) -> str:
@@ -173,12 +203,48 @@ def lazy_page(
 Rows = list[dict[str, Any]] | LazyRows
 
 
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """A session or trace as the listing routes show it: its row, its start (seconds after
+    ``BASE_TIME``), and, for a session, its own trace (id, row)."""
+
+    row: int
+    start_s: int
+    trace: tuple[str, int] | None = None
+
+
 @dataclass(slots=True)
 class Store:
-    """Annotations per project, kind and subject (rows kept newest first)."""
+    """Annotations per project, kind and subject (rows kept newest first), and the sessions and
+    traces the listing routes show, per project, in registration (row id) order."""
 
     projects: dict[str, dict[str, dict[str, Rows]]] = field(default_factory=dict)
+    listed: dict[str, dict[str, dict[str, Listed]]] = field(default_factory=dict)
+    project_rows: dict[str, int] = field(default_factory=dict)
     next_row_id: int = 1
+    next_session_row: int = 1
+    next_trace_row: int = 1
+
+    def _list(self, project: str, kind: str, subject: str) -> None:
+        """Register ``subject`` (a session or trace) for the listings, once."""
+        if kind not in ("session", "trace"):
+            return
+        listed = self.listed.setdefault(project, {"session": {}, "trace": {}})
+        if subject in listed[kind]:
+            return
+        if kind == "trace":
+            row = self.next_trace_row
+            self.next_trace_row += 1
+            listed["trace"][subject] = Listed(row, row * SESSION_SPACING_S)
+            return
+        row = self.next_session_row
+        self.next_session_row += 1
+        start_s = row * SESSION_SPACING_S
+        trace_id = hashlib.md5(f"{project}/{subject}".encode()).hexdigest()  # noqa: S324 - an id
+        trace_row = self.next_trace_row
+        self.next_trace_row += 1
+        listed["session"][subject] = Listed(row, start_s, (trace_id, trace_row))
+        listed["trace"].setdefault(trace_id, Listed(trace_row, start_s))
 
     def add_subjects(
         self,
@@ -195,8 +261,10 @@ class Store:
         route = f"{kind}_annotations"
         _, id_field, type_name = KINDS[route]
         by_subject = self.projects.setdefault(project, {}).setdefault(route, {})
+        self.project_rows.setdefault(project, len(self.project_rows) + 1)
         created = 0
         for subject in subject_ids:
+            self._list(project, kind, subject)
             if lazy and not empty:
                 if subject in by_subject:
                     raise ValueError(f"subject {subject!r} already has rows: a lazy seed needs new ids")
@@ -233,6 +301,9 @@ class PhoenixStandIn:
         self.in_flight = 0
         self.max_in_flight = 0
         self.memo: dict[tuple[str, bytes], tuple[int, bytes, bytes]] = {}
+        self.listing_window: list[float] = []
+        """When the first listing call since the last reset arrived and the last one was answered
+        (``time.monotonic()``): how long a scope discovery kept the stand-in busy."""
 
     # -- ASGI ------------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -274,6 +345,9 @@ class PhoenixStandIn:
             route = parts[4]
             if route in KINDS:
                 await self._annotations(unquote(parts[3]), route, scope, send)
+                return
+            if route in ("sessions", "traces"):
+                await self._listing(unquote(parts[3]), route, scope, send)
                 return
         self._count("other")
         await _respond(
@@ -399,18 +473,175 @@ class PhoenixStandIn:
         data = [{k: v for k, v in row.items() if k != "_row"} for row in page]
         return 200, b"application/json", orjson.dumps({"data": data, "next_cursor": next_cursor}), lazy
 
+    # -- listings (scope discovery) ------------------------------------------------------------
+    async def _listing(self, project: str, route: str, scope: Scope, send: Send) -> None:
+        if not self.listing_window:
+            self.listing_window = [time.monotonic(), 0.0]
+        try:
+            await self._listing_once(project, route, scope, send)
+        finally:
+            self.listing_window[1] = time.monotonic()
+
+    async def _listing_once(self, project: str, route: str, scope: Scope, send: Send) -> None:
+        self._count("listings")
+        self._count(f"list_{route}")
+        if self.controls.latency_ms > 0:
+            await asyncio.sleep(self.controls.latency_ms / 1000)
+        if self.controls.fail:
+            self._count("failed")
+            await _respond(send, 500, b"text/plain; charset=utf-8", b"Internal Server Error")
+            return
+        key = (f"{project}/{route}", scope["query_string"])
+        memo = self.memo.get(key)
+        if memo is None:
+            memo = self._list_answer(project, route, scope["query_string"].decode("latin-1"))
+            if len(self.memo) >= MEMO_MAX_ENTRIES:
+                self.memo.clear()
+            self.memo[key] = memo
+        await _respond(send, *memo)
+
+    def _list_answer(self, project: str, route: str, query: str) -> tuple[int, bytes, bytes]:
+        """``GET /v1/projects/{project}/sessions`` or ``.../traces``: status, content type, body."""
+        params = dict(parse_qsl(query, keep_blank_values=True))
+        plain = b"text/plain; charset=utf-8"
+        limit = LIST_DEFAULT_LIMIT
+        if "limit" in params:
+            problem = _limit_problem(params["limit"], LIST_MAX_LIMIT)
+            if problem is not None:
+                return 422, b"application/json", problem
+            limit = int(params["limit"])
+        order = params.get("order", "asc" if route == "sessions" else "desc")
+        if order not in ("asc", "desc"):
+            return 422, b"application/json", _enum_problem("order", order, ("asc", "desc"))
+        unsupported = [
+            name
+            for name in ("filter", "session_identifier")
+            if params.get(name)  # Phoenix: "Empty expressions do not filter"
+        ]
+        if params.get("sort", "start_time") != "start_time":
+            unsupported.append("sort")
+        if unsupported:
+            text = f"bench stand-in: {', '.join(unsupported)} is not implemented"
+            return 400, plain, text.encode()
+        if project not in self.store.project_rows:
+            return 404, plain, f"Project with name {project} not found".encode()
+        listed = self.store.listed.get(project, {"session": {}, "trace": {}})
+        project_id = global_id("Project", self.store.project_rows[project])
+        if route == "sessions":
+            return self._list_sessions(listed["session"], project_id, params.get("cursor"), limit, order)
+        bounds: list[int | None] = []
+        for name in ("start_time", "end_time"):
+            raw = params.get(name)
+            if raw is None:
+                bounds.append(None)
+                continue
+            offset = _offset_us(raw)
+            if offset is None:
+                return 422, b"application/json", _datetime_problem(name, raw)
+            bounds.append(offset)
+        return self._list_traces(listed["trace"], project_id, params.get("cursor"), limit, order, bounds)
+
+    @staticmethod
+    def _list_sessions(
+        sessions: dict[str, Listed], project_id: str, cursor: str | None, limit: int, order: str
+    ) -> tuple[int, bytes, bytes]:
+        rows = sorted(sessions.items(), key=lambda item: item[1].row, reverse=order == "desc")
+        if cursor is not None:
+            row = parse_global_id(cursor, "ProjectSession")
+            if row is None:
+                return 422, b"text/plain; charset=utf-8", f"Invalid cursor format: {cursor}".encode()
+            rows = [r for r in rows if (r[1].row >= row if order == "asc" else r[1].row <= row)]
+        data = []
+        for session_id, entry in rows[:limit]:
+            start_us = entry.start_s * 1_000_000
+            traces = []
+            if entry.trace is not None:
+                trace_id, trace_row = entry.trace
+                traces.append(
+                    {
+                        "id": global_id("Trace", trace_row),
+                        "trace_id": trace_id,
+                        "start_time": _timestamp_us(start_us),
+                        "end_time": _timestamp_us(start_us + TRACE_LENGTH_US),
+                    }
+                )
+            data.append(
+                {
+                    "id": global_id("ProjectSession", entry.row),
+                    "session_id": session_id,
+                    "project_id": project_id,
+                    "start_time": _timestamp_us(start_us),
+                    "end_time": _timestamp_us(start_us + SESSION_LENGTH_US),
+                    "traces": traces,
+                    "token_count_prompt": 0,
+                    "token_count_completion": 0,
+                    "token_count_total": 0,
+                }
+            )
+        next_cursor = global_id("ProjectSession", rows[limit][1].row) if len(rows) > limit else None
+        return 200, b"application/json", orjson.dumps({"data": data, "next_cursor": next_cursor})
+
+    @staticmethod
+    def _list_traces(
+        traces: dict[str, Listed],
+        project_id: str,
+        cursor: str | None,
+        limit: int,
+        order: str,
+        bounds: list[int | None],
+    ) -> tuple[int, bytes, bytes]:
+        low, high = bounds
+        rows = [
+            (entry.start_s * 1_000_000, entry.row, trace_id)
+            for trace_id, entry in traces.items()
+            if (low is None or entry.start_s * 1_000_000 >= low)
+            and (high is None or entry.start_s * 1_000_000 < high)
+        ]
+        rows.sort(reverse=order == "desc")
+        if cursor is not None:
+            position = _trace_cursor(cursor)
+            if position is None:
+                return 422, b"text/plain; charset=utf-8", b"Invalid cursor"
+            if order == "desc":
+                rows = [r for r in rows if (r[0], r[1]) <= position]
+            else:
+                rows = [r for r in rows if (r[0], r[1]) >= position]
+        data = [
+            {
+                "id": global_id("Trace", row),
+                "trace_id": trace_id,
+                "project_id": project_id,
+                "start_time": _timestamp_us(start_us),
+                "end_time": _timestamp_us(start_us + TRACE_LENGTH_US),
+                "token_count_prompt": 0,
+                "token_count_completion": 0,
+                "token_count_total": 0,
+                "spans": None,
+            }
+            for start_us, row, trace_id in rows[:limit]
+        ]
+        next_cursor = None
+        if len(rows) > limit:
+            start_us, row, _ = rows[limit]
+            raw = f"{row}:DATETIME:{_timestamp_us(start_us)}"
+            next_cursor = base64.b64encode(raw.encode()).decode()
+        return 200, b"application/json", orjson.dumps({"data": data, "next_cursor": next_cursor})
+
     # -- bench controls ----------------------------------------------------------------------
     async def _control(self, path: str, method: str, receive: Receive, send: Send) -> None:
         body = await _read_body(receive)
         if path == "/_bench/stats" and method == "GET":
+            window = self.listing_window
             answer: dict[str, Any] = {
                 "counters": self.counters,
                 "max_in_flight": self.max_in_flight,
                 "controls": vars_of(self.controls),
+                "listing_window_ms": round((window[1] - window[0]) * 1000, 1) if window else None,
             }
         elif path == "/_bench/reset" and method == "POST":
             self.counters = {}
             self.max_in_flight = 0
+            self.listing_window = []
             answer = {"ok": True}
         elif path == "/_bench/control" and method == "POST":
             args = orjson.loads(body or b"{}")
@@ -445,7 +676,56 @@ def vars_of(controls: Controls) -> dict[str, Any]:
     return {"latency_ms": controls.latency_ms, "fail": controls.fail}
 
 
-def _limit_problem(raw: str) -> bytes | None:
+def _offset_us(raw: str) -> int | None:
+    """Microseconds from ``BASE_TIME`` to the ISO 8601 ``raw`` (naive: UTC); ``None`` if invalid."""
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    delta = moment - BASE_TIME
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _trace_cursor(cursor: str) -> tuple[int, int] | None:
+    """A trace listing cursor, ``base64("{row}:DATETIME:{start_time}")``, as (start µs, row)."""
+    try:
+        decoded = base64.b64decode(cursor.encode(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    row, _, rest = decoded.partition(":")
+    kind, _, stamp = rest.partition(":")
+    offset = _offset_us(stamp)
+    if not row.isdigit() or kind != "DATETIME" or offset is None:
+        return None
+    return offset, int(row)
+
+
+def _datetime_problem(name: str, raw: str) -> bytes:
+    detail = {
+        "type": "datetime_from_date_parsing",
+        "loc": ["query", name],
+        "msg": "Input should be a valid datetime or date, invalid character in year",
+        "input": raw,
+        "ctx": {"error": "invalid character in year"},
+    }
+    return orjson.dumps({"detail": [detail]})
+
+
+def _enum_problem(name: str, raw: str, allowed: tuple[str, ...]) -> bytes:
+    expected = " or ".join(f"'{a}'" for a in allowed)
+    detail = {
+        "type": "enum",
+        "loc": ["query", name],
+        "msg": f"Input should be {expected}",
+        "input": raw,
+        "ctx": {"expected": expected},
+    }
+    return orjson.dumps({"detail": [detail]})
+
+
+def _limit_problem(raw: str, maximum: int = MAX_LIMIT) -> bytes | None:
     try:
         value = int(raw)
     except ValueError:
@@ -465,13 +745,13 @@ def _limit_problem(raw: str) -> bytes | None:
             "ctx": {"gt": 0},
         }
         return orjson.dumps({"detail": [detail]})
-    if value > MAX_LIMIT:
+    if value > maximum:
         detail = {
             "type": "less_than_equal",
             "loc": ["query", "limit"],
-            "msg": f"Input should be less than or equal to {MAX_LIMIT}",
+            "msg": f"Input should be less than or equal to {maximum}",
             "input": raw,
-            "ctx": {"le": MAX_LIMIT},
+            "ctx": {"le": maximum},
         }
         return orjson.dumps({"detail": [detail]})
     return None

@@ -29,12 +29,25 @@ TARGETS: dict[str, float] = {
     "export_1m_rss_growth_mib": 64.0,  # "flat": a few chunks in memory, never the export
     "export_first_byte_ms": 250.0,
     "search_10k_first_page_ms": 1200.0,
+    # scopes (SPEC §7)
+    "scope_first_page_vs_id_query": 2.0,  # scope=all's cold first page / the same data by ids
+    "scope_rss_growth_mib": 128.0,  # paging through a 100,000-annotation scope
+    # metrics (SPEC §8)
+    "metrics_100k_ms": 150.0,  # POST /v1/annotations/metrics over 100,000 cached annotations
+    "metrics_rss_growth_mib": 32.0,  # aggregation streams: groups and scores, never annotations
     # issue 13
     "redis_miss_cpu_vs_memory": 1.2,
     "redis_hit_ms_p50": 2.0,
 }
 
-MEMORY_KEYS = frozenset({"cached_bytes_per_annotation", "export_1m_rss_growth_mib"})
+MEMORY_KEYS = frozenset(
+    {
+        "cached_bytes_per_annotation",
+        "export_1m_rss_growth_mib",
+        "scope_rss_growth_mib",
+        "metrics_rss_growth_mib",
+    }
+)
 
 NOTES = [
     "Phoenix upstream: `bench/phoenix_standin.py`, a tiny ASGI app with Phoenix 20.26.1's exact "
@@ -111,6 +124,33 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
         out["export_1m_annotations_per_s"] = cold["annotations_per_s"]
         out["export_1m_wall_s"] = cold["wall_s"]
         out["export_1m_complete"] = cold.get("complete")
+    workers = results.get("workers") or {}
+    if workers.get("ratio") is not None:
+        out["workers_2_vs_1_hit_throughput"] = workers["ratio"]
+    scope = results.get("scope") or {}
+    first = scope.get("first_page") or {}
+    if first.get("ratio") is not None:
+        out["scope_first_page_vs_id_query"] = first["ratio"]
+        out["scope_first_page_ms"] = first["scope_ms"]
+        out["scope_id_query_first_page_ms"] = first["ids_ms"]
+    memory = scope.get("memory") or {}
+    if memory.get("growth_mib") is not None:
+        out["scope_rss_growth_mib"] = memory["growth_mib"]
+        out["scope_peak_rss_mib"] = memory["peak_rss_mib"]
+        out["scope_paged_annotations"] = memory["annotations"]
+        out["scope_paging_complete"] = (scope.get("paging") or {}).get("complete")
+    metrics = results.get("metrics") or {}
+    if metrics.get("runs"):
+        out["metrics_complete"] = metrics.get("complete")
+        out["metrics_100k_ms"] = metrics.get("wall_ms")
+        out["metrics_100k_server_ms"] = metrics.get("server_ms")
+        out["metrics_100k_gateway_cpu_ms"] = metrics.get("gateway_cpu_ms_per_request")
+        out["metrics_annotations"] = (metrics.get("answer") or {}).get("count")
+        out["metrics_rows"] = (metrics.get("answer") or {}).get("rows")
+        out["metrics_from_cache"] = metrics.get("all_from_cache")
+    metrics_memory = metrics.get("memory") or {}
+    if metrics_memory.get("growth_mib") is not None:
+        out["metrics_rss_growth_mib"] = metrics_memory["growth_mib"]
     redis = results.get("redis") or {}
     if "miss_cpu_ratio" in redis:
         out["redis_miss_cpu_vs_memory"] = redis["miss_cpu_ratio"]
@@ -128,6 +168,20 @@ def verdicts(r: dict[str, Any]) -> list[dict[str, Any]]:
     export_what = f"cold export of {exported:,} annotations" if exported is not None else "cold export"
     if exported is not None and r.get("export_1m_complete") is False:
         export_what += " (did not finish: not verified)"
+    paged = r.get("scope_paged_annotations")
+    scope_what = f"paging a scope of {paged:,} annotations" if paged is not None else "paging a whole scope"
+    if paged is not None and r.get("scope_paging_complete") is False:
+        scope_what += " (did not finish: not verified)"
+    counted = r.get("metrics_annotations")
+    metrics_what = (
+        f"metrics over {counted:,} cached annotations, name x source x day"
+        if counted is not None
+        else "metrics over 100,000 cached annotations, name x source x day"
+    )
+    if r.get("metrics_complete") is False:
+        metrics_what += " (an answer was incomplete: not verified)"
+    elif r.get("metrics_from_cache") is False:
+        metrics_what += " (not all read from the cache: not verified)"
     checks: list[tuple[str, str, str, str]] = [
         # key, what, direction (">=", ">" or "<="), target as shown
         ("cache_hit_vs_hello", "cache hit throughput / hello throughput", ">=", ">= 0.85x"),
@@ -160,6 +214,20 @@ def verdicts(r: dict[str, Any]) -> list[dict[str, Any]]:
         ),
         ("export_first_byte_ms", f"{export_what}: first byte", "<=", "<= 250 ms"),
         ("export_1m_rss_growth_mib", f"{export_what}: RSS growth (flat)", "<=", "<= 64 MiB"),
+        (
+            "scope_first_page_vs_id_query",
+            "scope=all first page / the same 10,000 sessions by ids, cold gateways (upstream at 50 ms)",
+            "<=",
+            "<= 2.0x",
+        ),
+        (
+            "scope_rss_growth_mib",
+            f"{scope_what}: RSS growth, MiB",
+            "<=",
+            "<= 128 MiB",
+        ),
+        ("metrics_100k_ms", f"{metrics_what}: wall time (median)", "<=", "<= 150 ms"),
+        ("metrics_rss_growth_mib", f"{metrics_what}: RSS growth over the warm cache, MiB", "<=", "<= 32 MiB"),
         ("redis_miss_cpu_vs_memory", "miss CPU per request, Redis tier / memory only", "<=", "<= 1.2x"),
         ("redis_hit_ms_p50", "hit served from Redis (local tier expired), p50", "<=", "<= 2 ms"),
     ]
@@ -177,6 +245,10 @@ def verdicts(r: dict[str, Any]) -> list[dict[str, Any]]:
         else:
             met = value <= limit
         if key.startswith("export_") and r.get("export_1m_complete") is False:
+            met = None
+        if key == "scope_rss_growth_mib" and r.get("scope_paging_complete") is False:
+            met = None
+        if key.startswith("metrics_") and False in (r.get("metrics_complete"), r.get("metrics_from_cache")):
             met = None
         rows.append(
             {
@@ -454,6 +526,193 @@ def _scale(res: dict[str, Any]) -> list[str]:
     return out
 
 
+def _scope(res: dict[str, Any]) -> list[str]:
+    row = res.get("scope") or {}
+    out = ["", "## Scope: `scope=all` over 10,000 sessions and 100,000 annotations (Phoenix only)", ""]
+    first = row.get("first_page")
+    if not first:
+        return [*out, _why(row)]
+    seed = row.get("seed") or {}
+    sessions = row.get("sessions") or 0
+    per_session = (row.get("annotations_expected") or 0) // max(1, sessions)
+    out.append(
+        f"Data: {fmt(sessions)} sessions x {fmt(per_session)} session annotations in the "
+        f"stand-in's project `{row.get('project')}` (seeded in {seed.get('seconds')} s), "
+        f"the stand-in answering every call (listings and annotation reads) after "
+        f"{fmt(row.get('upstream_latency_ms'), 0)} ms, as in `scale`. The gateway's config has the "
+        f"**Phoenix source alone** ({', '.join(row.get('gateway_sources') or [])}): a Datadog "
+        "source would add its own queue discovery and reads to the scope walk, which is not what "
+        "is measured here."
+    )
+    out.append(
+        "\n**First page, cold.** Each measurement runs on a **fresh gateway process** (empty "
+        "annotation and discovery caches); its only earlier request is one search of an id that "
+        "exists nowhere (as in `scale`: one-off first-request costs stay out of both). "
+        f"`GET /v1/annotations?scope=all&subject_kind=session` (page size {row.get('page_size')}, the "
+        "default) against `POST /v1/annotations/search` with the 10,000 session ids, "
+        "`subject_kinds=[session]`, the same page size. A priming round first (reported, not "
+        "used) lets the stand-in memoize its answers, so both queries find it equally ready; "
+        "then the rounds alternate which query goes first; the ratio is of the medians. "
+        "Target: scope ÷ ids **≤ 2.0**. The listing window is the time from the first listing "
+        "call's arrival at the stand-in to the last one's answer: the scope's discovery, cursor "
+        "paging one listing page after the other."
+    )
+    out += [
+        "",
+        "| query | first page ms (median) | every round ms | Phoenix listings (their window ms) "
+        "| Phoenix annotation reads | gateway CPU s | annotations | scanned subjects |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for kind, label in (("scope", "`scope=all`"), ("ids", "10,000 ids")):
+        rows = (first.get("rounds") or {}).get(kind) or []
+        last = rows[-1] if rows else {}
+        up = last.get("upstream") or {}
+        answer = last.get("answer") or {}
+        scanned = ", ".join(
+            str(s.get("scanned_subjects"))
+            for s in answer.get("sources", [])
+            if s.get("scanned_subjects") is not None
+        )
+        walls = ", ".join(fmt(w, 0) for w in first.get(f"{kind}_ms_all") or [])
+        out.append(
+            f"| {label} | **{fmt(first.get(f'{kind}_ms'), 0)}** | {walls} | {fmt(up.get('listing_calls'))} "
+            f"({fmt(up.get('listing_window_ms'), 0)}) | "
+            f"{fmt(up.get('annotation_reads'))} | {fmt(last.get('gateway_cpu_s'))} | "
+            f"{fmt(answer.get('annotations'))} (status {answer.get('status')}) | {scanned or '—'} |"
+        )
+    out.append(
+        f"\nRatio scope ÷ ids = **{fmt(first.get('ratio'), 3)}** (per round: "
+        f"{', '.join(fmt(x, 3) for x in first.get('ratio_by_round') or [])}). Upstream calls and CPU "
+        "are the last round's; Server-Timing of that round: "
+        f"scope `{((first.get('rounds') or {}).get('scope') or [{}])[-1].get('server_timing')}`, "
+        f"ids `{((first.get('rounds') or {}).get('ids') or [{}])[-1].get('server_timing')}`."
+    )
+    priming = row.get("priming") or {}
+    if priming:
+        parts = ", ".join(f"{k} {fmt(v.get('wall_ms'), 0)} ms" for k, v in priming.items())
+        out.append(f"\nPriming round (stand-in not yet memoized, not used): {parts}.")
+    paging = row.get("paging")
+    memory = row.get("memory")
+    if paging and memory:
+        up = paging.get("upstream") or {}
+        out.append(
+            f"\n**Paging the whole scope** on the gateway of the last measured scope round, right after "
+            f"its first page: `limit={1000}` from the start, following `next_cursor` — "
+            f"{fmt(paging['pages'])} pages, {fmt(paging['annotations'])} annotations "
+            f"({fmt(paging['distinct_annotations'])} distinct), complete={paging['complete']}, in "
+            f"{paging['wall_s']} s (page p50 {fmt(paging['page_p50_ms'])} ms, "
+            f"max {fmt(paging['page_max_ms'])} ms; "
+            f"gateway CPU {paging['gateway_cpu_s']} s; Phoenix {fmt(up.get('listing_calls'))} listings, "
+            f"{fmt(up.get('annotation_reads'))} annotation reads)."
+        )
+        out.append(
+            f"\nGateway RSS (`VmRSS`, measured like `cached_bytes_per_annotation`): "
+            f"{memory['rss_before_mib']} MiB before the scope's first page → "
+            f"{memory['rss_after_first_page_mib']} MiB after it → **{memory['rss_after_paging_mib']} MiB** "
+            f"after the last page = growth **{memory['growth_mib']} MiB** "
+            f"({fmt(memory['bytes_per_annotation'])} bytes per annotation paged; target ≤ 128 MiB). "
+            f"Sampled every 50 ms: peak {memory['sampled_peak_mib']} MiB "
+            f"(+{memory['sampled_peak_growth_mib']} MiB); "
+            f"peak RSS (`VmHWM`) {memory['peak_rss_mib']} MiB."
+        )
+        series = paging.get("rss_series_mib") or []
+        if series:
+            points = ", ".join(f"{t:g} s {m:g}" for t, m in series[:: max(1, len(series) // 12)])
+            out.append(f"\nRSS while paging (MiB): {points}.")
+        if paging.get("error"):
+            out.append(f"\nPaging stopped on an error: {paging['error']}")
+    if row.get("profile_requests"):
+        out.append(
+            f"\nProfile `scope_first_page` (below): py-spy over {row['profile_requests']} more first "
+            f"page(s) ({', '.join(fmt(w, 0) for w in row.get('profile_request_ms') or [])} ms under "
+            "py-spy, which pauses the process for every sample) "
+            "asked with `Cache-Control: no-cache` on that gateway (discovery and the first chunk's "
+            "read go upstream again, as on a cold gateway): an unmeasured run. It counts threads on "
+            "CPU only: the time the first page spends waiting for the stand-in's listing pages, one "
+            "after the other, is not in it (see the listing window above)."
+        )
+    return out
+
+
+def _metrics(res: dict[str, Any]) -> list[str]:
+    row = res.get("metrics") or {}
+    out = ["", "## Metrics: 100,000 cached annotations grouped by name x source x day", ""]
+    warm = row.get("warm")
+    if not warm:
+        return [*out, _why(row)]
+    out.append(
+        f"Data: `scale`'s data set — {fmt(row.get('subject_ids'))} session ids (1,000 sessions with "
+        "50 Phoenix + 50 Datadog annotations each, 9,000 with none), "
+        f"{fmt(row.get('annotations_expected'))} annotations; the upstreams answer after "
+        f"{fmt(row.get('upstream_latency_ms'), 0)} ms (any read that missed the cache would show)."
+    )
+    out.append(
+        f"\n**Warming the cache** on a fresh gateway: one search of an unknown id "
+        f"({fmt(warm.get('warm_up_ms'))} ms), then `POST /v1/annotations/search` with the "
+        f"10,000 ids, `subject_kinds=[session]`, limit 1,000, paged to the end: {fmt(warm['pages'])} "
+        f"pages, {fmt(warm['annotations'])} annotations, complete={warm['complete']} in "
+        f"{warm['wall_s']} s (first page {fmt(warm.get('first_page_ms'), 0)} ms, later pages p50 "
+        f"{fmt(warm.get('page_p50_ms'))} ms). RSS {warm['rss_before_mib']} MiB before → "
+        f"**{warm['rss_warm_mib']} MiB warm** (VmHWM {warm['peak_rss_mib']} MiB)."
+        + (f" Stopped on: {warm['error']}" if warm.get("error") else "")
+    )
+    if not row.get("runs"):
+        return [*out, "\nNo metrics request was measured (the cache was not warmed completely)."]
+    answer = row.get("answer") or {}
+    sources = ", ".join(
+        f"{s.get('source')} {s.get('status')} count={fmt(s.get('count'))} cached={s.get('cached')}"
+        for s in answer.get("sources") or []
+    )
+    up = row.get("upstream") or {}
+    out.append(
+        f"\n**Measured**: {len(row['runs'])} sequential `POST /v1/annotations/metrics` with the same "
+        f"10,000 ids, `subject_kinds=[session]`, `group_by=[{', '.join(row.get('group_by') or [])}]`, "
+        f"`interval={row.get('interval')}` — median wall time **{fmt(row.get('wall_ms'))} ms** "
+        f"(every run: {', '.join(fmt(w, 1) for w in row.get('wall_ms_all') or [])} ms); server side "
+        f"(`Server-Timing: gateway;dur=`) median **{fmt(row.get('server_ms'))} ms** "
+        f"({', '.join(fmt(w, 1) for w in row.get('server_ms_all') or [])} ms); gateway CPU "
+        f"{fmt(row.get('gateway_cpu_ms_per_request'))} ms per request (each run: "
+        f"{', '.join(fmt(c, 0) for c in row.get('gateway_cpu_ms_all') or [])} ms, in 10 ms ticks); "
+        f"fastest run {fmt(row.get('wall_ms_min'))} ms. Other processes' share of core 0 during "
+        f"each run: {', '.join(f'{fmt(c, 0)} %' for c in row.get('core0_foreign_pct_all') or [])} "
+        "(no upstream call: the request is the gateway's CPU work, and wall time beyond its CPU "
+        "time is time core 0 spent on something else)."
+    )
+    out.append(
+        f"\nAnswer checked on every run (status 200, `partial` false, Σ `count` = "
+        f"{fmt(row.get('annotations_expected'))}): complete={row.get('complete')}. Last answer: "
+        f"{fmt(answer.get('rows'))} rows, Σ count {fmt(answer.get('count'))}, Σ score_count "
+        f"{fmt(answer.get('score_count'))}, buckets {', '.join(answer.get('buckets') or [])}, "
+        f"{fmt(answer.get('bytes'))} bytes; sources: {sources}. Upstream calls during the runs: "
+        f"Phoenix {fmt(up.get('phoenix_calls'))}, Datadog {fmt(up.get('datadog_calls'))} "
+        f"(all from the cache: {row.get('all_from_cache')})."
+    )
+    memory = row.get("memory") or {}
+    if memory:
+        out.append(
+            f"\nGateway RSS across the metrics requests, relative to the warm level (VmHWM was "
+            f"already {memory['hwm_warm_mib']} MiB from the warm-up, so RSS is sampled every 10 ms "
+            f"during the requests, {fmt(memory.get('samples'))} samples): warm "
+            f"{memory['rss_warm_mib']} MiB → sampled peak {memory['sampled_peak_mib']} MiB → "
+            f"{memory['rss_after_mib']} MiB after (after each run: "
+            f"{', '.join(fmt(x, 1) for x in memory.get('rss_after_each_mib') or [])}); VmHWM "
+            f"{memory['hwm_after_mib']} MiB (rose: {memory['hwm_rose']}). Growth = the largest of "
+            f"peak - warm, after - warm and (VmHWM - warm, when it rose): **{memory['growth_mib']} MiB**."
+        )
+        series = memory.get("rss_series_mib") or []
+        if series:
+            points = ", ".join(f"{t:g} s {m:g}" for t, m in series[:: max(1, len(series) // 12)])
+            out.append(f"\nRSS during the requests (MiB): {points}.")
+    if row.get("profile_requests"):
+        profiled = ", ".join(fmt(w, 0) for w in row.get("profile_request_ms") or [])
+        out.append(
+            f"\nProfile `metrics_100k` (below): py-spy over {row['profile_requests']} more of the same "
+            f"request on the same warm gateway ({profiled} "
+            "ms under py-spy, which pauses the process for every sample): an unmeasured run."
+        )
+    return out
+
+
 def _misses(report: dict[str, Any], profiles: dict[str, ProfileSummary]) -> list[str]:
     """For each target not met: the figure, and what the profile of that scenario shows."""
     missed = [v for v in report["verdicts"] if v["met"] is False]
@@ -470,6 +729,10 @@ def _misses(report: dict[str, Any], profiles: dict[str, ProfileSummary]) -> list
         "cached_bytes_per_annotation": "search_10k",
         "export_first_byte_ms": "export_1m",
         "export_1m_rss_growth_mib": "export_1m",
+        "scope_first_page_vs_id_query": "scope_first_page",
+        "scope_rss_growth_mib": "scope_first_page",
+        "metrics_100k_ms": "metrics_100k",
+        "metrics_rss_growth_mib": "metrics_100k",
     }
     out = ["", "## Targets not met", ""]
     for v in missed:
@@ -499,6 +762,31 @@ def markdown(report: dict[str, Any], profiles: dict[str, ProfileSummary]) -> str
         f"for the throughput scenarios, warm-up before each), {meta['connections']} connections "
         f"unless stated; the whole run took {meta['elapsed_s']:.0f} s."
     )
+    runs = meta.get("scenario_runs") or {}
+    if meta.get("carried_over"):
+        carried = "; ".join(
+            f"`{name}` ({runs.get(name, {}).get('date', '?')}, "
+            f"commit `{runs.get(name, {}).get('commit', '?')}`)"
+            for name in meta["carried_over"]
+        )
+        ran = ", ".join(f"`{n}`" for n in meta.get("scenarios", []) if n not in meta["carried_over"])
+        out.append(
+            f"\nThis run measured {ran} only (`--only`); the other sections are carried over from "
+            f"earlier runs: {carried}."
+        )
+    if meta.get("code_snapshot"):
+        out.append(
+            f"\nThe gateway (and the Datadog simulator) ran from a snapshot of commit "
+            f"`{meta['commit']}`'s `src/` (`--gateway-commit`, `git archive`), not from the "
+            "working tree."
+        )
+    if meta.get("worktree_changes"):
+        out.append(
+            "\nThe working tree had uncommitted changes outside `bench/` when this run started "
+            f"(the code measured is commit `{meta['commit']}` plus them): "
+            + ", ".join(f"`{p}`" for p in meta["worktree_changes"][:20])
+            + "."
+        )
     out += ["", "## Targets", "", "| check | measured | target | met |", "|---|---:|---:|:---:|"]
     for v in report["verdicts"]:
         mark = "—" if v["met"] is None else ("yes" if v["met"] else "**no**")
@@ -519,6 +807,11 @@ def markdown(report: dict[str, Any], profiles: dict[str, ProfileSummary]) -> str
         )
     if "miss_rps_vs_reference" in r:
         diag.append(f"cache miss req/s / reference fan-out req/s = {fmt(r['miss_rps_vs_reference'])}")
+    if "workers_2_vs_1_hit_throughput" in r:
+        diag.append(
+            "cache-hit req/s of `serve --workers 2` / `--workers 1` (both on both cores, wrk "
+            f"sharing core 1: see the notes) = **{fmt(r['workers_2_vs_1_hit_throughput'])}**"
+        )
     if diag:
         out += ["", "Diagnostics: " + "; ".join(diag) + "."]
     out += _misses(report, profiles)
@@ -527,6 +820,8 @@ def markdown(report: dict[str, Any], profiles: dict[str, ProfileSummary]) -> str
     out += _naive(res)
     out += _scale(res)
     out += _export_1m(res)
+    out += _scope(res)
+    out += _metrics(res)
     failed = {k: v for k, v in res.items() if isinstance(v, dict) and "error" in v}
     if failed:
         out += ["", "## Scenario errors", ""]

@@ -18,8 +18,19 @@ fan-out, CPU ms per request ratio (target <= 1.5); 4. ``overhead`` — both upst
 page wall time <= 1.2 s, RSS per cached annotation <= 1 KiB once all 100,000 are cached and paged
 through) and a 100,000-annotation export (RSS over time); 7. ``export_1m`` — a cold export of
 1,000,000 Phoenix annotations streamed over HTTP: first byte <= 250 ms, RSS growth <= 64 MiB;
-8. ``redis`` — the shared cache tier (:mod:`bench.redis_tier`): CPU per miss with it ÷ without
+8. ``workers`` — cache-hit throughput of ``serve --workers 2`` vs ``--workers 1``
+(:mod:`bench.workers`, ratio ``workers_2_vs_1_hit_throughput``); 9. ``scope`` — ``scope=all``
+over 10,000 Phoenix sessions and 100,000 annotations: its cold first page ÷ the same data asked
+by ids (target <= 2.0), and the RSS growth of paging through the whole scope (<= 128 MiB);
+10. ``metrics`` — ``POST /v1/annotations/metrics`` over ``scale``'s 100,000 annotations (10,000
+ids), grouped by name x source x day, once all of them are cached: wall time (median of
+``--metrics-runs``, target <= 150 ms) and the RSS growth across the requests (<= 32 MiB).
+11. ``redis`` — the shared cache tier (:mod:`bench.redis_tier`): CPU per miss with it ÷ without
 (<= 1.2) and a hit served from Redis, p50 <= 2 ms.
+
+A run of some scenarios only (``--only``) into an existing report keeps that report's results
+of the other scenarios, each marked with the date and commit it was measured at (``meta`` →
+``scenario_runs``, ``carried_over``), so ``latest.json`` → ``ratios`` stays whole.
 
 Every wrk run has a fixed duration, every loop a count or deadline, and the whole run a budget
 (``--budget-s``, default 600): a scenario that no longer fits is reported as skipped. Every
@@ -57,6 +68,7 @@ from bench.harness import (
     CLIENT_CPU,
     Measurement,
     ServerProcess,
+    core_busy_seconds,
     free_port,
     measure,
     peak_rss_kib,
@@ -90,6 +102,11 @@ class Bench:
     datadog: ServerProcess | None = None
     servers: list[ServerProcess] = field(default_factory=list)
     gateway_launcher: str = ""
+    big_seeded: bool = False
+    """The ``big`` data set is in the upstreams (``scale`` and ``metrics`` share it, seeded once)."""
+    code_env: dict[str, str] = field(default_factory=dict)
+    """Environment of every process that runs the project's code (gateway, simulator): with
+    ``--gateway-commit``, ``PYTHONPATH`` = a snapshot of that commit's ``src/``."""
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
@@ -163,6 +180,7 @@ def start_datadog(bench: Bench) -> ServerProcess:
             [PYTHON, "-c", code, str(port), ds.DD_API_KEY, ds.DD_APP_KEY],
             port,
             bench.work,
+            env=bench.code_env,
             ready_path="/_simulator/health",
         ),
     )
@@ -186,7 +204,11 @@ def start_gateway(
     ttl_s: float = 600.0,
     source_timeout_s: float = 10.0,
     max_stale_s: float | None = None,
+    project: str = ds.PROJECT,
+    datadog: bool = True,
 ) -> ServerProcess:
+    """A fresh gateway process; ``datadog=False``: its config has the Phoenix source alone,
+    reading ``project``."""
     assert bench.phoenix is not None
     assert bench.datadog is not None
     port = free_port()
@@ -198,6 +220,8 @@ def start_gateway(
         ttl_s=ttl_s,
         max_stale_s=max_stale_s,
         timeout_s=source_timeout_s,
+        project=project,
+        datadog=datadog,
     )
     if not bench.gateway_launcher:
         bench.gateway_launcher = "cli" if cli_has_serve() else "bench.serve"
@@ -212,7 +236,10 @@ def start_gateway(
     else:
         argv = [PYTHON, "-m", "bench.serve", "--gateway-config", str(config), "--port", str(port)]
     return start(
-        bench, ServerProcess(name, argv, port, bench.work, env=ds.gateway_env(), ready_path="/healthz")
+        bench,
+        ServerProcess(
+            name, argv, port, bench.work, env=ds.gateway_env() | bench.code_env, ready_path="/healthz"
+        ),
     )
 
 
@@ -672,10 +699,10 @@ def rss_sampler(
 
 
 @contextlib.contextmanager
-def sampling_rss(pid: int) -> Iterator[list[tuple[float, int]]]:
+def sampling_rss(pid: int, period_s: float = 0.05) -> Iterator[list[tuple[float, int]]]:
     series: list[tuple[float, int]] = []
     stop_event = threading.Event()
-    thread = threading.Thread(target=rss_sampler, args=(pid, stop_event, series), daemon=True)
+    thread = threading.Thread(target=rss_sampler, args=(pid, stop_event, series, period_s), daemon=True)
     thread.start()
     try:
         yield series
@@ -689,6 +716,7 @@ def scenario_scale(bench: Bench) -> None:
         return
     bench.log("scale: seeding 1,000 sessions x (50 Phoenix + 50 Datadog) annotations")
     result: dict[str, Any] = {"seed": seed(bench, big=True)}
+    bench.big_seeded = True
     bench.results["scale"] = result
     latency = float(bench.args.scale_latency_ms)
     set_latency(bench, latency)
@@ -1003,6 +1031,590 @@ def _profile_export(bench: Bench, gateway: ServerProcess, url: str) -> None:
     bench.profiles["export_1m"] = ProfileSummary(error=error) if error else summarize(out)
 
 
+# --- scope (SPEC §7) ---------------------------------------------------------------------------
+
+SCOPE_PAGE = 100
+"""The first page's size in the ``scope`` scenario: the API's default page size."""
+SCOPE_PAGING_LIMIT = 1000
+SCOPE_MAX_PAGES = 400
+"""Paging bound: the 100,000 annotations take 100 pages of 1,000."""
+
+
+def scope_url(base: str, *, limit: int, cursor: str | None = None) -> str:
+    params = [("scope", "all"), ("subject_kind", "session"), ("limit", str(limit))]
+    if cursor is not None:
+        params.append(("cursor", cursor))
+    return f"{base}/v1/annotations?{urlencode(params)}"
+
+
+def scope_ids_body() -> bytes:
+    """The same data as the scope, asked by ids: the 10,000 session ids, same page size."""
+    return orjson.dumps({"subject_ids": ds.SCOPE_IDS, "subject_kinds": ["session"], "limit": SCOPE_PAGE})
+
+
+def phoenix_stats(bench: Bench) -> dict[str, Any]:
+    assert bench.phoenix is not None
+    with httpx.Client(timeout=30, trust_env=False) as client:
+        stats: dict[str, Any] = client.get(bench.phoenix.base_url + "/_bench/stats").json()
+    return stats
+
+
+def phoenix_reset(bench: Bench) -> None:
+    assert bench.phoenix is not None
+    with httpx.Client(timeout=30, trust_env=False) as client:
+        client.post(bench.phoenix.base_url + "/_bench/reset").raise_for_status()
+
+
+def _phoenix_calls(stats: dict[str, Any]) -> dict[str, Any]:
+    counters = stats.get("counters", {})
+    return {
+        "listing_window_ms": stats.get("listing_window_ms"),
+        "listing_calls": int(counters.get("listings", 0)),
+        "annotation_reads": int(counters.get("annotation_reads", 0)),
+        "max_reads_in_flight": int(stats.get("max_in_flight", 0)),
+    }
+
+
+def _scope_answer(response: httpx.Response) -> dict[str, Any]:
+    """:func:`describe_answer`, plus each source's ``scanned_subjects`` (scope answers only)."""
+    answer = describe_answer(response)
+    with contextlib.suppress(ValueError, AttributeError, TypeError):
+        scanned = {s.get("source"): s.get("scanned_subjects") for s in response.json().get("sources", [])}
+        for source in answer.get("sources", []):
+            source["scanned_subjects"] = scanned.get(source["source"])
+    return answer
+
+
+def start_scope_gateway(bench: Bench, name: str) -> ServerProcess:
+    """A fresh gateway with the Phoenix source alone, reading project ``bench-scope``."""
+    return start_gateway(bench, name, project=ds.SCOPE_PROJECT, datadog=False)
+
+
+def _warm_up(gateway: ServerProcess) -> float:
+    """One search of an id that exists nowhere, as in ``scale``: the first request's one-off costs
+    (lazy imports, the first upstream connection) are then in neither measurement. It caches
+    nothing the measured query reads."""
+    times, _ = sequential_ms(
+        gateway.base_url + "/v1/annotations/search",
+        headers=auth_headers({"Content-Type": "application/json"}),
+        repeat=1,
+        method="POST",
+        body=orjson.dumps({"subject_ids": ["warm-up-none"], "subject_kinds": ["session"]}),
+    )
+    return round(times[0], 1)
+
+
+def _cold_first_page(bench: Bench, gateway: ServerProcess, kind: str) -> dict[str, Any]:
+    """The first page of ``kind`` ("scope": ``GET ?scope=all``; "ids": ``POST /search`` with the
+    10,000 ids), on ``gateway`` fresh from :func:`start_scope_gateway`."""
+    warm_up_ms = _warm_up(gateway)
+    rss_before = rss_kib(gateway.pid)
+    cpu_before = gateway.cpu_seconds()
+    phoenix_reset(bench)
+    if kind == "scope":
+        times, response = sequential_ms(
+            scope_url(gateway.base_url, limit=SCOPE_PAGE), headers=auth_headers(), repeat=1
+        )
+    else:
+        times, response = sequential_ms(
+            gateway.base_url + "/v1/annotations/search",
+            headers=auth_headers({"Content-Type": "application/json"}),
+            repeat=1,
+            method="POST",
+            body=scope_ids_body(),
+        )
+    return {
+        "wall_ms": round(times[0], 1),
+        "answer": _scope_answer(response),
+        "server_timing": response.headers.get("server-timing"),
+        "upstream": _phoenix_calls(phoenix_stats(bench)),
+        "gateway_cpu_s": round(gateway.cpu_seconds() - cpu_before, 2),
+        "warm_up_ms": warm_up_ms,
+        "rss_before_kib": rss_before,
+        "rss_after_mib": round(rss_kib(gateway.pid) / 1024, 1),
+    }
+
+
+def scenario_scope(bench: Bench) -> None:
+    """``scope=all`` over 10,000 sessions and 100,000 annotations (Phoenix only, see
+    :mod:`bench.datasets`): the cold first page against the same data asked by ids, and the RSS
+    growth of paging through the whole scope; README "scope" says how to read it."""
+    rounds = max(1, int(bench.args.scope_rounds))
+    if not bench.fits("scope", 90 + 25 * rounds):
+        return
+    assert bench.phoenix is not None
+    latency = float(bench.args.scale_latency_ms)
+    result: dict[str, Any] = {
+        "sessions": len(ds.SCOPE_IDS),
+        "annotations_expected": len(ds.SCOPE_IDS) * ds.SCOPE_PER_SUBJECT,
+        "project": ds.SCOPE_PROJECT,
+        "upstream_latency_ms": latency,
+        "page_size": SCOPE_PAGE,
+        "gateway_sources": [ds.PHOENIX_SOURCE],
+    }
+    bench.results["scope"] = result
+    bench.log(
+        f"scope: seeding {len(ds.SCOPE_IDS):,} Phoenix sessions x {ds.SCOPE_PER_SUBJECT} annotations "
+        f"(project {ds.SCOPE_PROJECT})"
+    )
+    started = time.perf_counter()
+    with httpx.Client(timeout=300, trust_env=False) as client:
+        answer = client.post(
+            bench.phoenix.base_url + "/_bench/seed",
+            json=ds.phoenix_seed(ds.SCOPE_IDS, ds.SCOPE_PER_SUBJECT, project=ds.SCOPE_PROJECT),
+        )
+        answer.raise_for_status()
+    result["seed"] = {
+        "phoenix_rows": answer.json()["created"],
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    set_latency(bench, latency)
+    try:
+        _scope_rounds(bench, result, rounds)
+    finally:
+        set_latency(bench, 0)
+
+
+def _scope_rounds(bench: Bench, result: dict[str, Any], rounds: int) -> None:
+    # Round 0 primes the stand-in (it memoizes each answer by query string, as in every other
+    # scenario): each measured round then finds the upstream equally ready for both queries, and
+    # the ratio compares the gateway's work, not the stand-in's first serialization of 100,000
+    # rows on the gateway's core. Round 0 is reported, not used.
+    measured: dict[str, list[dict[str, Any]]] = {"scope": [], "ids": []}
+    kept: ServerProcess | None = None
+    kept_first: dict[str, Any] | None = None
+    try:
+        for r in range(rounds + 1):
+            order = ("scope", "ids") if r % 2 == 0 else ("ids", "scope")
+            for kind in order:
+                if bench.remaining() < 60:
+                    bench.notes.append(f"scope round {r} ({kind}) skipped: time budget")
+                    continue
+                label = "priming (stand-in cold, not used)" if r == 0 else f"round {r}"
+                bench.log(f"scope: {label}: cold gateway, first page of {kind}")
+                gateway = start_scope_gateway(bench, f"gateway-scope-{kind}-{r}")
+                keep = kind == "scope" and r == rounds
+                try:
+                    first = _cold_first_page(bench, gateway, kind)
+                finally:
+                    if not keep:
+                        stop(bench, gateway)
+                if r == 0:
+                    result.setdefault("priming", {})[kind] = first
+                else:
+                    measured[kind].append(first)
+                if keep:
+                    kept, kept_first = gateway, first
+        first_page: dict[str, Any] = {"rounds": dict(measured)}
+        for kind, rows in measured.items():
+            walls = [row["wall_ms"] for row in rows if row["answer"].get("status") == 200]
+            first_page[f"{kind}_ms"] = round(statistics.median(walls), 1) if walls else None
+            first_page[f"{kind}_ms_all"] = walls
+        if first_page["scope_ms"] and first_page["ids_ms"]:
+            first_page["ratio"] = round(first_page["scope_ms"] / first_page["ids_ms"], 3)
+            pairs = zip(first_page["scope_ms_all"], first_page["ids_ms_all"], strict=False)
+            first_page["ratio_by_round"] = [round(a / b, 3) for a, b in pairs]
+        result["first_page"] = first_page
+        if kept is not None and kept_first is not None:
+            _scope_paging(bench, kept, kept_first, result)
+            _profile_scope(bench, kept)
+    finally:
+        if kept is not None:
+            stop(bench, kept)
+
+
+def _scope_paging(
+    bench: Bench, gateway: ServerProcess, first: dict[str, Any], result: dict[str, Any]
+) -> None:
+    """Page through the whole scope (limit 1,000, following ``next_cursor``) on the gateway whose
+    cold first page was just measured; RSS before that first page → after the last page."""
+    rss_before = int(first["rss_before_kib"])
+    hwm_before = peak_rss_kib(gateway.pid)
+    bench.log(f"scope: paging through the whole scope, limit {SCOPE_PAGING_LIMIT}, RSS sampled every 50 ms")
+    phoenix_reset(bench)
+    ids: set[str] = set()
+    total = 0
+    pages = 0
+    cursor: str | None = None
+    page_times: list[float] = []
+    error: dict[str, Any] | None = None
+    complete = False
+    deadline = time.monotonic() + min(240.0, max(20.0, bench.remaining() - 60))
+    cpu_before = gateway.cpu_seconds()
+    started = time.perf_counter()
+    with sampling_rss(gateway.pid) as series, httpx.Client(timeout=120, trust_env=False) as client:
+        while pages < SCOPE_MAX_PAGES and time.monotonic() < deadline:
+            t0 = time.perf_counter()
+            page = client.get(
+                scope_url(gateway.base_url, limit=SCOPE_PAGING_LIMIT, cursor=cursor), headers=auth_headers()
+            )
+            page_times.append((time.perf_counter() - t0) * 1000)
+            pages += 1
+            if page.status_code != 200:
+                error = describe_answer(page)
+                break
+            body = page.json()
+            total += len(body["data"])
+            ids.update(item["id"] for item in body["data"])
+            cursor = body.get("next_cursor")
+            if not cursor:
+                complete = True
+                break
+    wall = time.perf_counter() - started
+    rss_after = rss_kib(gateway.pid)
+    hwm_after = peak_rss_kib(gateway.pid)
+    sampled_peak = max((kib for _, kib in series), default=rss_after)
+    paging: dict[str, Any] = {
+        "pages": pages,
+        "annotations": total,
+        "distinct_annotations": len(ids),
+        "complete": complete,
+        "wall_s": round(wall, 2),
+        "page_p50_ms": round(statistics.median(page_times), 1) if page_times else None,
+        "page_max_ms": round(max(page_times), 1) if page_times else None,
+        "gateway_cpu_s": round(gateway.cpu_seconds() - cpu_before, 2),
+        "upstream": _phoenix_calls(phoenix_stats(bench)),
+        "rss_series_mib": [
+            (round(t, 2), round(k / 1024, 1)) for t, k in series[:: max(1, len(series) // 40)]
+        ],
+    }
+    if error is not None:
+        paging["error"] = error
+    result["paging"] = paging
+    result["memory"] = {
+        "rss_before_mib": round(rss_before / 1024, 1),
+        "rss_after_first_page_mib": first["rss_after_mib"],
+        "rss_after_paging_mib": round(rss_after / 1024, 1),
+        "growth_mib": round((rss_after - rss_before) / 1024, 1),
+        "sampled_peak_mib": round(sampled_peak / 1024, 1),
+        "sampled_peak_growth_mib": round((sampled_peak - rss_before) / 1024, 1),
+        "peak_rss_mib": round(hwm_after / 1024, 1),
+        "hwm_rose": hwm_after > hwm_before,
+        "annotations": total,
+        "bytes_per_annotation": round((rss_after - rss_before) * 1024 / total) if total else None,
+        "measured_after": "paging through every page" if complete else "paging stopped early (see paging)",
+    }
+
+
+SCOPE_PROFILE_MAX_REQUESTS = 20
+
+
+def _profile_scope(bench: Bench, gateway: ServerProcess) -> None:
+    """py-spy over the scope's first page asked again with ``no-cache`` (discovery and the first
+    chunk's read both go upstream again, as on a cold gateway), repeated for ``--profile-s``
+    seconds (at most 20 requests): an unmeasured run."""
+    seconds = float(bench.args.profile_s)
+    if seconds <= 0 or not bench.fits("profile_scope_first_page", seconds + 40):
+        return
+    bench.log(f"scope: the first page again under py-spy (no-cache, unmeasured, ~{seconds:.0f} s)")
+    out = bench.work / "profile-scope.txt"
+    spy = py_spy_start(gateway.pid, out, max_s=int(seconds) + 60)
+    requests = 0
+    walls: list[float] = []
+    try:
+        url = scope_url(gateway.base_url, limit=SCOPE_PAGE)
+        deadline = time.monotonic() + seconds
+        while requests < SCOPE_PROFILE_MAX_REQUESTS and time.monotonic() < deadline:
+            times, _ = sequential_ms(url, headers=auth_headers(NO_CACHE), repeat=1)
+            walls.append(round(times[0], 1))
+            requests += 1
+    except httpx.HTTPError as exc:  # an unmeasured run: its failure only costs the profile
+        bench.notes.append(f"the profiled scope first page failed: {exc!r}")
+    finally:
+        bench.profiles["scope_first_page"] = py_spy_stop(spy, out)
+    result = bench.results.get("scope")
+    if isinstance(result, dict):
+        result["profile_requests"] = requests
+        result["profile_request_ms"] = walls
+
+
+# --- metrics (SPEC §8) -------------------------------------------------------------------------
+
+METRICS_GROUP_BY = ("name", "source")
+METRICS_INTERVAL = "day"
+METRICS_PROFILE_MAX_REQUESTS = 20
+METRICS_RSS_PERIOD_S = 0.01
+"""RSS sampling period during the metrics requests: a request of ~100 ms needs several samples."""
+
+
+def metrics_ids() -> list[str]:
+    """The 10,000 ids of ``scale``'s search: the 1,000 big sessions and 9,000 that exist nowhere."""
+    return ds.BIG_IDS + ds.EMPTY_IDS
+
+
+def metrics_expected() -> int:
+    """Annotations of the big data set: 1,000 sessions x (50 Phoenix + 5 users x 10 labels)."""
+    return len(ds.BIG_IDS) * (ds.PHOENIX_BIG_PER_SUBJECT + ds.DATADOG_BIG_USERS * len(ds.LABEL_SCHEMAS))
+
+
+def metrics_body() -> bytes:
+    return orjson.dumps(
+        {
+            "subject_ids": metrics_ids(),
+            "subject_kinds": ["session"],
+            "group_by": list(METRICS_GROUP_BY),
+            "interval": METRICS_INTERVAL,
+        }
+    )
+
+
+def _metrics_answer(response: httpx.Response, wall_ms: float) -> dict[str, Any]:
+    """One metrics answer, checked: rows, the sum of ``count``, ``partial``, each source's status
+    and whether it was answered from the cache."""
+    out: dict[str, Any] = {
+        "wall_ms": round(wall_ms, 1),
+        "status": response.status_code,
+        "server_timing": response.headers.get("server-timing"),
+        "server_ms": server_timing(response.headers.get("server-timing")).get("gateway"),
+        "bytes": len(response.content),
+    }
+    try:
+        body = response.json()
+    except ValueError:
+        out["body"] = response.text[:300]
+        return out
+    if not isinstance(body, dict) or "rows" not in body:
+        out["body"] = str(body)[:300]
+        return out
+    rows = body["rows"]
+    out.update(
+        rows=len(rows),
+        count=sum(int(row.get("count") or 0) for row in rows),
+        score_count=sum(int(row.get("score_count") or 0) for row in rows),
+        buckets=sorted({str(row.get("bucket")) for row in rows}),
+        partial=body.get("partial"),
+        sources=[
+            {k: s.get(k) for k in ("source", "status", "count", "cached", "stale", "elapsed_ms", "error")}
+            for s in body.get("sources", [])
+        ],
+    )
+    return out
+
+
+def _metrics_ok(answer: dict[str, Any], expected: int) -> bool:
+    return answer.get("status") == 200 and answer.get("partial") is False and answer.get("count") == expected
+
+
+def scenario_metrics(bench: Bench) -> None:
+    """``POST /v1/annotations/metrics`` over the 100,000 annotations of ``scale``'s data set
+    (10,000 ids), grouped by name x source x day, once every annotation is in the gateway's
+    cache: wall time (median of ``--metrics-runs``), Server-Timing, and the RSS growth across the
+    requests; README "metrics" says how to read it."""
+    runs = max(1, int(bench.args.metrics_runs))
+    if not bench.fits("metrics", 90):
+        return
+    latency = float(bench.args.scale_latency_ms)
+    result: dict[str, Any] = {
+        "subject_ids": len(metrics_ids()),
+        "annotations_expected": metrics_expected(),
+        "group_by": list(METRICS_GROUP_BY),
+        "interval": METRICS_INTERVAL,
+        "upstream_latency_ms": latency,
+        "runs_asked": runs,
+    }
+    bench.results["metrics"] = result
+    if bench.big_seeded:
+        result["seed"] = {"shared_with": "scale"}
+    else:
+        bench.log("metrics: seeding 1,000 sessions x (50 Phoenix + 50 Datadog) annotations")
+        result["seed"] = seed(bench, big=True)
+        bench.big_seeded = True
+    set_latency(bench, latency)
+    try:
+        gateway = start_gateway(bench, "gateway-metrics")
+        try:
+            if _metrics_warm(bench, gateway, result):
+                _metrics_runs(bench, gateway, result, runs)
+                _profile_metrics(bench, gateway)
+        finally:
+            stop(bench, gateway)
+    finally:
+        set_latency(bench, 0)
+
+
+def _metrics_warm(bench: Bench, gateway: ServerProcess, result: dict[str, Any]) -> bool:
+    """Fill the gateway's cache as ``scale`` does: one warm-up search of an unknown id, then the
+    10,000-id search (limit 1,000) paged through to its last page. True when every expected
+    annotation was paged through."""
+    warm_up_ms = _warm_up(gateway)
+    rss_before = rss_kib(gateway.pid)
+    ids = metrics_ids()
+    url = gateway.base_url + "/v1/annotations/search"
+    headers = auth_headers({"Content-Type": "application/json"})
+    bench.log(f"metrics: warming the cache: POST /v1/annotations/search with {len(ids):,} ids, every page")
+    total = 0
+    pages = 0
+    cursor: str | None = None
+    complete = False
+    error: dict[str, Any] | None = None
+    page_times: list[float] = []
+    started = time.perf_counter()
+    deadline = time.monotonic() + min(120.0, max(20.0, bench.remaining() - 60))
+    with httpx.Client(timeout=120, trust_env=False) as client:
+        while pages < 500 and time.monotonic() < deadline:
+            request: dict[str, Any] = {"subject_ids": ids, "subject_kinds": ["session"], "limit": 1000}
+            if cursor is not None:
+                request["cursor"] = cursor
+            t0 = time.perf_counter()
+            page = client.post(url, headers=headers, content=orjson.dumps(request))
+            page_times.append((time.perf_counter() - t0) * 1000)
+            pages += 1
+            if page.status_code != 200:
+                error = describe_answer(page)
+                break
+            data = page.json()
+            if data.get("partial"):
+                error = {"partial": True, "sources": data.get("sources")}
+                break
+            total += len(data["data"])
+            cursor = data.get("next_cursor")
+            if not cursor:
+                complete = True
+                break
+    time.sleep(0.5)  # let the last page's buffers go before the warm level is read
+    warm: dict[str, Any] = {
+        "warm_up_ms": warm_up_ms,
+        "first_page_ms": round(page_times[0], 1) if page_times else None,
+        "pages": pages,
+        "annotations": total,
+        "complete": complete and total == result["annotations_expected"],
+        "wall_s": round(time.perf_counter() - started, 2),
+        "page_p50_ms": round(statistics.median(page_times[1:]), 1) if len(page_times) > 1 else None,
+        "rss_before_mib": round(rss_before / 1024, 1),
+        "rss_warm_mib": round(rss_kib(gateway.pid) / 1024, 1),
+        "peak_rss_mib": round(peak_rss_kib(gateway.pid) / 1024, 1),
+    }
+    if error is not None:
+        warm["error"] = error
+    result["warm"] = warm
+    if not warm["complete"]:
+        bench.notes.append(
+            f"metrics: the cache was not warmed completely ({total:,} annotations paged, "
+            f"{result['annotations_expected']:,} expected): nothing measured"
+        )
+    return bool(warm["complete"])
+
+
+def _metrics_runs(bench: Bench, gateway: ServerProcess, result: dict[str, Any], runs: int) -> None:
+    """``runs`` sequential metrics requests on the warm gateway, RSS sampled every 10 ms."""
+    body = metrics_body()
+    url = gateway.base_url + "/v1/annotations/metrics"
+    headers = auth_headers({"Content-Type": "application/json"})
+    expected = int(result["annotations_expected"])
+    bench.log(
+        f"metrics: {runs} x POST /v1/annotations/metrics, group_by {'+'.join(METRICS_GROUP_BY)}, "
+        f"interval {METRICS_INTERVAL}, on the warm cache"
+    )
+    reset_upstream_counts(bench)
+    rss_warm = rss_kib(gateway.pid)
+    hwm_warm = peak_rss_kib(gateway.pid)
+    cpu_before = gateway.cpu_seconds()
+    answers: list[dict[str, Any]] = []
+    rss_after_each: list[float] = []
+    ours = [gateway, *upstreams(bench)]
+    with (
+        sampling_rss(gateway.pid, METRICS_RSS_PERIOD_S) as series,
+        httpx.Client(timeout=120, trust_env=False) as client,
+    ):
+        for _ in range(runs):
+            own_before = [server.cpu_seconds() for server in ours]
+            core_before = core_busy_seconds()
+            t0 = time.perf_counter()
+            response = client.post(url, headers=headers, content=body)
+            response.read()
+            wall = (time.perf_counter() - t0) * 1000
+            core = core_busy_seconds() - core_before
+            own = [server.cpu_seconds() - before for server, before in zip(ours, own_before, strict=True)]
+            answer = _metrics_answer(response, wall)
+            # The gateway's CPU time (10 ms ticks), and the share of core 0 that processes the
+            # bench did not start used meanwhile (the machine is shared: see README).
+            answer["gateway_cpu_ms"] = round(own[0] * 1000, 0)
+            answer["core0_foreign_pct"] = round(max(0.0, core - sum(own)) / (wall / 1000) * 100, 0)
+            answers.append(answer)
+            rss_after_each.append(round(rss_kib(gateway.pid) / 1024, 1))
+    cpu_s = gateway.cpu_seconds() - cpu_before
+    rss_after = rss_kib(gateway.pid)
+    hwm_after = peak_rss_kib(gateway.pid)
+    calls = upstream_counts(bench)
+    sampled_peak = max((kib for _, kib in series), default=rss_after)
+    ok = [a for a in answers if _metrics_ok(a, expected)]
+    walls = [a["wall_ms"] for a in ok]
+    servers = [a["server_ms"] for a in ok if a.get("server_ms") is not None]
+    upstream = calls["phoenix_calls"] + calls["datadog_calls"]
+    last = answers[-1]
+    result.update(
+        runs=answers,
+        complete=len(ok) == len(answers),
+        wall_ms=round(statistics.median(walls), 1) if walls else None,
+        wall_ms_all=[a["wall_ms"] for a in answers],
+        wall_ms_min=min(walls) if walls else None,
+        core0_foreign_pct_all=[a["core0_foreign_pct"] for a in answers],
+        gateway_cpu_ms_all=[a["gateway_cpu_ms"] for a in answers],
+        server_ms=round(statistics.median(servers), 1) if servers else None,
+        server_ms_all=[a.get("server_ms") for a in answers],
+        gateway_cpu_ms_per_request=round(cpu_s * 1000 / len(answers), 1),
+        upstream=calls,
+        all_from_cache=upstream == 0 and all(s.get("cached") for a in answers for s in a.get("sources", [])),
+        answer={
+            k: last.get(k)
+            for k in ("status", "rows", "count", "score_count", "buckets", "partial", "sources", "bytes")
+        },
+    )
+    growth = [sampled_peak - rss_warm, rss_after - rss_warm]
+    if hwm_after > hwm_warm:
+        growth.append(hwm_after - rss_warm)
+    result["memory"] = {
+        "rss_warm_mib": round(rss_warm / 1024, 1),
+        "rss_after_mib": round(rss_after / 1024, 1),
+        "rss_after_each_mib": rss_after_each,
+        "sampled_peak_mib": round(sampled_peak / 1024, 1),
+        "samples": len(series),
+        "hwm_warm_mib": round(hwm_warm / 1024, 1),
+        "hwm_after_mib": round(hwm_after / 1024, 1),
+        "hwm_rose": hwm_after > hwm_warm,
+        "growth_mib": round(max(growth) / 1024, 1),
+        "after_growth_mib": round((rss_after - rss_warm) / 1024, 1),
+        "rss_series_mib": [
+            (round(t, 2), round(k / 1024, 1)) for t, k in series[:: max(1, len(series) // 40)]
+        ],
+    }
+    if not result["complete"]:
+        bad = [a for a in answers if not _metrics_ok(a, expected)]
+        first_bad = str({k: bad[0].get(k) for k in ("status", "partial", "count", "body")})[:300]
+        bench.notes.append(
+            f"metrics: {len(bad)} of {len(answers)} answers were not complete (status, partial or "
+            f"count != {expected:,}): first {first_bad}"
+        )
+
+
+def _profile_metrics(bench: Bench, gateway: ServerProcess) -> None:
+    """py-spy over the same metrics request on the same warm gateway, repeated for
+    ``--profile-s`` seconds (at most 20 requests): an unmeasured run."""
+    seconds = float(bench.args.profile_s)
+    if seconds <= 0 or not bench.fits("profile_metrics_100k", seconds + 40):
+        return
+    bench.log(f"metrics: the metrics request again under py-spy (unmeasured, ~{seconds:.0f} s)")
+    out = bench.work / "profile-metrics.txt"
+    spy = py_spy_start(gateway.pid, out, max_s=int(seconds) + 60)
+    walls: list[float] = []
+    try:
+        deadline = time.monotonic() + seconds
+        body = metrics_body()
+        headers = auth_headers({"Content-Type": "application/json"})
+        url = gateway.base_url + "/v1/annotations/metrics"
+        while len(walls) < METRICS_PROFILE_MAX_REQUESTS and time.monotonic() < deadline:
+            times, _ = sequential_ms(url, headers=headers, repeat=1, method="POST", body=body)
+            walls.append(round(times[0], 1))
+    except httpx.HTTPError as exc:  # an unmeasured run: its failure only costs the profile
+        bench.notes.append(f"the profiled metrics request failed: {exc!r}")
+    finally:
+        bench.profiles["metrics_100k"] = py_spy_stop(spy, out)
+    result = bench.results.get("metrics")
+    if isinstance(result, dict):
+        result["profile_requests"] = len(walls)
+        result["profile_request_ms"] = walls
+
+
 def git_commit() -> str:
     try:
         done = subprocess.run(
@@ -1018,7 +1630,119 @@ def git_commit() -> str:
         return "unknown"
 
 
-SCENARIOS = ("throughput", "overhead", "naive", "scale", "export_1m", "redis")
+SCENARIOS = ("throughput", "overhead", "naive", "scale", "export_1m", "workers", "scope", "metrics", "redis")
+
+RESULT_SCENARIO = {
+    "hello": "throughput",
+    "hello_answer": "throughput",
+    "cache_hit": "throughput",
+    "reference": "throughput",
+    "cache_miss": "throughput",
+    "profile_cache_hit": "throughput",
+    "profile_cache_miss": "throughput",
+    "overhead": "overhead",
+    "profile_overhead": "overhead",
+    "naive": "naive",
+    "scale": "scale",
+    "export": "scale",
+    "profile_search_10k": "scale",
+    "export_1m": "export_1m",
+    "profile_export_1m": "export_1m",
+    "workers": "workers",
+    "scope": "scope",
+    "profile_scope_first_page": "scope",
+    "metrics": "metrics",
+    "profile_metrics_100k": "metrics",
+    "redis": "redis",
+}
+"""Which scenario writes each key of ``results`` (what a partial run may carry over)."""
+PROFILE_SCENARIO = {
+    "cache_hit": "throughput",
+    "cache_miss": "throughput",
+    "overhead": "overhead",
+    "search_10k": "scale",
+    "export_1m": "export_1m",
+    "scope_first_page": "scope",
+    "metrics_100k": "metrics",
+}
+
+
+def carry_over(
+    path: Path, ran: set[str], results: dict[str, Any], profiles: dict[str, ProfileSummary]
+) -> dict[str, dict[str, str]]:
+    """A partial run (``--only``) into an existing report keeps the earlier results (and
+    profiles) of the scenarios it did not run, so that ``latest.json`` → ``ratios`` stays whole;
+    returns when and at which commit each carried scenario was measured."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    meta = old.get("meta") or {}
+    runs = meta.get("scenario_runs") or {}
+    carried: dict[str, dict[str, str]] = {}
+    for name in meta.get("scenarios") or []:
+        if name in ran or name not in SCENARIOS:
+            continue
+        carried[name] = runs.get(name) or {"date": meta.get("date", "?"), "commit": meta.get("commit", "?")}
+    for key, value in (old.get("results") or {}).items():
+        if RESULT_SCENARIO.get(key) in carried and key not in results:
+            results[key] = value
+    for key, value in (old.get("profiles") or {}).items():
+        if PROFILE_SCENARIO.get(key) in carried and key not in profiles:
+            profiles[key] = ProfileSummary.from_dict(value)
+    return carried
+
+
+def snapshot_code(commit: str, work: Path) -> tuple[dict[str, str], dict[str, Any]]:
+    """``src/`` of ``commit`` extracted into ``work`` (``git archive``): the environment that
+    makes the project's processes import it instead of the working tree (whose ``src/`` may be
+    mid-edit by someone else), and what the report says about it."""
+    done = subprocess.run(
+        ["git", "rev-parse", "--verify", f"{commit}^{{commit}}"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=10,
+        check=True,
+    )
+    full = done.stdout.strip()
+    target = work / "gateway-code"
+    target.mkdir()
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", full, "src"], capture_output=True, cwd=ROOT, timeout=60, check=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, timeout=60, check=True)
+    env = {"PYTHONPATH": str(target / "src")}
+    probe = subprocess.run(
+        [PYTHON, "-c", "import annotation_gateway; print(annotation_gateway.__file__)"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ) | env,
+        timeout=60,
+        check=False,
+    )
+    imported = probe.stdout.strip()
+    if not imported.startswith(str(target)):
+        raise RuntimeError(f"the snapshot of {commit} is not what Python imports: {imported or probe.stderr}")
+    return env, {"commit": full[:12], "snapshot": True}
+
+
+def worktree_changes() -> list[str]:
+    """Files changed in the working tree outside ``bench/`` when the run started (``git status``):
+    the code measured is then not exactly the commit named in the report."""
+    try:
+        done = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    changed = [line[3:] for line in done.stdout.splitlines() if len(line) > 3]
+    return [path for path in changed if not path.startswith("bench/")]
 
 
 def selected_scenarios(args: argparse.Namespace) -> set[str]:
@@ -1037,13 +1761,17 @@ def selected_scenarios(args: argparse.Namespace) -> set[str]:
 def run(args: argparse.Namespace) -> int:
     pin_self_to_client_core()
     scenarios = selected_scenarios(args)
-    if scenarios & {"throughput", "overhead"} and not wrk_available():
+    if scenarios & {"throughput", "overhead", "workers"} and not wrk_available():
         print("wrk is not installed: `apt-get install -y wrk` (make bench does it)", file=sys.stderr)
         return 2
     started = time.monotonic()
+    changes = worktree_changes()
     with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp, contextlib.ExitStack() as stack:
         bench = Bench(args=args, work=Path(tmp), deadline=started + args.budget_s, stack=stack)
         bench.notes += NOTES
+        code: dict[str, Any] = {"commit": git_commit(), "snapshot": False}
+        if args.gateway_commit:
+            bench.code_env, code = snapshot_code(args.gateway_commit, bench.work)
         try:
             bench.phoenix = start_phoenix(bench)
             bench.datadog = start_datadog(bench)
@@ -1077,6 +1805,14 @@ def run(args: argparse.Namespace) -> int:
                 _guard(bench, "scale", lambda: scenario_scale(bench))
             if "export_1m" in scenarios:
                 _guard(bench, "export_1m", lambda: scenario_export_1m(bench))
+            if "workers" in scenarios:
+                from bench.workers import scenario_workers  # bench.workers imports this module
+
+                _guard(bench, "workers", lambda: scenario_workers(bench))
+            if "scope" in scenarios:
+                _guard(bench, "scope", lambda: scenario_scope(bench))
+            if "metrics" in scenarios:
+                _guard(bench, "metrics", lambda: scenario_metrics(bench))
             if "redis" in scenarios:
                 # Imported here: bench.redis_tier builds on this module's helpers.
                 from bench.redis_tier import scenario_redis
@@ -1085,21 +1821,33 @@ def run(args: argparse.Namespace) -> int:
         finally:
             bench.stack.close()
         elapsed = time.monotonic() - started
+        out_dir = Path(args.out)
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        commit = str(code["commit"])
+        runs = {name: {"date": now, "commit": commit} for name in SCENARIOS if name in scenarios}
+        carried: dict[str, dict[str, str]] = {}
+        if args.only and not args.no_carry_over:
+            carried = carry_over(out_dir / f"{args.name}.json", scenarios, bench.results, bench.profiles)
+            runs.update(carried)
         r = ratios(bench.results)
         report: dict[str, Any] = {
             "meta": {
-                "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                "date": now,
                 "machine": platform.platform(),
                 "cpus": os.cpu_count(),
                 "python": platform.python_version(),
-                "commit": git_commit(),
+                "commit": commit,
+                "worktree_changes": [] if code["snapshot"] else changes,
+                "code_snapshot": bool(code["snapshot"]),
                 "duration_s": bench.dur,
                 "warmup_s": 2.0,
                 "rounds": args.rounds,
                 "connections": args.connections,
                 "elapsed_s": round(elapsed, 1),
                 "gateway_launcher": bench.gateway_launcher,
-                "scenarios": [name for name in SCENARIOS if name in scenarios],
+                "scenarios": [name for name in SCENARIOS if name in runs],
+                "scenario_runs": runs,
+                "carried_over": sorted(carried),
                 "export_annotations": args.export_annotations,
                 "notes": bench.notes,
             },
@@ -1109,7 +1857,6 @@ def run(args: argparse.Namespace) -> int:
             "profiles": {k: v.as_dict() for k, v in bench.profiles.items()},
             "analysis": _analysis_text(args),
         }
-        out_dir = Path(args.out)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / f"{args.name}.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
         (out_dir / f"{args.name}.md").write_text(markdown(report, bench.profiles))
@@ -1163,6 +1910,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile-s", type=float, default=6.0, help="py-spy seconds per profile (0: none)")
     parser.add_argument(
         "--scale-latency-ms", type=float, default=50.0, help="upstream latency in the 10k search"
+    )
+    parser.add_argument(
+        "--scope-rounds",
+        type=int,
+        default=3,
+        help="measured rounds of the scope scenario's cold first pages (each on fresh gateways)",
+    )
+    parser.add_argument(
+        "--metrics-runs",
+        type=int,
+        default=5,
+        help="sequential metrics requests measured on the warm cache (the median is reported)",
+    )
+    parser.add_argument(
+        "--gateway-commit",
+        default="",
+        help="run the gateway and simulator from this commit's src/ (a git archive snapshot) "
+        "instead of the working tree",
+    )
+    parser.add_argument(
+        "--no-carry-over",
+        action="store_true",
+        help="with --only: write only this run's scenarios (default: keep the report's others)",
     )
     parser.add_argument("--skip-scale", action="store_true", help="leave out the scale scenario")
     parser.add_argument(

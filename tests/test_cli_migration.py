@@ -118,11 +118,34 @@ def world(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> World:
+    return _build_world(phoenix_server, datadog_sim, tmp_path, monkeypatch, annotate_phoenix=True)
+
+
+@pytest.fixture
+def bare_world(
+    phoenix_server: PhoenixServer,
+    datadog_sim: DatadogSimulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> World:
+    """The same sessions, with annotations in Datadog only (a migration's starting point)."""
+    return _build_world(phoenix_server, datadog_sim, tmp_path, monkeypatch, annotate_phoenix=False)
+
+
+def _build_world(
+    phoenix_server: PhoenixServer,
+    datadog_sim: DatadogSimulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    annotate_phoenix: bool,
+) -> World:
     project = f"gw-cli-{uuid.uuid4().hex[:8]}"
     with PhoenixSeeder(phoenix_server.base_url) as seeder:
         seeder.create_project(project)
         sessions, _, _ = seed_sessions(seeder, project, N_SESSIONS)
-        seeder.annotate_sessions(_phoenix_rows(sessions))
+        if annotate_phoenix:
+            seeder.annotate_sessions(_phoenix_rows(sessions))
     datadog_sim.seed(_datadog_seed(sessions))
     for name, value in datadog_sim.environ.items():
         monkeypatch.setenv(name, value)
@@ -382,6 +405,50 @@ def test_migrate_then_again_writes_nothing_and_verifies(world: World, tmp_path: 
     assert f"unchanged │ {world.dd_annotations}" in table
     assert "written │ 0" in table
     assert len(_migrated_in_phoenix(world)) == world.dd_annotations
+
+
+def test_migrate_scope_all_twice_then_compare_scope_all_agrees(bare_world: World, tmp_path: Path) -> None:
+    """``--scope all``: no id file; the second run writes nothing; comparing the two scopes after
+    it finds no differences (the copies compared with their originals)."""
+    world = bare_world
+    cfg = ["--config", str(world.config)]
+    checkpoint = tmp_path / "scope.ckpt.json"
+    move = ["migrate", *cfg, "--from", DD, "--to", PX, "--scope", "all", "--checkpoint", str(checkpoint)]
+    first = _run(*move, "--format", "json")
+    assert first.exit_code == 0, first.output
+    doc = json.loads(first.stdout)
+    assert doc["report"]["written"] == world.dd_annotations
+    assert doc["report"]["failed"] == 0
+    assert doc["verify"]["differences"] == 0
+    assert len(_migrated_in_phoenix(world)) == world.dd_annotations
+
+    again = _run(*move, "--format", "json")
+    assert again.exit_code == 0, again.output
+    redo = json.loads(again.stdout)["report"]
+    assert (redo["written"], redo["updated"], redo["unchanged"]) == (0, 0, world.dd_annotations)
+
+    compared = _run(
+        "compare", *cfg, "--left", DD, "--right", PX, "--scope", "all", "--include-copies", "-f", "json"
+    )
+    assert compared.exit_code == 0, compared.output
+    body = json.loads(compared.stdout)
+    assert {r["status"] for r in body["rows"]} == {"agree"}
+    assert len({r["subject_id"] for r in body["rows"]}) == len(DD_SESSIONS)
+    # Without --include-copies the copies are left out and counted, never silently compared.
+    plain = json.loads(
+        _run("compare", *cfg, "--left", DD, "--right", PX, "--scope", "all", "-f", "json").stdout
+    )
+    assert plain["ignored"]["right_copied_from_left"] == world.dd_annotations
+
+
+def test_migrate_and_compare_refuse_ids_with_scope(world: World) -> None:
+    cfg = ["--config", str(world.config)]
+    both = _run("migrate", *cfg, "--from", DD, "--to", PX, "--scope", "all", "-s", world.sessions[0])
+    assert both.exit_code == 2
+    assert "not both" in both.output
+    cmp = _run("compare", *cfg, "--left", DD, "--right", PX, "--scope", "all", "-s", world.sessions[0])
+    assert cmp.exit_code == 2
+    assert "not both" in cmp.output
 
 
 def test_migrate_bad_arguments_exit_2(world: World, tmp_path: Path) -> None:
@@ -647,3 +714,154 @@ def test_migrate_interrupted_by_ctrl_c_then_resumed(world: World, tmp_path: Path
     assert report["written"] + report["updated"] + report["unchanged"] == world.dd_annotations
     assert doc["verify"]["differences"] == 0
     assert len(_migrated_in_phoenix(world)) == world.dd_annotations
+
+
+def test_export_and_query_over_a_scope(world: World) -> None:
+    cfg = ["--config", str(world.config)]
+    by_ids = _run("export", *cfg, "--subject-ids-file", str(world.ids_file), "--subject-kind", "session")
+    scoped = _run("export", *cfg, "--scope", "all", "--subject-kind", "session")
+    assert by_ids.exit_code == 0, by_ids.output
+    assert scoped.exit_code == 0, scoped.output
+    expected = sorted(line for line in by_ids.stdout.splitlines() if line.startswith("{"))
+    assert sorted(line for line in scoped.stdout.splitlines() if line.startswith("{")) == expected
+    assert len(expected) == world.dd_annotations + world.px_annotations
+    table = _run("query", *cfg, "--scope", "all", "--subject-kind", "session", "--limit", "5")
+    assert table.exit_code == 0, table.output
+    assert "subject(s) scanned" in table.stdout
+    neither = _run("query", *cfg)
+    assert neither.exit_code == 2
+    assert "scope=all" in neither.output
+
+
+def _dd_seed_more(world: World, sessions: range) -> None:
+    """New Datadog reviews on ``sessions``, in the world's queue."""
+    [queue] = world.sim.state.store.queues.values()
+    world.sim.seed(
+        {
+            "queues": [
+                {
+                    "id": queue.id,
+                    "name": queue.name,
+                    "interactions": [
+                        {
+                            "type": "session",
+                            "content_id": world.sessions[i],
+                            "annotations": [
+                                {
+                                    "user": "carol",
+                                    "label_values": {"resolution": ["escalated"], "helpfulness": 0.25},
+                                }
+                            ],
+                        }
+                        for i in sessions
+                    ],
+                }
+            ]
+        }
+    )
+
+
+def _compare_scopes_agree(world: World) -> dict[str, Any]:
+    cfg = ["--config", str(world.config)]
+    result = _run(
+        "compare", *cfg, "--left", DD, "--right", PX, "--scope", "all", "--include-copies", "-f", "json"
+    )
+    assert result.exit_code == 0, result.output
+    body: dict[str, Any] = json.loads(result.stdout)
+    return body
+
+
+def test_migrate_follow_keeps_the_target_in_step(bare_world: World, tmp_path: Path) -> None:
+    world = bare_world
+    state = tmp_path / "follow.json"
+    follow = [
+        "migrate",
+        "--config",
+        str(world.config),
+        "--from",
+        DD,
+        "--to",
+        PX,
+        "--scope",
+        "all",
+        "--follow",
+    ]
+    follow += ["--checkpoint", str(state), "--interval", "0"]
+    first = _run(*follow, "--max-rounds", "2")
+    assert first.exit_code == 0, first.output
+    assert f"written {world.dd_annotations}" in first.output
+    assert {r["status"] for r in _compare_scopes_agree(world)["rows"]} == {"agree"}
+
+    _dd_seed_more(world, range(8, 10))  # two sessions Datadog had not reviewed yet
+    again = _run(*follow, "--max-rounds", "2")
+    assert again.exit_code == 0, again.output
+    assert "written 4" in again.output  # carol's two label values on each of the two sessions
+    body = _compare_scopes_agree(world)
+    assert {r["status"] for r in body["rows"]} == {"agree"}
+    assert {world.sessions[8], world.sessions[9]} <= {r["subject_id"] for r in body["rows"]}
+
+    idle = _run(*follow, "--max-rounds", "1")
+    assert idle.exit_code == 0, idle.output
+    assert "round" in idle.output
+    assert "0 change(s)" in idle.output  # nothing new: the state file remembered where it was
+    other = _run("migrate", "--config", str(world.config), "--from", DD, "--to", PX, "-s", world.sessions[0],
+                 "--follow", "--checkpoint", str(state), "--max-rounds", "1")  # fmt: skip
+    assert other.exit_code == 2
+    assert "another follow" in other.output
+
+
+def test_migrate_follow_stops_cleanly_on_ctrl_c_while_writes_continue(
+    bare_world: World, tmp_path: Path
+) -> None:
+    world = bare_world
+    state = tmp_path / "follow.json"
+    env = {**os.environ, **world.sim.environ}
+    command = [sys.executable, "-m", "annotation_gateway.cli", "migrate", "--config", str(world.config),
+               "--from", DD, "--to", PX, "--scope", "all", "--follow", "--checkpoint", str(state),
+               "--interval", "0.2"]  # fmt: skip
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + INTERRUPT_TIMEOUT_S
+        while not state.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert state.exists(), "the follow never completed a round"
+        _dd_seed_more(world, range(8, 10))  # writes while it runs
+        agreed = False
+        while time.monotonic() < deadline and not agreed:
+            rows = _compare_scopes_agree(world)["rows"]
+            agreed = {r["status"] for r in rows} == {"agree"} and world.sessions[9] in {
+                r["subject_id"] for r in rows
+            }
+            if not agreed:
+                time.sleep(0.2)
+        assert agreed, "the target never caught up with the source"
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=INTERRUPT_TIMEOUT_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, err
+    assert "stopped" in err
+    assert json.loads(state.read_text())["since"]
+
+
+def test_changes_command_prints_json_lines_and_resumes(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_CURSOR_SECRET", "cli-changes-secret-0123456789")
+    cfg = ["--config", str(world.config)]
+    first = _run("changes", *cfg, "--scope", "all", "--source", DD, "--limit", "5")
+    assert first.exit_code == 0, first.output
+    lines = [json.loads(line) for line in first.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == world.dd_annotations  # every change, page after page, until caught up
+    assert [a["updated_at"] for a in lines] == sorted(a["updated_at"] for a in lines)
+    since = [line for line in first.stderr.splitlines() if line.startswith("next_since: ")][-1].split(
+        ": ", 1
+    )[1]
+    _dd_seed_more(world, range(9, 10))
+    resumed = _run("changes", *cfg, "--scope", "all", "--source", DD, "--since", since)
+    assert resumed.exit_code == 0, resumed.output
+    new = [json.loads(line) for line in resumed.stdout.splitlines() if line.startswith("{")]
+    assert {a["subject"]["id"] for a in new} == {world.sessions[9]}
+    tampered = _run("changes", *cfg, "--scope", "all", "--source", PX, "--since", since)
+    assert tampered.exit_code == 2
+    assert "invalid_cursor" in tampered.output

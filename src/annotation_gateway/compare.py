@@ -18,7 +18,10 @@ Pairing
     differently); they stay visible on every member annotation.
 
 Scope
-    Only subjects in ``subject_ids`` are compared (on the right: their mapped ids); with
+    With ``scope="all"`` (SPEC §7) there is no id list: each side reads its source's whole scope
+    and every subject either side has is compared, paired by id (a right id mapped back through
+    ``subject_map``). Otherwise only subjects in ``subject_ids`` are compared (on the right:
+    their mapped ids); with
     ``names`` only those left names and their mapped right names. Anything else that was passed
     in is not compared but counted in :attr:`CompareResult.ignored`, so nothing is dropped
     silently. An annotation whose ``source`` is not the side's source name is a caller error
@@ -82,7 +85,7 @@ from datetime import datetime
 from decimal import Context, Decimal
 from enum import StrEnum
 from functools import reduce
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -145,11 +148,18 @@ class CompareRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     subject_ids: list[str] = Field(
-        min_length=1,
+        default_factory=list,
         # Documented, and checked by _within_limit: more is a 413 naming the limit, not a 422.
         json_schema_extra={"maxItems": MAX_COMPARE_SUBJECT_IDS},
         description="Subject (session/trace) ids in the left source's vocabulary; duplicates are "
-        f"ignored; more than {MAX_COMPARE_SUBJECT_IDS} distinct → 413.",
+        f"ignored; more than {MAX_COMPARE_SUBJECT_IDS} distinct → 413. Required unless `scope` "
+        "is `all`.",
+    )
+    scope: Literal["all"] | None = Field(
+        default=None,
+        description="`all`: compare every subject of both sources' scopes (Phoenix: the project's "
+        "sessions and traces; Datadog: its queues), paired by id and `subject_map`, instead of "
+        "`subject_ids`.",
     )
     left: str = Field(min_length=1, description="The left source name.")
     right: str = Field(min_length=1, description="The right source name.")
@@ -211,6 +221,10 @@ class CompareRequest(BaseModel):
             _check_one_to_one(self.name_map, "name_map")
         if self.subject_map:
             _check_one_to_one(self.subject_map, "subject_map")
+        if self.scope is None and not self.subject_ids:
+            raise ValueError("give subject_ids, or scope=all to compare every subject of both sources")
+        if self.scope is not None and self.subject_ids:
+            raise ValueError("give subject_ids or scope=all, not both")
         self._right_to_left(self.subject_ids, self.subject_map, "subject")
         if self.names is not None:
             self._right_to_left(self.names, self.name_map, "name")
@@ -503,8 +517,16 @@ def compare(
     _check_source(right, request.right, "right")
     name_map = request.name_map or {}
     subject_map = request.subject_map or {}
+    whole_scope = request.scope is not None
     requested = set(request.subject_ids)
     right_subject_to_left = {subject_map.get(s, s): s for s in request.subject_ids}
+    if whole_scope:
+        # Every subject either side has; a right id known under another left id maps back.
+        inverse_subjects = {r: s for s, r in subject_map.items()}
+        requested = {a.subject.id for a in left}
+        right_subject_to_left = {
+            a.subject.id: inverse_subjects.get(a.subject.id, a.subject.id) for a in right
+        }
     inverse_names = {r: n for n, r in name_map.items()}
     wanted_names = None if request.names is None else set(request.names)
 
@@ -572,7 +594,7 @@ def compare(
     overall = OverallSummary.model_validate(
         {
             **_stats_fields(rows),
-            "n_subjects": len(request.subject_ids),
+            "n_subjects": len(request.subject_ids if not whole_scope else {row.subject_id for row in rows}),
             "n_subjects_with_differences": len(
                 {row.subject_id for row in rows if row.status is not RowStatus.AGREE}
             ),

@@ -340,6 +340,11 @@ def curl_examples(stack: DemoStack) -> list[str]:
         f"curl -s {auth} -X POST {url}/v1/annotations/search -H 'Content-Type: application/json' "
         f"""-d '{{"subject_ids": ["{agree}", "{differ}"], "annotator_kinds": ["LLM"]}}'""",
         f"curl -s {auth} '{url}/v1/sources'",
+        # No ids: every session and trace of the Phoenix project and every Datadog queue (SPEC §7).
+        f"curl -s {auth} '{url}/v1/annotations?scope=all&name=resolution&limit=5'",
+        # Dashboards: per day and source, and "does the LLM judge agree with the reviewers?"
+        f"curl -s {auth} '{url}/v1/annotations/metrics?scope=all&group_by=name&group_by=source&interval=day'",
+        f"curl -s {auth} '{url}/v1/annotations/agreement?scope=all&by=source&name=resolution'",
         f"curl -si {auth} '{url}/v1/annotations?subject_id={agree}' | grep -i server-timing",
         f"curl -s '{url}/readyz'; curl -s '{url}/metrics' | grep annotation_gateway_cache",
         f"{url}/docs   # the OpenAPI UI, in a browser",

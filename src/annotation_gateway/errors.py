@@ -21,6 +21,7 @@ retryable error is retried, served stale from the cache, or counted against a ci
     │   ├── NotAcceptableError        not_acceptable 406: no representation the client accepts
     │   ├── UnsupportedMediaTypeError unsupported_media_type 415: a body that is not (declared) JSON
     │   ├── RequestTimeoutError       request_timeout 408: the request's head did not arrive in time
+    │   ├── ClientRateLimitedError    rate_limited 429: the key exceeded its own rate_limit
     │   └── UnsupportedError          not_supported 400: the source cannot do that (e.g. write)
     └── SourceError                   one upstream source failed; names the source
         ├── SourceRequestError        source_rejected 4xx: the vendor refused what we sent (permanent)
@@ -29,6 +30,7 @@ retryable error is retried, served stale from the cache, or counted against a ci
         ├── SourceTimeoutError        source_timeout 504: no answer in time (retryable)
         ├── SourceUnavailableError    source_unavailable 502: connect error, reset, 5xx (retryable)
         ├── SourceRateLimitedError    rate_limited 429: the vendor throttled us (retryable)
+        │   └── SourceBudgetExhaustedError  rate_limited: the source's own budget is spent, no call made
         ├── SourceProtocolError       source_error 502: HTML, malformed JSON, missing field, wrong type
         └── CircuitOpenError          source_unavailable 502: the breaker is open, no call was made
 
@@ -40,12 +42,14 @@ one place that answers 503).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
 __all__ = [
     "CircuitOpenError",
     "ClientError",
+    "ClientRateLimitedError",
     "ForbiddenError",
     "GatewayError",
     "InvalidCursorError",
@@ -57,6 +61,7 @@ __all__ = [
     "RequestTimeoutError",
     "RequestValidationError",
     "SourceAuthError",
+    "SourceBudgetExhaustedError",
     "SourceError",
     "SourceNotFoundError",
     "SourceProtocolError",
@@ -211,6 +216,20 @@ class RequestTimeoutError(ClientError):
     status = 408
 
 
+class ClientRateLimitedError(ClientError):
+    """The gateway key made more requests than its ``rate_limit`` allows (429). ``retry_after``
+    (whole seconds) becomes ``Retry-After``; ``headers`` are the ``RateLimit-Policy`` and
+    ``RateLimit`` fields the answer carries."""
+
+    code = ProblemCode.RATE_LIMITED
+    status = 429
+
+    def __init__(self, detail: str, *, retry_after: int, headers: Mapping[str, str]) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+        self.headers = dict(headers)
+
+
 class UnauthorizedError(ClientError):
     """No gateway key, or a key the gateway does not know."""
 
@@ -313,9 +332,19 @@ class SourceRateLimitedError(SourceError):
     status = 429
     retryable = True
 
-    def __init__(self, detail: str, *, source: str, retry_after: float | None = None) -> None:
-        super().__init__(detail, source=source, upstream_status=429)
+    def __init__(
+        self, detail: str, *, source: str, retry_after: float | None = None, upstream_status: int | None = 429
+    ) -> None:
+        super().__init__(detail, source=source, upstream_status=upstream_status)
         self.retry_after = retry_after
+
+
+class SourceBudgetExhaustedError(SourceRateLimitedError):
+    """The source's own ``rate_limit`` (the vendor's budget, shared by the replicas) allows no
+    request within the wait the source allows; no request was sent (no ``upstream_status``)."""
+
+    def __init__(self, detail: str, *, source: str, retry_after: float | None = None) -> None:
+        super().__init__(detail, source=source, retry_after=retry_after, upstream_status=None)
 
 
 class SourceProtocolError(SourceError):

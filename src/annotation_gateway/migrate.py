@@ -5,7 +5,10 @@ Contract
 :func:`migrate` reads the *source*'s canonical annotations for ``subject_ids`` in batches of
 ``batch_size`` subjects (at most ``concurrency`` batches in flight), renames them through
 ``name_map`` (source name → target name) and makes the *target* hold the same judgements. It
-returns a :class:`MigrationReport`; it never deletes anything in the target.
+returns a :class:`MigrationReport`; it never deletes anything in the target. A whole scope
+(``--scope all``, SPEC §7) is migrated by discovering its subject ids first
+(:func:`scope_subject_ids`) and keying the checkpoint by ``SCOPE_CHECKPOINT_KEY`` rather than the
+id list, so a resumed run also takes subjects that appeared meanwhile.
 
 How the target is written is chosen from what the target can do, not from its class:
 
@@ -137,9 +140,10 @@ from annotation_gateway.errors import (
     SourceNotFoundError,
     UnsupportedError,
 )
+from annotation_gateway.federation.limits import MAX_SCOPE_SUBJECTS
 from annotation_gateway.model import Annotation, AnnotationWrite, AnnotatorKind, SubjectKind
 from annotation_gateway.provenance import PROVENANCE_MARKER, copied_from, origin, reasoning_line
-from annotation_gateway.providers.base import AnnotationProvider, SourceQuery
+from annotation_gateway.providers.base import AnnotationProvider, ScopeRequest, SourceQuery
 from annotation_gateway.providers.datadog import (
     AnnotationUpsert,
     DatadogQueue,
@@ -964,6 +968,24 @@ def _writer_for(
     )
 
 
+SCOPE_CHECKPOINT_KEY = "scope=all"
+"""What a ``--scope all`` checkpoint is keyed by instead of its subject list: the scope may grow
+between runs (new sessions), and the resumed run then copies those too."""
+
+
+async def scope_subject_ids(source: AnnotationProvider) -> list[str]:
+    """The id of every subject in ``source``'s scope (SPEC §7), sorted: what ``--scope all``
+    migrates. A Datadog scope narrowed to some queues names content ids, and migrating reads
+    every annotation of those ids (the README says so)."""
+    kinds = source.capabilities.scope_kinds
+    if not kinds:
+        raise UnsupportedError(f"{source.name}: this source has no scope to enumerate; give subject ids")
+    found = await source.discover(
+        ScopeRequest(subject_kinds=tuple(sorted(kinds)), max_subjects=MAX_SCOPE_SUBJECTS)
+    )
+    return list(dict.fromkeys(subject_id for subject_id, _ in found.subjects))
+
+
 async def migrate(
     source: AnnotationProvider,
     target: AnnotationProvider,
@@ -976,8 +998,12 @@ async def migrate(
     concurrency: int = DEFAULT_CONCURRENCY,
     progress: Callable[[MigrationProgress], None] | None = None,
     queue_project_id: str | None = None,
+    subjects_key: str | None = None,
 ) -> MigrationReport:
     """Copy ``source``'s annotations of ``subject_ids`` into ``target`` (see the module docstring).
+
+    ``subjects_key`` keys the checkpoint instead of the subject list (``SCOPE_CHECKPOINT_KEY``
+    for a scope, whose list may grow between runs).
 
     ``queue_project_id`` is the Datadog LLM Observability project a new migration queue is
     created in (only needed when the target is written through queues and the queue is new).
@@ -995,7 +1021,7 @@ async def migrate(
         target=target.name,
         name_map=names,
         subjects_total=len(subjects),
-        subjects_sha256=_subjects_digest(subjects),
+        subjects_sha256=_subjects_digest(subjects if subjects_key is None else [subjects_key]),
     )
     use_checkpoint = checkpoint is not None and not dry_run
     if use_checkpoint and checkpoint is not None:

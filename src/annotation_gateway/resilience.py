@@ -8,7 +8,9 @@ Contract:
   ``reset_timeout_s`` it lets exactly **one** trial call through (half-open): success closes it,
   a retryable failure opens it again for another cool-down. A permanent error (an upstream 4xx)
   proves the source answered, so it counts as a success for the breaker's purpose; an exception
-  that is not a ``SourceError`` (a bug, a cancellation) is not counted either way.
+  that is not a ``SourceError`` (a bug, a cancellation) is not counted either way, nor is the
+  source's own spent rate budget (``SourceBudgetExhaustedError``: no request was sent, so it
+  says nothing about the vendor; counting it would report a healthy vendor as unavailable).
 - :class:`Bulkhead` caps how many upstream calls of one source are in flight; callers beyond the
   cap wait their turn (the caller's deadline bounds the wait).
 
@@ -29,7 +31,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Literal, TypeVar
 
-from annotation_gateway.errors import CircuitOpenError, SourceError
+from annotation_gateway.errors import CircuitOpenError, SourceBudgetExhaustedError, SourceError
 
 __all__ = [
     "DEFAULT_FAILURE_THRESHOLD",
@@ -111,6 +113,10 @@ class CircuitBreaker:
         trial = self._admit()
         try:
             result = await fn()
+        except SourceBudgetExhaustedError:
+            if trial:
+                self._trial_in_flight = False
+            raise
         except SourceError as exc:
             self._record(trial, failed=exc.retryable)
             raise

@@ -26,6 +26,7 @@ from pydantic_settings import (
 
 from annotation_gateway.providers import SourceConfig
 from annotation_gateway.providers.config import PLACEHOLDER_SECRETS, ConfigError, valid_rate_limit
+from annotation_gateway.webhooks.config import WebhookConfig
 
 __all__ = [
     "ApiKeyConfig",
@@ -207,6 +208,9 @@ class GatewaySettings(BaseSettings):
     cache: CacheConfig = Field(default_factory=CacheConfig)
     resilience: ResilienceConfig = Field(default_factory=ResilienceConfig)
     sources: list[SourceConfig] = Field(default_factory=list)
+    webhooks: list[WebhookConfig] = Field(
+        default_factory=list, description="Signed batches of changes POSTed to URLs (SPEC §10)."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> GatewaySettings:
@@ -218,6 +222,21 @@ class GatewaySettings(BaseSettings):
             unknown = sorted(set(key.sources or ()) - set(names))
             if unknown:
                 raise ValueError(f"auth key {key.name!r} names unknown sources: {', '.join(unknown)}")
+        hooks = [w.name for w in self.webhooks]
+        dupes = sorted({n for n in hooks if hooks.count(n) > 1})
+        if dupes:
+            raise ValueError(f"webhook names must be unique; repeated: {', '.join(dupes)}")
+        files = [w.state_file.resolve() for w in self.webhooks]
+        shared = sorted({str(f) for f in files if files.count(f) > 1})
+        if shared:
+            # Each file holds one deliverer's lock: two webhooks on one file would exclude each other.
+            raise ValueError(f"webhooks need a state_path each; shared: {', '.join(shared)}")
+        for index, hook in enumerate(self.webhooks):
+            unknown = sorted(set(hook.filters.sources) - set(names))
+            if unknown:
+                raise ValueError(
+                    f"webhooks[{index}].filters.sources names unknown sources: {', '.join(unknown)}"
+                )
         if self.auth.enabled and not self.auth.keys:
             raise ValueError("auth.enabled is true but auth.keys is empty")
         if not self.auth.enabled and not is_loopback(self.server.host):

@@ -84,6 +84,24 @@ class ApiData:
         }
         return PhoenixSourceConfig.model_validate(fields | overrides)
 
+    def scope_sessions(self) -> list[str]:
+        """Every session of the package's Phoenix project, listed by Phoenix itself (tests of the
+        package add sessions to it), and every content id in the simulator's queues: the
+        sessions a ``scope=all`` read covers, for the id queries that check it."""
+        ids: list[str] = []
+        cursor: str | None = None
+        with httpx.Client(base_url=self.phoenix.base_url, timeout=30) as phoenix:
+            for _ in range(100):
+                params = {"limit": "1000", **({"cursor": cursor} if cursor else {})}
+                page = phoenix.get(f"/v1/projects/{self.project}/sessions", params=params).json()
+                ids += [row["session_id"] for row in page["data"]]
+                cursor = page["next_cursor"]
+                if not cursor:
+                    break
+        store = self.simulator.state.store
+        ids += [i.content_id for q in store.queues.values() for i in store.queue_interactions(q.id)]
+        return sorted(set(ids))
+
     def datadog_config(self, **overrides: Any) -> DatadogSourceConfig:
         return self.simulator.source_config(DATADOG_SOURCE, retry_attempts=1, **overrides)
 

@@ -130,10 +130,23 @@ class FakeFederation(Federation):
         return None
 
 
-def fake_settings(directory: Path, *, admin_key: str, phx_only_key: str) -> GatewaySettings:
+LIMITED_KEY_RATE = "2/hour"
+"""The ``rate_limit`` of the ``limited`` key of :func:`fake_settings`."""
+
+
+def fake_settings(
+    directory: Path, *, admin_key: str, phx_only_key: str, limited_key: str | None = None
+) -> GatewaySettings:
     """Settings of a gateway in front of the stand-in: sources ``phx`` (Phoenix) and ``dd``
-    (Datadog) that are never called, an admin key and a key limited to ``phx``, loaded through
-    a real TOML file as the server would."""
+    (Datadog) that are never called, an admin key and a key limited to ``phx`` (and, given
+    ``limited_key``, a key named ``limited`` allowed :data:`LIMITED_KEY_RATE` requests), loaded
+    through a real TOML file as the server would."""
+    limited = (
+        f'[[auth.keys]]\nname = "limited"\nsha256 = "{hash_key(limited_key)}"\n'
+        f'rate_limit = "{LIMITED_KEY_RATE}"'
+        if limited_key is not None
+        else ""
+    )
     config = directory / "gateway.toml"
     config.write_text(
         f"""
@@ -146,6 +159,7 @@ sha256 = "{hash_key(admin_key)}"
 name = "phx-only"
 sha256 = "{hash_key(phx_only_key)}"
 sources = ["phx"]
+{limited}
 
 [[sources]]
 name = "phx"

@@ -269,6 +269,30 @@ def test_demo_stack_and_its_curl_lines(demo: tuple[DemoStack, list[str]], tmp_pa
     assert one_sided["next_cursor"]
     assert {a["annotator"]["kind"] for a in answers[2]["data"]} == {"LLM"}
     assert {s["name"] for s in answers[3]["data"]} == {PHOENIX_SOURCE, DATADOG_SOURCE}
+    scoped = answers[4]  # scope=all: no ids, subject order, what each source scanned
+    assert len(scoped["data"]) == 5
+    assert scoped["next_cursor"]
+    assert {a["name"] for a in scoped["data"]} == {"resolution"}
+    subjects = [a["subject"]["id"] for a in scoped["data"]]
+    assert subjects == sorted(subjects)
+    assert all(isinstance(s["scanned_subjects"], int) for s in scoped["sources"])
+    metrics, agreement = answers[5], answers[6]
+    assert {(r["name"], r["source"]) for r in metrics["rows"]} >= {
+        ("resolution", PHOENIX_SOURCE),
+        ("resolution", DATADOG_SOURCE),
+    }
+    everything = httpx.post(
+        f"{stack.gateway_url}/v1/annotations/search",
+        json={"subject_ids": [x.id for x in SESSIONS] + _TRACES, "limit": 1000},
+        headers={"Authorization": f"Bearer {stack.gateway_key}"},
+        timeout=30,
+    ).json()["data"]
+    assert sum(r["count"] for r in metrics["rows"]) == len(everything) >= _ON_SESSIONS + _ON_TRACES
+    [resolution] = agreement["results"]
+    assert resolution["raters"] == sorted([PHOENIX_SOURCE, DATADOG_SOURCE])
+    # Sessions 01-09 are in both vendors; 07-09 differ (demo_data.py).
+    assert resolution["subjects"] == 9
+    assert resolution["disagreements"] == [SESSIONS[i].id for i in (6, 7, 8)]
     config = tmp_path / "demo.toml"
     config.write_text(demo_config_toml(stack), encoding="utf-8")
     result = runner.invoke(
@@ -481,3 +505,41 @@ def test_the_readme_write_example_leaves_the_walkthrough_alone(demo: tuple[DemoS
         timeout=30,
     ).json()["data"]
     assert [(a["subject"]["kind"], a["label"]) for a in written] == [("trace", item["label"])]
+
+
+def test_metrics_and_agreement_commands(demo: tuple[DemoStack, list[str]], demo_config: Path) -> None:
+    stack, _ = demo
+    cfg = ["--config", str(demo_config)]
+    api = httpx.get(
+        f"{stack.gateway_url}/v1/annotations/metrics",
+        params=[("scope", "all"), ("group_by", "name"), ("group_by", "source"), ("interval", "week")],
+        headers={"Authorization": f"Bearer {stack.gateway_key}"},
+        timeout=30,
+    ).json()
+    as_json = runner.invoke(
+        cli_app,
+        ["metrics", *cfg, "--scope", "all", "-g", "name", "-g", "source", "--interval", "week", "-f", "json"],
+    )
+    assert as_json.exit_code == 0, as_json.output
+    assert json.loads(as_json.stdout)["rows"] == api["rows"]  # the same aggregation, in-process
+    table = runner.invoke(cli_app, ["metrics", *cfg, "--scope", "all", "-g", "source"])
+    assert table.exit_code == 0, table.output
+    assert PHOENIX_SOURCE in table.stdout
+    assert f"{DATADOG_SOURCE} ok" in table.stdout
+    as_csv = runner.invoke(cli_app, ["metrics", *cfg, "--scope", "all", "-g", "label", "-f", "csv"])
+    assert as_csv.exit_code == 0, as_csv.output
+    assert as_csv.stdout.splitlines()[0].startswith("bucket,label,count,")
+    agreement = runner.invoke(
+        cli_app, ["agreement", *cfg, "--scope", "all", "--by", "source", "-n", "resolution"]
+    )
+    assert agreement.exit_code == 0, agreement.output
+    assert "resolution" in agreement.stdout
+    assert SESSIONS[6].id in agreement.stdout  # a disagreement is named
+    html = runner.invoke(cli_app, ["agreement", *cfg, "--scope", "all", "--by", "source", "-f", "html"])
+    assert html.exit_code == 0
+    assert "<svg" in html.stdout
+    bad = runner.invoke(cli_app, ["metrics", *cfg, "--scope", "all", "-g", "colour"])
+    assert bad.exit_code == 2
+    assert "colour" in bad.output
+    neither = runner.invoke(cli_app, ["agreement", *cfg])
+    assert neither.exit_code == 2

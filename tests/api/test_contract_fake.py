@@ -28,6 +28,7 @@ from tests.api.fake_federation import FakeFederation, FakeSource, fake_settings
 
 ADMIN_KEY = "admin-key-for-contract-tests"
 PHX_ONLY_KEY = "phoenix-only-key-for-contract-tests"
+LIMITED_KEY = "rate-limited-key-for-contract-tests"
 
 
 def _annotation(source: str, provider: ProviderKind, n: int, subject: str) -> Annotation:
@@ -66,7 +67,12 @@ def fake() -> FakeFederation:
 
 @pytest.fixture(scope="module")
 def base_url(fake: FakeFederation, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    settings = fake_settings(tmp_path_factory.mktemp("cfg"), admin_key=ADMIN_KEY, phx_only_key=PHX_ONLY_KEY)
+    settings = fake_settings(
+        tmp_path_factory.mktemp("cfg"),
+        admin_key=ADMIN_KEY,
+        phx_only_key=PHX_ONLY_KEY,
+        limited_key=LIMITED_KEY,
+    )
     app = create_app(settings, federation=fake)
     with ThreadedServer(app) as server:
         yield server.base_url
@@ -286,6 +292,26 @@ def test_source_errors_keep_their_class(
         fake.raise_on_query = None
 
 
+def test_rate_limited_when_a_key_exceeds_its_own_limit(base_url: str, fake: FakeFederation) -> None:
+    with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {LIMITED_KEY}"}, timeout=10) as c:
+        for _ in range(2):  # LIMITED_KEY_RATE: 2/hour
+            assert c.get("/v1/sources").status_code == 200
+        asked = len(fake.queries)
+        r = c.get("/v1/annotations", params={"subject_id": "s1"})
+        body = assert_problem(r, 429, "rate_limited")
+        assert "source" not in body  # the key's own limit, not a vendor's
+        assert len(fake.queries) == asked  # refused before the federation was asked
+        retry_after = int(r.headers["retry-after"])
+        assert 3590 <= retry_after <= 3600
+        # draft-ietf-httpapi-ratelimit-headers-11 §3-§4: Structured Field items.
+        assert r.headers["ratelimit-policy"] == '"default";q=2;w=3600'
+        assert r.headers["ratelimit"] == f'"default";r=0;t={retry_after}'
+        assert_problem(c.post("/v1/annotations/search", json={"subject_ids": ["s1"]}), 429, "rate_limited")
+    # Other keys keep their own windows.
+    with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=10) as c:
+        assert c.get("/v1/annotations", params={"subject_id": "s1"}).status_code == 200
+
+
 def test_unexpected_error_is_a_bare_500(client: httpx.Client, fake: FakeFederation) -> None:
     fake.raise_on_query = RuntimeError("secret internals /etc/passwd")
     try:
@@ -348,6 +374,8 @@ def test_openapi_documents_every_operation(base_url: str) -> None:
         "provider",
         "annotator_kind",
         "project",
+        "queue",
+        "scope",
         "updated_after",
         "updated_before",
         "limit",
@@ -355,6 +383,8 @@ def test_openapi_documents_every_operation(base_url: str) -> None:
         "include",
         "partial",
     ]
+    throttled = doc["paths"]["/v1/annotations"]["get"]["responses"]["429"]
+    assert set(throttled["headers"]) == {"Retry-After", "RateLimit-Policy", "RateLimit"}
     error = doc["paths"]["/v1/annotations"]["get"]["responses"]["422"]
     assert error["content"]["application/problem+json"]["schema"] == {"$ref": "#/components/schemas/Problem"}
     assert doc["components"]["securitySchemes"]["gatewayKey"]["scheme"] == "bearer"

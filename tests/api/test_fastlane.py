@@ -23,7 +23,17 @@ from tests.api.fake_federation import FakeFederation, FakeSource, fake_settings
 
 ADMIN_KEY = "admin-key-for-fast-lane-parity"
 PHX_ONLY_KEY = "phx-only-key-for-fast-lane-parity"
-HEADERS_THAT_MATTER = ("content-type", "content-length", "retry-after", "www-authenticate", "allow", "vary")
+LIMITED_KEY = "rate-limited-key-for-fast-lane-parity"
+HEADERS_THAT_MATTER = (
+    "content-type",
+    "content-length",
+    "retry-after",
+    "www-authenticate",
+    "allow",
+    "vary",
+    "ratelimit-policy",
+    "ratelimit",
+)
 
 
 def _annotation(source: str, provider: ProviderKind, n: int) -> Annotation:
@@ -60,7 +70,12 @@ def fake() -> FakeFederation:
 
 @pytest.fixture(scope="module")
 def lanes(fake: FakeFederation, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[bool, str]]:
-    settings = fake_settings(tmp_path_factory.mktemp("cfg"), admin_key=ADMIN_KEY, phx_only_key=PHX_ONLY_KEY)
+    settings = fake_settings(
+        tmp_path_factory.mktemp("cfg"),
+        admin_key=ADMIN_KEY,
+        phx_only_key=PHX_ONLY_KEY,
+        limited_key=LIMITED_KEY,
+    )
     with (
         ThreadedServer(create_app(settings, federation=fake, fast_lane=True)) as fast,
         ThreadedServer(create_app(settings, federation=fake, fast_lane=False)) as routed,
@@ -149,3 +164,19 @@ def test_errors_from_the_federation_are_answered_alike(
         assert fast.headers["retry-after"] == "7"
     if expected == 500:
         assert "a bug" not in fast.text  # no internals in the body
+
+
+def test_a_key_over_its_rate_limit_is_answered_alike(lanes: dict[bool, str]) -> None:
+    # Each lane's app has its own (memory) windows: the same requests see the same limit.
+    limited = {"params": {"subject_id": "s1"}, "headers": {"Authorization": f"Bearer {LIMITED_KEY}"}}
+    for _ in range(2):  # the key's rate_limit: 2/hour
+        fast, routed = _both(lanes, **limited)
+        _same(fast, routed)
+        assert fast.status_code == 200
+        assert "ratelimit" not in fast.headers
+    fast, routed = _both(lanes, **limited)
+    _same(fast, routed)
+    assert fast.status_code == 429
+    assert fast.json()["code"] == "rate_limited"
+    assert fast.headers["ratelimit-policy"] == '"default";q=2;w=3600'
+    assert fast.headers["ratelimit"] == f'"default";r=0;t={fast.headers["retry-after"]}'

@@ -1168,3 +1168,36 @@ def test_a_bad_seed_file_is_a_readable_value_error(tmp_path: Path) -> None:
 def test_only_loopback_addresses() -> None:
     with pytest.raises(ValueError, match="loopback"):
         start_in_thread(host="0.0.0.0")
+
+
+def test_official_client_lists_queues_by_project_and_ids_and_reads_one_whole(
+    datadog_sim: DatadogSimulator, dd_api: AgentObservabilityApi
+) -> None:
+    """What scope discovery reads (SPEC §7), through datadog-api-client: queues by ``projectId``
+    and by ``queueIds``, and a queue's interactions whole."""
+    made = datadog_sim.seed(
+        {
+            "queues": [
+                {"name": name, "project_id": project, "interactions": [{"type": kind, "content_id": cid}]}
+                for name, project, kind, cid in (
+                    ("q-a1", "proj-a", "trace", "t-1"),
+                    ("q-a2", "proj-a", "session", "s-1"),
+                    ("q-b1", "proj-b", "trace", "t-1"),
+                )
+            ]
+        }
+    )
+    ids = {q["name"]: q["id"] for q in made["queues"]}
+    by_project = dd_api.list_llm_obs_annotation_queues(project_id="proj-a")
+    assert sorted(q.attributes.name for q in by_project.data) == ["q-a1", "q-a2"]
+    assert {q.attributes.project_id for q in by_project.data} == {"proj-a"}
+    by_ids = dd_api.list_llm_obs_annotation_queues(queue_ids=[ids["q-a2"], ids["q-b1"]])
+    assert sorted(q.id for q in by_ids.data) == sorted([ids["q-a2"], ids["q-b1"]])
+    everything = dd_api.list_llm_obs_annotation_queues()
+    assert sorted(q.attributes.name for q in everything.data) == ["q-a1", "q-a2", "q-b1"]
+    whole = dd_api.get_llm_obs_annotated_interactions(queue_id=ids["q-b1"])
+    [item] = whole.data.attributes.annotated_interactions
+    assert (item.content_id, str(item.type)) == ("t-1", "trace")
+    with pytest.raises(ApiException) as both:
+        dd_api.list_llm_obs_annotation_queues(project_id="proj-a", queue_ids=[ids["q-a1"]])
+    assert both.value.status == 400  # the fragment says the two are exclusive

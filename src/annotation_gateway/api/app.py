@@ -9,12 +9,18 @@ Contract of :func:`create_app`:
   (``GATEWAY_CURSOR_SECRET``; so several gateway processes accept each other's cursors), else it
   is random per process (cursors then die with the process); the breaker, deadline and bulkhead
   come from ``[resilience]``;
+- rate limits (:mod:`annotation_gateway.ratelimit`): one limiter per app when a source or a key
+  has a ``rate_limit`` (Redis-shared with ``[cache] backend = "redis"``): each source's budget is
+  given to its provider, each key's limit is checked after authentication (:mod:`.ratelimit`);
 - middleware, outermost first: Server-Timing + request metrics + last-resort 500
   (:mod:`.timing`), body size limit (:mod:`.limits`), the fast lane for the hot routes
   (:mod:`.fastlane`, ``fast_lane=False`` turns it off); errors are problem+json (:mod:`.problems`);
 - OpenAPI at ``/openapi.json``, Swagger UI at ``/docs`` (its assets served from the
   ``swagger-ui-bundle`` package, so it works offline); every operation has an ``operation_id``,
-  a summary and described parameters; no trailing-slash redirects (an unknown path is a 404).
+  a summary and described parameters; no trailing-slash redirects (an unknown path is a 404);
+- ``[[webhooks]]`` (:mod:`annotation_gateway.webhooks`): their delivery loops start in the
+  lifespan once the federation is there (a missing or malformed secret fails the startup) and
+  stop before it closes; their status is ``GET /v1/webhooks`` and ``/metrics``.
 """
 
 from __future__ import annotations
@@ -39,16 +45,22 @@ from annotation_gateway.api.auth import BEARER_SCHEME_NAME, BEARER_SECURITY_SCHE
 from annotation_gateway.api.fastlane import HOT_ROUTES, FastLaneMiddleware, HotRoute
 from annotation_gateway.api.limits import MAX_REQUEST_BODY_BYTES, BodyLimitMiddleware
 from annotation_gateway.api.problems import PROBLEM_MEDIA_TYPE, install_problem_handlers
+from annotation_gateway.api.ratelimit import ClientLimits
+from annotation_gateway.api.routes import aggregates as aggregate_routes
 from annotation_gateway.api.routes import annotations as annotation_routes
+from annotation_gateway.api.routes import changes as change_routes
 from annotation_gateway.api.routes import compare as compare_routes
 from annotation_gateway.api.routes import export as export_routes
 from annotation_gateway.api.routes import health, metrics, sources
+from annotation_gateway.api.routes import webhooks as webhook_routes
 from annotation_gateway.api.routes.metrics import GatewayMetrics
 from annotation_gateway.api.schemas import Problem
 from annotation_gateway.api.timing import ServerTimingMiddleware
 from annotation_gateway.federation import Federation
 from annotation_gateway.providers import AnnotationProvider, build_provider
+from annotation_gateway.ratelimit import RateLimiter, source_budgets
 from annotation_gateway.settings import GatewaySettings
+from annotation_gateway.webhooks.deliver import WebhookService
 
 __all__ = ["CURSOR_SECRET_ENV", "create_app", "cursor_secret"]
 
@@ -137,23 +149,39 @@ def create_app(
     federation: Federation | None = None,
     providers: Sequence[AnnotationProvider] | None = None,
     fast_lane: bool = True,
+    metrics_multiprocess_dir: str | None = None,
 ) -> FastAPI:
     """The gateway's ASGI app for ``settings`` (see the module docstring for ownership).
-    ``fast_lane=False`` routes the hot routes through FastAPI too (the parity test compares)."""
-    gateway_metrics = GatewayMetrics(redis=settings.cache.backend == "redis" and settings.cache.enabled)
+    ``fast_lane=False`` routes the hot routes through FastAPI too (the parity test compares);
+    ``metrics_multiprocess_dir``: ``/metrics`` renders every worker's values from that
+    ``PROMETHEUS_MULTIPROC_DIR`` (``serve --workers N``)."""
+    gateway_metrics = GatewayMetrics(
+        multiprocess_dir=metrics_multiprocess_dir,
+        redis=settings.cache.backend == "redis" and settings.cache.enabled,
+    )
+    limiter = RateLimiter.from_settings(settings, on_degraded=gateway_metrics.on_ratelimit_degraded)
+    budgets = source_budgets(limiter, settings)
+
+    webhooks = WebhookService(settings.webhooks, observer=gateway_metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if limiter is not None:
+            await limiter.warm()
         if federation is not None:
             app.state.federation = federation
-            yield
+            await webhooks.start(federation)
+            try:
+                yield
+            finally:
+                await webhooks.stop()
             return
         built: list[AnnotationProvider] = list(providers) if providers is not None else []
         try:
             if providers is None:
                 for config in settings.sources:
                     if config.enabled:
-                        built.append(build_provider(config))
+                        built.append(build_provider(config, budget=budgets.get(config.name)))
             owned = Federation.from_settings(
                 built,
                 settings,
@@ -165,10 +193,17 @@ def create_app(
                 await provider.aclose()
             raise
         app.state.federation = owned
+        try:
+            # Started after the federation they read, stopped before it closes.
+            await webhooks.start(owned)
+        except BaseException:
+            await owned.aclose()
+            raise
         log.info("gateway ready with sources: %s", ", ".join(p.name for p in built) or "(none)")
         try:
             yield
         finally:
+            await webhooks.stop()
             await owned.aclose()
 
     app = FastAPI(
@@ -189,7 +224,9 @@ def create_app(
     )
     app.state.settings = settings
     app.state.authenticator = Authenticator(settings.auth)
+    app.state.client_limits = ClientLimits.from_settings(limiter, settings.auth)
     app.state.metrics = gateway_metrics
+    app.state.webhooks = webhooks
     if federation is not None:
         # A caller-built federation reports upstream metrics to whatever observer it was given
         # (build it with observer=app.state.metrics to see them in /metrics).
@@ -200,9 +237,12 @@ def create_app(
     # Before the annotations router; /v1/annotations/export is not the fast lane's exact path.
     routers = (
         export_routes.router,
+        aggregate_routes.router,
+        change_routes.router,
         annotation_routes.router,
         compare_routes.router,
         sources.router,
+        webhook_routes.router,
         health.router,
         metrics.router,
     )

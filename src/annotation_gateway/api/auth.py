@@ -12,7 +12,9 @@ Contract:
 - a key limited to some sources yields a :class:`Principal` whose ``allowed_sources`` the
   federation enforces (403 ``forbidden`` for a source outside it; only its sources otherwise);
 - with ``auth.enabled = false`` (allowed by the settings only on a loopback listener) every
-  request is the anonymous principal with access to every source.
+  request is the anonymous principal with access to every source;
+- :func:`authenticate` then counts the request against the key's ``rate_limit``
+  (:mod:`.ratelimit`: 429 ``rate_limited`` beyond it), for routed and fast-lane requests alike.
 
 The key itself is never stored, logged or put in a metric label; only the key's configured
 ``name`` is (on ``request.state.principal``).
@@ -26,6 +28,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
+from annotation_gateway.api.ratelimit import ClientLimits
 from annotation_gateway.errors import UnauthorizedError
 from annotation_gateway.federation import Federation
 from annotation_gateway.settings import AuthConfig
@@ -107,6 +110,9 @@ async def authenticate(request: Request) -> Principal:
     authenticator: Authenticator = request.app.state.authenticator
     principal = authenticator.authenticate(request.headers.get("authorization"))
     request.state.principal = principal
+    client_limits: ClientLimits | None = request.app.state.client_limits
+    if client_limits is not None:
+        await client_limits.check(principal.name)
     return principal
 
 

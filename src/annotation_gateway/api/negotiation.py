@@ -7,18 +7,53 @@ Contract:
   the first offered. No header, or an empty one, accepts the first offered type;
 - a header that admits none of them is a :class:`~annotation_gateway.errors.NotAcceptableError`
   (406) naming what the route offers; ``q=0`` excludes a type, an unreadable ``q`` counts as 0;
-- :func:`require_json` is the check of every route that answers only JSON.
+- :func:`require_json` is the check of every route that answers only JSON;
+- :class:`ReportFormat` and :func:`negotiate_report` are the JSON / CSV / HTML choice of the
+  report routes (compare, metrics, agreement): ``?format=`` wins, else the ``Accept`` header.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 
 from annotation_gateway.errors import NotAcceptableError
 
-__all__ = ["JSON_MEDIA_TYPE", "choose", "require_json"]
+__all__ = [
+    "JSON_MEDIA_TYPE",
+    "REPORT_MEDIA_TYPES",
+    "ReportFormat",
+    "choose",
+    "negotiate_report",
+    "require_json",
+]
 
 JSON_MEDIA_TYPE = "application/json"
+
+
+class ReportFormat(enum.StrEnum):
+    """What a report route answers: JSON (the default), CSV or a self-contained HTML page."""
+
+    JSON = "json"
+    CSV = "csv"
+    HTML = "html"
+
+
+REPORT_MEDIA_TYPES: dict[ReportFormat, str] = {
+    ReportFormat.JSON: JSON_MEDIA_TYPE,
+    ReportFormat.CSV: "text/csv; charset=utf-8",
+    ReportFormat.HTML: "text/html; charset=utf-8",
+}
+
+
+def negotiate_report(accept: str | None, explicit: ReportFormat | None = None) -> ReportFormat:
+    """``explicit`` (the ``format`` parameter) when given, else what ``Accept`` prefers; 406 if
+    the header admits none of JSON, CSV and HTML."""
+    if explicit is not None:
+        return explicit
+    offered = [REPORT_MEDIA_TYPES[f].split(";")[0] for f in ReportFormat]
+    chosen = choose(accept, offered, hint=" (or use ?format=json|csv|html)")
+    return list(ReportFormat)[offered.index(chosen)]
 
 
 def _ranges(accept: str) -> list[tuple[str, float]]:

@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from annotation_gateway.errors import (
+    ClientRateLimitedError,
     GatewayError,
     MethodNotAllowedError,
     NotFoundError,
@@ -63,6 +64,8 @@ def problem_response(
     out_headers = dict(headers or {})
     if error.code is ProblemCode.UNAUTHORIZED:
         out_headers["WWW-Authenticate"] = 'Bearer realm="annotation-gateway"'
+    if isinstance(error, ClientRateLimitedError):
+        out_headers.update(error.headers)  # RateLimit-Policy and RateLimit (api/ratelimit.py)
     retry_after = getattr(error, "retry_after", None)
     if error.status == 429 and isinstance(retry_after, int | float) and retry_after > 0:
         # A client throttled because an upstream throttled us should wait as long as it asked.

@@ -16,7 +16,7 @@ Contract:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl
@@ -65,6 +65,7 @@ __all__ = [
     "parse_query_params",
     "query_items",
     "query_parameters_openapi",
+    "source_statuses",
 ]
 
 _D_SUBJECT_ID = (
@@ -79,6 +80,13 @@ _D_SOURCE = "Only these configured sources; repeat the key. All the key may use 
 _D_PROVIDER = "Only sources of these vendors; repeat the key."
 _D_ANNOTATOR_KIND = "Only annotations made by these kinds of annotator; repeat the key."
 _D_PROJECT = "Only annotations in these Phoenix projects; repeat the key."
+_D_QUEUE = "Only annotations in these annotation queues (a Datadog queue's id or name); repeat the key."
+_D_SCOPE = (
+    "`all`: every subject each selected source can enumerate (Phoenix: the project's sessions and "
+    "traces; Datadog: its annotation queues), instead of subject ids; answered in subject order, "
+    "with `sources[].scanned_subjects`. Required when neither subject_id nor identifier is given; "
+    "422 together with subject_id."
+)
 _D_UPDATED_AFTER = "Only annotations updated at or after this RFC 3339 time."
 _D_UPDATED_BEFORE = "Only annotations updated before this RFC 3339 time."
 _D_LIMIT = f"Annotations per page, 1..{MAX_PAGE_SIZE}."
@@ -138,6 +146,8 @@ class AnnotationQueryParams(_QueryFields):
     provider: list[ProviderKind] = Field(default_factory=list, description=_D_PROVIDER)
     annotator_kind: list[AnnotatorKind] = Field(default_factory=list, description=_D_ANNOTATOR_KIND)
     project: list[str] = Field(default_factory=list, description=_D_PROJECT)
+    queue: list[str] = Field(default_factory=list, description=_D_QUEUE)
+    scope: Literal["all"] | None = Field(default=None, description=_D_SCOPE)
 
     def to_query(self, *, use_cache: bool) -> FederatedQuery:
         subject_ids = tuple(self.subject_id)
@@ -152,6 +162,8 @@ class AnnotationQueryParams(_QueryFields):
             providers=tuple(self.provider),
             annotator_kinds=tuple(self.annotator_kind),
             projects=tuple(self.project),
+            queues=tuple(self.queue),
+            scope=self.scope,
             updated_after=self.updated_after,
             updated_before=self.updated_before,
             limit=self.limit,
@@ -202,6 +214,10 @@ class AnnotationSearchBody(_QueryFields):
     projects: list[str] = Field(
         default_factory=list, validation_alias=AliasChoices("projects", "project"), description=_D_PROJECT
     )
+    queues: list[str] = Field(
+        default_factory=list, validation_alias=AliasChoices("queues", "queue"), description=_D_QUEUE
+    )
+    scope: Literal["all"] | None = Field(default=None, description=_D_SCOPE)
 
     model_config = ConfigDict(
         extra="forbid",
@@ -224,6 +240,8 @@ class AnnotationSearchBody(_QueryFields):
             providers=tuple(self.providers),
             annotator_kinds=tuple(self.annotator_kinds),
             projects=tuple(self.projects),
+            queues=tuple(self.queues),
+            scope=self.scope,
             updated_after=self.updated_after,
             updated_before=self.updated_before,
             limit=self.limit,
@@ -265,6 +283,11 @@ class SourceStatusModel(BaseModel):
     elapsed_ms: float
     error: dict[str, Any] | None = Field(
         default=None, description="The source's problem when `status` is error; why, when skipped."
+    )
+    scanned_subjects: int | None = Field(
+        default=None,
+        description="Scope answers only: subjects of this source read for this answer (`count` is "
+        "then the matches among them).",
     )
 
 
@@ -481,7 +504,7 @@ def query_parameters_openapi(model: type[BaseModel]) -> list[dict[str, Any]]:
 
 
 def _status(status: SourceStatus) -> dict[str, Any]:
-    return {
+    out = {
         "source": status.source,
         "provider": status.provider,
         "status": status.status,
@@ -492,6 +515,14 @@ def _status(status: SourceStatus) -> dict[str, Any]:
         "elapsed_ms": round(status.elapsed_ms, 1),
         "error": status.error,
     }
+    if status.scanned_subjects is not None:  # scope answers only (SPEC §7)
+        out["scanned_subjects"] = status.scanned_subjects
+    return out
+
+
+def source_statuses(statuses: Sequence[SourceStatus]) -> list[dict[str, Any]]:
+    """``sources[]`` of an answer, as JSON-ready dicts (reads, aggregates)."""
+    return [_status(status) for status in statuses]
 
 
 def page_json(page: QueryPage) -> bytes:
@@ -534,7 +565,30 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
         (404, "A source does not know the configured project or resource (`not_found`)."),
         (406, "The `Accept` header admits no representation this operation has (`not_acceptable`)."),
         (415, "A request body not declared as `application/json` (`unsupported_media_type`)."),
-        (429, "A source throttled the gateway (`rate_limited`); `Retry-After` says how long to wait."),
+        (
+            429,
+            "`rate_limited`: this key made more requests than its `rate_limit` allows (with "
+            "`RateLimit-Policy` and `RateLimit`), or a source throttled the gateway or its rate "
+            "budget is spent (`source` names it). `Retry-After` says how long to wait.",
+        ),
         (504, "A source did not answer in time (`source_timeout`)."),
     )
+}
+# The RateLimit fields follow draft-ietf-httpapi-ratelimit-headers-11 (api/ratelimit.py).
+PROBLEM_RESPONSES[429]["headers"] = {
+    "Retry-After": {
+        "description": "Seconds to wait before retrying (RFC 9110 §10.2.3).",
+        "schema": {"type": "integer", "minimum": 1},
+    },
+    "RateLimit-Policy": {
+        "description": 'The key\'s quota policies, e.g. `"default";q=100;w=1` (q requests per w '
+        "seconds); only when the key's own limit refused the request.",
+        "schema": {"type": "string"},
+    },
+    "RateLimit": {
+        "description": 'The refusing policy\'s service limit, e.g. `"default";r=0;t=1` (r requests '
+        "left, t seconds until one is free again, as Retry-After); only when the key's own limit "
+        "refused the request.",
+        "schema": {"type": "string"},
+    },
 }

@@ -21,6 +21,8 @@ COMMAND_MODULES = (
     "query",
     "compare",
     "export",
+    "aggregates",
+    "changes",
     "migrate",
     "keys",
     "simulate",

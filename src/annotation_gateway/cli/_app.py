@@ -38,6 +38,9 @@ __all__ = [
     "NameOption",
     "PartialMode",
     "ProviderOption",
+    "QueueOption",
+    "ScopeChoice",
+    "ScopeOption",
     "SourceOption",
     "SubjectIdOption",
     "SubjectIdsFileOption",
@@ -102,6 +105,12 @@ class PartialMode(enum.StrEnum):
     DENY = "deny"
 
 
+class ScopeChoice(enum.StrEnum):
+    """``--scope``: ``all`` reads each source's whole scope instead of given ids (SPEC §7)."""
+
+    ALL = "all"
+
+
 SubjectIdOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -121,6 +130,17 @@ NameOption = Annotated[list[str] | None, typer.Option("--name", "-n", help="Anno
 ExcludeNameOption = Annotated[list[str] | None, typer.Option(help="Leave out this name (repeatable).")]
 SourceOption = Annotated[list[str] | None, typer.Option(help="Only this source (repeatable).")]
 ProviderOption = Annotated[list[ProviderKind] | None, typer.Option(help="Only this vendor (repeatable).")]
+ScopeOption = Annotated[
+    ScopeChoice | None,
+    typer.Option(
+        "--scope",
+        help="all: every subject each source can enumerate (Phoenix: the project's sessions and "
+        "traces; Datadog: its annotation queues) instead of subject ids.",
+    ),
+]
+QueueOption = Annotated[
+    list[str] | None, typer.Option("--queue", help="Only this annotation queue, by id or name (repeatable).")
+]
 SubjectKindOption = Annotated[list[SubjectKind] | None, typer.Option(help="Only this kind (repeatable).")]
 AnnotatorKindOption = Annotated[
     list[AnnotatorKind] | None, typer.Option(help="Only this annotator kind (repeatable).")

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import secrets
 import tomllib
 from collections.abc import AsyncIterator, Sequence
@@ -212,7 +213,11 @@ async def open_federation(settings: GatewaySettings) -> AsyncIterator[Federation
         for config in settings.sources:
             if config.enabled:
                 providers.append(build_provider(config))
-        federation = Federation.from_settings(providers, settings, cursor_secret=secrets.token_bytes(32))
+        # The configured secret when set (a change feed's since token then outlives the
+        # process, like a server's), else a random one.
+        configured = os.environ.get(settings.server.cursor_secret_env, "").strip()
+        secret = configured.encode() if configured else secrets.token_bytes(32)
+        federation = Federation.from_settings(providers, settings, cursor_secret=secret)
     except BaseException:
         for provider in providers:
             await provider.aclose()

@@ -38,6 +38,7 @@ from annotation_gateway.cli._app import (
     EXIT_CONFIG,
     EXIT_FAILURE,
     ConfigOption,
+    ScopeOption,
     SubjectIdsFileOption,
     app,
     console,
@@ -116,6 +117,7 @@ def compare_command(
     all_rows: Annotated[
         bool, typer.Option("--all-rows", help="table: every row, not only differences.")
     ] = False,
+    scope: ScopeOption = None,
     include_copies: Annotated[
         bool,
         typer.Option(
@@ -134,10 +136,11 @@ def compare_command(
         subjects_map = read_subject_map(subject_map) if subject_map is not None else None
     except InputError as exc:
         raise exit_bad_input(str(exc)) from None
-    if not ids:
-        raise exit_bad_input("give at least one --subject-id or a --subject-ids-file")
+    if not ids and scope is None:
+        raise exit_bad_input("give at least one --subject-id or a --subject-ids-file, or --scope all")
     request = _request_or_exit(
         subject_ids=ids,
+        scope=None if scope is None else scope.value,
         left=left,
         right=right,
         names=name or None,

@@ -43,6 +43,8 @@ from annotation_gateway.cli._app import (
     NameOption,
     PartialMode,
     ProviderOption,
+    QueueOption,
+    ScopeOption,
     SourceOption,
     SubjectIdOption,
     SubjectIdsFileOption,
@@ -143,6 +145,8 @@ def export_command(
     provider: ProviderOption = None,
     subject_kind: SubjectKindOption = None,
     annotator_kind: AnnotatorKindOption = None,
+    queue: QueueOption = None,
+    scope: ScopeOption = None,
     project: Annotated[list[str] | None, typer.Option(help="Only this Phoenix project (repeatable).")] = None,
     updated_after: Annotated[
         datetime | None, typer.Option(help="Only annotations updated at or after this time (UTC if naive).")
@@ -172,6 +176,8 @@ def export_command(
         sources=tuple(source or ()),
         providers=tuple(provider or ()),
         annotator_kinds=tuple(annotator_kind or ()),
+        queues=tuple(queue or ()),
+        scope=None if scope is None else scope.value,
         projects=tuple(project or ()),
         updated_after=updated_after,
         updated_before=updated_before,

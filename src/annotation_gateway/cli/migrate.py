@@ -47,6 +47,7 @@ from annotation_gateway.cli._app import (
     EXIT_CONFIG,
     EXIT_FAILURE,
     ConfigOption,
+    ScopeOption,
     SubjectIdsFileOption,
     app,
     console,
@@ -55,19 +56,24 @@ from annotation_gateway.cli._app import (
 )
 from annotation_gateway.cli._inputs import (
     InputError,
+    build_query,
     collect_subject_ids,
     exit_bad_input,
     read_name_map,
 )
 from annotation_gateway.compare import CompareResult, RowStatus
 from annotation_gateway.errors import ClientError, GatewayError
+from annotation_gateway.federation import FederatedQuery
+from annotation_gateway.follow import FollowRound, FollowState, follow
 from annotation_gateway.migrate import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CONCURRENCY,
+    SCOPE_CHECKPOINT_KEY,
     CheckpointMismatchError,
     MigrationProgress,
     MigrationReport,
     migrate,
+    scope_subject_ids,
     verify,
 )
 from annotation_gateway.providers import AnnotationProvider, build_provider
@@ -90,7 +96,7 @@ class MigrateOutput(enum.StrEnum):
 async def run_migration(
     source: AnnotationProvider,
     target: AnnotationProvider,
-    subject_ids: list[str],
+    subject_ids: list[str] | None,
     *,
     name_map: dict[str, str] | None,
     dry_run: bool,
@@ -101,12 +107,17 @@ async def run_migration(
     check: bool,
     progress: Callable[[MigrationProgress], None] | None = None,
 ) -> tuple[MigrationReport, CompareResult | None]:
-    """Migrate, then (unless ``dry_run`` or not ``check``) verify; the providers are closed."""
+    """Migrate, then (unless ``dry_run`` or not ``check``) verify; the providers are closed.
+    ``subject_ids=None`` migrates the source's whole scope (``--scope all``)."""
     try:
+        whole_scope = subject_ids is None
+        if subject_ids is None:
+            subject_ids = await scope_subject_ids(source)
         report = await migrate(
             source,
             target,
             subject_ids,
+            subjects_key=SCOPE_CHECKPOINT_KEY if whole_scope else None,
             name_map=name_map,
             dry_run=dry_run,
             checkpoint=checkpoint,
@@ -123,6 +134,70 @@ async def run_migration(
         return report, checked
     finally:
         await asyncio.gather(source.aclose(), target.aclose(), return_exceptions=True)
+
+
+def _round_line(current: FollowRound) -> None:
+    if current.error is not None:
+        err_console.print(
+            f"round {current.number}: [bold red]{current.error}[/] — the changes stay pending; retrying",
+            highlight=False,
+        )
+        return
+    line = f"round {current.number}: {current.changes} change(s) on {current.subjects} subject(s)"
+    report = current.report
+    if report is not None:
+        line += (
+            f": written {report.written}, updated {report.updated}, unchanged {report.unchanged}, "
+            f"failed {report.failed}"
+        )
+        if report.failed:
+            line += " — not advanced; retried next round"
+    err_console.print(line, highlight=False)
+
+
+def _run_follow(
+    source: AnnotationProvider,
+    target: AnnotationProvider,
+    query: FederatedQuery,
+    *,
+    state_path: Path | None,
+    name_map: dict[str, str] | None,
+    interval_s: float,
+    rounds: int | None,
+    queue_project_id: str | None,
+) -> None:
+    """``--follow``: rounds until ``rounds`` or Ctrl-C (a normal stop: exit 0, state kept)."""
+
+    async def run() -> FollowState:
+        try:
+            return await follow(
+                source,
+                target,
+                query,
+                state_path=state_path,
+                name_map=name_map,
+                interval_s=interval_s,
+                rounds=rounds,
+                queue_project_id=queue_project_id,
+                on_round=_round_line,
+            )
+        finally:
+            await asyncio.gather(source.aclose(), target.aclose(), return_exceptions=True)
+
+    try:
+        state = asyncio.run(run())
+    except KeyboardInterrupt:
+        where = f"; {state_path} keeps where it is" if state_path is not None else ""
+        err_console.print(f"stopped{where}: run the same command to continue.", highlight=False)
+        return
+    except CheckpointMismatchError as exc:
+        raise exit_bad_input(str(exc)) from None
+    except ClientError as exc:
+        raise exit_bad_input(f"{exc.code.value}: {exc.detail}") from None
+    err_console.print(
+        f"followed {state.rounds} round(s) in all; {state.changed} annotation(s) written or updated",
+        highlight=False,
+    )
 
 
 def _differences(result: CompareResult) -> int:
@@ -252,6 +327,7 @@ def migrate_command(
         list[str] | None, typer.Option("--subject-id", "-s", help="Subject id (repeatable).")
     ] = None,
     subject_ids_file: SubjectIdsFileOption = None,
+    scope: ScopeOption = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Read and classify; write nothing.")] = False,
     name_map: Annotated[
         Path | None, typer.Option(help="Source name → target name: TOML, JSON or CSV (left,right).")
@@ -273,6 +349,19 @@ def migrate_command(
     output_format: Annotated[
         MigrateOutput, typer.Option("--format", "-f", help="table or json.")
     ] = MigrateOutput.TABLE,
+    follow_changes: Annotated[
+        bool,
+        typer.Option(
+            "--follow",
+            help="Keep going: copy what changed since the checkpoint, wait, repeat (Ctrl-C stops).",
+        ),
+    ] = False,
+    interval: Annotated[
+        float, typer.Option(min=0.0, help="--follow: seconds to wait when nothing changed.")
+    ] = 10.0,
+    max_rounds: Annotated[
+        int | None, typer.Option(min=1, help="--follow: stop after this many rounds.")
+    ] = None,
 ) -> None:
     """Copy annotations from one source to another: resumable, idempotent, verified."""
     if not from_source or not to_source:
@@ -284,8 +373,12 @@ def migrate_command(
         names = read_name_map(name_map) if name_map is not None else None
     except InputError as exc:
         raise exit_bad_input(str(exc)) from None
-    if not ids:
-        raise exit_bad_input("give at least one --subject-id or a --subject-ids-file")
+    if not ids and scope is None:
+        raise exit_bad_input("give at least one --subject-id or a --subject-ids-file, or --scope all")
+    if ids and scope is not None:
+        raise exit_bad_input("give subject ids or --scope all, not both")
+    if follow_changes and dry_run:
+        raise exit_bad_input("--follow copies as changes arrive; it has no --dry-run")
     settings = load_or_exit(config)
     configs = {c.name: c for c in settings.sources if c.enabled}
     for option, name in (("--from", from_source), ("--to", to_source)):
@@ -304,6 +397,19 @@ def migrate_command(
         err_console.print(f"[bold red]config error:[/] {exc}", highlight=False)
         raise typer.Exit(EXIT_CONFIG) from None
 
+    if follow_changes:
+        _run_follow(
+            source,
+            target,
+            build_query(subject_ids=tuple(ids), scope=None if scope is None else scope.value),
+            state_path=checkpoint,
+            name_map=names,
+            interval_s=interval,
+            rounds=max_rounds,
+            queue_project_id=datadog_project,
+        )
+        return
+
     progress: Progress | None = None
     on_progress: Callable[[MigrationProgress], None] | None = None
     if err_console.is_terminal:
@@ -315,13 +421,14 @@ def migrate_command(
             TimeElapsedColumn(),
             console=err_console,
         )
-        task = progress.add_task("", total=len(ids))
+        task = progress.add_task("", total=len(ids) or None)
 
         def on_progress(p: MigrationProgress) -> None:
             verb = "would write" if p.dry_run else "written"
             assert progress is not None
             progress.update(
                 task,
+                total=p.subjects_total,
                 completed=p.subjects_done,
                 description=f"{verb} {p.written} · updated {p.updated} · unchanged {p.unchanged} "
                 f"· failed {p.failed}",
@@ -333,7 +440,7 @@ def migrate_command(
                 run_migration(
                     source,
                     target,
-                    ids,
+                    ids if scope is None else None,
                     name_map=names,
                     dry_run=dry_run,
                     checkpoint=checkpoint,

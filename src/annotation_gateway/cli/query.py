@@ -34,6 +34,8 @@ from annotation_gateway.cli._app import (
     NameOption,
     PartialMode,
     ProviderOption,
+    QueueOption,
+    ScopeOption,
     SourceOption,
     SubjectIdOption,
     SubjectKindOption,
@@ -135,6 +137,8 @@ def query(
     provider: ProviderOption = None,
     subject_kind: SubjectKindOption = None,
     annotator_kind: AnnotatorKindOption = None,
+    queue: QueueOption = None,
+    scope: ScopeOption = None,
     limit: Annotated[
         int, typer.Option(min=1, max=MAX_PAGE_SIZE, help="Annotations per page.")
     ] = DEFAULT_PAGE_SIZE,
@@ -156,6 +160,8 @@ def query(
         sources=tuple(source or ()),
         providers=tuple(provider or ()),
         annotator_kinds=tuple(annotator_kind or ()),
+        queues=tuple(queue or ()),
+        scope=None if scope is None else scope.value,
         limit=limit,
         include_raw=include_raw,
         partial=partial.value,
@@ -177,6 +183,8 @@ def query(
     for status in page.sources:
         style = {"ok": "green", "error": "red", "skipped": "yellow"}[status.status]
         line = f"[{style}]{status.source}[/] {status.status}: {status.count} match(es)"
+        if status.scanned_subjects is not None:
+            line += f" in {status.scanned_subjects} subject(s) scanned"
         line += f", {status.elapsed_ms:.0f} ms"
         if status.error:
             line += f" — {status.error.get('detail') or status.error.get('reason') or status.error}"

@@ -7,6 +7,8 @@ anything listens); uvicorn's access log stays off unless ``server.access_log`` o
 ``server.header_timeout_s`` (408 and close), idle keep-alive connections close after
 ``server.keep_alive_s``, and at most ``server.max_connections`` are served at once (503 beyond).
 Ctrl-C / SIGTERM stop it gracefully (lifespan closes the upstream connection pools).
+``--workers N`` (N > 1) runs N worker processes on the one port: :mod:`.workers` (it needs the
+cursor secret in the environment; exit code 2 without it). ``--workers 1`` is this process alone.
 """
 
 from __future__ import annotations
@@ -21,12 +23,17 @@ from annotation_gateway.api.app import create_app
 from annotation_gateway.api.serving import uvicorn_limits
 from annotation_gateway.cli._app import (
     DEFAULT_CONFIG,
+    EXIT_CONFIG,
     ConfigOption,
     app,
     console,
+    err_console,
     load_or_exit,
     setup_logging,
 )
+from annotation_gateway.cli.workers import run_workers
+from annotation_gateway.ratelimit import needs_limiter, redis_url
+from annotation_gateway.settings import ConfigError
 
 __all__ = ["GC_GEN0_THRESHOLD", "serve", "tune_gc"]
 
@@ -66,6 +73,14 @@ def serve(
         bool | None, typer.Option("--access-log/--no-access-log", help="uvicorn access log (costly).")
     ] = None,
     log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Worker processes on the one port; more than 1 needs the cursor secret "
+            "(server.cursor_secret_env) in the environment.",
+        ),
+    ] = 1,
 ) -> None:
     """Serve the REST API."""
     server: dict[str, Any] = {}
@@ -75,14 +90,25 @@ def serve(
         server["port"] = port
     if access_log is not None:
         server["access_log"] = access_log
-    settings = load_or_exit(config, **({"server": server} if server else {}))
+    overrides: dict[str, Any] = {"server": server} if server else {}
+    settings = load_or_exit(config, **overrides)
+    if needs_limiter(settings):
+        try:
+            redis_url(settings)  # the rate limits' Redis URL: a config error before anything listens
+        except ConfigError as exc:
+            err_console.print(f"[bold red]config error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_CONFIG) from None
     setup_logging(log_level)
     listen = settings.server
     console.print(
         f"annotation-gateway on http://{listen.host}:{listen.port} "
         f"(sources: {', '.join(s.name for s in settings.sources if s.enabled) or 'none'}; "
-        f"auth {'on' if settings.auth.enabled else 'OFF (loopback only)'})"
+        f"auth {'on' if settings.auth.enabled else 'OFF (loopback only)'}"
+        f"{f'; {workers} workers' if workers > 1 else ''})"
     )
+    if workers > 1:
+        run_workers(settings, config=config, overrides=overrides, workers=workers, log_level=log_level)
+        return
     gateway = create_app(settings)
     tune_gc()
     uvicorn.run(

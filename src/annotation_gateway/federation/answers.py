@@ -34,6 +34,9 @@ class SourceStatus:
     """Time spent on this source in this request (for ``Server-Timing``)."""
     error: dict[str, Any] | None = None
     """The problem object (RFC 9457) when ``status`` is ``error``; the reason when ``skipped``."""
+    scanned_subjects: int | None = None
+    """Scope answers only (SPEC §7): the subjects of this source read for this answer. ``count``
+    is then the matches among them, not in the whole scope."""
 
 
 @dataclass(slots=True)

@@ -22,6 +22,11 @@ a repeated query or its next page costs a dict lookup and a bisect, with no per-
 Only complete, fresh results are kept there; writes through :meth:`Federation.write` drop both
 layers for what they touch.
 
+*Scopes.* A ``scope="all"`` query (SPEC §7) is answered by :mod:`.scopes`: each selected
+source's subjects are discovered (cached), then walked a chunk at a time in subject order, so
+a page reads only the subjects it needs and nothing holds the scope's annotations whole; its
+cursor is a (subject, record) position. The merged-result cache is not used for scopes.
+
 *Paging.* Paging to the end yields every match exactly once as long as the data does not
 change meanwhile (an annotation updated between pages moves to the front and may be missed or
 seen twice, as in any keyset paging over live data). ``limit`` may change between pages.
@@ -46,7 +51,7 @@ from bisect import bisect_right
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 from typing import Any
 
@@ -63,6 +68,7 @@ from annotation_gateway.errors import (
 )
 from annotation_gateway.federation import limits
 from annotation_gateway.federation.answers import QueryPage, SourceInfo, SourceStatus
+from annotation_gateway.federation.changes import ChangesPage, Oldest, Seen
 from annotation_gateway.federation.cursor import CursorCodec, bind
 from annotation_gateway.federation.guards import SourceRuntime
 from annotation_gateway.federation.limits import DEFAULT_SOURCE_DEADLINE_S
@@ -70,8 +76,22 @@ from annotation_gateway.federation.merge import Merged, Outcome, all_failed, as_
 from annotation_gateway.federation.observer import BoundObserver, FederationObserver
 from annotation_gateway.federation.planner import gateway_filter, pushdown, select, skip_reason
 from annotation_gateway.federation.query import FederatedQuery, fingerprint, stale_allowance
+from annotation_gateway.federation.scopes import (
+    DiscoveryAnswer,
+    DiscoveryCache,
+    ScopeKey,
+    ScopeWalk,
+    scope_key,
+)
 from annotation_gateway.model import AnnotationWrite
-from annotation_gateway.providers.base import AnnotationProvider, HealthReport, SourceQuery, WriteResult
+from annotation_gateway.providers.base import (
+    AnnotationProvider,
+    HealthReport,
+    ScopeRequest,
+    ScopeSubjects,
+    SourceQuery,
+    WriteResult,
+)
 from annotation_gateway.records import Record, sort_key
 from annotation_gateway.resilience import (
     DEFAULT_FAILURE_THRESHOLD,
@@ -144,6 +164,7 @@ class Federation:
         self._cache: AnnotationCache[Record] = AnnotationCache(
             cache, subject_of=_SUBJECT_ID, clock=clock, shared=shared_cache
         )
+        self._discovery = DiscoveryCache(cache, clock=clock)
         self._merged_ttl = self._cache.ttl if cache.enabled else 0.0
         self._merged: TTLCache[bytes, Merged] = TTLCache(
             maxsize=limits.MERGED_CACHE_MAX_ITEMS,
@@ -221,6 +242,8 @@ class Federation:
                 self._query_keys.clear()
             self._query_keys[memo_key] = known
         digest, binding = known
+        if query.scope is not None:
+            return await self._scope_page(query, selected, binding)
         position = self._codec.decode(query.cursor, binding) if query.cursor is not None else None
 
         merged: Merged | None = None
@@ -291,6 +314,10 @@ class Federation:
         too, for the caller to report after what it already wrote. ``next_cursor`` is ``None``.
         """
         selected = select(query, self._sources, allowed_sources)
+        if query.scope is not None:
+            async for page in self._scope_stream(query, selected):
+                yield page
+            return
         chunker = _Chunker(query.subject_ids)
 
         def start(chunk: tuple[str, ...]) -> asyncio.Task[Merged]:
@@ -318,6 +345,212 @@ class Federation:
             for _, task in window:
                 task.cancel()
             await asyncio.gather(*(task for _, task in window), return_exceptions=True)
+
+    async def consume(
+        self,
+        query: FederatedQuery,
+        consume: Callable[[list[Record]], None],
+        *,
+        allowed_sources: frozenset[str] | None = None,
+    ) -> tuple[bool, list[SourceStatus]]:
+        """Every match of ``query`` through :meth:`stream`, each chunk handed to ``consume``;
+        returns ``(partial, sources)`` with each source's status over the whole stream: an error
+        on any chunk is that source's status, ``count`` the matches it gave, ``cached`` only when
+        every chunk was, ``stale`` when any was. Errors the stream raises propagate."""
+        order: list[str] = []
+        totals: dict[str, SourceStatus] = {}
+        last: list[SourceStatus] = []
+        async for page in self.stream(query, allowed_sources=allowed_sources):
+            consume(page.records)
+            last = page.sources
+            if query.scope is not None:
+                continue  # a scope walk's statuses are cumulative: its last page has them all
+            for status in page.sources:
+                seen = totals.get(status.source)
+                if seen is None:
+                    order.append(status.source)
+                    totals[status.source] = replace(status)
+                    continue
+                if seen.status != "error" and status.status == "error":
+                    seen.status, seen.error = "error", status.error
+                seen.count += status.count
+                seen.cached = seen.cached and status.cached
+                seen.stale = seen.stale or status.stale
+                seen.elapsed_ms += status.elapsed_ms
+        statuses = list(last) if query.scope is not None else [totals[name] for name in order]
+        return any(s.status == "error" for s in statuses), statuses
+
+    async def changes(
+        self,
+        query: FederatedQuery,
+        *,
+        since: str | None,
+        limit: int = limits.DEFAULT_CHANGES_LIMIT,
+        allowed_sources: frozenset[str] | None = None,
+        audience: str | None = None,
+    ) -> ChangesPage:
+        """One page of the change feed (:mod:`.changes` says what it guarantees): ``limit``
+        changes after ``since`` (``None``: the beginning), oldest first, and the next token."""
+        if not 1 <= limit <= limits.MAX_CHANGES_LIMIT:
+            raise RequestValidationError(
+                f"limit must be between 1 and {limits.MAX_CHANGES_LIMIT}",
+                errors=[
+                    {"loc": ["limit"], "msg": f"must be 1..{limits.MAX_CHANGES_LIMIT}", "type": "value_error"}
+                ],
+            )
+        selected = select(query, self._sources, allowed_sources)
+        binding = bind(fingerprint(query, [s.name for s in selected]), audience)
+        seen = Seen(None) if since is None else Seen.unpack(*self._codec.decode_since(since, binding))
+        floor = seen.floor
+        # Fresh: a cached answer (or a cached scope discovery) would hide a change until its TTL,
+        # and a stale one for longer.
+        window = replace(query, use_cache=False, max_stale_s=0.0, cursor=None)
+        if floor is not None and (query.updated_after is None or query.updated_after < floor):
+            if query.updated_before is not None and floor >= query.updated_before:
+                return ChangesPage(
+                    [], self._codec.encode_since(binding, seen.watermark_us or 0, seen.pack()), False, []
+                )
+            window = replace(window, updated_after=floor)
+        oldest = Oldest(limit, seen)
+        partial, statuses = await self.consume(window, oldest.add, allowed_sources=allowed_sources)
+        page = oldest.result()
+        after = seen.advance(page)
+        token = self._codec.encode_since(binding, after.watermark_us or 0, after.pack())
+        return ChangesPage(page, token, partial, statuses)
+
+    # --- scopes -------------------------------------------------------------------------------
+
+    async def _scope_page(
+        self, query: FederatedQuery, selected: list[SourceRuntime], binding: str
+    ) -> QueryPage:
+        """One page of a scope query (see :mod:`.scopes`): chunks until more than a page."""
+        after = self._codec.decode_scope(query.cursor, binding) if query.cursor is not None else None
+        walk, skipped = await self._scope_walk(query, selected, after, target=query.limit + 1, store=True)
+        collected: list[Record] = []
+        chunks = walk.chunks()
+        try:
+            async for records in chunks:
+                collected.extend(records)
+                if len(collected) > query.limit:
+                    break
+        finally:
+            await chunks.aclose()
+        self._scope_failures(query, walk)
+        page = collected[: query.limit]
+        more = len(collected) > query.limit or not walk.exhausted
+        next_cursor = self._codec.encode_scope(binding, scope_key(page[-1])) if more and page else None
+        return QueryPage(
+            records=page,
+            next_cursor=next_cursor,
+            partial=bool(walk.failures),
+            sources=_in_order(selected, walk, skipped),
+        )
+
+    async def _scope_stream(
+        self, query: FederatedQuery, selected: list[SourceRuntime]
+    ) -> AsyncIterator[QueryPage]:
+        """A scope export: every chunk of the walk as one page, stored nowhere."""
+        walk, skipped = await self._scope_walk(
+            query, selected, None, target=limits.EXPORT_TARGET_RECORDS, store=False
+        )
+        self._scope_failures(query, walk)
+        yielded = False
+        async for records in walk.chunks():
+            self._scope_failures(query, walk)
+            yielded = True
+            yield QueryPage(
+                records=records,
+                next_cursor=None,
+                partial=bool(walk.failures),
+                sources=_in_order(selected, walk, skipped),
+            )
+        if not yielded:  # an empty scope (or every source skipped) is still one, empty, page
+            yield QueryPage(
+                records=[],
+                next_cursor=None,
+                partial=bool(walk.failures),
+                sources=_in_order(selected, walk, skipped),
+            )
+
+    async def _scope_walk(
+        self,
+        query: FederatedQuery,
+        selected: list[SourceRuntime],
+        after: ScopeKey | None,
+        *,
+        target: int,
+        store: bool,
+    ) -> tuple[ScopeWalk, dict[str, SourceStatus]]:
+        """Discover every selected source's scope (concurrently) and set up the walk."""
+        keep = gateway_filter(query)
+        stale_s = stale_allowance(query)
+
+        def ask(
+            source: SourceRuntime, pushed: SourceQuery, keep: Callable[[Record], bool] | None
+        ) -> Awaitable[Outcome]:
+            return self._ask(source, pushed, query.use_cache, stale_s, keep, store=store)
+
+        walk = ScopeWalk(ask=ask, query=query, after=after, target=target)
+        skipped: dict[str, SourceStatus] = {}
+        asked: list[SourceRuntime] = []
+        for source in selected:
+            reason = skip_reason(source, query)
+            if reason is not None:
+                skipped[source.name] = SourceStatus(
+                    source.name, source.kind, "skipped", error={"reason": reason}
+                )
+            else:
+                asked.append(source)
+        found = await asyncio.gather(
+            *(self._discover(s, query, stale_s) for s in asked), return_exceptions=True
+        )
+        for source, answer in zip(asked, found, strict=True):
+            if isinstance(answer, SourceError):
+                walk.add_failed(source, answer)
+            elif isinstance(answer, BaseException):
+                raise answer  # 413 (a scope too large), or a bug
+            else:
+                walk.add(source, answer[0], keep, elapsed_ms=answer[1])
+        return walk, skipped
+
+    async def _discover(
+        self, source: SourceRuntime, query: FederatedQuery, stale_s: float | None
+    ) -> tuple[DiscoveryAnswer, float]:
+        """The source's scope and how long finding it took (ms): discovery is the source's
+        time in ``Server-Timing``, not the gateway's."""
+        capabilities = source.provider.capabilities
+        kinds = capabilities.scope_kinds
+        if query.subject_kinds:
+            kinds = kinds & frozenset(query.subject_kinds)
+        request = ScopeRequest(
+            subject_kinds=tuple(sorted(kinds)),
+            max_subjects=limits.MAX_SCOPE_SUBJECTS,
+            started_before=_ceil_hour(query.updated_before),
+            queues=query.queues,
+        )
+
+        async def discover() -> ScopeSubjects:
+            return await source.guarded(
+                "discover",
+                lambda: source.provider.discover(request),
+                observer=self._observer,
+                deadline_s=self._deadline_s,
+            )
+
+        started = time.perf_counter()
+        answer = await self._discovery.get(
+            source.name, request, discover, use_cache=query.use_cache, max_stale_s=stale_s
+        )
+        return answer, (time.perf_counter() - started) * 1000
+
+    def _scope_failures(self, query: FederatedQuery, walk: ScopeWalk) -> None:
+        """Raise as an id query would: the first failure with ``partial=deny``; the combined
+        error when every source asked failed."""
+        failures = walk.failures
+        if failures and query.partial == "deny":
+            raise failures[0]
+        if walk.tallies and len(failures) == len(walk.tallies):
+            raise all_failed(failures)
 
     async def _fan_out(
         self, query: FederatedQuery, selected: list[SourceRuntime], digest: bytes | None
@@ -560,6 +793,7 @@ class Federation:
     async def aclose(self) -> None:
         """Cancel upstream calls still running and close every provider's connection pool."""
         await self._cache.aclose()
+        await self._discovery.aclose()
         results = await asyncio.gather(
             *(s.provider.aclose() for s in self._sources.values()), return_exceptions=True
         )
@@ -575,6 +809,24 @@ class Federation:
                 f"unknown source {name!r}; known: {', '.join(self._sources) or 'none'}",
                 errors=[{"loc": [loc], "msg": f"unknown source {name!r}", "type": "value_error"}],
             ) from None
+
+
+def _in_order(
+    selected: list[SourceRuntime], walk: ScopeWalk, skipped: dict[str, SourceStatus]
+) -> list[SourceStatus]:
+    """Every selected source's status, in configuration order."""
+    walked = {status.source: status for status in walk.statuses()}
+    return [skipped.get(s.name) or walked[s.name] for s in selected]
+
+
+def _ceil_hour(moment: datetime | None) -> datetime | None:
+    """``moment`` rounded up to the hour: a discovery bound that moves with ``now`` (a dashboard's
+    window) would never share a cached discovery; an hour later only lists a few more subjects,
+    which the gateway's own window filter then leaves out."""
+    if moment is None:
+        return None
+    floor = moment.replace(minute=0, second=0, microsecond=0)
+    return floor if floor == moment else floor + timedelta(hours=1)
 
 
 class _Chunker:

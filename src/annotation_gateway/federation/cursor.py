@@ -2,8 +2,10 @@
 
 Contract: a cursor is a position in the answer order, ascending
 :func:`~annotation_gateway.records.sort_key` (``updated_at`` descending, then ``id`` ascending;
-ids are unique, so the order is total). A cursor is urlsafe base64 (unpadded) of the
-compact JSON ``[version, binding, updated_at in µs, id]`` followed by a truncated HMAC-SHA256 of
+ids are unique, so the order is total) — or, for a scope answer, ascending
+:func:`~annotation_gateway.federation.scopes.scope_key` (subject id first). A cursor is urlsafe
+base64 (unpadded) of the compact JSON ``[version, binding, updated_at in µs, id]`` (scope:
+``[2, binding, subject id, updated_at in µs, id]``) followed by a truncated HMAC-SHA256 of
 it under the cursor secret. The binding (:func:`bind`) covers the query's fingerprint and the
 audience (the caller's key name). :meth:`CursorCodec.decode` raises ``InvalidCursorError``
 (422) for a bad length, encoding or signature, another version, or another binding, saying
@@ -20,16 +22,19 @@ import hmac
 import orjson
 
 from annotation_gateway.errors import InvalidCursorError
-from annotation_gateway.federation.limits import MAX_CURSOR_LENGTH
+from annotation_gateway.federation.limits import MAX_CURSOR_LENGTH, MAX_SINCE_LENGTH
 
 __all__ = ["CursorCodec", "SortKey", "bind"]
 
 _CURSOR_VERSION = 1
+_SCOPE_CURSOR_VERSION = 2
+_SINCE_VERSION = 3
 _CURSOR_MAC_BYTES = 16
 _FINGERPRINT_BYTES = 12
 
 
 SortKey = tuple[int, str]
+ScopeKey = tuple[str, int, str]
 
 
 def _b64encode(data: bytes) -> str:
@@ -54,9 +59,54 @@ class CursorCodec:
         payload = orjson.dumps([_CURSOR_VERSION, fingerprint, -key[0], key[1]])
         return _b64encode(payload + self._mac(payload))
 
+    def encode_scope(self, fingerprint: str, key: ScopeKey) -> str:
+        payload = orjson.dumps([_SCOPE_CURSOR_VERSION, fingerprint, key[0], -key[1], key[2]])
+        return _b64encode(payload + self._mac(payload))
+
     def decode(self, cursor: str, fingerprint: str) -> SortKey:
-        if not cursor or len(cursor) > MAX_CURSOR_LENGTH:
-            raise InvalidCursorError(f"the cursor must be 1 to {MAX_CURSOR_LENGTH} characters")
+        fields = self._open(cursor, fingerprint, _CURSOR_VERSION)
+        if len(fields) != 2:
+            raise InvalidCursorError("the cursor's content is malformed")
+        micros, item_id = fields
+        if type(micros) is not int or not isinstance(item_id, str):
+            raise InvalidCursorError("the cursor's content is malformed")
+        return (-micros, item_id)
+
+    def decode_scope(self, cursor: str, fingerprint: str) -> ScopeKey:
+        fields = self._open(cursor, fingerprint, _SCOPE_CURSOR_VERSION)
+        if len(fields) != 3:
+            raise InvalidCursorError("the cursor's content is malformed")
+        subject_id, micros, item_id = fields
+        if not isinstance(subject_id, str) or type(micros) is not int or not isinstance(item_id, str):
+            raise InvalidCursorError("the cursor's content is malformed")
+        return (subject_id, -micros, item_id)
+
+    def encode_since(self, fingerprint: str, watermark_us: int, seen: bytes) -> str:
+        """A change feed's ``next_since``: the watermark (µs) and the packed versions already
+        delivered near it (see :mod:`.changes`)."""
+        payload = orjson.dumps([_SINCE_VERSION, fingerprint, watermark_us, _b64encode(seen)])
+        return _b64encode(payload + self._mac(payload))
+
+    def decode_since(self, since: str, fingerprint: str) -> tuple[int, bytes]:
+        fields = self._open(since, fingerprint, _SINCE_VERSION, what="since", max_length=MAX_SINCE_LENGTH)
+        if len(fields) != 2 or type(fields[0]) is not int or not isinstance(fields[1], str):
+            raise InvalidCursorError("the since token's content is malformed")
+        try:
+            return fields[0], _b64decode(fields[1])
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidCursorError("the since token's content is malformed") from exc
+
+    def _open(
+        self,
+        cursor: str,
+        fingerprint: str,
+        expected_version: int,
+        *,
+        what: str = "cursor",
+        max_length: int = MAX_CURSOR_LENGTH,
+    ) -> list[object]:
+        if not cursor or len(cursor) > max_length:
+            raise InvalidCursorError(f"the {what} must be 1 to {max_length} characters")
         try:
             raw = _b64decode(cursor)
         except (binascii.Error, ValueError, UnicodeEncodeError) as exc:
@@ -67,12 +117,12 @@ class CursorCodec:
                 "the cursor's signature does not match: it was altered or issued by another gateway"
             )
         try:
-            version, bound_to, micros, item_id = orjson.loads(payload)
+            version, bound_to, *fields = orjson.loads(payload)
         except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
             raise InvalidCursorError("the cursor's content is malformed") from exc
-        if version != _CURSOR_VERSION:
+        if version != expected_version:
             raise InvalidCursorError(
-                f"the cursor has version {version!r}; this gateway reads {_CURSOR_VERSION}"
+                f"the cursor has version {version!r}; this query's cursors have {expected_version}"
             )
         if bound_to != fingerprint:
             raise InvalidCursorError(
@@ -80,9 +130,7 @@ class CursorCodec:
                 "changed since it was issued (only limit may change), or it was issued to another "
                 "gateway key; start again without a cursor"
             )
-        if type(micros) is not int or not isinstance(item_id, str):
-            raise InvalidCursorError("the cursor's content is malformed")
-        return (-micros, item_id)
+        return list(fields)
 
 
 def bind(digest: bytes, audience: str | None) -> str:

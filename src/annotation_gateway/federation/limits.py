@@ -7,8 +7,12 @@ Contract: one module, so the API, the CLI and the federation read each limit fro
 from __future__ import annotations
 
 __all__ = [
+    "CHANGES_MAX_SEEN",
+    "CHANGES_OVERLAP_S",
+    "DEFAULT_CHANGES_LIMIT",
     "DEFAULT_PAGE_SIZE",
     "DEFAULT_SOURCE_DEADLINE_S",
+    "DISCOVERY_CACHE_MAX_ITEMS",
     "EXPORT_CHUNKS_IN_FLIGHT",
     "EXPORT_CHUNK_SUBJECTS",
     "EXPORT_FIRST_CHUNK_SUBJECTS",
@@ -16,14 +20,19 @@ __all__ = [
     "FINGERPRINT_MEMO_MAX_ITEMS",
     "HEALTH_MAX_AGE_S",
     "HEALTH_TIMEOUT_S",
+    "MAX_CHANGES_LIMIT",
     "MAX_CURSOR_LENGTH",
     "MAX_FILTER_VALUES",
     "MAX_PAGE_SIZE",
+    "MAX_SCOPE_SUBJECTS",
+    "MAX_SINCE_LENGTH",
     "MAX_SUBJECT_IDS_GET",
     "MAX_SUBJECT_IDS_SEARCH",
     "MAX_TOTAL_RESULTS",
     "MAX_WRITE_ITEMS",
     "MERGED_CACHE_MAX_ITEMS",
+    "SCOPE_CHUNK_MAX_SUBJECTS",
+    "SCOPE_FIRST_CHUNK_SUBJECTS",
 ]
 
 DEFAULT_PAGE_SIZE = 100
@@ -36,10 +45,35 @@ MAX_FILTER_VALUES = 1000
 """Values of one other list filter (identifiers, names, exclude_names, projects)."""
 MAX_TOTAL_RESULTS = 500_000
 """Matches one query may have before it is refused with 413 (narrow the query)."""
+MAX_SCOPE_SUBJECTS = 200_000
+"""Subjects one source's scope may hold for one query before it is refused with 413 (narrow it
+with ``updated_before``, ``subject_kind``, ``queue`` or the source's ``scope_*`` settings): the
+scope form of ``MAX_TOTAL_RESULTS``. Its subject list (~100 bytes a subject) is what a scope
+query holds whole; annotations are read a chunk at a time."""
+SCOPE_FIRST_CHUNK_SUBJECTS = 32
+"""Subjects in a scope walk's first chunk (no density known yet): one upstream round trip covers
+a default page at three or more annotations a subject."""
+SCOPE_CHUNK_MAX_SUBJECTS = 1000
+"""Most subjects in one chunk of a scope walk (Phoenix takes 1000 ids a request)."""
+DISCOVERY_CACHE_MAX_ITEMS = 1024
+"""Scope discoveries kept (per source and discovery request)."""
 MAX_WRITE_ITEMS = 5_000
 """Items in one ``POST /v1/annotations``."""
 MAX_CURSOR_LENGTH = 2048
 """Characters of a cursor; longer ones are refused before decoding."""
+MAX_SINCE_LENGTH = 4096
+"""Characters of a change feed's ``since`` token (it carries the versions delivered near its
+watermark, at most ``CHANGES_MAX_SEEN`` of them, 10 bytes each)."""
+DEFAULT_CHANGES_LIMIT = 100
+MAX_CHANGES_LIMIT = 1000
+CHANGES_OVERLAP_S = 30.0
+"""How far before its watermark a change feed reads again: a change that becomes visible at a
+vendor up to this long after the time it carries (a transaction committing late, a clock a bit
+behind) is still delivered. Changes seen there before are recognised by the token and not
+repeated."""
+CHANGES_MAX_SEEN = 200
+"""Versions a ``since`` token remembers inside the overlap; past it the oldest are forgotten,
+and may be delivered twice (never skipped)."""
 DEFAULT_SOURCE_DEADLINE_S = 30.0
 """Whole-fetch deadline per source: chunks, pages and the provider's retries included."""
 HEALTH_TIMEOUT_S = 5.0

@@ -97,9 +97,18 @@ def as_cache_hit(status: SourceStatus, elapsed_ms: float) -> SourceStatus:
             status.stale,
             status.elapsed_ms,
             status.error,
+            status.scanned_subjects,
         )
     return SourceStatus(
-        status.source, status.provider, "ok", status.count, True, False, elapsed_ms, status.error
+        status.source,
+        status.provider,
+        "ok",
+        status.count,
+        True,
+        False,
+        elapsed_ms,
+        status.error,
+        status.scanned_subjects,
     )
 
 

@@ -20,7 +20,7 @@ __all__ = [
     "UpstreamOperation",
 ]
 
-UpstreamOperation = Literal["fetch", "write"]
+UpstreamOperation = Literal["fetch", "discover", "write"]
 CacheOutcome = Literal["hit", "miss", "stale"]
 SharedCacheOutcome = Literal["hit", "miss", "invalid", "wait", "bypass"]
 

@@ -10,14 +10,16 @@ Contract (SPEC §3):
 - *Skips* (:func:`skip_reason`) are decided from each provider's declared
   :class:`~annotation_gateway.providers.base.Capabilities`, never from vendor names: a source
   that needs subject ids and got only identifiers; whose subject kinds are none of those asked;
-  whose annotations have no project when ``projects`` is given; whose annotator kinds are none
-  of those asked (Datadog declares only ``HUMAN``, so ``annotator_kind=LLM`` skips it). A
-  skipped source is not called; the reason is reported.
+  whose annotations have no project when ``projects`` is given, or no queue when ``queues``
+  is; whose annotator kinds are none of those asked (Datadog declares only ``HUMAN``, so
+  ``annotator_kind=LLM`` skips it); for ``scope=all``, a source with no scope, or whose scope
+  holds none of the kinds asked. A skipped source is not called; the reason is reported.
 - *Push-down* (:func:`pushdown`): ``subject_ids``, ``subject_kinds`` (narrowed to the kinds the
   source has; all of them = no filter, so such queries share one cache entry), ``identifiers``,
   ``names``, ``exclude_names``, ``include_raw``; the provider contract makes that answer exact.
-- *Gateway filters* (:func:`gateway_filter`): ``annotator_kinds``, ``projects`` and the
-  half-open window ``updated_after <= updated_at < updated_before``, as one predicate.
+- *Gateway filters* (:func:`gateway_filter`): ``annotator_kinds``, ``projects``, ``queues``
+  (a queue's id or name) and the half-open window ``updated_after <= updated_at <
+  updated_before``, as one predicate.
 """
 
 from __future__ import annotations
@@ -71,7 +73,14 @@ def select(
 def skip_reason(source: SourceRuntime, query: FederatedQuery) -> str | None:
     """Why ``source`` cannot answer ``query`` (it is then not called), or ``None``."""
     capabilities = source.provider.capabilities
-    if capabilities.needs_subject_ids and not query.subject_ids:
+    if query.scope is not None:
+        if not capabilities.scope_kinds:
+            return "this source has no scope to enumerate; ask it by subject_id"
+        if query.subject_kinds and not set(query.subject_kinds) & capabilities.scope_kinds:
+            asked = ", ".join(k.value for k in query.subject_kinds)
+            has = ", ".join(sorted(k.value for k in capabilities.scope_kinds))
+            return f"this source's scope has no subjects of kind {asked} (it enumerates {has})"
+    elif capabilities.needs_subject_ids and not query.subject_ids:
         return "this source cannot be queried by identifier alone; give subject_id"
     if query.subject_kinds and not set(query.subject_kinds) & capabilities.subject_kinds:
         asked = ", ".join(k.value for k in query.subject_kinds)
@@ -79,6 +88,8 @@ def skip_reason(source: SourceRuntime, query: FederatedQuery) -> str | None:
         return f"this source has no subjects of kind {asked} (it has {has})"
     if query.projects and not capabilities.has_projects:
         return "this source's annotations belong to no project, so the project filter cannot match"
+    if query.queues and not capabilities.has_queues:
+        return "this source's annotations belong to no queue, so the queue filter cannot match"
     annotators = capabilities.annotator_kinds
     if query.annotator_kinds and annotators is not None and not set(query.annotator_kinds) & annotators:
         asked = ", ".join(k.value for k in query.annotator_kinds)
@@ -109,15 +120,18 @@ def gateway_filter(query: FederatedQuery) -> Callable[[Record], bool] | None:
     """The filters no provider applies, as one predicate; ``None`` when there are none."""
     annotators = frozenset(k.value for k in query.annotator_kinds)
     projects = frozenset(query.projects)
+    queues = frozenset(query.queues)
     after = None if query.updated_after is None else micros(query.updated_after)
     before = None if query.updated_before is None else micros(query.updated_before)
-    if not annotators and not projects and after is None and before is None:
+    if not annotators and not projects and not queues and after is None and before is None:
         return None
 
     def keep(record: Record) -> bool:
         if annotators and record.annotator_kind not in annotators:
             return False
         if projects and record.project not in projects:
+            return False
+        if queues and record.queue_id not in queues and record.queue_name not in queues:
             return False
         if after is not None and record.updated_us < after:
             return False

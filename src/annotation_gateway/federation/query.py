@@ -4,8 +4,12 @@
 Contract:
 - list filters are stored sorted and de-duplicated (a set: the order a client wrote them in
   means nothing), the time window as aware UTC datetimes;
+- a query names its subjects (``subject_ids``), or annotation ``identifiers``, or asks for each
+  source's whole scope (``scope="all"``, SPEC §7) — so a forgotten filter never becomes a full
+  scan; ``scope`` with subject ids is a contradiction;
 - construction raises what the API answers: ``RequestValidationError`` (422) without a
-  ``subject_id`` or ``identifier``, for a ``limit`` outside ``1..MAX_PAGE_SIZE``, for a window
+  ``subject_id``, ``identifier`` or ``scope``, for ``scope`` with subject ids, for a ``limit``
+  outside ``1..MAX_PAGE_SIZE``, for a window
   whose start is not before its end, or for a value that is not Unicode text (a lone
   surrogate); ``PayloadTooLargeError`` (413) for more distinct subject ids than
   ``MAX_SUBJECT_IDS_SEARCH`` or more values of another list filter than ``MAX_FILTER_VALUES``.
@@ -37,8 +41,9 @@ from annotation_gateway.model import AnnotatorKind, ProviderKind, SubjectKind, t
 __all__ = ["FederatedQuery", "PartialMode", "fingerprint", "stale_allowance"]
 
 PartialMode = Literal["allow", "deny"]
+Scope = Literal["all"]
 
-_TEXT_FIELDS = ("subject_ids", "identifiers", "names", "exclude_names", "sources", "projects")
+_TEXT_FIELDS = ("subject_ids", "identifiers", "names", "exclude_names", "sources", "projects", "queues")
 
 
 def _norm(values: Iterable[str]) -> tuple[str, ...]:
@@ -59,6 +64,10 @@ class FederatedQuery:
     providers: tuple[ProviderKind, ...] = ()
     annotator_kinds: tuple[AnnotatorKind, ...] = ()
     projects: tuple[str, ...] = ()
+    queues: tuple[str, ...] = ()
+    """Annotation queues (a Datadog queue's id or name); a source without queues is skipped."""
+    scope: Scope | None = None
+    """``"all"``: every subject of each selected source's scope (SPEC §7), not given ids."""
     updated_after: datetime | None = None
     """Inclusive lower bound on ``updated_at`` (stored in UTC; naive means UTC)."""
     updated_before: datetime | None = None
@@ -78,13 +87,20 @@ class FederatedQuery:
 
     def __post_init__(self) -> None:
         subject_count = len(set(self.subject_ids))
-        if not subject_count and not self.identifiers:
+        if self.scope is not None and subject_count:
             raise RequestValidationError(
-                "give at least one subject_id or identifier",
+                "give subject ids or scope=all, not both",
+                errors=[
+                    {"loc": ["scope"], "msg": "not allowed together with subject_ids", "type": "value_error"}
+                ],
+            )
+        if not subject_count and not self.identifiers and self.scope is None:
+            raise RequestValidationError(
+                "give at least one subject_id or identifier, or scope=all for every subject of the sources",
                 errors=[
                     {
                         "loc": ["subject_ids"],
-                        "msg": "subject_ids or identifiers is required",
+                        "msg": "subject_ids, identifiers or scope=all is required",
                         "type": "missing",
                     }
                 ],
@@ -93,7 +109,7 @@ class FederatedQuery:
             raise PayloadTooLargeError(
                 f"{subject_count} subject ids in one query; the limit is {MAX_SUBJECT_IDS_SEARCH}"
             )
-        for name in ("identifiers", "names", "exclude_names", "projects"):
+        for name in ("identifiers", "names", "exclude_names", "projects", "queues"):
             count = len(set(getattr(self, name)))
             if count > MAX_FILTER_VALUES:
                 raise PayloadTooLargeError(
@@ -154,6 +170,8 @@ def fingerprint(query: FederatedQuery, selected: Iterable[str]) -> bytes:
         list(selected),
         [a.value for a in query.annotator_kinds],
         query.projects,
+        query.queues,
+        query.scope,
         None if query.updated_after is None else query.updated_after.isoformat(),
         None if query.updated_before is None else query.updated_before.isoformat(),
         query.include_raw,

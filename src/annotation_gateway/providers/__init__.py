@@ -21,6 +21,7 @@ from annotation_gateway.providers.base import (
     WriteResult,
 )
 from annotation_gateway.providers.datadog import DatadogSourceConfig
+from annotation_gateway.providers.http.budget import RequestBudget
 from annotation_gateway.providers.phoenix import PhoenixSourceConfig
 
 __all__ = [
@@ -41,12 +42,14 @@ def build_provider(
     *,
     environ: Mapping[str, str] | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
+    budget: RequestBudget | None = None,
 ) -> AnnotationProvider:
-    """A live provider for ``config``; secrets are read from ``environ`` (default os.environ)."""
+    """A live provider for ``config``; secrets are read from ``environ`` (default os.environ);
+    ``budget`` is the source's rate budget (:mod:`annotation_gateway.ratelimit`), if any."""
     if isinstance(config, PhoenixSourceConfig):
         from annotation_gateway.providers.phoenix import PhoenixProvider
 
-        return PhoenixProvider.from_config(config, environ=environ, transport=transport)
+        return PhoenixProvider.from_config(config, environ=environ, transport=transport, budget=budget)
     from annotation_gateway.providers.datadog import DatadogProvider
 
-    return DatadogProvider.from_config(config, environ=environ, transport=transport)
+    return DatadogProvider.from_config(config, environ=environ, transport=transport, budget=budget)

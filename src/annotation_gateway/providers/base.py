@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from annotation_gateway.model import Annotation, AnnotationWrite, AnnotatorKind, ProviderKind, SubjectKind
@@ -25,6 +26,8 @@ __all__ = [
     "AnnotationProvider",
     "Capabilities",
     "HealthReport",
+    "ScopeRequest",
+    "ScopeSubjects",
     "SourceQuery",
     "WriteResult",
 ]
@@ -62,6 +65,36 @@ class SourceQuery:
 
 
 @dataclass(frozen=True, slots=True)
+class ScopeRequest:
+    """What :meth:`AnnotationProvider.discover` is asked: the subjects of the source's scope.
+
+    ``subject_kinds`` are among the kinds the source can enumerate (never empty);
+    ``started_before`` (the query's ``updated_before``) lets a vendor that lists subjects by start
+    time leave out those that began at or after it (an annotation is not updated before its
+    subject began); ``queues`` (ids or names) narrows a source that has queues to those queues.
+    Equal requests have equal answers (discovery is cached by request).
+    """
+
+    subject_kinds: tuple[SubjectKind, ...]
+    max_subjects: int
+    """More subjects than this is a ``PayloadTooLargeError`` (raised as soon as it is seen)."""
+    started_before: datetime | None = None
+    queues: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeSubjects:
+    """A source's scope, as :meth:`AnnotationProvider.discover` found it."""
+
+    subjects: tuple[tuple[str, SubjectKind], ...]
+    """(subject id, kind), sorted, each once."""
+    queue_ids: frozenset[str] | None = None
+    """When the scope is a set of queues smaller than everything the source holds, the queues
+    whose annotations belong to it (annotations of the same subjects in other queues do not);
+    ``None``: every annotation of the subjects belongs to the scope."""
+
+
+@dataclass(frozen=True, slots=True)
 class Capabilities:
     """What a source can do, as shown by ``GET /v1/sources``."""
 
@@ -78,6 +111,12 @@ class Capabilities:
     annotator_kinds: frozenset[AnnotatorKind] | None = None
     """The annotator kinds the source's annotations can have; ``None``: any. The planner skips
     a source none of whose kinds a query's ``annotator_kind`` filter asks for."""
+    scope_kinds: frozenset[SubjectKind] = frozenset()
+    """The subject kinds :meth:`AnnotationProvider.discover` enumerates (the source's scope, as
+    configured); empty: the source has no scope, and ``scope=all`` skips it."""
+    has_queues: bool = False
+    """True when annotations belong to queues (``queue_id``/``queue_name``); the ``queue``
+    filter skips a source without."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +160,12 @@ class AnnotationProvider(Protocol):
 
     async def fetch(self, query: SourceQuery) -> list[Annotation]:
         """What :meth:`fetch_records` finds, as canonical models (migrate, tests)."""
+        ...
+
+    async def discover(self, request: ScopeRequest) -> ScopeSubjects:
+        """The subjects of this source's scope (SPEC §7), found through the vendor's own listing
+        endpoints, or a SourceError. Their annotations are then read with :meth:`fetch_records`
+        by subject id."""
         ...
 
     async def write(self, items: Sequence[AnnotationWrite]) -> WriteResult:

@@ -1,8 +1,9 @@
 """``POST /v1/compare``: pair two sources' annotations of the same subjects (SPEC §3, issue 6).
 
 Contract:
-- the body is a :class:`~annotation_gateway.compare.CompareRequest` (``subject_ids``, ``left``,
-  ``right``, ``names?``, ``name_map?``, ``subject_map?``, ``score_tolerance?``);
+- the body is a :class:`~annotation_gateway.compare.CompareRequest` (``subject_ids`` or
+  ``scope: "all"``, ``left``, ``right``, ``names?``, ``name_map?``, ``subject_map?``,
+  ``score_tolerance?``); with a scope each side reads its source's whole scope (SPEC §7);
 - each side is read through the :class:`~annotation_gateway.federation.Federation` — cache,
   circuit breaker, deadline and the caller key's source limits included — as a query on that one
   source (left: ``subject_ids`` and ``names``; right: the ids and names mapped through
@@ -31,7 +32,6 @@ Contract:
 from __future__ import annotations
 
 import asyncio
-import enum
 import time
 from collections.abc import Callable, Sequence
 from typing import Annotated
@@ -41,7 +41,7 @@ from fastapi import APIRouter, Body, Query, Request
 from starlette.responses import Response
 
 from annotation_gateway.api.auth import BEARER_SECURITY, AuthDep, FederationDep
-from annotation_gateway.api.negotiation import choose
+from annotation_gateway.api.negotiation import REPORT_MEDIA_TYPES, ReportFormat, negotiate_report
 from annotation_gateway.api.routes.annotations import DEFAULT_POLICY, CachePolicy, cache_policy
 from annotation_gateway.api.schemas import PROBLEM_RESPONSES
 from annotation_gateway.api.timing import record_source_timing
@@ -63,24 +63,14 @@ __all__ = [
 router = APIRouter(prefix="/v1", tags=["compare"])
 
 
-class CompareFormat(enum.StrEnum):
-    JSON = "json"
-    CSV = "csv"
-    HTML = "html"
-
-
-MEDIA_TYPES: dict[CompareFormat, str] = {
-    CompareFormat.JSON: "application/json",
-    CompareFormat.CSV: "text/csv; charset=utf-8",
-    CompareFormat.HTML: "text/html; charset=utf-8",
-}
+CompareFormat = ReportFormat
+"""The formats compare answers in (the report routes' one choice)."""
+MEDIA_TYPES = REPORT_MEDIA_TYPES
 
 
 def negotiate(accept: str | None) -> CompareFormat:
     """The format an ``Accept`` header asks for (see the module docstring); 406 if none fits."""
-    offered = [MEDIA_TYPES[f].split(";")[0] for f in CompareFormat]
-    chosen = choose(accept, offered, hint=" (or use ?format=json|csv|html)")
-    return list(CompareFormat)[offered.index(chosen)]
+    return negotiate_report(accept)
 
 
 def render(result: CompareResult, fmt: CompareFormat) -> bytes:
@@ -135,6 +125,7 @@ async def fetch_sides(
     queries = (
         FederatedQuery(
             subject_ids=tuple(request.subject_ids),
+            scope=request.scope,
             names=tuple(request.names or ()),
             sources=(request.left,),
             limit=MAX_PAGE_SIZE,
@@ -142,6 +133,7 @@ async def fetch_sides(
         ),
         FederatedQuery(
             subject_ids=tuple(dict.fromkeys(request.right_subject_ids())),
+            scope=request.scope,
             names=tuple(right_names or ()),
             sources=(request.right,),
             limit=MAX_PAGE_SIZE,

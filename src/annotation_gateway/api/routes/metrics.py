@@ -7,7 +7,12 @@ Contract:
   ``http_requests_total{route,method,status}``, ``http_request_duration_seconds{route}``,
   ``http_requests_in_flight``, ``upstream_request_duration_seconds{source,operation,outcome}``,
   ``upstream_errors_total{source,code}``, ``upstream_requests_in_flight{source}``,
-  ``circuit_state{source}``, ``cache_requests_total{source,result}`` (hit | miss | stale);
+  ``circuit_state{source}``, ``cache_requests_total{source,result}`` (hit | miss | stale),
+  ``ratelimit_redis_degraded`` (1 while the rate limits count in process memory because Redis
+  failed; :mod:`annotation_gateway.ratelimit`),
+  ``webhook_deliveries_total{webhook,outcome}`` (ok | rejected | timeout | error: one per
+  attempt), ``webhook_delivered_annotations_total{webhook}``, ``webhook_pending_messages{webhook}``
+  (0 or 1) and ``webhook_last_success_timestamp_seconds{webhook}`` (:mod:`annotation_gateway.webhooks`);
   with the Redis cache tier (SPEC §9) also ``redis_cache_lookups_total{source,result}`` (per
   subject: hit | miss | invalid; per lookup: wait | bypass), ``redis_errors_total{operation}``
   and ``redis_up`` (1 answering, 0 degraded) — never the Redis URL; they exist only in an app
@@ -15,8 +20,17 @@ Contract:
 - :class:`GatewayMetrics` is the federation's ``FederationObserver`` (``on_upstream``,
   ``on_cache``, ``on_inflight``, ``on_circuit``, ``on_shared_cache``, ``on_redis_error``,
   ``on_redis_state``) and the middleware's request observer;
-- label values are only route templates, HTTP methods/status codes, configured source names and
-  closed-list problem codes — never anything a client or vendor sent, so never a credential.
+- label values are only route templates, HTTP methods/status codes, configured source and
+  webhook names and closed-list problem codes — never anything a client or vendor sent, so never a credential;
+- several worker processes (``serve --workers N``): ``GatewayMetrics(multiprocess_dir=...)``
+  renders every live worker's values through prometheus-client's multiprocess mode
+  (``MultiProcessCollector`` over ``PROMETHEUS_MULTIPROC_DIR``, which ``serve`` points at a fresh
+  directory before the workers start): counters and histograms are summed over the workers
+  (those of a worker that exited included, so they never go backwards); the in-flight gauges are
+  summed over the live workers and ``circuit_state`` is the worst state of any live worker
+  (each worker has its own breakers). In one process the gauges' ``multiprocess_mode`` is inert.
+  The values then live in memory-mapped files: a hit's metric updates cost 15.5 µs instead of
+  9.5 µs (20,000 simulated requests, 2-core dev machine).
 
 The endpoint is public (no gateway key), as Prometheus scrapers expect; it reveals source names
 and counts only.
@@ -34,6 +48,7 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.responses import Response
 
 __all__ = ["GatewayMetrics", "router"]
@@ -48,8 +63,10 @@ CIRCUIT_STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 class GatewayMetrics:
     """The gateway's metrics, in a registry of their own."""
 
-    def __init__(self, *, redis: bool = False) -> None:
-        """``redis``: the shared cache tier is configured (its metrics are registered)."""
+    def __init__(self, *, multiprocess_dir: str | None = None, redis: bool = False) -> None:
+        """``multiprocess_dir``: the ``PROMETHEUS_MULTIPROC_DIR`` of a multi-worker ``serve``
+        (render every worker's values from it); ``None``: this process's values only.
+        ``redis``: the shared cache tier is configured (its metrics are registered)."""
         # The *_created series double every counter's output and no dashboard reads them. The
         # switch is process-wide in prometheus-client; the gateway owns its process.
         disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -71,6 +88,7 @@ class GatewayMetrics:
             f"{PREFIX}_http_requests_in_flight",
             "HTTP requests being answered right now.",
             registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self.upstream_duration = Histogram(
             f"{PREFIX}_upstream_request_duration_seconds",
@@ -91,18 +109,55 @@ class GatewayMetrics:
             "Upstream calls in progress, per source.",
             ("source",),
             registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self.circuit_state = Gauge(
             f"{PREFIX}_circuit_state",
-            "Circuit breaker state per source: 0 closed, 1 half open, 2 open.",
+            "Circuit breaker state per source: 0 closed, 1 half open, 2 open (with several "
+            "workers: the worst of them).",
             ("source",),
             registry=self.registry,
+            multiprocess_mode="livemax",
         )
         self.cache = Counter(
             f"{PREFIX}_cache_requests",
             "Cache lookups per source: hit, miss, or stale (served stale on error).",
             ("source", "result"),
             registry=self.registry,
+        )
+        self.ratelimit_degraded = Gauge(
+            f"{PREFIX}_ratelimit_redis_degraded",
+            "1 while rate limits are counted in process memory because Redis failed (shared "
+            "windows are not enforced across processes meanwhile); with several workers, the max.",
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+        self.webhook_deliveries = Counter(
+            f"{PREFIX}_webhook_deliveries",
+            "Webhook delivery attempts, by webhook and outcome (ok, rejected: a non-2xx answer, "
+            "timeout, error: a transport failure).",
+            ("webhook", "outcome"),
+            registry=self.registry,
+        )
+        self.webhook_annotations = Counter(
+            f"{PREFIX}_webhook_delivered_annotations",
+            "Annotations in webhook messages answered with a 2xx, by webhook.",
+            ("webhook",),
+            registry=self.registry,
+        )
+        self.webhook_pending = Gauge(
+            f"{PREFIX}_webhook_pending_messages",
+            "Webhook messages stored and not yet acknowledged (0 or 1 per webhook).",
+            ("webhook",),
+            registry=self.registry,
+            multiprocess_mode="livemax",  # one worker delivers a webhook; the others report 0
+        )
+        self.webhook_last_success = Gauge(
+            f"{PREFIX}_webhook_last_success_timestamp_seconds",
+            "Unix time of the last webhook message answered with a 2xx, by webhook.",
+            ("webhook",),
+            registry=self.registry,
+            multiprocess_mode="max",
         )
         self.redis_lookups: Counter | None = None
         self.redis_errors: Counter | None = None
@@ -114,6 +169,12 @@ class GatewayMetrics:
         self._duration_children: dict[str, Histogram] = {}
         self._cache_children: dict[tuple[str, str], Counter] = {}
         self._redis_children: dict[tuple[str, str], Counter] = {}
+
+        self._render_registry = self.registry
+        if multiprocess_dir is not None:
+            # The values live in per-process files; this registry reads all of them at scrape.
+            self._render_registry = CollectorRegistry(auto_describe=True)
+            MultiProcessCollector(self._render_registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
 
     def _register_redis(self) -> None:
         self.redis_lookups = Counter(
@@ -134,6 +195,7 @@ class GatewayMetrics:
             f"{PREFIX}_redis_up",
             "Whether the shared cache tier's Redis answers (1) or the tier is degraded (0).",
             registry=self.registry,
+            multiprocess_mode="livemin",  # with several workers: 0 when any worker sees Redis down
         )
         self.redis_up.set(1)
 
@@ -195,8 +257,25 @@ class GatewayMetrics:
         if self.redis_up is not None:
             self.redis_up.set(1 if up else 0)
 
+    def on_ratelimit_degraded(self, degraded: bool) -> None:
+        """The rate limiter switched to process memory (``True``) or back to Redis."""
+        self.ratelimit_degraded.set(1 if degraded else 0)
+
+    # --- webhooks (annotation_gateway.webhooks.deliver.WebhookObserver) -------------------------
+
+    def on_webhook_delivery(self, webhook: str, outcome: str, annotations: int) -> None:
+        self.webhook_deliveries.labels(webhook, outcome).inc()
+        if outcome == "ok":
+            self.webhook_annotations.labels(webhook).inc(annotations)
+
+    def on_webhook_pending(self, webhook: str, pending: int) -> None:
+        self.webhook_pending.labels(webhook).set(pending)
+
+    def on_webhook_success(self, webhook: str, at: float) -> None:
+        self.webhook_last_success.labels(webhook).set(at)
+
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self._render_registry)
 
 
 router = APIRouter(tags=["operations"])

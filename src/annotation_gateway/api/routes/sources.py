@@ -61,7 +61,7 @@ def source_model(info: SourceInfo) -> SourceInfoModel:
     description="Each source this key may use: provider, which filters it pushes down, whether "
     "it can be written to, and its health (last probe, latency, circuit breaker state).",
     response_model=SourceList,
-    responses={401: PROBLEM_RESPONSES[401]},
+    responses={401: PROBLEM_RESPONSES[401], 429: PROBLEM_RESPONSES[429]},
     openapi_extra=BEARER_SECURITY,
 )
 async def list_sources(

@@ -24,6 +24,14 @@ connect errors and timeouts → retryable; HTML, empty or malformed bodies, miss
 wrong types → :class:`SourceProtocolError` naming the field. Keys never appear in an error or
 log.
 
+Discovering (SPEC §7): the queues of the scope — ``scope_queue_ids``, else the queues of each
+of ``scope_project_ids``, else every queue the keys see (``ListLLMObsAnnotationQueues``),
+narrowed to a query's ``queue`` filter (ids or names) — each read whole
+(``GetLLMObsAnnotatedInteractions``, concurrently); their content ids are the scope's
+subjects. When the scope is narrower than every queue, it names its queues (``queue_ids``) so
+that annotations of the same content ids in other queues are left out. Datadog lists no times,
+so a time window does not narrow discovery.
+
 Writing: Datadog is read-only for the gateway's ``POST /v1/annotations`` (:meth:`write` raises
 ``UnsupportedError``); annotation queues are written through :attr:`DatadogProvider.queues`
 (:class:`~.queues.DatadogQueues`).
@@ -49,8 +57,15 @@ from annotation_gateway.errors import (
     SourceNotFoundError,
     UnsupportedError,
 )
-from annotation_gateway.model import Annotation, AnnotationWrite, AnnotatorKind, ProviderKind
-from annotation_gateway.providers.base import Capabilities, HealthReport, SourceQuery, WriteResult
+from annotation_gateway.model import Annotation, AnnotationWrite, AnnotatorKind, ProviderKind, SubjectKind
+from annotation_gateway.providers.base import (
+    Capabilities,
+    HealthReport,
+    ScopeRequest,
+    ScopeSubjects,
+    SourceQuery,
+    WriteResult,
+)
 from annotation_gateway.providers.config import ConfigError, read_secret
 from annotation_gateway.providers.datadog.api import ANNOTATED_INTERACTIONS_PATH, VENDOR, DatadogApi
 from annotation_gateway.providers.datadog.config import DatadogSourceConfig
@@ -63,6 +78,7 @@ from annotation_gateway.providers.datadog.wire import (
     WireInteraction,
 )
 from annotation_gateway.providers.http import RetryPolicy, Upstream, chunk_values, make_client
+from annotation_gateway.providers.http.budget import RequestBudget
 from annotation_gateway.records import Record, decode
 
 __all__ = ["HEALTH_PROBE_CONTENT_ID", "MAX_URL_BYTES", "DatadogProvider"]
@@ -94,13 +110,20 @@ class DatadogProvider:
         api_key: SecretStr,
         app_key: SecretStr,
         page_size: int = 100,
+        scope: DatadogSourceConfig | None = None,
         max_concurrency: int = 16,
         timeout_s: float = 5.0,
         retry: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        budget: RequestBudget | None = None,
     ) -> None:
         self._name = name
         self._page_size = page_size
+        self._scope_queue_ids = tuple(scope.scope_queue_ids) if scope else ()
+        self._scope_project_ids = tuple(scope.scope_project_ids) if scope else ()
+        self._scope_kinds = frozenset(
+            scope.scope_subject_kinds if scope and scope.scope_subject_kinds else SUBJECT_KINDS
+        )
         client = make_client(
             base_url,
             headers={
@@ -113,7 +136,12 @@ class DatadogProvider:
             transport=transport,
         )
         self._http = Upstream(
-            client, source=name, vendor=VENDOR, max_concurrency=max_concurrency, retry=retry or RetryPolicy()
+            client,
+            source=name,
+            vendor=VENDOR,
+            max_concurrency=max_concurrency,
+            retry=retry or RetryPolicy(),
+            budget=budget,
         )
         self._api = DatadogApi(self._http)
         self._labels: dict[str, QueueLabels] = {}
@@ -127,6 +155,7 @@ class DatadogProvider:
         *,
         environ: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        budget: RequestBudget | None = None,
     ) -> DatadogProvider:
         """A provider for ``config``; the keys are read from the variables the config names."""
         api_key = read_secret(config.api_key_env, key=f"sources.{config.name}.api_key_env", environ=environ)
@@ -139,10 +168,12 @@ class DatadogProvider:
             api_key=api_key,
             app_key=app_key,
             page_size=config.page_size,
+            scope=config,
             max_concurrency=config.max_concurrency,
             timeout_s=config.timeout_s,
             retry=RetryPolicy(attempts=config.retry_attempts, max_retry_after_s=config.max_retry_after_s),
             transport=transport,
+            budget=budget,
         )
 
     def __repr__(self) -> str:
@@ -166,6 +197,8 @@ class DatadogProvider:
             # belong to no Phoenix-style project.
             has_projects=False,
             annotator_kinds=frozenset({AnnotatorKind.HUMAN}),
+            scope_kinds=self._scope_kinds,
+            has_queues=True,
         )
 
     @property
@@ -310,6 +343,35 @@ class DatadogProvider:
                 labels = NO_LABELS
                 self._labels[queue_id] = labels
             return labels
+
+    # --- discovering ---
+
+    async def discover(self, request: ScopeRequest) -> ScopeSubjects:
+        """The content ids of the scope's queues (module docstring), sorted, each once."""
+        if self._scope_project_ids:
+            listed = await gather(
+                [self._queues.list_queues(project_id=p) for p in self._scope_project_ids], prefer=SourceError
+            )
+            queues = [q for part in listed for q in part]
+        else:
+            queues = await self._queues.list_queues(queue_ids=self._scope_queue_ids)
+        if request.queues:
+            wanted = set(request.queues)
+            queues = [q for q in queues if q.id in wanted or q.name in wanted]
+        kinds = {k.value for k in request.subject_kinds if k in self._scope_kinds}
+        contents = await gather([self._queues.read_queue(q.id) for q in queues], prefer=SourceError)
+        subjects: set[tuple[str, SubjectKind]] = set()
+        for items in contents:
+            subjects.update((i.content_id, SubjectKind(i.type)) for i in items if i.type in kinds)
+            if len(subjects) > request.max_subjects:
+                raise PayloadTooLargeError(
+                    f"{self._name}: the scope's queues hold more than {request.max_subjects} "
+                    "interactions; narrow it with queue, subject_kind or the source's scope_queue_ids"
+                )
+        narrowed = bool(self._scope_queue_ids or self._scope_project_ids or request.queues)
+        return ScopeSubjects(
+            tuple(sorted(subjects)), queue_ids=frozenset(q.id for q in queues) if narrowed else None
+        )
 
     # --- writing ---
 

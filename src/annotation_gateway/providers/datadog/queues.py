@@ -5,6 +5,8 @@ Contract: :class:`DatadogQueues` follows the OpenAPI fragment's paths and bodies
 (``tests/fixtures/contracts/datadog``), one method per operation:
 
 - :meth:`~DatadogQueues.list_queues` (``ListLLMObsAnnotationQueues``), retried;
+- :meth:`~DatadogQueues.read_queue` (``GetLLMObsAnnotatedInteractions``): a queue whole, what
+  scope discovery reads, retried;
 - :meth:`~DatadogQueues.create_queue` (``CreateLLMObsAnnotationQueue``), not retried: a retry
   could create a second queue;
 - :meth:`~DatadogQueues.delete_queue` (``DeleteLLMObsAnnotationQueue``), not retried;
@@ -31,6 +33,7 @@ from annotation_gateway.providers.datadog.mapping import QueueLabels
 from annotation_gateway.providers.datadog.wire import (
     INTERACTIONS_RESPONSE,
     LABEL_SCHEMA_RESPONSE,
+    QUEUE_CONTENTS,
     QUEUE_LIST,
     QUEUE_RESPONSE,
     UPSERT_RESPONSE,
@@ -39,6 +42,7 @@ from annotation_gateway.providers.datadog.wire import (
     LabelSchema,
     QueueInteraction,
     UpsertResult,
+    WireQueueItem,
     dump_label,
     queue_of,
 )
@@ -69,6 +73,16 @@ class DatadogQueues:
         body = await self._api.call("GET", QUEUES_PATH, params=params, retry=True)
         parsed = self._api.validate(QUEUE_LIST, body, where=f"GET {QUEUES_PATH}")
         return [queue_of(q, raw) for q, raw in zip(parsed.data, body["data"], strict=True)]
+
+    async def read_queue(self, queue_id: str) -> list[WireQueueItem]:
+        """``GetLLMObsAnnotatedInteractions``: every interaction of the queue (no paging)."""
+        path = f"{QUEUES_PATH}/{segment(queue_id)}/annotated-interactions"
+        body = await self._api.call("GET", path, retry=True)
+        return list(
+            self._api.validate(
+                QUEUE_CONTENTS, body, where=f"GET {path}"
+            ).data.attributes.annotated_interactions
+        )
 
     async def create_queue(
         self,

@@ -44,6 +44,7 @@ __all__ = [
     "JSONAPI_MEDIA_TYPE",
     "LABEL_SCHEMA_RESPONSE",
     "PAGE",
+    "QUEUE_CONTENTS",
     "QUEUE_LIST",
     "QUEUE_RESPONSE",
     "SUBJECT_KINDS",
@@ -60,6 +61,7 @@ __all__ = [
     "WireInteraction",
     "WireLabelValue",
     "WireQueue",
+    "WireQueueItem",
     "dump_label",
     "error_summary",
     "queue_of",
@@ -199,6 +201,28 @@ class QueueInteraction(_Base):
     already_existed: StrictBool
 
 
+class WireQueueItem(_Base):
+    """An interaction of a queue read whole (``GetLLMObsAnnotatedInteractions``); discovery
+    reads only what it is about."""
+
+    content_id: StrictStr
+    type: Literal["trace", "experiment_trace", "session", "display_block"]
+
+
+class WireQueueContentsAttributes(_Base):
+    annotated_interactions: list[WireQueueItem]
+
+
+class WireQueueContentsData(_Base):
+    id: StrictStr
+    type: Literal["annotated_interactions"]
+    attributes: WireQueueContentsAttributes
+
+
+class WireQueueContents(_Base):
+    data: WireQueueContentsData
+
+
 class WireInteractionsAttributes(_Base):
     interactions: list[QueueInteraction]
 
@@ -288,6 +312,7 @@ LABEL_SCHEMA_RESPONSE = TypeAdapter(WireLabelSchemaResponse)
 QUEUE_RESPONSE = TypeAdapter(WireQueueResponse)
 QUEUE_LIST = TypeAdapter(WireQueueList)
 INTERACTIONS_RESPONSE = TypeAdapter(WireInteractionsResponse)
+QUEUE_CONTENTS = TypeAdapter(WireQueueContents)
 UPSERT_RESPONSE = TypeAdapter(WireUpsertResponse)
 
 

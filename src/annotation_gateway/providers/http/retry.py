@@ -12,7 +12,11 @@ Contract:
   timeouts, 5xx, 429: ``error.retryable``), at most ``attempts`` tries in all. Before a retry it
   waits what a 429 asked for (``SourceRateLimitedError.retry_after``, from
   :func:`~annotation_gateway.providers.http.outcomes.retry_after_seconds`) capped at
-  ``max_retry_after_s``, else an exponential backoff with full jitter (tenacity).
+  ``max_retry_after_s``, else an exponential backoff with full jitter (tenacity). A spent rate
+  budget of the source's own (``SourceBudgetExhaustedError``) is not retried: the budget already
+  waited as long as the source allows.
+- ``budget``: the source's :class:`~annotation_gateway.providers.http.budget.RequestBudget`,
+  taken before every try (inside the concurrency slot, right before the request leaves).
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from annotation_gateway.errors import SourceError, SourceRateLimitedError
+from annotation_gateway.errors import SourceBudgetExhaustedError, SourceError, SourceRateLimitedError
+from annotation_gateway.providers.http.budget import RequestBudget
 from annotation_gateway.providers.http.client import send
 
 __all__ = ["RetryPolicy", "send_idempotent"]
@@ -66,7 +71,7 @@ class RetryPolicy:
         retrying = AsyncRetrying(
             stop=stop_after_attempt(max(1, self.attempts)),
             wait=self.wait_s,
-            retry=retry_if_exception(lambda e: isinstance(e, SourceError) and e.retryable),
+            retry=retry_if_exception(_worth_retrying),
             reraise=True,
             before_sleep=_log_retry,
         )
@@ -74,6 +79,11 @@ class RetryPolicy:
             with attempt:
                 return await call()
         raise AssertionError("unreachable: tenacity re-raises")  # pragma: no cover
+
+
+def _worth_retrying(exc: BaseException) -> bool:
+    # A spent budget of our own already waited as long as the source allows (module docstring).
+    return isinstance(exc, SourceError) and exc.retryable and not isinstance(exc, SourceBudgetExhaustedError)
 
 
 def _log_retry(state: RetryCallState) -> None:
@@ -93,19 +103,25 @@ async def send_idempotent(
     source: str,
     policy: RetryPolicy,
     limit: asyncio.Semaphore | None = None,
+    budget: RequestBudget | None = None,
 ) -> T:
     """Send the request ``build`` makes and classify its answer, retrying per ``policy``.
 
     ``classify`` turns the response into a result or raises a ``SourceError`` (a retryable one,
-    such as a 5xx or 429, is retried). ``limit``: the source's concurrency cap, held per try.
+    such as a 5xx or 429, is retried). ``limit``: the source's concurrency cap, held per try;
+    ``budget``: its rate budget, taken per try.
     """
 
     async def once() -> T:
         request = build()
         if limit is None:
+            if budget is not None:
+                await budget.acquire()
             response = await send(client, request, source=source)
         else:
             async with limit:
+                if budget is not None:
+                    await budget.acquire()
                 response = await send(client, request, source=source)
         return classify(response)
 

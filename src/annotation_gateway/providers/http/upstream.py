@@ -6,6 +6,8 @@ names, the ``max_concurrency`` cap and the :class:`~annotation_gateway.providers
 — and offers the only ways a provider talks to its vendor:
 
 - :meth:`Upstream.send`: one try, under the cap (writes that must not repeat, health probes);
+- every request, each try of a retrying call included, first takes the source's rate budget
+  when it has one (:class:`~annotation_gateway.providers.http.budget.RequestBudget`);
 - :meth:`Upstream.call` / :meth:`Upstream.get`: the one retrying call
   (:func:`~annotation_gateway.providers.http.retry.send_idempotent`, the cap held per try);
 - :meth:`Upstream.error`: an unsuccessful answer as the ``SourceError`` the status table says;
@@ -23,6 +25,7 @@ import httpx
 from pydantic import TypeAdapter, ValidationError
 
 from annotation_gateway.errors import SourceError, SourceProtocolError
+from annotation_gateway.providers.http.budget import RequestBudget
 from annotation_gateway.providers.http.client import QueryParams, get_request, is_json, parse_json, send
 from annotation_gateway.providers.http.outcomes import (
     ErrorItem,
@@ -48,8 +51,10 @@ class Upstream:
         vendor: str,
         max_concurrency: int,
         retry: RetryPolicy,
+        budget: RequestBudget | None = None,
     ) -> None:
         self.client = client
+        self.budget = budget
         self.source = source
         self.vendor = vendor
         self.retry = retry
@@ -58,6 +63,8 @@ class Upstream:
     async def send(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` once, under the concurrency cap."""
         async with self._limit:
+            if self.budget is not None:
+                await self.budget.acquire()
             return await send(self.client, request, source=self.source)
 
     async def call(
@@ -71,7 +78,13 @@ class Upstream:
         (only for a call that is safe to repeat)."""
         if retry:
             return await send_idempotent(
-                self.client, build, classify, source=self.source, policy=self.retry, limit=self._limit
+                self.client,
+                build,
+                classify,
+                source=self.source,
+                policy=self.retry,
+                limit=self._limit,
+                budget=self.budget,
             )
         return classify(await self.send(build()))
 

@@ -39,6 +39,14 @@ Writing — ``POST /v1/{session,trace,span}_annotations?sync=true``:
    after the pre-flight, Phoenix down) the earlier ones stay written and the error says how
    many. Writes are upserts keyed by (name, subject, identifier): re-sending is safe.
 
+Discovering (SPEC §7) — ``GET /v1/projects/{project}/sessions`` and ``.../traces``, each paged
+through ``next_cursor`` (one page after the other: the cursor is the only way on) with
+:data:`LIST_PAGE_SIZE` rows a page. Traces are listed with ``end_time`` = the query's
+``updated_before`` (Phoenix filters traces by start time); sessions have no time parameter, so
+all are listed and those that started at or after ``updated_before`` are left out here. An
+unknown project is :class:`SourceNotFoundError`; a repeated cursor :class:`SourceProtocolError`;
+more subjects than the request allows :class:`PayloadTooLargeError`, as soon as it is seen.
+
 ``health()`` reads the public ``/arize_phoenix_version`` and then the configured project with
 the API key, so a wrong key or an unknown project shows as unhealthy; it never raises.
 No error message or log line carries the API key: errors name the method and path only.
@@ -64,7 +72,14 @@ from annotation_gateway.errors import (
     SourceProtocolError,
 )
 from annotation_gateway.model import Annotation, AnnotationWrite, ProviderKind, SubjectKind
-from annotation_gateway.providers.base import Capabilities, HealthReport, SourceQuery, WriteResult
+from annotation_gateway.providers.base import (
+    Capabilities,
+    HealthReport,
+    ScopeRequest,
+    ScopeSubjects,
+    SourceQuery,
+    WriteResult,
+)
 from annotation_gateway.providers.config import read_secret
 from annotation_gateway.providers.http import (
     RetryPolicy,
@@ -74,6 +89,7 @@ from annotation_gateway.providers.http import (
     make_client,
     parse_json,
 )
+from annotation_gateway.providers.http.budget import RequestBudget
 from annotation_gateway.providers.http.outcomes import MAX_ERROR_ITEMS, unknown_subject_item
 from annotation_gateway.providers.phoenix.config import PhoenixSourceConfig
 from annotation_gateway.providers.phoenix.mapping import check_writes, to_record
@@ -85,6 +101,8 @@ from annotation_gateway.providers.phoenix.wire import (
     NO_SUCH_SUBJECTS,
     PHOENIX_KINDS,
     PROJECT,
+    SESSION_LIST,
+    TRACE_LIST,
     WRITE_NOT_FOUND,
     Kind,
     error_items,
@@ -120,6 +138,8 @@ PREFLIGHT_PAGE_SIZE = 1000
 THREAD_PARSE_MIN_BYTES = 256 * 1024
 """Pages at least this big are validated in a worker thread: a 10,000-row page costs 80-170 ms of
 CPU, which would otherwise stall every other request on the event loop."""
+LIST_PAGE_SIZE = 1000
+"""Rows per page of the sessions and traces listings (Phoenix's maximum for traces)."""
 ID_ROOM_MEMO_MAX_ITEMS = 256
 """Distinct (path, pushed-down filters) whose URL room is remembered (emptied when full)."""
 
@@ -127,7 +147,10 @@ ID_ROOM_MEMO_MAX_ITEMS = 256
 class PhoenixProvider:
     """One Phoenix project behind one shared connection pool (see the module docstring)."""
 
-    def __init__(self, config: PhoenixSourceConfig, *, client: httpx.AsyncClient) -> None:
+    def __init__(
+        self, config: PhoenixSourceConfig, *, client: httpx.AsyncClient, budget: RequestBudget | None = None
+    ) -> None:
+        """``budget``: the source's rate budget, taken before every request (none: unlimited)."""
         self._config = config
         self._http = Upstream(
             client,
@@ -135,6 +158,7 @@ class PhoenixProvider:
             vendor=VENDOR,
             max_concurrency=config.max_concurrency,
             retry=RetryPolicy(attempts=config.retry_attempts, max_retry_after_s=config.max_retry_after_s),
+            budget=budget,
         )
         self._project_path = f"/v1/projects/{quote(config.project, safe='')}"
         self._id_rooms: dict[tuple[str, tuple[tuple[str, Any], ...]], int] = {}
@@ -143,6 +167,7 @@ class PhoenixProvider:
             pushdown=frozenset({"subject_ids", "identifiers", "names", "exclude_names"}),
             needs_subject_ids=False,
             writable_kinds=PHOENIX_KINDS,
+            scope_kinds=frozenset(config.scope_subject_kinds),
         )
 
     @classmethod
@@ -152,6 +177,7 @@ class PhoenixProvider:
         *,
         environ: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        budget: RequestBudget | None = None,
     ) -> PhoenixProvider:
         """Build the provider; the API key comes from the variable ``api_key_env`` names."""
         secret = read_secret(config.api_key_env, key=f"sources.{config.name}.api_key_env", environ=environ)
@@ -165,7 +191,7 @@ class PhoenixProvider:
             max_connections=config.max_concurrency,
             transport=transport,
         )
-        return cls(config, client=client)
+        return cls(config, client=client, budget=budget)
 
     def __repr__(self) -> str:
         return f"PhoenixProvider(name={self.name!r}, project={self._config.project!r})"
@@ -327,6 +353,59 @@ class PhoenixProvider:
         ]
         cursor: str | None = page["next_cursor"]
         return records, cursor
+
+    # --- discovering ---------------------------------------------------------------------------
+
+    async def discover(self, request: ScopeRequest) -> ScopeSubjects:
+        """The project's sessions and/or traces (module docstring), sorted, each once."""
+        kinds = [k for k in request.subject_kinds if k in self._capabilities.scope_kinds]
+        listed = await gather([self._list(kind, request) for kind in kinds], prefer=SourceError)
+        subjects = sorted({(sid, kind) for kind, ids in zip(kinds, listed, strict=True) for sid in ids})
+        if len(subjects) > request.max_subjects:
+            raise self._too_many(request.max_subjects)
+        return ScopeSubjects(tuple(subjects))
+
+    async def _list(self, kind: SubjectKind, request: ScopeRequest) -> list[str]:
+        session = kind is SubjectKind.SESSION
+        path = f"{self._project_path}/{'sessions' if session else 'traces'}"
+        params: Query = [("limit", str(LIST_PAGE_SIZE))]
+        before = request.started_before
+        if before is not None and not session:
+            params.append(("end_time", before.isoformat()))
+        ids: list[str] = []
+        cursor: str | None = None
+        seen: set[str] = set()
+        # Bounded: every page but the last is full, and the request bounds the subjects.
+        for _ in range(request.max_subjects // LIST_PAGE_SIZE + 2):
+            response = await self._get(path, params if cursor is None else [*params, ("cursor", cursor)])
+            self._raise_for_status(response)
+            self._require_json(response, path)
+            what = f"{kind.value} listing"
+            if session:
+                page_s = self._http.decode(SESSION_LIST, response, what=what)
+                rows = [(r["session_id"], r["start_time"]) for r in page_s["data"]]
+                cursor = page_s["next_cursor"]
+            else:
+                page_t = self._http.decode(TRACE_LIST, response, what=what)
+                rows = [(r["trace_id"], r["start_time"]) for r in page_t["data"]]
+                cursor = page_t["next_cursor"]
+            ids.extend(sid for sid, started in rows if before is None or started < before)
+            if len(ids) > request.max_subjects:
+                raise self._too_many(request.max_subjects)
+            if not cursor:
+                return ids
+            if cursor in seen:
+                raise SourceProtocolError(
+                    f"{self.name}: Phoenix repeated the listing cursor {cursor!r} on {path}", source=self.name
+                )
+            seen.add(cursor)
+        raise self._too_many(request.max_subjects)
+
+    def _too_many(self, limit: int) -> PayloadTooLargeError:
+        return PayloadTooLargeError(
+            f"{self.name}: the project {self._config.project!r} has more than {limit} subjects in "
+            "scope; narrow it with updated_before, subject_kind or the source's scope_subject_kinds"
+        )
 
     # --- writing ------------------------------------------------------------------------------
 

@@ -11,11 +11,15 @@ from typing import Literal
 
 from pydantic import Field, HttpUrl, field_validator
 
+from annotation_gateway.model import SubjectKind
 from annotation_gateway.providers.config import BaseSourceConfig
 
-__all__ = ["FORBIDDEN_PROJECT_CHARS", "PhoenixSourceConfig"]
+__all__ = ["FORBIDDEN_PROJECT_CHARS", "PHOENIX_SCOPE_KINDS", "PhoenixSourceConfig"]
 
 FORBIDDEN_PROJECT_CHARS = frozenset("/?#")
+PHOENIX_SCOPE_KINDS = (SubjectKind.SESSION, SubjectKind.TRACE)
+"""What a Phoenix project can enumerate (its sessions and traces listings); spans have no
+listing of their own worth scanning, so span annotations are read by span id only."""
 
 
 class PhoenixSourceConfig(BaseSourceConfig):
@@ -28,6 +32,19 @@ class PhoenixSourceConfig(BaseSourceConfig):
         default=None, description="Environment variable holding the Phoenix API key."
     )
     page_size: int = Field(default=10_000, ge=1, le=10_000, description="Rows per upstream page.")
+    scope_subject_kinds: list[SubjectKind] = Field(
+        default_factory=lambda: list(PHOENIX_SCOPE_KINDS),
+        min_length=1,
+        description="What scope=all enumerates in the project: its sessions, its traces or both.",
+    )
+
+    @field_validator("scope_subject_kinds")
+    @classmethod
+    def _listable_kinds(cls, value: list[SubjectKind]) -> list[SubjectKind]:
+        outside = sorted(k.value for k in set(value) - set(PHOENIX_SCOPE_KINDS))
+        if outside:
+            raise ValueError(f"Phoenix lists sessions and traces only, not {', '.join(outside)}")
+        return value
 
     @field_validator("project")
     @classmethod

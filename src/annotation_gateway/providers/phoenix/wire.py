@@ -41,6 +41,8 @@ __all__ = [
     "NO_SUCH_SUBJECTS",
     "PHOENIX_KINDS",
     "PROJECT",
+    "SESSION_LIST",
+    "TRACE_LIST",
     "WRITE_NOT_FOUND",
     "Kind",
     "error_items",
@@ -108,6 +110,38 @@ class SpanPage(TypedDict):
     next_cursor: str | None
 
 
+_ONLY_THESE = PydanticConfig(extra="ignore")
+"""Listing rows: discovery reads two fields; the rest (a session's traces, token counts) is
+skipped by the decoder instead of being validated and kept (the bench's profile of a scope's
+first page had the listing decode as its largest CPU item)."""
+
+
+@with_config(_ONLY_THESE)
+class ListedSession(TypedDict):
+    """A row of ``GET /v1/projects/{p}/sessions`` (only what discovery reads)."""
+
+    session_id: str
+    start_time: datetime
+
+
+@with_config(_ONLY_THESE)
+class ListedTrace(TypedDict):
+    """A row of ``GET /v1/projects/{p}/traces`` (only what discovery reads)."""
+
+    trace_id: str
+    start_time: datetime
+
+
+class SessionList(TypedDict):
+    data: list[ListedSession]
+    next_cursor: str | None
+
+
+class TraceList(TypedDict):
+    data: list[ListedTrace]
+    next_cursor: str | None
+
+
 class Inserted(TypedDict):
     id: str
 
@@ -130,6 +164,8 @@ KNOWN_RESULT_FIELDS = frozenset({"label", "score", "explanation"})
 INSERTED = TypeAdapter(InsertedBody)
 PROJECT = TypeAdapter(ProjectBody)
 ANY_PAGE = TypeAdapter(dict[str, Any])
+SESSION_LIST = TypeAdapter(SessionList)
+TRACE_LIST = TypeAdapter(TraceList)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,211 @@
+"""Metrics of SPEC §8: annotations counted and their scores and labels summarised per time bucket
+and group, one pass over the records as they stream by.
+
+Contract:
+- :class:`MetricsSpec` is the part of a metrics request beyond the query's filters: ``group_by``
+  (0..4 distinct keys of :data:`GROUP_KEYS`), ``interval`` (``hour``, ``day``, ``week`` — ISO,
+  from Monday — ``month``; ``None``: one bucket, ``null``), ``time_field`` (``updated_at`` or
+  ``created_at``) and the window ``start`` (inclusive) to ``end`` (exclusive) on that field.
+  Building one validates it (``RequestValidationError`` naming the field); :meth:`MetricsSpec.narrow`
+  hands a window on ``updated_at`` to the query, so sources are asked for less;
+- :class:`MetricsAggregator` takes records chunk by chunk (:meth:`~MetricsAggregator.add`) and
+  keeps per (bucket, group) only a count, the finite scores (quantiles need them all) and a
+  label → count map: memory grows with groups and scores, never with whole annotations. A
+  non-finite score (NaN, ±inf) is no score, as in compare;
+- :meth:`MetricsAggregator.rows` gives one flat row per (bucket, group) that has an annotation,
+  ordered by bucket ascending, then the group values ascending in ``group_by`` order (code-point
+  order, ``null`` first). A row: ``bucket`` (RFC 3339 or ``null``), one field per ``group_by``
+  key under its own name (``queue`` is the queue's *name*), ``count``, ``score_count``,
+  ``score_mean``, ``score_stdev`` (sample; ``null`` below two scores), ``score_min``,
+  ``score_max``, ``score_p50``, ``score_p90`` (numpy's linear interpolation; every score field
+  ``null`` without scores) and ``label_counts`` (``{label: count}`` over non-null labels, sorted
+  by label).
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from operator import attrgetter
+from typing import Any, Literal, get_args
+
+from annotation_gateway.aggregate.buckets import Interval, bucket_label, bucket_of
+from annotation_gateway.aggregate.stats import mean_stdev, quantile
+from annotation_gateway.errors import RequestValidationError
+from annotation_gateway.federation.query import FederatedQuery
+from annotation_gateway.model import to_utc
+from annotation_gateway.records import Record, micros
+
+__all__ = ["GROUP_KEYS", "MAX_GROUP_BY", "GroupKey", "MetricsAggregator", "MetricsSpec", "TimeField"]
+
+GroupKey = Literal[
+    "name",
+    "source",
+    "provider",
+    "annotator_kind",
+    "annotator_id",
+    "subject_kind",
+    "project",
+    "queue",
+    "label",
+]
+GROUP_KEYS: tuple[GroupKey, ...] = get_args(GroupKey)
+TimeField = Literal["updated_at", "created_at"]
+MAX_GROUP_BY = 4
+
+_ATTRIBUTE: dict[str, str] = {key: key for key in GROUP_KEYS} | {"queue": "queue_name"}
+"""The record attribute a ``group_by`` key reads (``queue`` groups by the queue's name)."""
+
+
+def _invalid(field: str, message: str) -> RequestValidationError:
+    return RequestValidationError(
+        f"{field}: {message}", errors=[{"loc": [field], "msg": message, "type": "value_error"}]
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSpec:
+    """What to aggregate by (see the module docstring); validated when built."""
+
+    group_by: tuple[GroupKey, ...] = ()
+    interval: Interval | None = None
+    time_field: TimeField = "updated_at"
+    start: datetime | None = None
+    """Inclusive lower bound on ``time_field`` (``from``)."""
+    end: datetime | None = None
+    """Exclusive upper bound on ``time_field`` (``to``)."""
+
+    def __post_init__(self) -> None:
+        if len(self.group_by) > MAX_GROUP_BY:
+            raise _invalid("group_by", f"at most {MAX_GROUP_BY} keys, got {len(self.group_by)}")
+        repeated = sorted({k for k in self.group_by if self.group_by.count(k) > 1})
+        if repeated:
+            raise _invalid("group_by", f"{', '.join(repeated)} given twice")
+        unknown = [k for k in self.group_by if k not in GROUP_KEYS]
+        if unknown:
+            raise _invalid("group_by", f"unknown key {unknown[0]!r}; one of {', '.join(GROUP_KEYS)}")
+        start = None if self.start is None else to_utc(self.start)
+        end = None if self.end is None else to_utc(self.end)
+        if start is not None and end is not None and start >= end:
+            raise _invalid("from", "must be earlier than to")
+        object.__setattr__(self, "start", start)
+        object.__setattr__(self, "end", end)
+
+    def window(self) -> Callable[[Record], bool] | None:
+        """The window on ``time_field`` as a predicate (``None``: no window); the aggregator
+        applies it inline, agreement through this."""
+        if self.start is None and self.end is None:
+            return None
+        created = self.time_field == "created_at"
+        start = None if self.start is None else micros(self.start)
+        end = None if self.end is None else micros(self.end)
+
+        def keeps(record: Record) -> bool:
+            moment = record.created_us if created else record.updated_us
+            return (start is None or moment >= start) and (end is None or moment < end)
+
+        return keeps
+
+    def narrow(self, query: FederatedQuery) -> FederatedQuery:
+        """``query`` with the window on ``updated_at`` intersected into its own window."""
+        if self.time_field != "updated_at" or (self.start is None and self.end is None):
+            return query
+        after, before = query.updated_after, query.updated_before
+        if self.start is not None:
+            after = self.start if after is None else max(after, self.start)
+        if self.end is not None:
+            before = self.end if before is None else min(before, self.end)
+        if after is not None and before is not None and after >= before:
+            # Disjoint windows: nothing can match, and the aggregator's own window filter says
+            # so; the query keeps its own (valid) window rather than an impossible one.
+            return query
+        return replace(query, updated_after=after, updated_before=before)
+
+
+class _Group:
+    __slots__ = ("count", "labels", "scores")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.scores = array("d")
+        self.labels: dict[str, int] = {}
+
+
+class MetricsAggregator:
+    """Streams records into (bucket, group) accumulators (see the module docstring)."""
+
+    def __init__(self, spec: MetricsSpec) -> None:
+        self.spec = spec
+        attributes = [_ATTRIBUTE[k] for k in spec.group_by]
+        self._values: Callable[[Record], Any] | None
+        if not attributes:
+            self._values = None
+        elif len(attributes) == 1:
+            one = attrgetter(attributes[0])
+            self._values = lambda record: (one(record),)
+        else:
+            self._values = attrgetter(*attributes)
+        self._groups: dict[tuple[Any, ...], _Group] = {}
+        self.annotations = 0
+
+    def add(self, records: Iterable[Record]) -> None:
+        """Count ``records`` in (only those inside the spec's window on its time field)."""
+        spec = self.spec
+        created = spec.time_field == "created_at"
+        start = None if spec.start is None else micros(spec.start)
+        end = None if spec.end is None else micros(spec.end)
+        interval = spec.interval
+        values = self._values
+        groups = self._groups
+        isfinite = math.isfinite
+        for record in records:
+            moment = record.created_us if created else record.updated_us
+            if (start is not None and moment < start) or (end is not None and moment >= end):
+                continue
+            bucket = None if interval is None else bucket_of(moment, interval)
+            key = (bucket,) if values is None else (bucket, *values(record))
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = _Group()
+            group.count += 1
+            score = record.score
+            if score is not None and isfinite(score):
+                group.scores.append(score)
+            label = record.label
+            if label is not None:
+                group.labels[label] = group.labels.get(label, 0) + 1
+            self.annotations += 1
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Every (bucket, group) row, in the contract's order."""
+        names = self.spec.group_by
+        out: list[dict[str, Any]] = []
+        for key in sorted(self._groups, key=_order):
+            group = self._groups[key]
+            row: dict[str, Any] = {"bucket": None if key[0] is None else bucket_label(key[0])}
+            for name, value in zip(names, key[1:], strict=True):
+                row[name] = value
+            scores = sorted(group.scores)
+            mean, stdev = mean_stdev(scores)
+            row.update(
+                count=group.count,
+                score_count=len(scores),
+                score_mean=mean,
+                score_stdev=stdev,
+                score_min=scores[0] if scores else None,
+                score_max=scores[-1] if scores else None,
+                score_p50=quantile(scores, 0.5),
+                score_p90=quantile(scores, 0.9),
+                label_counts=dict(sorted(group.labels.items())),
+            )
+            out.append(row)
+        return out
+
+
+def _order(key: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Bucket ascending, then each group value with ``null`` first, then code-point order."""
+    bucket = -1 if key[0] is None else key[0]
+    return (bucket, *((value is not None, value or "") for value in key[1:]))
