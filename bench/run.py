@@ -25,6 +25,8 @@ by ids (target <= 2.0), and the RSS growth of paging through the whole scope (<=
 10. ``metrics`` — ``POST /v1/annotations/metrics`` over ``scale``'s 100,000 annotations (10,000
 ids), grouped by name x source x day, once all of them are cached: wall time (median of
 ``--metrics-runs``, target <= 150 ms) and the RSS growth across the requests (<= 32 MiB).
+11. ``redis`` — the shared cache tier (:mod:`bench.redis_tier`): CPU per miss with it ÷ without
+(<= 1.2) and a hit served from Redis, p50 <= 2 ms.
 
 A run of some scenarios only (``--only``) into an existing report keeps that report's results
 of the other scenarios, each marked with the date and commit it was measured at (``meta`` →
@@ -1628,7 +1630,7 @@ def git_commit() -> str:
         return "unknown"
 
 
-SCENARIOS = ("throughput", "overhead", "naive", "scale", "export_1m", "workers", "scope", "metrics")
+SCENARIOS = ("throughput", "overhead", "naive", "scale", "export_1m", "workers", "scope", "metrics", "redis")
 
 RESULT_SCENARIO = {
     "hello": "throughput",
@@ -1651,6 +1653,7 @@ RESULT_SCENARIO = {
     "profile_scope_first_page": "scope",
     "metrics": "metrics",
     "profile_metrics_100k": "metrics",
+    "redis": "redis",
 }
 """Which scenario writes each key of ``results`` (what a partial run may carry over)."""
 PROFILE_SCENARIO = {
@@ -1810,6 +1813,11 @@ def run(args: argparse.Namespace) -> int:
                 _guard(bench, "scope", lambda: scenario_scope(bench))
             if "metrics" in scenarios:
                 _guard(bench, "metrics", lambda: scenario_metrics(bench))
+            if "redis" in scenarios:
+                # Imported here: bench.redis_tier builds on this module's helpers.
+                from bench.redis_tier import scenario_redis
+
+                _guard(bench, "redis", lambda: scenario_redis(bench))
         finally:
             bench.stack.close()
         elapsed = time.monotonic() - started

@@ -41,6 +41,17 @@ answer, which may predate the write (read-your-write).
 *Bypass.* ``use_cache=False`` (``Cache-Control: no-cache``) neither reads fresh entries nor joins
 flights, but stores what it fetched (a refresh) and may still serve stale on error.
 
+*Shared tier.* With a :class:`SharedTier` (``[cache] backend = "redis"``, see
+:mod:`annotation_gateway.cache_redis`) this cache is the process's short-lived local tier: its
+``ttl`` is ``min(ttl_s, local_ttl_s)`` and a flight asks the shared tier (which looks up its
+store, coordinates with other processes and calls the source only for what it lacks) instead of
+calling the source itself. An answer the shared tier already held is ``cached`` (no upstream call
+was made or awaited). Entries it hands over keep two times: ``stored_at``, from which the local
+tier counts its short freshness (never past the answer's real ``ttl``), and ``fetched_at``, when
+the source was really asked, from which every stale limit is counted, so a stale answer is never
+older than the caller allowed. Stale-on-error also uses the shared tier's entries older than
+``ttl``. Without a shared tier none of this runs: the memory backend is unchanged.
+
 *Stale on error.* When a fetch fails with an error that allows it (see :func:`may_serve_stale`)
 and **every** subject of the request has a usable entry, the answer is served with
 ``stale=True``; otherwise the error is raised. The caller says how old a usable entry may be
@@ -54,9 +65,9 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
 
 from cachetools import TTLCache
 
@@ -71,7 +82,13 @@ __all__ = [
     "AnnotationCache",
     "CacheAnswer",
     "Fetch",
+    "FetchParts",
     "FilterKey",
+    "Known",
+    "SharedTier",
+    "Slot",
+    "TierEntry",
+    "TierFill",
     "filter_key",
     "may_serve_stale",
 ]
@@ -89,6 +106,7 @@ Fetch = Callable[[SourceQuery], Awaitable[Sequence[T]]]
 
 _Slot = str | None
 """A subject id, or ``None`` for the identifier-only answer."""
+Slot = _Slot
 _GroupKey = tuple[str, _Slot]
 _FlightKey = tuple[str, FilterKey, _Slot]
 
@@ -121,6 +139,93 @@ class _Entry(Generic[T]):
     stored_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class _HeldEntry(_Entry[T]):
+    """An entry handed over by the shared tier: fresh from ``stored_at`` for the local ttl,
+    usable (stale) from ``fetched_at``, when the source was really asked; ``version`` names the
+    shared tier's copy (see :attr:`TierEntry.version`)."""
+
+    fetched_at: float
+    version: bytes | None
+
+
+def _born(entry: _Entry[T]) -> float:
+    return entry.fetched_at if isinstance(entry, _HeldEntry) else entry.stored_at
+
+
+# --- the shared tier's side of the contract ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TierEntry(Generic[T]):
+    """One subject's answer as the shared tier has it: the items and how old they are."""
+
+    items: tuple[T, ...]
+    age_s: float
+    """Seconds since the upstream call that produced it started (0 or more)."""
+    version: bytes | None = None
+    """What names this answer in the shared tier (``None``: not there): handed back to
+    :meth:`SharedTier.fill` in ``known`` when the local copy is no longer fresh, so that an
+    unchanged answer is confirmed rather than sent and decoded again (or, fetched again and
+    still the same, re-dated rather than stored whole)."""
+
+
+@dataclass(slots=True)
+class TierFill(Generic[T]):
+    """What :meth:`SharedTier.fill` found or fetched for a flight's subjects."""
+
+    found: dict[_Slot, TierEntry[T]]
+    """Every requested slot when ``error`` is ``None``."""
+    upstream: bool
+    """An upstream call was made or awaited (here or by another process)."""
+    error: BaseException | None = None
+    """The upstream call's failure (the shared tier itself never fails a fill)."""
+    usable: dict[_Slot, TierEntry[T]] = field(default_factory=dict)
+    """With ``error``: what the shared tier held for those slots, for stale-on-error."""
+
+
+FetchParts = Callable[[list[_Slot]], Awaitable[dict[_Slot, tuple[T, ...]]]]
+"""The upstream call for some slots, split per slot (one call for all of them)."""
+Known = Mapping[_Slot, tuple[bytes, tuple[T, ...]]]
+"""Answers this process still holds, by slot: (their version in the shared tier, the items)."""
+
+
+class SharedTier(Protocol[T]):
+    """A cache shared by several processes, behind each process's :class:`AnnotationCache`."""
+
+    @property
+    def ttl_s(self) -> float:
+        """The fresh lifetime of a shared answer (the configured ``ttl_s``)."""
+        ...
+
+    async def fill(
+        self,
+        source: str,
+        fkey: FilterKey,
+        slots: list[_Slot],
+        fetch_parts: FetchParts[T],
+        *,
+        read: bool,
+        store: bool,
+        known: Known[T] | None = None,
+    ) -> TierFill[T]:
+        """The answers for ``slots``: what the tier holds fresh (unless ``read`` is false), the
+        rest through ``fetch_parts`` (at most once across processes where it can), stored unless
+        ``store`` is false. An answer in ``known`` that the tier still holds unchanged is
+        answered with those items. Never raises for its own failures: then it simply fetches."""
+        ...
+
+    async def invalidate(self, source: str, subject_ids: Collection[str]) -> None:
+        """Tell every process that ``source``'s answers about ``subject_ids`` changed."""
+        ...
+
+    async def status(self) -> dict[str, Any]:
+        """The tier's state for ``/readyz`` (never a credential)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
 @dataclass(slots=True)
 class CacheAnswer(Generic[T]):
     """What :meth:`AnnotationCache.get` returns for one source."""
@@ -138,23 +243,36 @@ class CacheAnswer(Generic[T]):
 class _Flight(Generic[T]):
     """One upstream call, shared by every request that needs one of its subjects."""
 
-    __slots__ = ("future", "keys")
+    __slots__ = ("future", "keys", "oldest", "upstream", "usable")
 
     def __init__(self, future: asyncio.Future[dict[_Slot, tuple[T, ...]]]) -> None:
         self.future = future
         self.keys: list[_FlightKey] = []
+        self.upstream = True
+        """False when the shared tier answered without an upstream call."""
+        self.oldest = float("inf")
+        """The oldest ``stored_at`` of what the shared tier handed over."""
+        self.usable: dict[_Slot, _HeldEntry[T]] | None = None
+        """The shared tier's entries for stale-on-error, when the call failed."""
 
 
 class AnnotationCache(Generic[T]):
     """Per-(source, subject, filter key) answers with TTL, single flight and stale-on-error."""
 
     def __init__(
-        self, config: CacheConfig, *, subject_of: Callable[[T], str], clock: Clock = time.monotonic
+        self,
+        config: CacheConfig,
+        *,
+        subject_of: Callable[[T], str],
+        clock: Clock = time.monotonic,
+        shared: SharedTier[T] | None = None,
     ) -> None:
+        """``shared``: the shared tier this cache is the local tier of (``None``: memory only)."""
         self._subject_of = subject_of
         self._clock = clock
         self._enabled = config.enabled
-        self._ttl = config.ttl_s
+        self._shared = shared if config.enabled else None
+        self._ttl = config.ttl_s if self._shared is None else min(config.ttl_s, config.local_ttl_s)
         self._max_stale = max(config.ttl_s, config.max_stale_s)
         self._store_enabled = config.enabled and self._max_stale > 0
         self._groups: TTLCache[_GroupKey, dict[FilterKey, _Entry[T]]] = TTLCache(
@@ -192,6 +310,7 @@ class AnnotationCache(Generic[T]):
 
         parts: dict[_Slot, tuple[T, ...]] = {}
         usable: dict[_Slot, _Entry[T]] = {}
+        known: dict[_Slot, _HeldEntry[T]] = {}
         oldest = now
         missing: list[_Slot] = []
         for slot in slots:
@@ -203,8 +322,10 @@ class AnnotationCache(Generic[T]):
                     parts[slot] = entry.items
                     oldest = min(oldest, entry.stored_at)
                     continue
-                if age < stale_limit:
+                if now - _born(entry) < stale_limit:
                     usable[slot] = entry
+                if isinstance(entry, _HeldEntry) and entry.version is not None:
+                    known[slot] = entry
             missing.append(slot)
 
         if not missing:
@@ -223,7 +344,9 @@ class AnnotationCache(Generic[T]):
                 slot_flight[slot] = flight
                 waits[id(flight)] = flight
         if to_fetch:
-            flight = self._start_flight(source, fkey, query, to_fetch, fetch, started_at=now, store=store)
+            flight = self._start_flight(
+                source, fkey, query, to_fetch, fetch, started_at=now, store=store, read=use_cache, known=known
+            )
             for slot in to_fetch:
                 slot_flight[slot] = flight
             waits[id(flight)] = flight
@@ -241,12 +364,23 @@ class AnnotationCache(Generic[T]):
                 parts[slot] = flight.future.result()[slot]
             # Joined flights may have started a little before ``now``; ``now`` is close enough
             # for the derived caches' expiry, which only needs to not outlive the ttl by much.
-            return CacheAnswer(_concat(parts, slots), cached=False, stale=False, fetched_at=oldest)
+            # Only the shared tier's flights (no upstream call, older entries) change either.
+            upstream = False
+            for flight in waits.values():
+                upstream = upstream or flight.upstream
+                oldest = min(oldest, flight.oldest)
+            return CacheAnswer(_concat(parts, slots), cached=not upstream, stale=False, fetched_at=oldest)
 
         if isinstance(failure, asyncio.CancelledError):
             # The shared call was cancelled (shutdown), not this request: report it as a source
             # failure rather than cancelling a caller that was not cancelled.
             failure = SourceUnavailableError(f"{source}: the upstream call was cancelled", source=source)
+        if may_serve_stale(failure) and self._shared is not None:
+            later = self._clock()
+            for slot, flight in slot_flight.items():
+                held = flight.usable.get(slot) if flight.usable else None
+                if held is not None and slot not in usable and later - held.fetched_at < stale_limit:
+                    usable[slot] = held
         if may_serve_stale(failure) and all(slot in parts or slot in usable for slot in slots):
             for slot, entry in usable.items():
                 parts[slot] = entry.items
@@ -265,6 +399,8 @@ class AnnotationCache(Generic[T]):
         *,
         started_at: float,
         store: bool,
+        read: bool = True,
+        known: Mapping[_Slot, _HeldEntry[T]] | None = None,
     ) -> _Flight[T]:
         loop = asyncio.get_running_loop()
         flight = _Flight(loop.create_future())
@@ -275,12 +411,21 @@ class AnnotationCache(Generic[T]):
         subject_ids = [s for s in slots if s is not None]
         upstream_query = query.with_subject_ids(subject_ids) if subject_ids else query
         generation = self._generation.get(source, 0)
-        task = loop.create_task(
-            self._run_flight(
+        if self._shared is None:
+            run = self._run_flight(
                 source, fkey, upstream_query, slots, fetch, flight, generation if store else None, started_at
-            ),
-            name=f"cache-flight:{source}",
-        )
+            )
+        else:
+            held = {
+                slot: (entry.version, entry.items)
+                for slot in slots
+                if (entry := (known or {}).get(slot)) is not None and entry.version is not None
+            }
+            shared = self._shared
+            run = self._run_shared_flight(
+                shared, source, fkey, upstream_query, slots, fetch, flight, generation, store, read, held
+            )
+        task = loop.create_task(run, name=f"cache-flight:{source}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return flight
@@ -317,6 +462,61 @@ class AnnotationCache(Generic[T]):
             self._store(source, fkey, parts, started_at)
         future.set_result(parts)
 
+    async def _run_shared_flight(
+        self,
+        shared: SharedTier[T],
+        source: str,
+        fkey: FilterKey,
+        query: SourceQuery,
+        slots: list[_Slot],
+        fetch: Fetch[T],
+        flight: _Flight[T],
+        generation: int,
+        store: bool,
+        read: bool,
+        known: Known[T],
+    ) -> None:
+        """Like :meth:`_run_flight`, through the shared tier; it says what it held, how old."""
+        future = flight.future
+        subject_of = self._subject_of
+
+        async def fetch_parts(wanted: list[_Slot]) -> dict[_Slot, tuple[T, ...]]:
+            ids = [s for s in wanted if s is not None]
+            items = await fetch(query.with_subject_ids(ids) if ids else query)
+            return _split(source, items, wanted, subject_of)
+
+        try:
+            fill = await shared.fill(
+                source, fkey, slots, fetch_parts, read=read, store=store and self._store_enabled, known=known
+            )
+            now = self._clock()
+            flight.upstream = fill.upstream
+            if fill.error is not None:
+                flight.usable = {slot: self._held(e, now, shared.ttl_s) for slot, e in fill.usable.items()}
+                raise fill.error
+            entries = {slot: self._held(fill.found[slot], now, shared.ttl_s) for slot in slots}
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except BaseException as exc:
+            # Every waiter gets the failure (the shared tier's own are never raised: it fetches).
+            future.set_exception(exc)
+            future.exception()
+            return
+        finally:
+            self._end_flight(flight)
+        if store and self._store_enabled and self._generation.get(source, 0) == generation:
+            for slot, entry in entries.items():
+                self._put(source, fkey, slot, entry, now)
+        flight.oldest = min(entry.stored_at for entry in entries.values())
+        future.set_result({slot: entry.items for slot, entry in entries.items()})
+
+    def _held(self, entry: TierEntry[T], now: float, shared_ttl: float) -> _HeldEntry[T]:
+        # Fresh here for the local ttl from now, but never past the answer's real ttl.
+        fetched_at = now - max(entry.age_s, 0.0)
+        stored_at = min(now, fetched_at + max(shared_ttl - self._ttl, 0.0))
+        return _HeldEntry(entry.items, stored_at, fetched_at, entry.version)
+
     def _end_flight(self, flight: _Flight[T]) -> None:
         for key in flight.keys:
             if self._flights.get(key) is flight:
@@ -328,22 +528,25 @@ class AnnotationCache(Generic[T]):
         self, source: str, fkey: FilterKey, parts: dict[_Slot, tuple[T, ...]], stored_at: float
     ) -> None:
         now = self._clock()
-        entry_limit = MAX_IDENTIFIER_ENTRIES_PER_SOURCE
         for slot, items in parts.items():
-            key = (source, slot)
-            old = self._groups.get(key)
-            group: dict[FilterKey, _Entry[T]] = {}
-            if old:
-                # Carry over the other filter variants that are still usable; drop dead ones.
-                for k, e in old.items():
-                    if k != fkey and now - e.stored_at < self._max_stale:
-                        group[k] = e
-                if slot is None and len(group) >= entry_limit:
-                    for k in list(group)[: len(group) - entry_limit + 1]:
-                        del group[k]
-            group[fkey] = _Entry(items, stored_at)
-            # Re-assigning refreshes the group's TTL and LRU position.
-            self._groups[key] = group
+            self._put(source, fkey, slot, _Entry(items, stored_at), now)
+
+    def _put(self, source: str, fkey: FilterKey, slot: _Slot, entry: _Entry[T], now: float) -> None:
+        key = (source, slot)
+        old = self._groups.get(key)
+        group: dict[FilterKey, _Entry[T]] = {}
+        if old:
+            # Carry over the other filter variants that are still usable; drop dead ones.
+            for k, e in old.items():
+                if k != fkey and now - _born(e) < self._max_stale:
+                    group[k] = e
+            entry_limit = MAX_IDENTIFIER_ENTRIES_PER_SOURCE
+            if slot is None and len(group) >= entry_limit:
+                for k in list(group)[: len(group) - entry_limit + 1]:
+                    del group[k]
+        group[fkey] = entry
+        # Re-assigning refreshes the group's TTL and LRU position.
+        self._groups[key] = group
 
     def invalidate(self, source: str, subject_ids: Iterable[str]) -> None:
         """Forget ``source``'s answers for ``subject_ids`` (and its identifier-only answers)."""
@@ -355,6 +558,16 @@ class AnnotationCache(Generic[T]):
         for key in [k for k in self._flights if k[0] == source and k[2] in subjects]:
             del self._flights[key]
 
+    async def invalidate_shared(self, source: str, subject_ids: Collection[str]) -> None:
+        """Tell the other processes (through the shared tier) what :meth:`invalidate` forgot
+        here; nothing without a shared tier."""
+        if self._shared is not None:
+            await self._shared.invalidate(source, subject_ids)
+
+    async def shared_status(self) -> dict[str, Any] | None:
+        """The shared tier's state (``/readyz``), ``None`` without one."""
+        return None if self._shared is None else await self._shared.status()
+
     def clear(self) -> None:
         """Forget everything (in-flight calls finish but do not store)."""
         for source in {k[0] for k in self._groups} | {k[0] for k in self._flights}:
@@ -363,6 +576,15 @@ class AnnotationCache(Generic[T]):
         self._flights.clear()
 
     # --- housekeeping -------------------------------------------------------------------------
+
+    @property
+    def ttl(self) -> float:
+        """How long an entry is fresh here (the local tier's ttl when there is a shared tier)."""
+        return self._ttl
+
+    @property
+    def shared(self) -> SharedTier[T] | None:
+        return self._shared
 
     @property
     def in_flight(self) -> int:
@@ -379,6 +601,8 @@ class AnnotationCache(Generic[T]):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._shared is not None:
+            await self._shared.aclose()
 
 
 def _split(

@@ -138,6 +138,38 @@ class CacheConfig(_Section):
         min_length=1,
         description="The environment variable holding the Redis URL (it may hold a password).",
     )
+    local_ttl_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="backend='redis': how long a process keeps an answer in its own memory before "
+        "asking Redis again (the bound on serving another replica's overwritten data; capped by ttl_s).",
+    )
+    redis_timeout_s: float = Field(
+        default=0.5,
+        gt=0,
+        description="backend='redis': the time one Redis call may take, this process's own "
+        "event-loop delays included (a saturated process waits that long for its turn: lower "
+        "makes it give Redis up under load); a slower Redis is treated as down (the gateway "
+        "answers from memory and the vendors meanwhile).",
+    )
+    redis_retry_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="backend='redis': how long a failing Redis is left alone before one trial call "
+        "(doubling on each further failure, up to 30 s).",
+    )
+    redis_lock_wait_s: float = Field(
+        default=3.0,
+        gt=0,
+        description="backend='redis': how long a replica waits for another replica's identical "
+        "upstream call before making its own (also the lock's expiry).",
+    )
+    redis_key_prefix: str = Field(
+        default="agw",
+        pattern=r"^[A-Za-z0-9_.-]{1,32}$",
+        description="backend='redis': the prefix of every key and channel (several gateways may "
+        "share one Redis under different prefixes).",
+    )
 
 
 class ResilienceConfig(_Section):

@@ -115,6 +115,9 @@ class FakeFederation(Federation):
             for s in self._sources.values()
         ]
 
+    async def cache_status(self) -> dict[str, object] | None:
+        return None  # the memory backend: /readyz shows no cache tier
+
     async def ready(self) -> dict[str, HealthReport]:
         return {
             s.name: HealthReport(

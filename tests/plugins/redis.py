@@ -53,24 +53,26 @@ class RedisServer:
     def start(self) -> None:
         if self.process is not None and self.process.poll() is None:
             return
-        log = (self.directory / "redis.log").open("ab")
-        self.process = subprocess.Popen(
-            [
-                self.binary,
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--dir", str(self.directory),
-                "--save", "",
-                "--appendonly", "no",
-                "--protected-mode", "yes",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        log_path = self.directory / "redis.log"
+        # The child keeps its own copy of the descriptor; the parent's is closed at once.
+        with log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    self.binary,
+                    "--port", str(self.port),
+                    "--bind", "127.0.0.1",
+                    "--dir", str(self.directory),
+                    "--save", "",
+                    "--appendonly", "no",
+                    "--protected-mode", "yes",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.process.returncode}; see {log.name}")
+                raise RuntimeError(f"redis-server exited with {self.process.returncode}; see {log_path}")
             if self.ping():
                 return
             time.sleep(0.02)

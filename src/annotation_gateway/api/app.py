@@ -155,7 +155,10 @@ def create_app(
     ``fast_lane=False`` routes the hot routes through FastAPI too (the parity test compares);
     ``metrics_multiprocess_dir``: ``/metrics`` renders every worker's values from that
     ``PROMETHEUS_MULTIPROC_DIR`` (``serve --workers N``)."""
-    gateway_metrics = GatewayMetrics(multiprocess_dir=metrics_multiprocess_dir)
+    gateway_metrics = GatewayMetrics(
+        multiprocess_dir=metrics_multiprocess_dir,
+        redis=settings.cache.backend == "redis" and settings.cache.enabled,
+    )
     limiter = RateLimiter.from_settings(settings, on_degraded=gateway_metrics.on_ratelimit_degraded)
     budgets = source_budgets(limiter, settings)
 

@@ -53,6 +53,7 @@ __all__ = [
     "HealthAnswer",
     "Problem",
     "ReadyAnswer",
+    "ReadyCache",
     "SourceInfoModel",
     "SourceList",
     "SourceStatusModel",
@@ -369,9 +370,20 @@ class ReadySource(BaseModel):
     detail: str | None = None
 
 
+class ReadyCache(BaseModel):
+    backend: Literal["redis"]
+    state: Literal["ok", "degraded"] = Field(
+        description="degraded: Redis does not answer; the gateway answers from memory and the sources."
+    )
+    detail: str | None = None
+
+
 class ReadyAnswer(BaseModel):
     status: Literal["ready"]
     sources: dict[str, ReadySource]
+    cache: ReadyCache | None = Field(
+        default=None, description="The shared cache tier, when one is configured (SPEC §9)."
+    )
 
 
 # --- the hot path ----------------------------------------------------------------------------

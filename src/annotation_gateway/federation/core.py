@@ -31,6 +31,11 @@ cursor is a (subject, record) position. The merged-result cache is not used for 
 change meanwhile (an annotation updated between pages moves to the front and may be missed or
 seen twice, as in any keyset paging over live data). ``limit`` may change between pages.
 
+*Shared cache.* With ``[cache] backend = "redis"`` the per-source cache is the local tier in
+front of :class:`~annotation_gateway.cache_redis.RedisTier`; the merged results then live for
+the local tier's ttl only, writes are published to every process, and other processes'
+invalidations reach :meth:`Federation.invalidate` here.
+
 *Observation.* An optional :class:`~.observer.FederationObserver` receives upstream call
 latencies and outcomes, cache hits and misses, in-flight counts and circuit state changes.
 ``SourceStatus.elapsed_ms`` is measured per source for ``Server-Timing``.
@@ -48,10 +53,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
+from typing import Any
 
 from cachetools import TTLCache
 
 from annotation_gateway.cache import AnnotationCache, CacheAnswer
+from annotation_gateway.cache_redis import RedisTier
 from annotation_gateway.errors import (
     ForbiddenError,
     PayloadTooLargeError,
@@ -118,11 +125,14 @@ class Federation:
         breaker_reset_timeout_s: float = DEFAULT_RESET_TIMEOUT_S,
         source_deadline_s: float | None = DEFAULT_SOURCE_DEADLINE_S,
         max_inflight_per_source: int | None = None,
+        shared_cache: RedisTier | None = None,
     ) -> None:
         """``cursor_secret`` signs cursors (use 32 random bytes, shared by every replica);
         ``clock`` is monotonic seconds (tests inject one); ``max_inflight_per_source`` caps
         concurrent upstream calls per source on top of the provider's own connection cap
-        (``None``: no extra cap); ``source_deadline_s=None`` disables the whole-fetch deadline."""
+        (``None``: no extra cap); ``source_deadline_s=None`` disables the whole-fetch deadline;
+        ``shared_cache``: a ready Redis tier (the federation owns it), else one is built from the
+        environment when ``cache.backend`` is ``"redis"``."""
         if not cursor_secret:
             raise ValueError("cursor_secret must not be empty")
         self._observer = BoundObserver(observer)
@@ -147,9 +157,15 @@ class Federation:
                 ),
                 bulkhead=Bulkhead(max_inflight_per_source),
             )
-        self._cache: AnnotationCache[Record] = AnnotationCache(cache, subject_of=_SUBJECT_ID, clock=clock)
+        if shared_cache is None and cache.backend == "redis" and cache.enabled:
+            shared_cache = RedisTier.from_config(cache, clock=clock, observer=self._observer)
+        if shared_cache is not None:
+            shared_cache.set_listener(self._forget)
+        self._cache: AnnotationCache[Record] = AnnotationCache(
+            cache, subject_of=_SUBJECT_ID, clock=clock, shared=shared_cache
+        )
         self._discovery = DiscoveryCache(cache, clock=clock)
-        self._merged_ttl = cache.ttl_s if cache.enabled else 0.0
+        self._merged_ttl = self._cache.ttl if cache.enabled else 0.0
         self._merged: TTLCache[bytes, Merged] = TTLCache(
             maxsize=limits.MERGED_CACHE_MAX_ITEMS,
             ttl=max(self._merged_ttl, 1e-9),
@@ -694,7 +710,9 @@ class Federation:
                 deadline_s=self._deadline_s,
             )
         finally:
-            self.invalidate(source, {item.subject_id for item in items})
+            subjects = {item.subject_id for item in items}
+            self.invalidate(source, subjects)
+            await self._cache.invalidate_shared(source, subjects)
 
     def invalidate(self, source: str, subject_ids: Iterable[str]) -> None:
         """Forget cached answers about ``subject_ids`` of ``source`` (and every merged result)."""
@@ -703,6 +721,16 @@ class Federation:
         # Merged results are keyed by query, not subject; writes are rare next to reads, so
         # dropping them all is simpler and cheaper than indexing them by subject.
         self._merged.clear()
+
+    def _forget(self, source: str | None, subject_ids: list[str] | None) -> None:
+        """Another process wrote (``source``, ``subject_ids``; ``None``: all its subjects), or
+        this one may have missed such news (both ``None``): forget here what it may change."""
+        if source is None or subject_ids is None:
+            self._write_seq += 1
+            self._cache.clear()
+            self._merged.clear()
+        else:
+            self.invalidate(source, subject_ids)
 
     # --- health -------------------------------------------------------------------------------
 
@@ -736,6 +764,10 @@ class Federation:
             )
             for s in self._sources.values()
         ]
+
+    async def cache_status(self) -> dict[str, Any] | None:
+        """The shared cache tier's state (``/readyz``); ``None`` with the memory backend."""
+        return await self._cache.shared_status()
 
     async def ready(self) -> dict[str, HealthReport]:
         """Probe every source (for ``/readyz``)."""

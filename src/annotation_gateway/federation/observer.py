@@ -11,10 +11,18 @@ from typing import Literal, Protocol
 
 from annotation_gateway.resilience import CircuitState
 
-__all__ = ["BoundObserver", "CacheOutcome", "FederationObserver", "NullObserver", "UpstreamOperation"]
+__all__ = [
+    "BoundObserver",
+    "CacheOutcome",
+    "FederationObserver",
+    "NullObserver",
+    "SharedCacheOutcome",
+    "UpstreamOperation",
+]
 
 UpstreamOperation = Literal["fetch", "discover", "write"]
 CacheOutcome = Literal["hit", "miss", "stale"]
+SharedCacheOutcome = Literal["hit", "miss", "invalid", "wait", "bypass"]
 
 
 class FederationObserver(Protocol):
@@ -40,6 +48,20 @@ class FederationObserver(Protocol):
     def on_circuit(self, source: str, state: CircuitState) -> None:
         """The circuit breaker of ``source`` changed state."""
 
+    def on_shared_cache(self, source: str, result: SharedCacheOutcome, count: int) -> None:
+        """The shared (Redis) tier looked up ``count`` subjects of ``source``: fresh there
+        (``hit``), absent or too old (``miss``), undecodable (``invalid``); or, once per lookup,
+        waited for another process's identical call (``wait``) or skipped Redis, degraded
+        (``bypass``)."""
+
+    def on_redis_error(self, operation: str) -> None:
+        """A Redis call of the shared tier failed (``read``, ``write``, ``invalidate``,
+        ``subscribe``, ``ping``), or the tier itself did (``internal``: a bug; the request went
+        to the source)."""
+
+    def on_redis_state(self, up: bool) -> None:
+        """The shared tier became degraded (``False``) or answers again (``True``)."""
+
 
 class NullObserver:
     """The default observer: does nothing."""
@@ -56,11 +78,28 @@ class NullObserver:
     def on_circuit(self, source: str, state: CircuitState) -> None:
         return None
 
+    def on_shared_cache(self, source: str, result: SharedCacheOutcome, count: int) -> None:
+        return None
+
+    def on_redis_error(self, operation: str) -> None:
+        return None
+
+    def on_redis_state(self, up: bool) -> None:
+        return None
+
 
 class BoundObserver:
     """The observer's hooks looked up once, with a no-op for each one it lacks."""
 
-    __slots__ = ("on_cache", "on_circuit", "on_inflight", "on_upstream")
+    __slots__ = (
+        "on_cache",
+        "on_circuit",
+        "on_inflight",
+        "on_redis_error",
+        "on_redis_state",
+        "on_shared_cache",
+        "on_upstream",
+    )
 
     def __init__(self, observer: object | None) -> None:
         null = NullObserver()
@@ -72,3 +111,8 @@ class BoundObserver:
         self.on_circuit: Callable[[str, CircuitState], None] = getattr(
             observer, "on_circuit", null.on_circuit
         )
+        self.on_shared_cache: Callable[[str, SharedCacheOutcome, int], None] = getattr(
+            observer, "on_shared_cache", null.on_shared_cache
+        )
+        self.on_redis_error: Callable[[str], None] = getattr(observer, "on_redis_error", null.on_redis_error)
+        self.on_redis_state: Callable[[bool], None] = getattr(observer, "on_redis_state", null.on_redis_state)

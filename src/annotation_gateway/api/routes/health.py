@@ -4,18 +4,24 @@ Contract: ``GET /healthz`` is 200 ``{"status": "ok"}`` whenever the process serv
 never touches a source. ``GET /readyz`` probes every source concurrently (each probe is bounded
 by the source's timeout) and answers 200 ``{"status": "ready", "sources": {...}}`` when all are
 reachable, else 503 ``source_unavailable`` problem+json whose ``errors`` name each unreachable
-source. Both are public (no gateway key) for orchestrators; they show source names and
-latencies only. Both answer ``HEAD`` too (same status, no body), as many probes send it.
+source. With the shared cache tier (``[cache] backend = "redis"``) the answer also carries
+``"cache": {"backend": "redis", "state": "ok" | "degraded", "detail": ...}``; a degraded tier
+does not make the gateway unready (it still answers, from memory and the sources: restarting or
+draining it would not bring Redis back), so it never turns 200 into 503. Both are public (no
+gateway key) for orchestrators; they show source names, latencies and the cache tier's state
+only (never its URL). Both answer ``HEAD`` too (same status, no body), as many probes send it.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from annotation_gateway.api.auth import FederationDep
 from annotation_gateway.api.problems import problem_response
-from annotation_gateway.api.schemas import HealthAnswer, Problem, ReadyAnswer, ReadySource
+from annotation_gateway.api.schemas import HealthAnswer, Problem, ReadyAnswer, ReadyCache, ReadySource
 from annotation_gateway.api.timing import record_source_timing
 from annotation_gateway.errors import SourceUnavailableError
 
@@ -76,7 +82,7 @@ async def readyz_head(request: Request, federation: FederationDep) -> Response:
 
 
 async def _readiness(request: Request, federation: FederationDep) -> Response:
-    reports = await federation.ready()
+    reports, cache = await asyncio.gather(federation.ready(), federation.cache_status())
     sources = {
         name: ReadySource(
             ok=report.ok, latency_ms=round(report.latency_ms, 1), version=report.version, detail=report.detail
@@ -101,5 +107,8 @@ async def _readiness(request: Request, federation: FederationDep) -> Response:
             ],
         )
         return problem_response(error, instance=request.url.path)
-    answer = ReadyAnswer(status="ready", sources=sources)
+    if cache is None:
+        answer = ReadyAnswer(status="ready", sources=sources)
+        return Response(content=answer.model_dump_json(exclude={"cache"}), media_type="application/json")
+    answer = ReadyAnswer(status="ready", sources=sources, cache=ReadyCache.model_validate(cache))
     return Response(content=answer.model_dump_json(), media_type="application/json")

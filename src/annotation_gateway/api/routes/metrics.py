@@ -13,8 +13,13 @@ Contract:
   ``webhook_deliveries_total{webhook,outcome}`` (ok | rejected | timeout | error: one per
   attempt), ``webhook_delivered_annotations_total{webhook}``, ``webhook_pending_messages{webhook}``
   (0 or 1) and ``webhook_last_success_timestamp_seconds{webhook}`` (:mod:`annotation_gateway.webhooks`);
+  with the Redis cache tier (SPEC §9) also ``redis_cache_lookups_total{source,result}`` (per
+  subject: hit | miss | invalid; per lookup: wait | bypass), ``redis_errors_total{operation}``
+  and ``redis_up`` (1 answering, 0 degraded) — never the Redis URL; they exist only in an app
+  built with that backend (``GatewayMetrics(redis=True)``);
 - :class:`GatewayMetrics` is the federation's ``FederationObserver`` (``on_upstream``,
-  ``on_cache``, ``on_inflight``, ``on_circuit``) and the middleware's request observer;
+  ``on_cache``, ``on_inflight``, ``on_circuit``, ``on_shared_cache``, ``on_redis_error``,
+  ``on_redis_state``) and the middleware's request observer;
 - label values are only route templates, HTTP methods/status codes, configured source and
   webhook names and closed-list problem codes — never anything a client or vendor sent, so never a credential;
 - several worker processes (``serve --workers N``): ``GatewayMetrics(multiprocess_dir=...)``
@@ -58,9 +63,10 @@ CIRCUIT_STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 class GatewayMetrics:
     """The gateway's metrics, in a registry of their own."""
 
-    def __init__(self, *, multiprocess_dir: str | None = None) -> None:
+    def __init__(self, *, multiprocess_dir: str | None = None, redis: bool = False) -> None:
         """``multiprocess_dir``: the ``PROMETHEUS_MULTIPROC_DIR`` of a multi-worker ``serve``
-        (render every worker's values from it); ``None``: this process's values only."""
+        (render every worker's values from it); ``None``: this process's values only.
+        ``redis``: the shared cache tier is configured (its metrics are registered)."""
         # The *_created series double every counter's output and no dashboard reads them. The
         # switch is process-wide in prometheus-client; the gateway owns its process.
         disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -153,15 +159,45 @@ class GatewayMetrics:
             registry=self.registry,
             multiprocess_mode="max",
         )
+        self.redis_lookups: Counter | None = None
+        self.redis_errors: Counter | None = None
+        self.redis_up: Gauge | None = None
+        if redis:
+            self._register_redis()
         # labels() takes a lock and builds a key each call; the children are cached here instead.
         self._request_children: dict[tuple[str, str, int], Counter] = {}
         self._duration_children: dict[str, Histogram] = {}
         self._cache_children: dict[tuple[str, str], Counter] = {}
+        self._redis_children: dict[tuple[str, str], Counter] = {}
+
         self._render_registry = self.registry
         if multiprocess_dir is not None:
             # The values live in per-process files; this registry reads all of them at scrape.
             self._render_registry = CollectorRegistry(auto_describe=True)
             MultiProcessCollector(self._render_registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
+
+    def _register_redis(self) -> None:
+        self.redis_lookups = Counter(
+            f"{PREFIX}_redis_cache_lookups",
+            "Shared cache tier (Redis) lookups per source: per subject hit, miss or invalid (an "
+            "undecodable value); per lookup wait (for another process's call) or bypass (Redis "
+            "degraded, skipped).",
+            ("source", "result"),
+            registry=self.registry,
+        )
+        self.redis_errors = Counter(
+            f"{PREFIX}_redis_errors",
+            "Failed Redis calls of the shared cache tier, by operation.",
+            ("operation",),
+            registry=self.registry,
+        )
+        self.redis_up = Gauge(
+            f"{PREFIX}_redis_up",
+            "Whether the shared cache tier's Redis answers (1) or the tier is degraded (0).",
+            registry=self.registry,
+            multiprocess_mode="livemin",  # with several workers: 0 when any worker sees Redis down
+        )
+        self.redis_up.set(1)
 
     # --- the HTTP side (called by the Server-Timing middleware) --------------------------------
 
@@ -203,6 +239,23 @@ class GatewayMetrics:
 
     def on_circuit(self, source: str, state: str) -> None:
         self.circuit_state.labels(source).set(CIRCUIT_STATE_VALUES.get(state, -1))
+
+    def on_shared_cache(self, source: str, result: str, count: int) -> None:
+        if self.redis_lookups is None:
+            return
+        key = (source, result)
+        counter = self._redis_children.get(key)
+        if counter is None:
+            counter = self._redis_children[key] = self.redis_lookups.labels(source, result)
+        counter.inc(count)
+
+    def on_redis_error(self, operation: str) -> None:
+        if self.redis_errors is not None:
+            self.redis_errors.labels(operation).inc()
+
+    def on_redis_state(self, up: bool) -> None:
+        if self.redis_up is not None:
+            self.redis_up.set(1 if up else 0)
 
     def on_ratelimit_degraded(self, degraded: bool) -> None:
         """The rate limiter switched to process memory (``True``) or back to Redis."""
