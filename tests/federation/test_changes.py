@@ -216,3 +216,46 @@ async def test_writes_interleaved_with_reads_are_never_skipped(
     for record in sorted(delivered, key=lambda r: (r.updated_us, r.id)):
         final[record.subject_id] = record.label
     assert {s: final.get(s) for s in last_written} == last_written
+
+
+async def test_a_failing_source_keeps_its_watermark_until_it_answers(
+    datadog_sim: DatadogSimulator, datadog_switches: DatadogSimulator
+) -> None:
+    """Two simulators as two sources: while "b" fails, the feed moves on with "a" (partial) and
+    "b"'s changes — older than what "a" delivered meanwhile — come once it answers again."""
+    run = uuid.uuid4().hex[:6]
+    ids = [f"{run}-{i}" for i in range(4)]
+    datadog_sim.seed({"queues": [{"name": f"a-{run}", "label_schemas": LABELS, "interactions": [
+        interaction(c, f"a-{c}", 100 + i, 1) for i, c in enumerate(ids)]}]})  # fmt: skip
+    datadog_switches.seed({"queues": [{"name": f"b-{run}", "label_schemas": LABELS, "interactions": [
+        interaction(c, f"b-{c}", 10 + i, 2) for i, c in enumerate(ids)]}]})  # fmt: skip
+    a = DatadogProvider.from_config(
+        datadog_sim.source_config("a", retry_attempts=1), environ=datadog_sim.environ
+    )
+    b = DatadogProvider.from_config(
+        datadog_switches.source_config("b", retry_attempts=1), environ=datadog_switches.environ
+    )
+    # A high breaker threshold: this test is about the feed, not about the circuit opening.
+    federation = Federation(
+        [a, b], CacheConfig(enabled=False), cursor_secret=SECRET, breaker_failure_threshold=1000
+    )
+    query = FederatedQuery(subject_ids=tuple(ids))
+    try:
+        datadog_switches.configure(fail_next=1000)
+        down = await federation.changes(query, since=None, limit=100)
+        assert down.partial
+        assert {r.source for r in down.records} == {"a"}
+        assert len(down.records) == 4
+        still = await federation.changes(query, since=down.next_since, limit=100)
+        assert still.records == []
+        assert still.partial
+        datadog_switches.configure(fail_next=0)
+        # b's changes are older than a's watermark (minutes, far past the overlap): still delivered.
+        back = await federation.changes(query, since=still.next_since, limit=100)
+        assert not back.partial
+        assert sorted(r.subject_id for r in back.records) == sorted(ids)
+        assert {r.source for r in back.records} == {"b"}
+        done = await federation.changes(query, since=back.next_since, limit=100)
+        assert done.records == []
+    finally:
+        await federation.aclose()

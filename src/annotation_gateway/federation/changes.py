@@ -2,22 +2,29 @@ r"""The change feed (SPEC §10): annotations created or updated after a watermar
 
 Contract:
 - a page is the ``limit`` oldest matches of the query, in ``(updated_at, id)`` order, whose
-  version (the hash of its canonical JSON) was not delivered before; ``next_since`` (opaque, signed and bound
-  to the query and the key like cursors) carries the watermark — the newest ``updated_at``
-  delivered — and the versions delivered within ``CHANGES_OVERLAP_S`` of it;
-- the next call reads every match with ``updated_at >= watermark - CHANGES_OVERLAP_S`` **fresh**
-  (no cache: neither the annotation cache nor the scope's discovery cache, which would hide a
-  new change until its TTL) and leaves out the versions the token names. So a change that shows
-  up late at its vendor — a write committing after others with later times, a vendor clock
-  slightly behind — is still delivered, as long as it is visible within the overlap; an update
-  is a new version and is delivered again (re-writing identical content is not a change);
+  version (the hash of its canonical JSON) was not delivered before; ``next_since`` (opaque,
+  signed and bound to the query and the key like cursors) carries, **per source**, a watermark
+  — how far that source has been delivered — and the versions delivered within
+  ``CHANGES_OVERLAP_S`` of it;
+- the next call reads, for each source, every match with ``updated_at >= its watermark -
+  CHANGES_OVERLAP_S`` **fresh** (no cache: neither the annotation cache nor the scope's
+  discovery cache, which would hide a new change until its TTL) and leaves out the versions the
+  token names. So a change that shows up late at its vendor — a write committing after others
+  with later times, a vendor clock slightly behind — is still delivered, as long as it is
+  visible within the overlap; an update is a new version and is delivered again (re-writing
+  identical content is not a change);
+- a source that **fails** keeps its watermark: the feed moves on with the others (``partial``),
+  and that source's changes come once it answers again — the feed never moves past a source it
+  could not read. A source that answered moves to the page's newest change (everything of it
+  not delivered yet is newer than that);
 - **never skipped, maybe twice**: a change is delivered at least once if it becomes visible
-  within the overlap; it can come twice when more than ``CHANGES_MAX_SEEN`` versions crowd the
-  overlap (the oldest are forgotten first). Empty ``data`` means caught up; ``next_since`` is
-  always returned, to poll with;
-- without ``since`` the feed starts at the beginning: everything in the query's reach, oldest
-  first. Every call reads its whole window (vendors cannot list annotations by time), through
-  the streaming read path, keeping only the ``limit`` oldest in memory (a bounded heap);
+  within the overlap; it can come twice when more versions crowd a source's overlap than the
+  token keeps (``CHANGES_MAX_SEEN`` shared by the sources; the oldest are forgotten first).
+  Empty ``data`` means caught up; ``next_since`` is always returned, to poll with;
+- without ``since`` (or for a source the token does not know, e.g. one added to the config)
+  the feed starts at the beginning: everything in the query's reach, oldest first. Every call
+  reads its whole window (vendors cannot list annotations by time), through the streaming read
+  path, keeping only the ``limit`` oldest in memory;
 - vendors expose no deletions, and the feed invents none.
 """
 
@@ -26,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -33,7 +41,7 @@ from annotation_gateway.federation import limits
 from annotation_gateway.federation.answers import SourceStatus
 from annotation_gateway.records import Record
 
-__all__ = ["ChangesPage", "Seen", "version_hash"]
+__all__ = ["ChangesPage", "FeedState", "Oldest", "Seen", "version_hash"]
 
 _ENTRY = struct.Struct(">I6s")
 """One remembered version: µs before the watermark (uint32: the overlap is far below 71 min),
@@ -48,6 +56,10 @@ def version_hash(record: Record) -> bytes:
     return hashlib.blake2b(record.json, digest_size=6).digest()
 
 
+def _overlap_us() -> int:
+    return int(limits.CHANGES_OVERLAP_S * 1_000_000)
+
+
 @dataclass(slots=True)
 class ChangesPage:
     """One page of the feed."""
@@ -59,9 +71,9 @@ class ChangesPage:
 
 
 class Seen:
-    """The versions delivered near a watermark, as a ``since`` token carries them."""
+    """One source's watermark and the versions delivered near it."""
 
-    def __init__(self, watermark_us: int | None, entries: dict[bytes, int] | None = None) -> None:
+    def __init__(self, watermark_us: int, entries: dict[bytes, int] | None = None) -> None:
         self.watermark_us = watermark_us
         self.entries: dict[bytes, int] = entries or {}
         """version hash → its ``updated_at`` (µs)."""
@@ -75,54 +87,85 @@ class Seen:
             entries[digest] = watermark_us - before
         return cls(watermark_us, entries)
 
-    def pack(self) -> bytes:
-        if self.watermark_us is None:
-            return b""
-        newest = sorted(self.entries.items(), key=lambda item: item[1], reverse=True)
-        return b"".join(
-            _ENTRY.pack(self.watermark_us - us, digest) for digest, us in newest[: limits.CHANGES_MAX_SEEN]
-        )
+    def pack(self, keep: int) -> bytes:
+        newest = sorted(self.entries.items(), key=lambda item: item[1], reverse=True)[:keep]
+        return b"".join(_ENTRY.pack(self.watermark_us - us, digest) for digest, us in newest)
 
     @property
-    def floor(self) -> datetime | None:
-        """The oldest ``updated_at`` the next read must cover (``None``: the beginning)."""
-        if self.watermark_us is None:
-            return None
-        overlap_us = int(limits.CHANGES_OVERLAP_S * 1_000_000)
-        return datetime.fromtimestamp((self.watermark_us - overlap_us) / 1e6, tz=UTC)
+    def floor_us(self) -> int:
+        """The oldest ``updated_at`` the next read must cover for this source."""
+        return self.watermark_us - _overlap_us()
 
     def delivered(self, record: Record) -> bool:
-        return version_hash(record) in self.entries
+        return record.updated_us < self.floor_us or version_hash(record) in self.entries
 
-    def advance(self, page: list[Record]) -> Seen:
-        """The state after delivering ``page`` (oldest first): the watermark moves to its newest
-        change; versions older than the overlap below it are forgotten."""
-        if not page:
-            return self
-        watermark = max(self.watermark_us or page[-1].updated_us, page[-1].updated_us)
-        overlap_us = int(limits.CHANGES_OVERLAP_S * 1_000_000)
-        entries = {d: us for d, us in self.entries.items() if us >= watermark - overlap_us}
-        for record in page:
-            if record.updated_us >= watermark - overlap_us:
+    def advance(self, watermark_us: int, delivered: Iterable[Record]) -> Seen:
+        """Moved to ``watermark_us`` (never back), remembering ``delivered`` near it."""
+        watermark = max(self.watermark_us, watermark_us)
+        floor = watermark - _overlap_us()
+        entries = {d: us for d, us in self.entries.items() if us >= floor}
+        for record in delivered:
+            if record.updated_us >= floor:
                 entries[version_hash(record)] = record.updated_us
         return Seen(watermark, entries)
 
 
-class Oldest:
-    """The ``limit`` oldest records by ``(updated_at, id)`` of a stream, in bounded memory: a
-    buffer trimmed back to ``limit`` whenever it holds twice that (amortised n log limit)."""
+class FeedState:
+    """Every source's :class:`Seen` (a source absent from it starts at the beginning)."""
 
-    def __init__(self, limit: int, seen: Seen) -> None:
+    def __init__(self, per_source: dict[str, Seen] | None = None) -> None:
+        self.per_source = per_source or {}
+
+    @classmethod
+    def unpack(cls, state: dict[str, tuple[int, bytes]]) -> FeedState:
+        return cls({name: Seen.unpack(watermark, packed) for name, (watermark, packed) in state.items()})
+
+    def pack(self) -> dict[str, tuple[int, bytes]]:
+        keep = max(limits.CHANGES_MAX_SEEN // max(len(self.per_source), 1), 1)
+        return {name: (seen.watermark_us, seen.pack(keep)) for name, seen in self.per_source.items()}
+
+    def floor(self, sources: Iterable[str]) -> datetime | None:
+        """The oldest ``updated_at`` the next read must cover (``None``: the beginning)."""
+        floors = [self.per_source[s].floor_us if s in self.per_source else None for s in sources]
+        if not floors or any(f is None for f in floors):
+            return None
+        return datetime.fromtimestamp(min(f for f in floors if f is not None) / 1e6, tz=UTC)
+
+    def delivered(self, record: Record) -> bool:
+        seen = self.per_source.get(record.source)
+        return seen is not None and seen.delivered(record)
+
+    def advance(self, page: list[Record], answered: Iterable[str]) -> FeedState:
+        """The state after delivering ``page`` (oldest first): every source that ``answered``
+        moves to the page's newest change (all it has not delivered yet is newer); the others
+        keep theirs."""
+        if not page:
+            return self
+        newest = page[-1].updated_us
+        per_source = dict(self.per_source)
+        for name in answered:
+            own = [r for r in page if r.source == name]
+            current = per_source.get(name) or Seen(newest)
+            per_source[name] = current.advance(newest, own)
+        return FeedState(per_source)
+
+
+class Oldest:
+    """The ``limit`` oldest records by ``(updated_at, id)`` of a stream not delivered before, in
+    bounded memory: a buffer trimmed back to ``limit`` whenever it holds twice that (amortised
+    n log limit)."""
+
+    def __init__(self, limit: int, state: FeedState) -> None:
         self._limit = limit
-        self._seen = seen
+        self._state = state
         self._kept: list[Record] = []
 
     def add(self, records: list[Record]) -> None:
-        seen = self._seen
-        if seen.watermark_us is None:
-            self._kept.extend(records)
+        state = self._state
+        if state.per_source:
+            self._kept.extend(r for r in records if not state.delivered(r))
         else:
-            self._kept.extend(r for r in records if not seen.delivered(r))
+            self._kept.extend(records)
         if len(self._kept) >= 2 * self._limit:
             self._trim()
 

@@ -68,7 +68,7 @@ from annotation_gateway.errors import (
 )
 from annotation_gateway.federation import limits
 from annotation_gateway.federation.answers import QueryPage, SourceInfo, SourceStatus
-from annotation_gateway.federation.changes import ChangesPage, Oldest, Seen
+from annotation_gateway.federation.changes import ChangesPage, FeedState, Oldest
 from annotation_gateway.federation.cursor import CursorCodec, bind
 from annotation_gateway.federation.guards import SourceRuntime
 from annotation_gateway.federation.limits import DEFAULT_SOURCE_DEADLINE_S
@@ -400,22 +400,21 @@ class Federation:
             )
         selected = select(query, self._sources, allowed_sources)
         binding = bind(fingerprint(query, [s.name for s in selected]), audience)
-        seen = Seen(None) if since is None else Seen.unpack(*self._codec.decode_since(since, binding))
-        floor = seen.floor
+        state = FeedState() if since is None else FeedState.unpack(self._codec.decode_since(since, binding))
+        floor = state.floor(s.name for s in selected)
         # Fresh: a cached answer (or a cached scope discovery) would hide a change until its TTL,
         # and a stale one for longer.
         window = replace(query, use_cache=False, max_stale_s=0.0, cursor=None)
         if floor is not None and (query.updated_after is None or query.updated_after < floor):
             if query.updated_before is not None and floor >= query.updated_before:
-                return ChangesPage(
-                    [], self._codec.encode_since(binding, seen.watermark_us or 0, seen.pack()), False, []
-                )
+                return ChangesPage([], self._codec.encode_since(binding, state.pack()), False, [])
             window = replace(window, updated_after=floor)
-        oldest = Oldest(limit, seen)
+        oldest = Oldest(limit, state)
         partial, statuses = await self.consume(window, oldest.add, allowed_sources=allowed_sources)
         page = oldest.result()
-        after = seen.advance(page)
-        token = self._codec.encode_since(binding, after.watermark_us or 0, after.pack())
+        # A source that failed keeps its watermark: its changes come when it answers again.
+        answered = [s.source for s in statuses if s.status != "error"]
+        token = self._codec.encode_since(binding, state.advance(page, answered).pack())
         return ChangesPage(page, token, partial, statuses)
 
     # --- scopes -------------------------------------------------------------------------------

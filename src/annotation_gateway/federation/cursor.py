@@ -81,20 +81,26 @@ class CursorCodec:
             raise InvalidCursorError("the cursor's content is malformed")
         return (subject_id, -micros, item_id)
 
-    def encode_since(self, fingerprint: str, watermark_us: int, seen: bytes) -> str:
-        """A change feed's ``next_since``: the watermark (µs) and the packed versions already
-        delivered near it (see :mod:`.changes`)."""
-        payload = orjson.dumps([_SINCE_VERSION, fingerprint, watermark_us, _b64encode(seen)])
+    def encode_since(self, fingerprint: str, state: dict[str, tuple[int, bytes]]) -> str:
+        """A change feed's ``next_since``: per source, its watermark (µs) and the packed
+        versions already delivered near it (see :mod:`.changes`)."""
+        body = {name: [watermark, _b64encode(seen)] for name, (watermark, seen) in sorted(state.items())}
+        payload = orjson.dumps([_SINCE_VERSION, fingerprint, body])
         return _b64encode(payload + self._mac(payload))
 
-    def decode_since(self, since: str, fingerprint: str) -> tuple[int, bytes]:
+    def decode_since(self, since: str, fingerprint: str) -> dict[str, tuple[int, bytes]]:
         fields = self._open(since, fingerprint, _SINCE_VERSION, what="since", max_length=MAX_SINCE_LENGTH)
-        if len(fields) != 2 or type(fields[0]) is not int or not isinstance(fields[1], str):
+        if len(fields) != 1 or not isinstance(fields[0], dict):
             raise InvalidCursorError("the since token's content is malformed")
+        state: dict[str, tuple[int, bytes]] = {}
         try:
-            return fields[0], _b64decode(fields[1])
-        except (binascii.Error, ValueError) as exc:
+            for name, (watermark, seen) in fields[0].items():
+                if type(watermark) is not int or not isinstance(seen, str):
+                    raise InvalidCursorError("the since token's content is malformed")
+                state[name] = (watermark, _b64decode(seen))
+        except (binascii.Error, ValueError, TypeError) as exc:
             raise InvalidCursorError("the since token's content is malformed") from exc
+        return state
 
     def _open(
         self,
