@@ -104,6 +104,11 @@ def _protected(data: ApiData) -> list[Op]:
             },
         ),
         Op("GET", "/v1/sources"),
+        Op("GET", "/v1/annotations/metrics", {"subject_id": subjects, "group_by": "name"}),
+        Op("POST", "/v1/annotations/metrics", body={"subject_ids": subjects}),
+        Op("GET", "/v1/annotations/agreement", {"subject_id": subjects}),
+        Op("GET", "/v1/annotations/changes", {"subject_id": subjects}),
+        Op("GET", "/v1/webhooks"),
     ]
 
 
