@@ -7,6 +7,9 @@ Contract: one module, so the API, the CLI and the federation read each limit fro
 from __future__ import annotations
 
 __all__ = [
+    "AGGREGATE_CHUNK_SUBJECTS",
+    "AGGREGATE_FIRST_CHUNK_SUBJECTS",
+    "AGGREGATE_TARGET_RECORDS",
     "CHANGES_MAX_SEEN",
     "CHANGES_OVERLAP_S",
     "DEFAULT_CHANGES_LIMIT",
@@ -91,5 +94,12 @@ EXPORT_TARGET_RECORDS = 5_000
 """Annotations a streaming export's chunk aims at (a few MB of records), whatever the density."""
 EXPORT_CHUNKS_IN_FLIGHT = 2
 """Chunks of a streaming export fetched at once (one being written while the next arrives)."""
+AGGREGATE_FIRST_CHUNK_SUBJECTS = 200
+"""Subjects in an aggregation's first chunk (no first byte to hurry; no density known yet)."""
+AGGREGATE_TARGET_RECORDS = 10_000
+"""Annotations an aggregation's chunk aims at: they pass through the aggregator and are dropped,
+so a chunk may be larger than an export's (a few MB of records at most)."""
+AGGREGATE_CHUNK_SUBJECTS = 1000
+"""Most subjects per chunk of an aggregation (Phoenix takes 1000 ids a request)."""
 FINGERPRINT_MEMO_MAX_ITEMS = 4096
 """Query digests remembered (a plain dict, emptied when full: cheaper than LRU upkeep)."""

@@ -16,6 +16,7 @@ Contract:
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any
@@ -60,13 +61,23 @@ class Outcome:
     fetched_at: float | None = None
 
 
-def merge(done: list[Outcome], *, expires_at: float) -> Merged:
-    """One ordered result from the sources' outcomes (see the module docstring)."""
+def merge(done: list[Outcome], *, expires_at: float, ordered: bool = True) -> Merged:
+    """One ordered result from the sources' outcomes (see the module docstring);
+    ``ordered=False`` (aggregation) concatenates them as they are: ids are unique across
+    sources (``{source}:{native id}``) and within one (the provider contract), so only the
+    order is given up."""
     total = sum(len(o.records) for o in done if o.records is not None)
     if total > limits.MAX_TOTAL_RESULTS:
         raise PayloadTooLargeError(
             f"the query matches {total} annotations, more than the limit of {limits.MAX_TOTAL_RESULTS}; "
             "narrow it with fewer subject ids, names, or an updated_after/updated_before window"
+        )
+    if not ordered:
+        return Merged(
+            records=tuple(itertools.chain.from_iterable(o.records for o in done if o.records is not None)),
+            statuses=tuple(o.status for o in done),
+            partial=any(o.failure is not None for o in done),
+            expires_at=expires_at,
         )
     by_id: dict[str, Record] = {}
     for outcome in done:
@@ -75,10 +86,10 @@ def merge(done: list[Outcome], *, expires_at: float) -> Merged:
                 by_id[record.id] = record
     # Two stable passes with C-level keys (an int, then a str): the order of sort_key, at about
     # half the cost of sorting on (-µs, id) tuples (tuple comparisons dominate a one-pass sort).
-    ordered = sorted(by_id.values(), key=_BY_ID)
-    ordered.sort(key=_BY_UPDATED, reverse=True)
+    in_order = sorted(by_id.values(), key=_BY_ID)
+    in_order.sort(key=_BY_UPDATED, reverse=True)
     return Merged(
-        records=tuple(ordered),
+        records=tuple(in_order),
         statuses=tuple(o.status for o in done),
         partial=any(o.failure is not None for o in done),
         expires_at=expires_at,
