@@ -12,15 +12,24 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Literal
 
-__all__ = ["INTERVALS", "Interval", "bucket_label", "bucket_of"]
+__all__ = [
+    "DAY_US",
+    "HOUR_US",
+    "INTERVALS",
+    "MONDAY_OFFSET_US",
+    "WEEK_US",
+    "Interval",
+    "bucket_label",
+    "bucket_of",
+]
 
 Interval = Literal["hour", "day", "week", "month"]
 INTERVALS: tuple[Interval, ...] = ("hour", "day", "week", "month")
 
-_HOUR_US = 3_600_000_000
-_DAY_US = 24 * _HOUR_US
-_WEEK_US = 7 * _DAY_US
-_MONDAY_OFFSET_US = 3 * _DAY_US
+HOUR_US = 3_600_000_000
+DAY_US = 24 * HOUR_US
+WEEK_US = 7 * DAY_US
+MONDAY_OFFSET_US = 3 * DAY_US
 """1970-01-01 was a Thursday: the Monday of its ISO week is 3 days earlier."""
 
 _MONTH_OF_DAY: dict[int, int] = {}
@@ -29,13 +38,13 @@ _MONTH_OF_DAY: dict[int, int] = {}
 def bucket_of(us: int, interval: Interval) -> int:
     """The start (µs since the epoch, UTC) of the bucket holding ``us``."""
     if interval == "day":
-        return us - us % _DAY_US
+        return us - us % DAY_US
     if interval == "hour":
-        return us - us % _HOUR_US
+        return us - us % HOUR_US
     if interval == "week":
-        shifted = us + _MONDAY_OFFSET_US
-        return shifted - shifted % _WEEK_US - _MONDAY_OFFSET_US
-    day = us // _DAY_US
+        shifted = us + MONDAY_OFFSET_US
+        return shifted - shifted % WEEK_US - MONDAY_OFFSET_US
+    day = us // DAY_US
     start = _MONTH_OF_DAY.get(day)
     if start is None:
         moment = datetime.fromtimestamp(day * 86_400, tz=UTC)
