@@ -31,7 +31,7 @@ import binascii
 import re
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -96,24 +96,13 @@ class WebhookFilters(BaseModel):
         from annotation_gateway.federation.query import FederatedQuery
 
         try:
-            return FederatedQuery(
-                subject_ids=tuple(self.subject_ids),
-                subject_kinds=tuple(self.subject_kinds),
-                identifiers=tuple(self.identifiers),
-                names=tuple(self.names),
-                exclude_names=tuple(self.exclude_names),
-                sources=tuple(self.sources),
-                providers=tuple(self.providers),
-                annotator_kinds=tuple(self.annotator_kinds),
-                projects=tuple(self.projects),
-                queues=tuple(self.queues),
-                scope=self.scope,
-                updated_after=self.updated_after,
-                updated_before=self.updated_before,
-                include_raw="raw" in self.include,
-                partial=self.partial,
-                use_cache=False,
-            )
+            # The filters' names are FederatedQuery's own (lists become its tuples): built from
+            # them generically, so a filter added to the query is one field here, not two.
+            fields: dict[str, Any] = {
+                name: tuple(value) if isinstance(value, list) else value
+                for name, value in self.model_dump(exclude={"include"}).items()
+            }
+            return FederatedQuery(**fields, include_raw="raw" in self.include, use_cache=False)
         except GatewayError as exc:
             where = ", ".join(".".join(str(p) for p in e.get("loc", ())) for e in exc.errors or ())
             # A custom error: its message reads "filters: <field>: ..." without "Value error, ".
