@@ -1,8 +1,10 @@
-"""Two gateway **processes** sharing one Redis (SPEC §9), in front of the Datadog simulator.
+"""Two gateway **processes** sharing one Redis (SPEC §9), in front of the Datadog simulator (and
+a real Phoenix for the write test).
 
 Two ``annotation-gateway serve`` subprocesses on their own loopback ports, ``[cache] backend =
 "redis"`` on a real ``redis-server``, the same cursor secret: a query asked on both makes one
-upstream read (the simulator's request log); a cursor issued by one continues on the other;
+upstream read (the simulator's request log); a cursor issued by one continues on the other; a
+write through one is read on the other at once (its local copy dropped by the invalidation);
 Redis killed under a bounded load loop gives no 5xx, and both use it again once it is back.
 """
 
@@ -20,6 +22,7 @@ import pytest
 
 from annotation_gateway.api.serving import free_port
 from tests.plugins.datadog import API_KEY_ENV, APP_KEY_ENV, DatadogSimulator
+from tests.plugins.phoenix import PhoenixProject
 from tests.plugins.redis import RedisServer
 
 SESSIONS = [f"replica-session-{i}" for i in range(6)]
@@ -27,8 +30,17 @@ START_TIMEOUT_S = 60.0
 READ_PATH = "/api/v2/llm-obs/v1/annotated-interactions"
 
 
-def _config(tmp_path: Path, sim: DatadogSimulator, name: str) -> Path:
+def _config(tmp_path: Path, sim: DatadogSimulator, name: str, phoenix: PhoenixProject | None = None) -> Path:
     path = tmp_path / f"{name}.toml"
+    extra = ""
+    if phoenix is not None:
+        extra = f"""
+[[sources]]
+name = "px"
+provider = "phoenix"
+base_url = "{phoenix.base_url}"
+project = "{phoenix.project}"
+"""
     path.write_text(
         f"""
 [server]
@@ -40,7 +52,7 @@ enabled = false
 [cache]
 backend = "redis"
 redis_url_env = "GATEWAY_REDIS_URL"
-local_ttl_s = 0.5
+local_ttl_s = 30                    # long: only the invalidation message can make b drop its copy
 redis_timeout_s = 2
 
 [[sources]]
@@ -50,7 +62,7 @@ base_url = "{sim.base_url}"
 api_key_env = "{API_KEY_ENV}"
 app_key_env = "{APP_KEY_ENV}"
 retry_attempts = 1
-""",
+{extra}""",
         encoding="utf-8",
     )
     return path
@@ -89,8 +101,11 @@ def _start(config: Path, env: dict[str, str], log: Path) -> tuple[subprocess.Pop
 
 @pytest.fixture
 def replicas(
-    tmp_path: Path, datadog_sim: DatadogSimulator, redis_instance: RedisServer
+    tmp_path: Path, datadog_sim: DatadogSimulator, redis_instance: RedisServer, request: pytest.FixtureRequest
 ) -> Iterator[tuple[str, str]]:
+    phoenix: PhoenixProject | None = (
+        request.getfixturevalue("phoenix_project") if request.node.get_closest_marker("phoenix") else None
+    )
     datadog_sim.seed(
         {
             "queues": [
@@ -112,7 +127,9 @@ def replicas(
         "GATEWAY_REDIS_URL": redis_instance.url,
         "GATEWAY_CURSOR_SECRET": "one-secret-for-both-replicas-0123456789",
     }
-    started = [_start(_config(tmp_path, datadog_sim, n), env, tmp_path / f"{n}.log") for n in ("a", "b")]
+    started = [
+        _start(_config(tmp_path, datadog_sim, n, phoenix), env, tmp_path / f"{n}.log") for n in ("a", "b")
+    ]
     try:
         yield started[0][1], started[1][1]
     finally:
@@ -183,3 +200,23 @@ def test_redis_killed_and_restarted_under_load_gives_no_5xx(
                 break
             assert time.monotonic() < deadline, "the gateways never used Redis again"
             time.sleep(0.2)
+
+
+@pytest.mark.phoenix
+def test_a_write_through_one_process_is_read_on_the_other_at_once(
+    replicas: tuple[str, str], phoenix_project: PhoenixProject
+) -> None:
+    a, b = replicas
+    session = phoenix_project.session_ids[0]
+    with httpx.Client(timeout=30, trust_env=False) as client:
+        before = client.get(b + "/v1/annotations", params={"subject_id": session, "source": "px"})
+        assert before.status_code == 200, before.text
+        assert before.json()["data"] == []  # b now holds the empty answer (locally and in Redis)
+        written = client.post(
+            a + "/v1/annotations",
+            json={"source": "px", "annotations": [{"subject_id": session, "name": "verdict", "label": "ok"}]},
+        )
+        assert written.status_code == 200, written.text
+        after = client.get(b + "/v1/annotations", params={"subject_id": session, "source": "px"})
+    assert after.status_code == 200, after.text
+    assert [(x["name"], x["label"]) for x in after.json()["data"]] == [("verdict", "ok")]
