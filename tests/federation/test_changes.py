@@ -15,8 +15,6 @@ import itertools
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -32,32 +30,10 @@ from annotation_gateway.providers.datadog import DatadogProvider
 from annotation_gateway.providers.phoenix import PhoenixSourceConfig
 from annotation_gateway.records import Record
 from annotation_gateway.settings import CacheConfig
-from tests.plugins.datadog import DatadogSimulator
+from tests.plugins.datadog import SCORE_LABELS, DatadogSimulator, timed_interaction
 from tests.plugins.phoenix import PhoenixServer, seed_sessions
 
 SECRET = b"changes-secret" * 3
-LABELS = [{"name": "quality", "type": "score", "min": 0, "max": 10}]
-T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
-
-
-def stamp(seconds: float) -> str:
-    return (T0 + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
-
-
-def interaction(content: str, annotation_id: str, seconds: float, value: float) -> dict[str, Any]:
-    return {
-        "type": "trace",
-        "content_id": content,
-        "annotations": [
-            {
-                "user": "alice",
-                "id": annotation_id,
-                "created_at": stamp(0),
-                "modified_at": stamp(seconds),
-                "label_values": [{"label": "quality", "value": value}],
-            }
-        ],
-    }
 
 
 @asynccontextmanager
@@ -92,9 +68,9 @@ async def test_from_the_beginning_then_new_updated_and_late_changes(datadog_sim:
             "queues": [
                 {
                     "name": "feed",
-                    "label_schemas": LABELS,
+                    "label_schemas": SCORE_LABELS,
                     "interactions": [
-                        interaction(f"t-{i:02d}", f"a-{i:02d}", 10 * i, i % 10) for i in range(20)
+                        timed_interaction(f"t-{i:02d}", f"a-{i:02d}", 10 * i, i % 10) for i in range(20)
                     ],
                 }
             ]
@@ -122,9 +98,9 @@ async def test_from_the_beginning_then_new_updated_and_late_changes(datadog_sim:
                         "id": queue_id,
                         "name": "feed",
                         "interactions": [
-                            interaction("t-new", "a-new", 500, 5),
-                            interaction("t-03", "a-03", 600, 9),
-                            interaction("t-late", "a-late", 190 - 10, 1),
+                            timed_interaction("t-new", "a-new", 500, 5),
+                            timed_interaction("t-03", "a-03", 600, 9),
+                            timed_interaction("t-late", "a-late", 190 - 10, 1),
                         ],
                     }
                 ]
@@ -225,10 +201,10 @@ async def test_a_failing_source_keeps_its_watermark_until_it_answers(
     "b"'s changes — older than what "a" delivered meanwhile — come once it answers again."""
     run = uuid.uuid4().hex[:6]
     ids = [f"{run}-{i}" for i in range(4)]
-    datadog_sim.seed({"queues": [{"name": f"a-{run}", "label_schemas": LABELS, "interactions": [
-        interaction(c, f"a-{c}", 100 + i, 1) for i, c in enumerate(ids)]}]})  # fmt: skip
-    datadog_switches.seed({"queues": [{"name": f"b-{run}", "label_schemas": LABELS, "interactions": [
-        interaction(c, f"b-{c}", 10 + i, 2) for i, c in enumerate(ids)]}]})  # fmt: skip
+    datadog_sim.seed({"queues": [{"name": f"a-{run}", "label_schemas": SCORE_LABELS, "interactions": [
+        timed_interaction(c, f"a-{c}", 100 + i, 1) for i, c in enumerate(ids)]}]})  # fmt: skip
+    datadog_switches.seed({"queues": [{"name": f"b-{run}", "label_schemas": SCORE_LABELS, "interactions": [
+        timed_interaction(c, f"b-{c}", 10 + i, 2) for i, c in enumerate(ids)]}]})  # fmt: skip
     a = DatadogProvider.from_config(
         datadog_sim.source_config("a", retry_attempts=1), environ=datadog_sim.environ
     )

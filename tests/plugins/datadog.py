@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -128,3 +129,32 @@ def datadog_sim(_datadog_scratch_simulator: DatadogSimulator) -> Iterator[Datado
     _datadog_scratch_simulator.reset()
     yield _datadog_scratch_simulator
     _datadog_scratch_simulator.reset()
+
+
+# --- seed helpers with controlled times (the change feed's and the webhooks' tests) -----------
+
+SCORE_LABELS: list[dict[str, Any]] = [{"name": "quality", "type": "score", "min": 0, "max": 10}]
+"""A queue's label schema of one score label, ``quality``."""
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+
+def stamp(seconds: float) -> str:
+    """``T0 + seconds`` as the simulator's seed takes a time."""
+    return (T0 + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+
+
+def timed_interaction(content: str, annotation_id: str, seconds: float, value: float) -> dict[str, Any]:
+    """One trace with one ``quality`` annotation whose ``modified_at`` is ``T0 + seconds``."""
+    return {
+        "type": "trace",
+        "content_id": content,
+        "annotations": [
+            {
+                "user": "alice",
+                "id": annotation_id,
+                "created_at": stamp(0),
+                "modified_at": stamp(seconds),
+                "label_values": [{"label": "quality", "value": value}],
+            }
+        ],
+    }

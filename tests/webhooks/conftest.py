@@ -6,7 +6,6 @@ import asyncio
 import base64
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,36 +15,13 @@ from annotation_gateway.federation import Federation
 from annotation_gateway.providers.datadog import DatadogProvider
 from annotation_gateway.settings import CacheConfig
 from annotation_gateway.webhooks.config import WebhookConfig
-from tests.plugins.datadog import DatadogSimulator
+from tests.plugins.datadog import SCORE_LABELS, DatadogSimulator, timed_interaction
 from tests.webhooks.receiver import Receiver
 
 SECRET_BYTES = bytes(range(7, 39))
 SECRET = "whsec_" + base64.b64encode(SECRET_BYTES).decode()
 SECRET_ENV = "TEST_WEBHOOK_SECRET"
 CURSOR_SECRET = b"webhook-tests-cursor-secret-0123"
-LABELS = [{"name": "quality", "type": "score", "min": 0, "max": 10}]
-T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
-
-
-def stamp(seconds: float) -> str:
-    return (T0 + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
-
-
-def interaction(content: str, annotation_id: str, seconds: float, value: float) -> dict[str, Any]:
-    """One trace with one annotation whose ``modified_at`` is ``T0 + seconds``."""
-    return {
-        "type": "trace",
-        "content_id": content,
-        "annotations": [
-            {
-                "user": "alice",
-                "id": annotation_id,
-                "created_at": stamp(0),
-                "modified_at": stamp(seconds),
-                "label_values": [{"label": "quality", "value": value}],
-            }
-        ],
-    }
 
 
 def seed(sim: DatadogSimulator, count: int, *, queue_id: str | None = None, start: int = 0) -> str:
@@ -53,11 +29,11 @@ def seed(sim: DatadogSimulator, count: int, *, queue_id: str | None = None, star
     queue: dict[str, Any] = {
         "name": "hooks",
         "interactions": [
-            interaction(f"t-{i:02d}", f"a-{i:02d}", 10 * i, i % 10) for i in range(start, start + count)
+            timed_interaction(f"t-{i:02d}", f"a-{i:02d}", 10 * i, i % 10) for i in range(start, start + count)
         ],
     }
     if queue_id is None:
-        queue["label_schemas"] = LABELS
+        queue["label_schemas"] = SCORE_LABELS
     else:
         queue["id"] = queue_id
     made = sim.seed({"queues": [queue]})

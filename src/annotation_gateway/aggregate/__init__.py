@@ -4,5 +4,6 @@ at a time; nothing here holds whole annotations.
 
 Modules: :mod:`.buckets` (UTC time buckets), :mod:`.stats` (the statistics, checked against
 numpy, scikit-learn, statsmodels and krippendorff in the tests), :mod:`.metrics`,
-:mod:`.agreement`, :mod:`.run` (drives a federation stream into an aggregator).
+:mod:`.agreement`. :meth:`~annotation_gateway.federation.Federation.consume` drives the
+stream into an aggregator.
 """

@@ -20,6 +20,8 @@ Contract:
 - :func:`read_subject_map`: CSV ``left_id,right_id`` records (optional header of those names);
 - every problem is an :class:`InputError` naming the file and the line or key, which the commands
   report with exit code 2 (bad arguments);
+- :func:`query_from_options`: the one query from a reading command's options (ids, kind
+  prefixes, ``--scope``, the filters by the query's own names);
 - :func:`open_federation`: the configured, enabled sources' providers and a
   :class:`~annotation_gateway.federation.Federation` over them, as the server builds them (the
   CLI needs no server), closed on exit.
@@ -28,12 +30,14 @@ Contract:
 from __future__ import annotations
 
 import csv
+import enum
 import json
 import os
 import secrets
 import tomllib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +57,7 @@ __all__ = [
     "collect_subjects",
     "exit_bad_input",
     "open_federation",
+    "query_from_options",
     "read_name_map",
     "read_subject_ids",
     "read_subject_map",
@@ -78,6 +83,38 @@ def build_query(**fields: Any) -> FederatedQuery:
         return FederatedQuery(**fields)
     except ClientError as exc:
         raise exit_bad_input(f"{exc.code.value}: {exc.detail}") from None
+
+
+_LIST_FIELDS = frozenset(f.name for f in dataclass_fields(FederatedQuery) if f.default == ())
+"""The query's list filters: an option not given (``None``) is no filter, an empty tuple."""
+
+
+def query_from_options(
+    *,
+    subject_id: Sequence[str] | None = None,
+    subject_ids_file: Path | None = None,
+    subject_kind: Sequence[SubjectKind] | None = None,
+    scope: enum.Enum | None = None,
+    partial: enum.Enum | None = None,
+    **filters: Any,
+) -> FederatedQuery:
+    """The one query from a command's options, as every reading command takes them: the ids of
+    ``-s`` and ``--subject-ids-file`` with their kind prefixes (:func:`collect_subjects`),
+    ``--scope``, and the query's own fields by name (a list option not given is no filter).
+    Bad input exits 2, with the query's own message."""
+    try:
+        ids, kinds = collect_subjects(subject_id, subject_ids_file, subject_kind)
+    except InputError as exc:
+        raise exit_bad_input(str(exc)) from None
+    fields = {name: tuple(value or ()) if name in _LIST_FIELDS else value for name, value in filters.items()}
+    if partial is not None:
+        fields["partial"] = partial.value
+    return build_query(
+        subject_ids=tuple(ids),
+        subject_kinds=kinds,
+        scope=None if scope is None else scope.value,
+        **fields,
+    )
 
 
 def _read_text(path: Path) -> str:

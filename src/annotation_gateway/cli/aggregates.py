@@ -25,7 +25,6 @@ from rich.table import Table
 from annotation_gateway import charts
 from annotation_gateway.aggregate.agreement import AgreementAggregator, RaterField
 from annotation_gateway.aggregate.metrics import GroupKey, MetricsAggregator, MetricsSpec
-from annotation_gateway.aggregate.run import aggregate
 from annotation_gateway.api.routes.aggregates import (
     HTML_MAX_TABLE_ROWS,
     agreement_csv,
@@ -54,13 +53,7 @@ from annotation_gateway.cli._app import (
     err_console,
     load_or_exit,
 )
-from annotation_gateway.cli._inputs import (
-    InputError,
-    build_query,
-    collect_subjects,
-    exit_bad_input,
-    open_federation,
-)
+from annotation_gateway.cli._inputs import exit_bad_input, open_federation, query_from_options
 from annotation_gateway.errors import ClientError, GatewayError
 from annotation_gateway.federation import FederatedQuery
 from annotation_gateway.federation.answers import SourceStatus
@@ -89,25 +82,6 @@ ToOption = Annotated[
 TimeFieldOption = Annotated[str, typer.Option("--time-field", help="updated_at or created_at.")]
 
 
-def _query(
-    subject_id: list[str] | None,
-    subject_ids_file: Path | None,
-    subject_kind: Any,
-    scope: Any,
-    **filters: Any,
-) -> FederatedQuery:
-    try:
-        ids, kinds = collect_subjects(subject_id, subject_ids_file, subject_kind)
-    except InputError as exc:
-        raise exit_bad_input(str(exc)) from None
-    return build_query(
-        subject_ids=tuple(ids),
-        subject_kinds=kinds,
-        scope=None if scope is None else scope.value,
-        **{k: tuple(v or ()) if isinstance(v, list | type(None)) else v for k, v in filters.items()},
-    )
-
-
 def _spec(**fields: Any) -> MetricsSpec:
     try:
         return MetricsSpec(**fields)
@@ -118,7 +92,7 @@ def _spec(**fields: Any) -> MetricsSpec:
 async def _run(config: Path, query: FederatedQuery, consume: Any) -> tuple[bool, list[SourceStatus]]:
     settings = load_or_exit(config)
     async with open_federation(settings) as federation:
-        return await aggregate(federation, query, consume)
+        return await federation.consume(query, consume)
 
 
 def _execute(config: Path, query: FederatedQuery, consume: Any) -> tuple[bool, list[SourceStatus]]:
@@ -194,17 +168,17 @@ def metrics_command(
     output: OutputOption = None,
 ) -> None:
     """Counts, score statistics and label counts per time bucket and group (SPEC §8)."""
-    query = _query(
-        subject_id,
-        subject_ids_file,
-        subject_kind,
-        scope,
+    query = query_from_options(
+        subject_id=subject_id,
+        subject_ids_file=subject_ids_file,
+        subject_kind=subject_kind,
+        scope=scope,
         names=name,
         sources=source,
         providers=provider,
         annotator_kinds=annotator_kind,
         queues=queue,
-        partial=partial.value,
+        partial=partial,
     )
     keys: list[GroupKey] = list(group_by or [])  # type: ignore[arg-type]
     spec = _spec(
@@ -293,17 +267,17 @@ def agreement_command(
 ) -> None:
     """Do raters agree? Per annotation name: kappa, Krippendorff's alpha, disagreements (SPEC §8)."""
     rater: RaterField = _checked(by, ("annotator_kind", "annotator_id", "source"), "--by")
-    query = _query(
-        subject_id,
-        subject_ids_file,
-        subject_kind,
-        scope,
+    query = query_from_options(
+        subject_id=subject_id,
+        subject_ids_file=subject_ids_file,
+        subject_kind=subject_kind,
+        scope=scope,
         names=name,
         sources=source,
         providers=provider,
         annotator_kinds=annotator_kind,
         queues=queue,
-        partial=partial.value,
+        partial=partial,
     )
     spec = _spec(
         time_field=_checked(time_field, ("updated_at", "created_at"), "--time-field"), start=start, end=end

@@ -38,13 +38,7 @@ from annotation_gateway.cli._app import (
     err_console,
     load_or_exit,
 )
-from annotation_gateway.cli._inputs import (
-    InputError,
-    build_query,
-    collect_subjects,
-    exit_bad_input,
-    open_federation,
-)
+from annotation_gateway.cli._inputs import exit_bad_input, open_federation, query_from_options
 from annotation_gateway.errors import ClientError, GatewayError
 from annotation_gateway.federation import FederatedQuery
 from annotation_gateway.federation.limits import DEFAULT_CHANGES_LIMIT, MAX_CHANGES_LIMIT
@@ -111,20 +105,17 @@ def changes_command(
     partial: Annotated[PartialMode, typer.Option(help="deny: fail if any source fails.")] = PartialMode.ALLOW,
 ) -> None:
     """Annotations created or updated since a watermark, oldest first, as JSON lines (SPEC §10)."""
-    try:
-        ids, kinds = collect_subjects(subject_id, subject_ids_file, subject_kind)
-    except InputError as exc:
-        raise exit_bad_input(str(exc)) from None
-    query = build_query(
-        subject_ids=tuple(ids),
-        subject_kinds=kinds,
-        scope=None if scope is None else scope.value,
-        names=tuple(name or ()),
-        sources=tuple(source or ()),
-        providers=tuple(provider or ()),
-        annotator_kinds=tuple(annotator_kind or ()),
-        queues=tuple(queue or ()),
-        partial=partial.value,
+    query = query_from_options(
+        subject_id=subject_id,
+        subject_ids_file=subject_ids_file,
+        subject_kind=subject_kind,
+        scope=scope,
+        names=name,
+        sources=source,
+        providers=provider,
+        annotator_kinds=annotator_kind,
+        queues=queue,
+        partial=partial,
     )
     settings = load_or_exit(config)
     try:

@@ -53,13 +53,7 @@ from annotation_gateway.cli._app import (
     err_console,
     load_or_exit,
 )
-from annotation_gateway.cli._inputs import (
-    InputError,
-    build_query,
-    collect_subjects,
-    exit_bad_input,
-    open_federation,
-)
+from annotation_gateway.cli._inputs import exit_bad_input, open_federation, query_from_options
 from annotation_gateway.errors import ClientError, GatewayError
 from annotation_gateway.federation import FederatedQuery
 from annotation_gateway.providers.config import ConfigError
@@ -163,26 +157,23 @@ def export_command(
     ] = None,
 ) -> None:
     """Export every matching annotation as JSON Lines or CSV, page by page (no server needed)."""
-    try:
-        ids, kinds = collect_subjects(subject_id, subject_ids_file, subject_kind)
-    except InputError as exc:
-        raise exit_bad_input(str(exc)) from None
-    query = build_query(
-        subject_ids=tuple(ids),
-        subject_kinds=kinds,
-        identifiers=tuple(identifier or ()),
-        names=tuple(name or ()),
-        exclude_names=tuple(exclude_name or ()),
-        sources=tuple(source or ()),
-        providers=tuple(provider or ()),
-        annotator_kinds=tuple(annotator_kind or ()),
-        queues=tuple(queue or ()),
-        scope=None if scope is None else scope.value,
-        projects=tuple(project or ()),
+    query = query_from_options(
+        subject_id=subject_id,
+        subject_ids_file=subject_ids_file,
+        subject_kind=subject_kind,
+        scope=scope,
+        identifiers=identifier,
+        names=name,
+        exclude_names=exclude_name,
+        sources=source,
+        providers=provider,
+        annotator_kinds=annotator_kind,
+        queues=queue,
+        projects=project,
         updated_after=updated_after,
         updated_before=updated_before,
         include_raw=include_raw,
-        partial=partial.value,
+        partial=partial,
     )
     settings = load_or_exit(config)
     progress: Progress | None = None

@@ -44,7 +44,7 @@ from annotation_gateway.cli._app import (
     err_console,
     load_or_exit,
 )
-from annotation_gateway.cli._inputs import build_query, collect_subjects, open_federation
+from annotation_gateway.cli._inputs import open_federation, query_from_options
 from annotation_gateway.errors import GatewayError
 from annotation_gateway.federation import (
     DEFAULT_PAGE_SIZE,
@@ -150,21 +150,20 @@ def query(
     ] = OutputFormat.TABLE,
 ) -> None:
     """Query annotations across every source, in-process (no server needed)."""
-    ids, kinds = collect_subjects(subject_id, None, subject_kind)
-    federated = build_query(
-        subject_ids=tuple(ids),
-        subject_kinds=kinds,
-        identifiers=tuple(identifier or ()),
-        names=tuple(name or ()),
-        exclude_names=tuple(exclude_name or ()),
-        sources=tuple(source or ()),
-        providers=tuple(provider or ()),
-        annotator_kinds=tuple(annotator_kind or ()),
-        queues=tuple(queue or ()),
-        scope=None if scope is None else scope.value,
+    federated = query_from_options(
+        subject_id=subject_id,
+        subject_kind=subject_kind,
+        scope=scope,
+        identifiers=identifier,
+        names=name,
+        exclude_names=exclude_name,
+        sources=source,
+        providers=provider,
+        annotator_kinds=annotator_kind,
+        queues=queue,
         limit=limit,
         include_raw=include_raw,
-        partial=partial.value,
+        partial=partial,
     )
     settings = load_or_exit(config)
     try:

@@ -24,7 +24,7 @@ import orjson
 from annotation_gateway.errors import InvalidCursorError
 from annotation_gateway.federation.limits import MAX_CURSOR_LENGTH, MAX_SINCE_LENGTH
 
-__all__ = ["CursorCodec", "SortKey", "bind"]
+__all__ = ["CursorCodec", "ScopeKey", "SortKey", "bind"]
 
 _CURSOR_VERSION = 1
 _SCOPE_CURSOR_VERSION = 2
@@ -35,6 +35,7 @@ _FINGERPRINT_BYTES = 12
 
 SortKey = tuple[int, str]
 ScopeKey = tuple[str, int, str]
+"""(subject id, -updated_at in µs, id): ascending is a scope answer's order."""
 
 
 def _b64encode(data: bytes) -> str:

@@ -30,8 +30,10 @@ from __future__ import annotations
 import asyncio
 import heapq
 import time
+from bisect import bisect_left
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 from cachetools import TTLCache
 
@@ -39,6 +41,7 @@ from annotation_gateway.cache import may_serve_stale
 from annotation_gateway.errors import SourceError, SourceUnavailableError
 from annotation_gateway.federation import limits
 from annotation_gateway.federation.answers import SourceStatus
+from annotation_gateway.federation.cursor import ScopeKey
 from annotation_gateway.federation.guards import SourceRuntime
 from annotation_gateway.federation.merge import Outcome
 from annotation_gateway.federation.query import FederatedQuery
@@ -50,8 +53,7 @@ from annotation_gateway.settings import CacheConfig
 
 __all__ = ["DiscoveryAnswer", "DiscoveryCache", "ScopeKey", "ScopeWalk", "scope_key"]
 
-ScopeKey = tuple[str, int, str]
-"""(subject id, -updated_at in µs, id): ascending is a scope answer's order."""
+_SUBJECT_ID = itemgetter(0)
 
 
 def scope_key(record: Record) -> ScopeKey:
@@ -238,8 +240,8 @@ class ScopeWalk:
     ) -> None:
         subjects = found.subjects.subjects
         if self.after is not None:
-            # (id,) sorts before every (id, kind): the first entry of the position's subject.
-            start = _bisect(subjects, self.after[0])
+            # The first entry of the position's subject (a subject is never split across chunks).
+            start = bisect_left(subjects, self.after[0], key=_SUBJECT_ID)
             subjects = subjects[start:]
         queues = found.subjects.queue_ids
         if queues is not None:
@@ -349,14 +351,3 @@ def _tagged(
     # the generator runs, and every source's subjects would carry the last source's index.
     for subject_id, kind in subjects:
         yield (subject_id, index, kind)
-
-
-def _bisect(subjects: tuple[tuple[str, SubjectKind], ...], subject_id: str) -> int:
-    lo, hi = 0, len(subjects)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if subjects[mid][0] < subject_id:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo

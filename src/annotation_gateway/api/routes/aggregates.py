@@ -43,7 +43,6 @@ from annotation_gateway.aggregate.metrics import (
     MetricsSpec,
     TimeField,
 )
-from annotation_gateway.aggregate.run import aggregate
 from annotation_gateway.api.auth import BEARER_SECURITY, AuthDep, FederationDep
 from annotation_gateway.api.negotiation import REPORT_MEDIA_TYPES, ReportFormat, negotiate_report
 from annotation_gateway.api.problems import validation_problem
@@ -281,8 +280,7 @@ async def _metrics(
     fmt: AggregateFormat,
 ) -> Response:
     aggregator = MetricsAggregator(spec)
-    partial, sources = await aggregate(
-        federation,
+    partial, sources = await federation.consume(
         cache_policy(request).apply(spec.narrow(query)),
         aggregator.add,
         allowed_sources=principal.allowed_sources,
@@ -531,8 +529,7 @@ async def annotation_agreement(request: Request, principal: AuthDep, federation:
     def consume(records: Sequence[Record]) -> None:
         aggregator.add(records if keeps is None else [r for r in records if keeps(r)])
 
-    partial, sources = await aggregate(
-        federation,
+    partial, sources = await federation.consume(
         cache_policy(request).apply(spec.narrow(query)),
         consume,
         allowed_sources=principal.allowed_sources,
