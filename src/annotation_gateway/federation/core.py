@@ -72,7 +72,14 @@ from annotation_gateway.federation.changes import ChangesPage, FeedState, Oldest
 from annotation_gateway.federation.cursor import CursorCodec, bind
 from annotation_gateway.federation.guards import SourceRuntime
 from annotation_gateway.federation.limits import DEFAULT_SOURCE_DEADLINE_S
-from annotation_gateway.federation.merge import Merged, Outcome, all_failed, as_cache_hit, merge
+from annotation_gateway.federation.merge import (
+    Merged,
+    Outcome,
+    StatusTotals,
+    all_failed,
+    as_cache_hit,
+    merge,
+)
 from annotation_gateway.federation.observer import BoundObserver, FederationObserver
 from annotation_gateway.federation.planner import gateway_filter, pushdown, select, skip_reason
 from annotation_gateway.federation.query import FederatedQuery, fingerprint, stale_allowance
@@ -315,7 +322,10 @@ class Federation:
         within a chunk — a global order would need everything first. Reads use fresh cache
         entries and join flights but store nothing. The first chunk's errors are raised before
         anything is yielded (``partial=deny``, every source failing, 403, 422); a later chunk's
-        too, for the caller to report after what it already wrote. ``next_cursor`` is ``None``.
+        too, for the caller to report after what it already wrote. ``next_cursor`` is ``None``;
+        each page's ``sources`` (and ``partial``) cover the stream so far — id chunks totalled by
+        :class:`~.merge.StatusTotals`, a scope walk's are its running totals — so the last
+        page's are the whole stream's.
 
         ``ordered=False`` (aggregation, which needs no order): a chunk's records come in no
         particular order (no sort per chunk), and chunks are larger (``AGGREGATE_*`` limits:
@@ -347,6 +357,7 @@ class Federation:
             return asyncio.ensure_future(self._fan_out(part, selected, None, ordered=ordered))
 
         window: deque[tuple[int, asyncio.Task[Merged]]] = deque()
+        totals = StatusTotals()
         try:
             while len(window) < limits.EXPORT_CHUNKS_IN_FLIGHT and (chunk := chunker.next()) is not None:
                 window.append((len(chunk), start(chunk)))
@@ -356,11 +367,12 @@ class Federation:
                 chunker.observe(subjects, len(merged.records))
                 if (chunk := chunker.next()) is not None:
                     window.append((len(chunk), start(chunk)))
+                so_far = totals.add(merged.statuses)
                 yield QueryPage(
                     records=list(merged.records),
                     next_cursor=None,
-                    partial=merged.partial,
-                    sources=list(merged.statuses),
+                    partial=any(s.status == "error" for s in so_far),
+                    sources=so_far,
                 )
                 del merged
         finally:
@@ -375,32 +387,14 @@ class Federation:
         *,
         allowed_sources: frozenset[str] | None = None,
     ) -> tuple[bool, list[SourceStatus]]:
-        """Every match of ``query`` through :meth:`stream`, each chunk handed to ``consume``;
-        returns ``(partial, sources)`` with each source's status over the whole stream: an error
-        on any chunk is that source's status, ``count`` the matches it gave, ``cached`` only when
-        every chunk was, ``stale`` when any was. Errors the stream raises propagate."""
-        order: list[str] = []
-        totals: dict[str, SourceStatus] = {}
+        """Every match of ``query`` through :meth:`stream` (unordered chunks), each chunk handed
+        to ``consume``; returns ``(partial, sources)`` over the whole stream (the last page's).
+        Errors the stream raises propagate."""
         last: list[SourceStatus] = []
         async for page in self.stream(query, allowed_sources=allowed_sources, ordered=False):
             consume(page.records)
-            last = page.sources
-            if query.scope is not None:
-                continue  # a scope walk's statuses are cumulative: its last page has them all
-            for status in page.sources:
-                seen = totals.get(status.source)
-                if seen is None:
-                    order.append(status.source)
-                    totals[status.source] = replace(status)
-                    continue
-                if seen.status != "error" and status.status == "error":
-                    seen.status, seen.error = "error", status.error
-                seen.count += status.count
-                seen.cached = seen.cached and status.cached
-                seen.stale = seen.stale or status.stale
-                seen.elapsed_ms += status.elapsed_ms
-        statuses = list(last) if query.scope is not None else [totals[name] for name in order]
-        return any(s.status == "error" for s in statuses), statuses
+            last = page.sources  # every page's statuses cover the stream so far
+        return any(s.status == "error" for s in last), last
 
     async def changes(
         self,

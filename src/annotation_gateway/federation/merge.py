@@ -17,7 +17,7 @@ Contract:
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from operator import attrgetter
 from typing import Any
 
@@ -26,7 +26,7 @@ from annotation_gateway.federation import limits
 from annotation_gateway.federation.answers import SourceStatus
 from annotation_gateway.records import Record
 
-__all__ = ["Merged", "Outcome", "all_failed", "as_cache_hit", "merge"]
+__all__ = ["Merged", "Outcome", "StatusTotals", "all_failed", "as_cache_hit", "merge"]
 
 _BY_ID = attrgetter("id")
 _BY_UPDATED = attrgetter("updated_us")
@@ -94,6 +94,30 @@ def merge(done: list[Outcome], *, expires_at: float, ordered: bool = True) -> Me
         partial=any(o.failure is not None for o in done),
         expires_at=expires_at,
     )
+
+
+class StatusTotals:
+    """Each source's status over the chunks of one stream so far: an error on any chunk is the
+    source's status, ``count`` the matches it gave, ``elapsed_ms`` their sum, ``cached`` only
+    when every chunk was, ``stale`` when any was."""
+
+    def __init__(self) -> None:
+        self._by_source: dict[str, SourceStatus] = {}
+
+    def add(self, statuses: tuple[SourceStatus, ...] | list[SourceStatus]) -> list[SourceStatus]:
+        """Count a chunk's statuses in; returns the totals so far (copies: a page keeps its own)."""
+        for status in statuses:
+            seen = self._by_source.get(status.source)
+            if seen is None:
+                self._by_source[status.source] = replace(status)
+                continue
+            if seen.status != "error" and status.status == "error":
+                seen.status, seen.error = "error", status.error
+            seen.count += status.count
+            seen.cached = seen.cached and status.cached
+            seen.stale = seen.stale or status.stale
+            seen.elapsed_ms += status.elapsed_ms
+        return [replace(s) for s in self._by_source.values()]
 
 
 def as_cache_hit(status: SourceStatus, elapsed_ms: float) -> SourceStatus:
