@@ -8,7 +8,7 @@ Contract:
   a copy back). Only when that batch migrated with no failure is ``since`` advanced and the
   state saved; a failure (of the source, of the target, or of items) keeps ``since``, so the
   next round tries the same changes again. A round that finds nothing waits ``interval_s``;
-- the **state** (a JSON file, written atomically: temp file + rename) holds the source, target,
+- the **state** (a JSON file, written atomically like migrate's checkpoint) holds the source, target,
   name map and query it belongs to, the feed's ``since`` and the key its tokens are signed with
   (a random key made once per state file, so a token outlives the process without a configured
   secret). A state file of another follow (other source, target, map or query) is refused;
@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
-import os
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -34,7 +32,7 @@ from pydantic import BaseModel, ConfigDict
 from annotation_gateway.errors import GatewayError
 from annotation_gateway.federation import FederatedQuery, Federation
 from annotation_gateway.federation.query import fingerprint
-from annotation_gateway.migrate import CheckpointMismatchError, MigrationReport, migrate
+from annotation_gateway.migrate import MigrationReport, load_state, migrate, save_state
 from annotation_gateway.providers.base import AnnotationProvider
 from annotation_gateway.settings import CacheConfig
 
@@ -81,30 +79,15 @@ def _query_digest(query: FederatedQuery) -> str:
 
 
 def _load(path: Path | None, fresh: FollowState) -> FollowState:
-    if path is None or not path.exists():
-        return fresh
-    try:
-        found = FollowState.model_validate_json(path.read_bytes())
-    except ValueError as exc:
-        raise CheckpointMismatchError(
-            f"{path}: not a follow state file ({str(exc).splitlines()[0]})"
-        ) from None
-    mine = (fresh.version, fresh.source, fresh.target, fresh.name_map, fresh.query_sha256)
-    theirs = (found.version, found.source, found.target, found.name_map, found.query_sha256)
-    if mine != theirs:
-        raise CheckpointMismatchError(
-            f"{path} belongs to another follow (source, target, name map or query differ); "
-            "give another file or delete this one"
-        )
-    return found
-
-
-def _save(path: Path | None, state: FollowState) -> None:
     if path is None:
-        return
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(state.model_dump(), indent=2), encoding="utf-8")
-    os.replace(temporary, path)
+        return fresh
+    return load_state(
+        path,
+        fresh,
+        ("version", "source", "target", "name_map", "query_sha256"),
+        kind="follow state file",
+        differs="follow (source, target, name map or query differ)",
+    )
 
 
 async def follow(
@@ -160,7 +143,8 @@ async def follow(
                     state.since = page.next_since
                     state.changed += current.report.changed if current.report is not None else 0
                     current.advanced = True
-                    _save(state_path, state)
+                    if state_path is not None:
+                        save_state(state_path, state)
             except GatewayError as exc:
                 current.error = f"{exc.code.value}: {exc.detail}"
             if on_round is not None:

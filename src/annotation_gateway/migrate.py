@@ -129,7 +129,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -919,34 +919,52 @@ class _Checkpoint(BaseModel):
     missing_subjects: list[str] = Field(default_factory=list)
 
     def save(self, path: Path) -> None:
-        """Write atomically: a crash leaves the old file or the new one, never half of one."""
-        tmp = path.with_name(f".{path.name}.tmp")
-        data = self.model_dump_json(indent=1).encode()
-        with tmp.open("wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        save_state(path, self)
 
 
 def _subjects_digest(subject_ids: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(subject_ids).encode()).hexdigest()
 
 
-def _load_checkpoint(path: Path, fresh: _Checkpoint) -> _Checkpoint:
+State = TypeVar("State", bound=BaseModel)
+
+
+def save_state(path: Path, state: BaseModel) -> None:
+    """Write a checkpoint or state file atomically: a crash leaves the old file or the new one,
+    never half of one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("wb") as handle:
+        handle.write(state.model_dump_json(indent=1).encode())
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def load_state(path: Path, fresh: State, identity: Sequence[str], *, kind: str, differs: str) -> State:
+    """The state saved at ``path``, or ``fresh`` when there is none. A file that is not such a
+    state (``kind``), or one that disagrees with ``fresh`` on the ``identity`` fields (it
+    belongs to another run: ``differs`` says which), is a :class:`CheckpointMismatchError`."""
     if not path.exists():
         return fresh
     try:
-        found = _Checkpoint.model_validate_json(path.read_bytes())
+        found = type(fresh).model_validate_json(path.read_bytes())
     except ValueError as exc:
-        raise CheckpointMismatchError(f"{path}: not a migrate checkpoint ({_first_line(str(exc))})") from None
-    mine = (fresh.version, fresh.source, fresh.target, fresh.name_map, fresh.subjects_sha256)
-    theirs = (found.version, found.source, found.target, found.name_map, found.subjects_sha256)
-    if mine != theirs:
+        raise CheckpointMismatchError(f"{path}: not a {kind} ({_first_line(str(exc))})") from None
+    if any(getattr(found, name) != getattr(fresh, name) for name in identity):
         raise CheckpointMismatchError(
-            f"{path} belongs to another migration (source, target, name map or subject list "
-            "differ); give another checkpoint file or delete this one"
+            f"{path} belongs to another {differs}; give another file or delete this one"
         )
+    return found
+
+
+def _load_checkpoint(path: Path, fresh: _Checkpoint) -> _Checkpoint:
+    found = load_state(
+        path,
+        fresh,
+        ("version", "source", "target", "name_map", "subjects_sha256"),
+        kind="migrate checkpoint",
+        differs="migration (source, target, name map or subject list differ)",
+    )
     return fresh if found.finished else found
 
 
