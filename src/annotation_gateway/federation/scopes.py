@@ -157,10 +157,6 @@ class DiscoveryCache:
         task.add_done_callback(self._tasks.discard)
         return future
 
-    def clear(self) -> None:
-        self._found.clear()
-        self._flights.clear()
-
     async def aclose(self) -> None:
         tasks = list(self._tasks)
         for task in tasks:

@@ -62,7 +62,6 @@ from annotation_gateway.federation.answers import SourceStatus
 from annotation_gateway.records import Record
 
 __all__ = [
-    "AggregateFormat",
     "agreement_csv",
     "agreement_json",
     "metrics_csv",
@@ -73,9 +72,6 @@ __all__ = [
 
 router = APIRouter(prefix="/v1/annotations", tags=["aggregates"])
 
-
-AggregateFormat = ReportFormat
-MEDIA_TYPES = REPORT_MEDIA_TYPES
 
 HTML_MAX_TABLE_ROWS = 5000
 """Rows listed in an HTML metrics page's table (the charts draw every row): a year of days for
@@ -106,7 +102,7 @@ def parse_moment(value: str, field: str) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-def _negotiate(request: Request, explicit: str | None) -> AggregateFormat:
+def _negotiate(request: Request, explicit: str | None) -> ReportFormat:
     chosen: ReportFormat | None = None
     if explicit is not None:
         try:
@@ -264,8 +260,8 @@ def agreement_csv(results: Sequence[Mapping[str, Any]]) -> bytes:
     )
 
 
-def _response(content: bytes, fmt: AggregateFormat) -> Response:
-    return Response(content, media_type=MEDIA_TYPES[fmt], headers={"Vary": "Accept"})
+def _response(content: bytes, fmt: ReportFormat) -> Response:
+    return Response(content, media_type=REPORT_MEDIA_TYPES[fmt], headers={"Vary": "Accept"})
 
 
 # --- metrics ------------------------------------------------------------------------------------
@@ -277,7 +273,7 @@ async def _metrics(
     federation: FederationDep,
     query: FederatedQuery,
     spec: MetricsSpec,
-    fmt: AggregateFormat,
+    fmt: ReportFormat,
 ) -> Response:
     aggregator = MetricsAggregator(spec)
     partial, sources = await federation.consume(
@@ -286,9 +282,9 @@ async def _metrics(
         allowed_sources=principal.allowed_sources,
     )
     rows = aggregator.rows()
-    if fmt is AggregateFormat.CSV:
+    if fmt is ReportFormat.CSV:
         return _response(metrics_csv(rows, spec.group_by), fmt)
-    if fmt is AggregateFormat.HTML:
+    if fmt is ReportFormat.HTML:
         page = await anyio.to_thread.run_sync(
             lambda: charts.metrics_html(
                 rows,
@@ -334,7 +330,7 @@ def _metrics_parameters() -> list[dict[str, Any]]:
             "required": False,
             "description": "`json` (default), `csv` (label_counts as a JSON string) or `html` (charts). "
             "Overrides Accept.",
-            "schema": {"type": "string", "enum": [f.value for f in AggregateFormat]},
+            "schema": {"type": "string", "enum": [f.value for f in ReportFormat]},
         },
     ]
     return own + [p for p in query_parameters_openapi(AnnotationQueryParams) if p["name"] not in _NOT_HERE]
@@ -509,7 +505,7 @@ async def annotation_metrics_search(
                 "in": "query",
                 "required": False,
                 "description": "`json` (default), `csv` (one record per name) or `html`. Overrides Accept.",
-                "schema": {"type": "string", "enum": [f.value for f in AggregateFormat]},
+                "schema": {"type": "string", "enum": [f.value for f in ReportFormat]},
             },
             *[p for p in query_parameters_openapi(AnnotationQueryParams) if p["name"] not in _NOT_HERE],
         ],
@@ -535,9 +531,9 @@ async def annotation_agreement(request: Request, principal: AuthDep, federation:
         allowed_sources=principal.allowed_sources,
     )
     results = aggregator.results()
-    if fmt is AggregateFormat.CSV:
+    if fmt is ReportFormat.CSV:
         return _response(agreement_csv(results), fmt)
-    if fmt is AggregateFormat.HTML:
+    if fmt is ReportFormat.HTML:
         answer = {"by": by, "results": results, "partial": partial, "sources": source_statuses(sources)}
         page = await anyio.to_thread.run_sync(
             lambda: charts.agreement_html(answer, title="Annotation agreement")

@@ -55,7 +55,6 @@ __all__ = [
     "CompareFormat",
     "NotAcceptableError",
     "fetch_sides",
-    "negotiate",
     "render",
     "router",
 ]
@@ -65,12 +64,6 @@ router = APIRouter(prefix="/v1", tags=["compare"])
 
 CompareFormat = ReportFormat
 """The formats compare answers in (the report routes' one choice)."""
-MEDIA_TYPES = REPORT_MEDIA_TYPES
-
-
-def negotiate(accept: str | None) -> CompareFormat:
-    """The format an ``Accept`` header asks for (see the module docstring); 406 if none fits."""
-    return negotiate_report(accept)
 
 
 def render(result: CompareResult, fmt: CompareFormat) -> bytes:
@@ -216,7 +209,7 @@ async def compare_sources(
     ],
     format: Annotated[CompareFormat | None, Query(description=_D_FORMAT)] = None,
 ) -> Response:
-    fmt = format if format is not None else negotiate(request.headers.get("accept"))
+    fmt = negotiate_report(request.headers.get("accept"), format)
     left, right = await fetch_sides(
         federation,
         body,
@@ -228,4 +221,4 @@ async def compare_sources(
     headers = {"Vary": "Accept"}
     if fmt is CompareFormat.CSV:
         headers["Content-Disposition"] = f'attachment; filename="compare-{body.left}-{body.right}.csv"'
-    return Response(content=content, media_type=MEDIA_TYPES[fmt], headers=headers)
+    return Response(content=content, media_type=REPORT_MEDIA_TYPES[fmt], headers=headers)
