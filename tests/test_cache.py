@@ -444,6 +444,40 @@ async def test_max_entries_bounds_subject_groups() -> None:
     assert len(c) == 3
 
 
+async def test_the_group_stored_longest_ago_is_evicted_first_even_if_read_since() -> None:
+    clock = ManualClock()
+    c = AnnotationCache(CacheConfig(max_entries=2), subject_of=SUBJECT_ID, clock=clock)
+    p = provider(("s1", 1), ("s2", 1), ("s3", 1))
+    await c.get(SRC, q("s1"), p.fetch)
+    clock.advance(1)
+    await c.get(SRC, q("s2"), p.fetch)
+    assert (await c.get(SRC, q("s1"), p.fetch)).cached  # a read does not renew s1's place
+    await c.get(SRC, q("s3"), p.fetch)  # a third group: s1 (stored first) goes
+    assert len(p.calls) == 3
+    assert (await c.get(SRC, q("s2"), p.fetch)).cached
+    assert not (await c.get(SRC, q("s1"), p.fetch)).cached
+    assert len(p.calls) == 4
+
+
+async def test_groups_are_released_once_too_old_even_to_serve_stale() -> None:
+    clock = ManualClock()
+    c = cache(clock, ttl=30, max_stale=300)
+    p = provider(*((f"s{i}", 1) for i in range(5)))
+    await c.get(SRC, q("s0", "s1", "s2"), p.fetch)
+    clock.advance(200)
+    await c.get(SRC, q("s3"), p.fetch)
+    assert len(c) == 4  # past the ttl but still usable on error: kept
+    clock.advance(101)  # s0-s2 are 301 s old, s3 101 s
+    assert len(c) == 1
+    # A store renews a group's time: s3 stored again lives on after s4 is stored.
+    await c.get(SRC, q("s3"), p.fetch, use_cache=False)
+    clock.advance(250)
+    await c.get(SRC, q("s4"), p.fetch)
+    assert len(c) == 2
+    clock.advance(100)
+    assert len(c) == 1
+
+
 async def test_aclose_cancels_running_calls() -> None:
     c = cache(ManualClock())
     p = provider(("s1", 1))

@@ -222,6 +222,25 @@ def test_a_query_is_normalised_when_built() -> None:
     )
 
 
+def test_normalising_keeps_sorted_lists_and_sorts_lists_and_sets_that_are_not() -> None:
+    ids = tuple(f"s{i:04d}" for i in range(1000))
+    assert FederatedQuery(subject_ids=ids).subject_ids is ids  # already normalised: kept
+    assert FederatedQuery(subject_ids=("a", "a", "b")).subject_ids == ("a", "b")  # equal: not kept
+    assert FederatedQuery(subject_ids=["b", "a"]).subject_ids == ("a", "b")  # type: ignore[arg-type]
+    assert FederatedQuery(subject_ids=frozenset({"b", "a"})).subject_ids == ("a", "b")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("position", [0, 1, 999])
+def test_a_lone_surrogate_anywhere_in_a_list_is_refused(position: int) -> None:
+    ids = [f"s{i:04d}" for i in range(1000)]
+    ids[position] = ids[position] + "\ud800"
+    with pytest.raises(RequestValidationError, match="lone surrogate"):
+        FederatedQuery(subject_ids=tuple(ids))
+    # Two halves of a pair in adjacent values are two lone surrogates, not one character.
+    with pytest.raises(RequestValidationError, match="lone surrogate"):
+        FederatedQuery(subject_ids=("a\ud83d", "\ude00b"))
+
+
 # --- skipped sources and pushdown ---------------------------------------------------------------
 
 

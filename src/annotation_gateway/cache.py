@@ -12,15 +12,15 @@ negative answer is as worth caching as a positive one). So overlapping queries s
 work. An identifier-only query (no subject ids) is cached as one entry under the subject slot
 ``None`` with the identifier set in its filter key.
 
-*Layout.* ``cachetools.TTLCache`` keyed by ``(source, subject id | None)``; each value is a small
+*Layout.* :class:`_Groups` keyed by ``(source, subject id | None)``; each value is a small
 dict ``filter key -> _Entry(items, stored_at)``. Grouping the filter variants of one subject
-under one TTLCache key makes :meth:`AnnotationCache.invalidate` a handful of ``pop`` calls, with
-no secondary index to keep in step with TTL eviction. ``max_entries`` bounds the number of
-(source, subject) groups. Items are tuples of immutable items (the federation's compact
-:class:`~annotation_gateway.records.Record`\ s): no copies. The cache is generic in the item
-type; ``subject_of`` tells it an item's subject id.
+under one key makes :meth:`AnnotationCache.invalidate` a handful of ``pop`` calls, with no
+secondary index to keep in step with expiry. ``max_entries`` bounds the number of
+(source, subject) groups; past it, the group stored longest ago goes first. Items are tuples
+of immutable items (the federation's compact :class:`~annotation_gateway.records.Record`\ s):
+no copies. The cache is generic in the item type; ``subject_of`` tells it an item's subject id.
 
-*Freshness.* The TTLCache keeps a group for ``max(ttl, max_stale)`` after its last store; an
+*Freshness.* A group is kept for ``max(ttl, max_stale)`` after its last store; an
 entry is *fresh* while younger than ``ttl`` (served on a hit) and *usable* while younger than
 ``max_stale`` (served, marked stale, only when the source fails). ``stored_at`` is when the
 upstream call *started*, so an entry never claims to be fresher than it is.
@@ -65,11 +65,10 @@ import asyncio
 import itertools
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
-
-from cachetools import TTLCache
 
 from annotation_gateway.errors import CircuitOpenError, SourceError, SourceUnavailableError
 from annotation_gateway.model import SubjectKind
@@ -149,8 +148,80 @@ class _HeldEntry(_Entry[T]):
     version: bytes | None
 
 
+def _no_group(key: _GroupKey) -> None:
+    return None
+
+
 def _born(entry: _Entry[T]) -> float:
     return entry.fetched_at if isinstance(entry, _HeldEntry) else entry.stored_at
+
+
+class _Group(dict[FilterKey, _Entry[Any]]):
+    """One (source, subject)'s answers by filter key, and when the group expires."""
+
+    __slots__ = ("expires",)
+
+    def __init__(self, expires: float) -> None:
+        super().__init__()
+        self.expires = expires
+
+
+class _Groups:
+    """The (source, subject) groups: each kept ``ttl`` seconds after its last store, at most
+    ``maxsize`` of them (past it, the one stored longest ago goes first).
+
+    Not ``cachetools.TTLCache``: a lookup there costs 4.6 µs on this machine (two timer calls
+    and the upkeep of its expiry list and LRU order on every read), here 0.1 µs (``get`` is the
+    dict's own), and a metrics request over 10,000 subject ids makes 20,000 of them (~90 ms of
+    a ~330 ms request, measured with py-spy). Reads need no expiry check: a group past its time
+    holds only entries older than ``max_stale``, which the cache's own age checks never serve,
+    so expiry is only about memory. Every group lives ``ttl`` after its last store, so the order
+    of last stores is the order of expiry: one insertion-ordered dict (a store moves its key to
+    the end) is the expiry queue and the eviction order (by last store, not last read: an answer
+    read often but not stored again still ends at its ttl), swept from the front on each store.
+    """
+
+    __slots__ = ("_clock", "_data", "_maxsize", "_ttl", "get", "pop")
+
+    def __init__(self, maxsize: int, ttl: float, clock: Clock) -> None:
+        self._maxsize = maxsize
+        self._ttl = ttl
+        self._clock = clock
+        self._data: OrderedDict[_GroupKey, _Group] = OrderedDict()
+        self.get = self._data.get
+        self.pop = self._data.pop
+
+    def new(self) -> _Group:
+        """An empty group, to fill and :meth:`put`."""
+        return _Group(0.0)
+
+    def put(self, key: _GroupKey, group: _Group) -> None:
+        now = self._clock()
+        data = self._data
+        group.expires = now + self._ttl
+        data[key] = group
+        data.move_to_end(key)
+        self._expire(now)
+        while len(data) > self._maxsize:
+            data.popitem(last=False)
+
+    def group_keys(self) -> list[_GroupKey]:
+        return list(self._data)
+
+    def clear(self) -> None:
+        self._data.clear()
+
+    def _expire(self, now: float) -> None:
+        data = self._data
+        while data:
+            key = next(iter(data))
+            if data[key].expires > now:
+                return
+            del data[key]
+
+    def __len__(self) -> int:
+        self._expire(self._clock())
+        return len(self._data)
 
 
 # --- the shared tier's side of the contract ----------------------------------------------------
@@ -275,9 +346,7 @@ class AnnotationCache(Generic[T]):
         self._ttl = config.ttl_s if self._shared is None else min(config.ttl_s, config.local_ttl_s)
         self._max_stale = max(config.ttl_s, config.max_stale_s)
         self._store_enabled = config.enabled and self._max_stale > 0
-        self._groups: TTLCache[_GroupKey, dict[FilterKey, _Entry[T]]] = TTLCache(
-            maxsize=config.max_entries, ttl=max(self._max_stale, 1e-9), timer=clock
-        )
+        self._groups = _Groups(config.max_entries, max(self._max_stale, 1e-9), clock)
         self._flights: dict[_FlightKey, _Flight[T]] = {}
         self._generation: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -313,14 +382,19 @@ class AnnotationCache(Generic[T]):
         known: dict[_Slot, _HeldEntry[T]] = {}
         oldest = now
         missing: list[_Slot] = []
+        # The hit path of every read (20,000 turns for a metrics request over 10,000 ids):
+        # locals, no calls but the dicts' own.
+        groups_get = self._groups.get if self._enabled else _no_group
+        fresh_after = now - self._ttl if read else float("inf")
         for slot in slots:
-            group = self._groups.get((source, slot)) if self._enabled else None
+            group = groups_get((source, slot))
             entry = group.get(fkey) if group is not None else None
             if entry is not None:
-                age = now - entry.stored_at
-                if read and age < self._ttl:
+                stored_at = entry.stored_at
+                if stored_at > fresh_after:
                     parts[slot] = entry.items
-                    oldest = min(oldest, entry.stored_at)
+                    if stored_at < oldest:
+                        oldest = stored_at
                     continue
                 if now - _born(entry) < stale_limit:
                     usable[slot] = entry
@@ -534,7 +608,7 @@ class AnnotationCache(Generic[T]):
     def _put(self, source: str, fkey: FilterKey, slot: _Slot, entry: _Entry[T], now: float) -> None:
         key = (source, slot)
         old = self._groups.get(key)
-        group: dict[FilterKey, _Entry[T]] = {}
+        group = self._groups.new()
         if old:
             # Carry over the other filter variants that are still usable; drop dead ones.
             for k, e in old.items():
@@ -545,8 +619,7 @@ class AnnotationCache(Generic[T]):
                 for k in list(group)[: len(group) - entry_limit + 1]:
                     del group[k]
         group[fkey] = entry
-        # Re-assigning refreshes the group's TTL and LRU position.
-        self._groups[key] = group
+        self._groups.put(key, group)  # its time starts again
 
     def invalidate(self, source: str, subject_ids: Iterable[str]) -> None:
         """Forget ``source``'s answers for ``subject_ids`` (and its identifier-only answers)."""
@@ -570,7 +643,7 @@ class AnnotationCache(Generic[T]):
 
     def clear(self) -> None:
         """Forget everything (in-flight calls finish but do not store)."""
-        for source in {k[0] for k in self._groups} | {k[0] for k in self._flights}:
+        for source in {k[0] for k in self._groups.group_keys()} | {k[0] for k in self._flights}:
             self._generation[source] = self._generation.get(source, 0) + 1
         self._groups.clear()
         self._flights.clear()

@@ -6,6 +6,7 @@ numpy on generated data."""
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -199,3 +200,28 @@ def test_every_groups_statistics_are_numpys(items: list[tuple[str, float | None,
             assert (row["score_min"], row["score_max"]) == (min(got), max(got))
             if len(got) > 1:
                 assert row["score_stdev"] == pytest.approx(float(np.std(got, ddof=1)), abs=1e-7)
+
+
+def test_non_finite_scores_are_counted_as_annotations_but_are_no_score() -> None:
+    base = at("2026-12-01T12:00:00+00:00")
+    scores = [float("nan"), 2.0, float("inf"), 4.0, float("-inf")]
+    records = [replace(rec(base, label=None), score=s) for s in scores]
+    aggregator = MetricsAggregator(MetricsSpec(interval="day"))
+    # In two calls: labels are counted per call, scores kept across them.
+    aggregator.add(records[:2])
+    aggregator.add(records[2:])
+    (row,) = aggregator.rows()
+    assert (row["count"], row["score_count"]) == (5, 2)
+    assert (row["score_mean"], row["score_min"], row["score_max"]) == (3.0, 2.0, 4.0)
+    assert row["score_p50"] == pytest.approx(float(np.quantile([2.0, 4.0], 0.5)))
+    assert row["label_counts"] == {}
+
+
+def test_labels_are_counted_across_calls_and_nulls_left_out() -> None:
+    base = at("2026-12-01T12:00:00+00:00")
+    aggregator = MetricsAggregator(MetricsSpec())
+    aggregator.add([rec(base, label="good"), rec(base, label=None), rec(base, label="bad")])
+    aggregator.add([rec(base, label="good")])
+    (row,) = aggregator.rows()
+    assert row["label_counts"] == {"bad": 1, "good": 2}
+    assert row["count"] == 4

@@ -24,11 +24,12 @@ Contract:
 
 from __future__ import annotations
 
-import math
 from array import array
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
+from math import isfinite
 from operator import attrgetter
 from typing import Any, Literal, get_args
 
@@ -134,12 +135,15 @@ class MetricsSpec:
 
 
 class _Group:
-    __slots__ = ("count", "labels", "scores")
+    __slots__ = ("count", "labels", "pending", "scores")
 
     def __init__(self) -> None:
         self.count = 0
         self.scores = array("d")
-        self.labels: dict[str, int] = {}
+        """Every score added (non-finite ones are dropped when the rows are made)."""
+        self.labels: Counter[str | None] = Counter()
+        self.pending: list[str | None] = []
+        """This chunk's labels (``None`` too), counted into ``labels`` at the end of the chunk."""
 
 
 class MetricsAggregator:
@@ -151,37 +155,42 @@ class MetricsAggregator:
         # One attribute: its value; several: attrgetter's tuple; none: no group values.
         self._values: Callable[[Record], Any] | None = attrgetter(*attributes) if attributes else None
         self._single = len(attributes) == 1
+        interval = spec.interval
+        self._step = {"hour": HOUR_US, "day": DAY_US, "week": WEEK_US}.get(interval or "", 0)
+        self._shift = MONDAY_OFFSET_US if interval == "week" else 0
         self._groups: dict[tuple[int | None, Any], _Group] = {}
+        """By (bucket, group values); the bucket is an index (``(µs + shift) // step``) for
+        hour/day/week, the month's start in µs for months, ``None`` without an interval."""
         self.annotations = 0
 
     def add(self, records: Iterable[Record]) -> None:
         """Count ``records`` in (only those inside the spec's window on its time field).
 
         The loop is the cost of a metrics request (~100,000 records a request in the bench), so
-        it is written flat: the bucket inline for hour/day/week (integer arithmetic), the group
-        key as (bucket, the attrgetter's value) without building another tuple, counts kept
-        local until the end. Measured on 100,000 records (name x source x day): 114-121 ms →
-        100-109 ms for add + rows, about 1 µs a record, most of it the loop's own attribute
-        reads; the records' frozen-slots reads are the floor of this design."""
+        it is written flat, each step the cheapest found (measured on 100,000 records, name x
+        source x day, best of 11 runs): the bucket as one floor division (its index, turned
+        into a start only for the rows: 16 → 9 ms), scores appended unchecked (the non-finite
+        ones dropped per group at the end: 16 → 10 ms), labels appended to a list counted per
+        chunk by ``Counter`` in C (21 → 9 ms); the group key is (bucket, the attrgetter's
+        value), no other tuple. About 0.7 µs a record, most of it the key's hash and the
+        records' frozen-slots reads, the floor of this design. (Columns pulled out with
+        ``map``/``attrgetter`` and grouped by ``Counter`` or numpy were measured too: no
+        faster, the nested key tuples' hashing or the column copies cost as much.)"""
         spec = self.spec
         created = spec.time_field == "created_at"
         start = -(2**63) if spec.start is None else micros(spec.start)
         end = 2**63 if spec.end is None else micros(spec.end)
-        interval = spec.interval
-        step = {"hour": HOUR_US, "day": DAY_US, "week": WEEK_US}.get(interval or "", 0)
-        shift = MONDAY_OFFSET_US if interval == "week" else 0
-        monthly = interval == "month"
+        step, shift = self._step, self._shift
+        monthly = spec.interval == "month"
         values = self._values
         groups = self._groups
-        isfinite = math.isfinite
         counted = 0
         for record in records:
             moment = record.created_us if created else record.updated_us
             if moment < start or moment >= end:
                 continue
             if step:
-                shifted = moment + shift
-                bucket: int | None = shifted - shifted % step - shift
+                bucket: int | None = (moment + shift) // step
             elif monthly:
                 bucket = bucket_of(moment, "month")
             else:
@@ -192,14 +201,20 @@ class MetricsAggregator:
                 group = groups[key] = _Group()
             group.count += 1
             score = record.score
-            if score is not None and isfinite(score):
+            if score is not None:
                 group.scores.append(score)
-            label = record.label
-            if label is not None:
-                labels = group.labels
-                labels[label] = labels.get(label, 0) + 1
+            group.pending.append(record.label)
             counted += 1
+        for group in groups.values():
+            if group.pending:
+                group.labels.update(group.pending)
+                group.pending.clear()
         self.annotations += counted
+
+    def _bucket_start(self, bucket: int | None) -> int | None:
+        if bucket is None or not self._step:
+            return bucket
+        return bucket * self._step - self._shift
 
     def _group_values(self, value: Any) -> tuple[Any, ...]:
         if self._values is None:
@@ -210,14 +225,21 @@ class MetricsAggregator:
         """Every (bucket, group) row, in the contract's order."""
         names = self.spec.group_by
         out: list[dict[str, Any]] = []
-        flat = {(key[0], *self._group_values(key[1])): group for key, group in self._groups.items()}
+        flat = {
+            (self._bucket_start(key[0]), *self._group_values(key[1])): group
+            for key, group in self._groups.items()
+        }
         for key in sorted(flat, key=_order):
             group = flat[key]
             row: dict[str, Any] = {"bucket": None if key[0] is None else bucket_label(key[0])}
             for name, value in zip(names, key[1:], strict=True):
                 row[name] = value
-            scores = sorted(group.scores)
+            kept = group.scores
+            if not all(map(isfinite, kept)):
+                kept = array("d", filter(isfinite, kept))  # NaN and ±inf are no score
+            scores = sorted(kept)
             mean, stdev = mean_stdev(scores)
+            labels = group.labels
             row.update(
                 count=group.count,
                 score_count=len(scores),
@@ -227,7 +249,7 @@ class MetricsAggregator:
                 score_max=scores[-1] if scores else None,
                 score_p50=quantile(scores, 0.5),
                 score_p90=quantile(scores, 0.9),
-                label_counts=dict(sorted(group.labels.items())),
+                label_counts={label: labels[label] for label in sorted(k for k in labels if k is not None)},
             )
             out.append(row)
         return out

@@ -25,6 +25,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from operator import lt
 from typing import Literal
 
 import orjson
@@ -46,7 +47,12 @@ Scope = Literal["all"]
 _TEXT_FIELDS = ("subject_ids", "identifiers", "names", "exclude_names", "sources", "projects", "queues")
 
 
-def _norm(values: Iterable[str]) -> tuple[str, ...]:
+def _norm(values: tuple[str, ...]) -> tuple[str, ...]:
+    # Already strictly ascending (a chunk of a normalised query's ids, every query the
+    # federation derives): kept as is. The check is a C-level pass; sorting 1,000 ids again
+    # for each of a metrics request's chunks cost ~1 ms each.
+    if all(map(lt, values, values[1:])):
+        return values
     return tuple(sorted(set(values)))
 
 
@@ -121,8 +127,8 @@ class FederatedQuery:
                 errors=[{"loc": ["limit"], "msg": f"must be 1..{MAX_PAGE_SIZE}", "type": "value_error"}],
             )
         for name in _TEXT_FIELDS:
-            values: tuple[str, ...] = getattr(self, name)
-            if not all(_is_text(v) for v in values):
+            values: tuple[str, ...] = tuple(getattr(self, name))
+            if not _is_text(values):
                 raise RequestValidationError(
                     f"{name}: a value holds a lone surrogate (\\ud800-\\udfff), which is not Unicode text",
                     errors=[
@@ -150,9 +156,12 @@ class FederatedQuery:
         object.__setattr__(self, "updated_before", before)
 
 
-def _is_text(value: str) -> bool:
+def _is_text(values: tuple[str, ...]) -> bool:
+    """Whether every value is Unicode text: encoded together, in one C call (Python never
+    pairs two lone surrogates of adjacent values into one character, so a lone surrogate in any
+    value fails the whole)."""
     try:
-        value.encode("utf-8")
+        "".join(values).encode("utf-8")
     except UnicodeEncodeError:
         return False
     return True
