@@ -652,6 +652,35 @@ async def test_an_expired_local_answer_is_confirmed_or_replaced_from_redis(clust
     assert fetches(cluster.sim) == 2
 
 
+async def test_a_result_confirmed_by_redis_is_renewed_not_merged_again(cluster: Cluster) -> None:
+    clock_a = ManualClock()
+    a, _ = cluster.replica(clock=clock_a)
+    b, _ = cluster.replica()
+    query = ask("sess-01", "sess-03")
+    first = await a.query(query)
+    assert first.records_json is not None
+    clock_a.advance(cluster.config.local_ttl_s + 0.1)
+    again = await a.query(query)
+    assert again.sources[0].cached
+    # Redis confirmed both answers: the same records, and the page's JSON is the very bytes
+    # written for the first answer (the result was renewed, neither merged nor encoded again).
+    assert all(x is y for x, y in zip(again.records, first.records, strict=True))
+    assert again.records_json is first.records_json
+    # Changed in Redis by another replica: merged again, with the new answer.
+    cluster.sim.seed(seed_doc({"sess-03": 1}))
+    await b.query(ask("sess-03", use_cache=False))
+    clock_a.advance(cluster.config.local_ttl_s + 0.1)
+    changed = await a.query(query)
+    assert changed.records_json is not first.records_json
+    assert qualities(changed) == {"sess-01": 3.0, "sess-03": 1.0}
+    # A write through this replica drops every merged result: nothing old is renewed.
+    clock_a.advance(cluster.config.local_ttl_s + 0.1)
+    await a.write(SOURCE, quality_write("sess-01", 2))
+    after_write = await a.query(query)
+    assert qualities(after_write) == {"sess-01": 2.0, "sess-03": 1.0}
+    assert fetches(cluster.sim) == 3
+
+
 async def test_a_refresh_racing_a_write_on_another_replica_stores_nothing(cluster: Cluster) -> None:
     a, provider_a = cluster.replica()
     b, _ = cluster.replica()

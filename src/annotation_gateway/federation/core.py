@@ -173,9 +173,15 @@ class Federation:
         )
         self._discovery = DiscoveryCache(cache, clock=clock)
         self._merged_ttl = self._cache.ttl if cache.enabled else 0.0
+        # With a shared tier, a merged result is kept past its (local) freshness, for the
+        # shared tier's ttl: when every source's answer comes back from it confirmed unchanged
+        # (the very records this process holds), the result is renewed instead of merged and
+        # encoded again (Merged.same_inputs) — what a replica's repeated hits cost.
+        self._revalidate = cache.enabled and self._cache.shared is not None
+        self._merged_keep = max(self._merged_ttl, cache.ttl_s) if self._revalidate else self._merged_ttl
         self._merged: TTLCache[bytes, Merged] = TTLCache(
             maxsize=limits.MERGED_CACHE_MAX_ITEMS,
-            ttl=max(self._merged_ttl, 1e-9),
+            ttl=max(self._merged_keep, 1e-9),
             timer=clock,
             getsizeof=lambda merged: len(merged.records) + 1,
         )
@@ -254,10 +260,11 @@ class Federation:
         position = self._codec.decode(query.cursor, binding) if query.cursor is not None else None
 
         merged: Merged | None = None
-        if query.use_cache and self._merged_ttl > 0:
+        previous: Merged | None = None
+        if query.use_cache and self._merged_keep > 0:
             merged = self._merged.get(digest)
             if merged is not None and self._clock() >= merged.expires_at:
-                merged = None
+                previous, merged = (merged if self._revalidate else None), None
         if merged is not None:
             elapsed_ms = (time.perf_counter() - started) * 1000
             statuses = [as_cache_hit(s, elapsed_ms) for s in merged.statuses]
@@ -265,7 +272,7 @@ class Federation:
                 if status.status == "ok":
                     self._observer.on_cache(status.source, "hit")
         else:
-            merged = await self._fan_out(query, selected, digest)
+            merged = await self._fan_out(query, selected, digest, previous=previous)
             statuses = list(merged.statuses)
 
         records = merged.records
@@ -574,10 +581,12 @@ class Federation:
         digest: bytes | None,
         *,
         ordered: bool = True,
+        previous: Merged | None = None,
     ) -> Merged:
         """Ask every selected source (or skip it) and merge; ``digest`` is where the complete,
         fresh result is kept in the merged cache, ``None`` to keep nothing (a streaming export:
-        neither the merged result nor the sources' answers are stored)."""
+        neither the merged result nor the sources' answers are stored). ``previous``: the
+        expired result of the same query, renewed instead if the sources answered the same."""
         store = digest is not None
         write_seq = self._write_seq
         keep = gateway_filter(query)
@@ -621,13 +630,18 @@ class Federation:
 
         fetched = [o.fetched_at for o in done if o.fetched_at is not None]
         expires_at = (min(fetched) if fetched else self._clock()) + self._merged_ttl
-        merged = merge(done, expires_at=expires_at, ordered=ordered)
         storable = (
-            self._merged_ttl > 0
+            self._merged_keep > 0
             and not failures
             and not any(o.status.stale for o in done)
             and write_seq == self._write_seq
         )
+        if previous is not None and storable and previous.same_inputs(done):
+            merged = previous.renewed(done, expires_at)
+        else:
+            merged = merge(
+                done, expires_at=expires_at, ordered=ordered, revalidate=self._revalidate and storable
+            )
         if digest is not None and storable:
             # A result larger than the whole merged cache (ValueError) is served, not kept.
             with contextlib.suppress(ValueError):

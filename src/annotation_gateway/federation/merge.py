@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field, replace
-from operator import attrgetter
+from operator import attrgetter, is_
 from typing import Any
 
 from annotation_gateway.errors import PayloadTooLargeError, SourceError
@@ -42,6 +42,36 @@ class Merged:
     expires_at: float
     last_page: list[tuple[int, int, bytes]] = field(default_factory=list)
     """The last page written ((start, end, its JSON)): a polled query's answer is one lookup."""
+    inputs: tuple[list[Record] | None, ...] = ()
+    """What each source answered, when the result may be revalidated (see :meth:`same_inputs`);
+    ``()`` otherwise."""
+
+    def same_inputs(self, done: list[Outcome]) -> bool:
+        """Whether ``done`` is what this result was merged from: every source answered the very
+        same record objects, in the same order (what a shared cache tier gives back when it
+        confirms the answers this process holds), so merging them again would give this result."""
+        inputs = self.inputs
+        if len(inputs) != len(done):
+            return False
+        for before, outcome in zip(inputs, done, strict=True):
+            now = outcome.records
+            if before is None or now is None:
+                if before is not now:
+                    return False
+            elif len(before) != len(now) or not all(map(is_, before, now)):
+                return False
+        return True
+
+    def renewed(self, done: list[Outcome], expires_at: float) -> Merged:
+        """This result with ``done``'s statuses and a new expiry (its records and page JSON kept)."""
+        return Merged(
+            self.records,
+            tuple(o.status for o in done),
+            self.partial,
+            expires_at,
+            self.last_page,
+            self.inputs,
+        )
 
     def page_json(self, start: int, end: int) -> bytes:
         """The JSON of ``records[start:end]``, comma-separated (each record's JSON as stored)."""
@@ -61,11 +91,14 @@ class Outcome:
     fetched_at: float | None = None
 
 
-def merge(done: list[Outcome], *, expires_at: float, ordered: bool = True) -> Merged:
+def merge(
+    done: list[Outcome], *, expires_at: float, ordered: bool = True, revalidate: bool = False
+) -> Merged:
     """One ordered result from the sources' outcomes (see the module docstring);
     ``ordered=False`` (aggregation) concatenates them as they are: ids are unique across
     sources (``{source}:{native id}``) and within one (the provider contract), so only the
-    order is given up."""
+    order is given up. ``revalidate``: the result keeps references to its inputs, for
+    :meth:`Merged.same_inputs`."""
     total = sum(len(o.records) for o in done if o.records is not None)
     if total > limits.MAX_TOTAL_RESULTS:
         raise PayloadTooLargeError(
@@ -93,6 +126,7 @@ def merge(done: list[Outcome], *, expires_at: float, ordered: bool = True) -> Me
         statuses=tuple(o.status for o in done),
         partial=any(o.failure is not None for o in done),
         expires_at=expires_at,
+        inputs=tuple(o.records for o in done) if revalidate else (),
     )
 
 
