@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import tracemalloc
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
@@ -190,3 +192,22 @@ def test_a_record_holds_its_json_at_its_size() -> None:
     size = len(records[0].json)
     assert size < 400
     assert held < size + 600, f"{held:.0f} bytes held per record of {size} bytes of JSON"
+
+
+def test_records_are_read_only_to_the_type_checker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Records are immutable by a static check (records._immutable: no frozen=True at run
+    time, for the cost of building one): mypy --strict refuses an assignment to a field."""
+    from mypy import api
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.setenv("MYPYPATH", str(root / "src"))
+    snippet = tmp_path / "assigns.py"
+    snippet.write_text(
+        "from annotation_gateway.records import Record\n\n\n"
+        "def spoil(record: Record) -> None:\n"
+        "    record.score = 0.0\n"
+    )
+    config = str(root / "pyproject.toml")
+    out, _, status = api.run(["--config-file", config, "--no-error-summary", str(snippet)])
+    assert status == 1
+    assert 'Property "score" defined in "Record" is read-only' in out

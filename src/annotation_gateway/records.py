@@ -6,8 +6,8 @@ Contract:
   the JSON): ``id``, ``updated_us``/``created_us`` (µs since the epoch, UTC), ``source``,
   ``provider``, ``subject_kind``, ``subject_id``, ``project``, ``name``, ``label``, ``score``,
   ``annotator_kind``, ``annotator_id``, ``identifier``, ``queue_id``, ``queue_name``. It is
-  immutable; ``json`` is exactly what the API writes for it (``raw`` only when the read that
-  produced it asked for ``include=raw``);
+  immutable (checked statically: see :func:`_immutable`); ``json`` is exactly what the API
+  writes for it (``raw`` only when the read that produced it asked for ``include=raw``);
 - low-cardinality strings (source, provider, kinds, names, labels, projects, queue names,
   annotators) are interned, so a million records share one copy of each;
 - :func:`record_from_fields` builds a record straight from a provider's mapped values (no model
@@ -26,7 +26,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar, dataclass_transform
 
 import orjson
 
@@ -43,7 +43,21 @@ def _opt(value: str | None) -> str | None:
     return None if value is None else _intern(value)
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+_R = TypeVar("_R")
+
+
+@dataclass_transform(frozen_default=True, eq_default=False)
+def _immutable(cls: type[_R]) -> type[_R]:
+    """A slots dataclass that the type checker holds immutable (``mypy --strict`` refuses any
+    assignment to its fields) without ``frozen=True`` at run time: a frozen dataclass sets each
+    field through ``object.__setattr__``, 4.85 µs to build a 17-field record on this machine
+    against 0.54 µs for plain slot stores — 100 records per cache miss, every record a miss,
+    a scope page or an export decodes. Nothing in the gateway assigns to a record; the check is
+    static."""
+    return dataclass(slots=True, eq=False)(cls)
+
+
+@_immutable
 class Record:
     """One canonical annotation: its JSON and the fields the read path reads."""
 

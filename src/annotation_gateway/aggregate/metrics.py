@@ -173,7 +173,7 @@ class MetricsAggregator:
         ones dropped per group at the end: 16 → 10 ms), labels appended to a list counted per
         chunk by ``Counter`` in C (21 → 9 ms); the group key is (bucket, the attrgetter's
         value), no other tuple. About 0.7 µs a record, most of it the key's hash and the
-        records' frozen-slots reads, the floor of this design. (Columns pulled out with
+        records' slot reads, the floor of this design. (Columns pulled out with
         ``map``/``attrgetter`` and grouped by ``Counter`` or numpy were measured too: no
         faster, the nested key tuples' hashing or the column copies cost as much.)"""
         spec = self.spec
