@@ -962,7 +962,7 @@ async def test_stream_yields_every_match_once_in_chunks_sized_by_density() -> No
     f = fed(p)
     pages = [page async for page in f.stream(FederatedQuery(subject_ids=tuple(subjects)))]
     sizes = [len({r.subject_id for r in page.records}) for page in pages]
-    # 1, 1 (both started before any density is known), then 5,000 / 100 = 50 a chunk.
+    # 1, 1 (both started before any density is known), then 2,000 / 100 = 20 a chunk.
     assert sizes[:2] == [1, 1]
     assert set(sizes[2:-1]) == {federation_limits.EXPORT_TARGET_RECORDS // 100}
     assert sum(sizes) == len(subjects)

@@ -90,8 +90,10 @@ EXPORT_CHUNK_SUBJECTS = 50
 EXPORT_FIRST_CHUNK_SUBJECTS = 1
 """Subjects in the first chunks of a streaming export: a quick first byte, and a density to size
 the next chunks by."""
-EXPORT_TARGET_RECORDS = 5_000
-"""Annotations a streaming export's chunk aims at (a few MB of records), whatever the density."""
+EXPORT_TARGET_RECORDS = 2_000
+"""Annotations a streaming export's chunk aims at (~2 MB of records), whatever the density.
+Measured on the 1,000,000-annotation export (1,000 per session): 5,000 grew the gateway's RSS
+by 87 MiB, 2,000 by 53 MiB, at the same CPU per annotation relative to the upstream's."""
 EXPORT_CHUNKS_IN_FLIGHT = 2
 """Chunks of a streaming export fetched at once (one being written while the next arrives)."""
 AGGREGATE_FIRST_CHUNK_SUBJECTS = 200
