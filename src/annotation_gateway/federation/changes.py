@@ -2,10 +2,12 @@ r"""The change feed (SPEC §10): annotations created or updated after a watermar
 
 Contract:
 - a page is the ``limit`` oldest matches of the query, in ``(updated_at, id)`` order, whose
-  version (the hash of its canonical JSON) was not delivered before; ``next_since`` (opaque,
-  signed and bound to the query and the key like cursors) carries, **per source**, a watermark
-  — how far that source has been delivered — and the versions delivered within
-  ``CHANGES_OVERLAP_S`` of it;
+  version (the hash of its canonical JSON) is not the last one delivered of that annotation;
+  ``next_since`` (opaque, signed and bound to the query and the key like cursors) carries,
+  **per source**, a watermark — how far that source has been delivered — and, for the
+  annotations delivered within ``CHANGES_OVERLAP_S`` of it, the last version delivered of each
+  (so a value that comes back — good, then meh, then good again within one second, the same
+  JSON as before — is delivered again: found by the interleaving test);
 - the next call reads, for each source, every match with ``updated_at >= its watermark -
   CHANGES_OVERLAP_S`` **fresh** (no cache: neither the annotation cache nor the scope's
   discovery cache, which would hide a new change until its TTL) and leaves out the versions the
@@ -41,11 +43,11 @@ from annotation_gateway.federation import limits
 from annotation_gateway.federation.answers import SourceStatus
 from annotation_gateway.records import Record
 
-__all__ = ["ChangesPage", "FeedState", "Oldest", "Seen", "version_hash"]
+__all__ = ["ChangesPage", "FeedState", "Oldest", "Seen", "id_hash", "version_hash"]
 
-_ENTRY = struct.Struct(">I6s")
+_ENTRY = struct.Struct(">I4s6s")
 """One remembered version: µs before the watermark (uint32: the overlap is far below 71 min),
-and 6 bytes of its hash."""
+4 bytes of the annotation's id hash, 6 bytes of the version's hash."""
 
 
 def version_hash(record: Record) -> bytes:
@@ -54,6 +56,12 @@ def version_hash(record: Record) -> bytes:
     in whole seconds, so two upserts within one second share it — found by the interleaving
     test, where the second of them was taken for the first and skipped."""
     return hashlib.blake2b(record.json, digest_size=6).digest()
+
+
+def id_hash(record: Record) -> bytes:
+    """4 bytes naming the annotation (its id): a collision only makes the two annotations share
+    one remembered version, so one may come twice, never be skipped."""
+    return hashlib.blake2b(record.id.encode("utf-8", "surrogatepass"), digest_size=4).digest()
 
 
 def _overlap_us() -> int:
@@ -71,25 +79,26 @@ class ChangesPage:
 
 
 class Seen:
-    """One source's watermark and the versions delivered near it."""
+    """One source's watermark and, for the annotations delivered near it, the last version
+    delivered of each."""
 
-    def __init__(self, watermark_us: int, entries: dict[bytes, int] | None = None) -> None:
+    def __init__(self, watermark_us: int, entries: dict[bytes, tuple[bytes, int]] | None = None) -> None:
         self.watermark_us = watermark_us
-        self.entries: dict[bytes, int] = entries or {}
-        """version hash → its ``updated_at`` (µs)."""
+        self.entries: dict[bytes, tuple[bytes, int]] = entries or {}
+        """id hash → (the last version delivered, its ``updated_at`` in µs)."""
 
     @classmethod
     def unpack(cls, watermark_us: int, packed: bytes) -> Seen:
-        entries: dict[bytes, int] = {}
+        entries: dict[bytes, tuple[bytes, int]] = {}
         usable = len(packed) - len(packed) % _ENTRY.size
         for offset in range(0, usable, _ENTRY.size):
-            before, digest = _ENTRY.unpack_from(packed, offset)
-            entries[digest] = watermark_us - before
+            before, ident, digest = _ENTRY.unpack_from(packed, offset)
+            entries[ident] = (digest, watermark_us - before)
         return cls(watermark_us, entries)
 
     def pack(self, keep: int) -> bytes:
-        newest = sorted(self.entries.items(), key=lambda item: item[1], reverse=True)[:keep]
-        return b"".join(_ENTRY.pack(self.watermark_us - us, digest) for digest, us in newest)
+        newest = sorted(self.entries.items(), key=lambda item: item[1][1], reverse=True)[:keep]
+        return b"".join(_ENTRY.pack(self.watermark_us - us, ident, digest) for ident, (digest, us) in newest)
 
     @property
     def floor_us(self) -> int:
@@ -97,16 +106,20 @@ class Seen:
         return self.watermark_us - _overlap_us()
 
     def delivered(self, record: Record) -> bool:
-        return record.updated_us < self.floor_us or version_hash(record) in self.entries
+        if record.updated_us < self.floor_us:
+            return True
+        last = self.entries.get(id_hash(record))
+        return last is not None and last[0] == version_hash(record)
 
     def advance(self, watermark_us: int, delivered: Iterable[Record]) -> Seen:
-        """Moved to ``watermark_us`` (never back), remembering ``delivered`` near it."""
+        """Moved to ``watermark_us`` (never back), remembering ``delivered`` (oldest first: a
+        later version of one annotation replaces an earlier one) near it."""
         watermark = max(self.watermark_us, watermark_us)
         floor = watermark - _overlap_us()
-        entries = {d: us for d, us in self.entries.items() if us >= floor}
+        entries = {ident: entry for ident, entry in self.entries.items() if entry[1] >= floor}
         for record in delivered:
             if record.updated_us >= floor:
-                entries[version_hash(record)] = record.updated_us
+                entries[id_hash(record)] = (version_hash(record), record.updated_us)
         return Seen(watermark, entries)
 
 

@@ -28,7 +28,11 @@ __all__ = ["CursorCodec", "ScopeKey", "SortKey", "bind"]
 
 _CURSOR_VERSION = 1
 _SCOPE_CURSOR_VERSION = 2
-_SINCE_VERSION = 3
+_SINCE_VERSION = 4
+_OLD_SINCE_VERSION = 3
+"""A since token of the previous layout: its watermarks are kept, its remembered versions (a
+layout that no longer reads) dropped — the overlap's changes may then come twice, never
+skipped."""
 _CURSOR_MAC_BYTES = 16
 _FINGERPRINT_BYTES = 12
 
@@ -90,7 +94,13 @@ class CursorCodec:
         return _b64encode(payload + self._mac(payload))
 
     def decode_since(self, since: str, fingerprint: str) -> dict[str, tuple[int, bytes]]:
-        fields = self._open(since, fingerprint, _SINCE_VERSION, what="since", max_length=MAX_SINCE_LENGTH)
+        version, fields = self._open_versions(
+            since,
+            fingerprint,
+            (_SINCE_VERSION, _OLD_SINCE_VERSION),
+            what="since",
+            max_length=MAX_SINCE_LENGTH,
+        )
         if len(fields) != 1 or not isinstance(fields[0], dict):
             raise InvalidCursorError("the since token's content is malformed")
         state: dict[str, tuple[int, bytes]] = {}
@@ -98,7 +108,8 @@ class CursorCodec:
             for name, (watermark, seen) in fields[0].items():
                 if type(watermark) is not int or not isinstance(seen, str):
                     raise InvalidCursorError("the since token's content is malformed")
-                state[name] = (watermark, _b64decode(seen))
+                packed = _b64decode(seen)
+                state[name] = (watermark, packed if version == _SINCE_VERSION else b"")
         except (binascii.Error, ValueError, TypeError) as exc:
             raise InvalidCursorError("the since token's content is malformed") from exc
         return state
@@ -112,6 +123,20 @@ class CursorCodec:
         what: str = "cursor",
         max_length: int = MAX_CURSOR_LENGTH,
     ) -> list[object]:
+        return self._open_versions(
+            cursor, fingerprint, (expected_version,), what=what, max_length=max_length
+        )[1]
+
+    def _open_versions(
+        self,
+        cursor: str,
+        fingerprint: str,
+        versions: tuple[int, ...],
+        *,
+        what: str = "cursor",
+        max_length: int = MAX_CURSOR_LENGTH,
+    ) -> tuple[int, list[object]]:
+        """The version (one of ``versions``, the first being the current one) and the fields."""
         if not cursor or len(cursor) > max_length:
             raise InvalidCursorError(f"the {what} must be 1 to {max_length} characters")
         try:
@@ -127,9 +152,9 @@ class CursorCodec:
             version, bound_to, *fields = orjson.loads(payload)
         except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
             raise InvalidCursorError("the cursor's content is malformed") from exc
-        if version != expected_version:
+        if version not in versions:
             raise InvalidCursorError(
-                f"the cursor has version {version!r}; this query's cursors have {expected_version}"
+                f"the cursor has version {version!r}; this query's cursors have {versions[0]}"
             )
         if bound_to != fingerprint:
             raise InvalidCursorError(
@@ -137,7 +162,7 @@ class CursorCodec:
                 "changed since it was issued (only limit may change), or it was issued to another "
                 "gateway key; start again without a cursor"
             )
-        return list(fields)
+        return version, list(fields)
 
 
 def bind(digest: bytes, audience: str | None) -> str:

@@ -66,7 +66,7 @@ MAX_CURSOR_LENGTH = 2048
 """Characters of a cursor; longer ones are refused before decoding."""
 MAX_SINCE_LENGTH = 4096
 """Characters of a change feed's ``since`` token (it carries the versions delivered near its
-watermark, at most ``CHANGES_MAX_SEEN`` of them, 10 bytes each)."""
+watermark, at most ``CHANGES_MAX_SEEN`` of them, 14 bytes each: ~3,400 characters when full)."""
 DEFAULT_CHANGES_LIMIT = 100
 MAX_CHANGES_LIMIT = 1000
 CHANGES_OVERLAP_S = 30.0
@@ -74,7 +74,7 @@ CHANGES_OVERLAP_S = 30.0
 vendor up to this long after the time it carries (a transaction committing late, a clock a bit
 behind) is still delivered. Changes seen there before are recognised by the token and not
 repeated."""
-CHANGES_MAX_SEEN = 200
+CHANGES_MAX_SEEN = 140
 """Versions a ``since`` token remembers inside the overlap; past it the oldest are forgotten,
 and may be delivered twice (never skipped)."""
 DEFAULT_SOURCE_DEADLINE_S = 30.0
