@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import os
 import secrets
 import shutil
@@ -53,12 +54,16 @@ __all__ = [
     "phoenix_python",
 ]
 
+log = logging.getLogger(__name__)
+
 REPO_ROOT = Path(__file__).resolve().parents[3]
 LOOPBACK = "127.0.0.1"
 LOG_TAIL_LINES = 40
 STOP_GRACE_S = 15.0
 READY_POLL_S = 0.25
 SPAN_BATCH_SIZE = 1000
+SPAN_RESEND_AFTER_S = 15.0
+"""Seconds without a newly stored span after which the missing ones are posted again."""
 ANNOTATION_BATCH_SIZE = 1000
 
 # Run as `python -c BOOTSTRAP`: force every gRPC listener onto loopback, then start Phoenix.
@@ -418,12 +423,15 @@ class PhoenixSeeder:
         Phoenix queues posted spans (202) and inserts them later; annotations on a session or trace
         that is not stored yet are refused, so seeding must wait.
         """
+        self._post_spans(project, spans)
+        if wait:
+            by_id = {str(span["context"]["span_id"]): span for span in spans}
+            self._wait_for_spans(project, by_id, timeout_s)
+
+    def _post_spans(self, project: str, spans: Sequence[Mapping[str, Any]]) -> None:
         path = f"/v1/projects/{quote(project, safe='')}/spans"
         for batch in _batches(spans, SPAN_BATCH_SIZE):
             self._ok(self._client.post(path, json={"data": list(batch)}), "add spans")
-        if wait:
-            expected = {str(span["context"]["span_id"]) for span in spans}
-            self._wait_for_spans(project, expected, timeout_s)
 
     def span_ids(self, project: str) -> set[str]:
         """Every span id stored in ``project``."""
@@ -467,14 +475,33 @@ class PhoenixSeeder:
             ids.extend(str(row["id"]) for row in self._ok(response, f"POST {path}")["data"])
         return ids
 
-    def _wait_for_spans(self, project: str, expected: set[str], timeout_s: float) -> None:
+    def _wait_for_spans(
+        self, project: str, expected: Mapping[str, Mapping[str, Any]], timeout_s: float
+    ) -> None:
+        """Until every span of ``expected`` (by id) is stored. Spans still missing after
+        ``SPAN_RESEND_AFTER_S`` without progress are posted again (a fresh-clone CI run once
+        saw Phoenix store 900 of 1,000 queued spans and never the rest): re-posting a span that
+        was not stored is harmless."""
         deadline = time.monotonic() + timeout_s
+        stalled_since = time.monotonic()
+        stored = 0
         while True:
-            missing = expected - self.span_ids(project)
+            missing = expected.keys() - self.span_ids(project)
             if not missing:
                 return
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now > deadline:
                 raise TimeoutError(f"Phoenix stored {len(expected) - len(missing)}/{len(expected)} spans")
+            if len(expected) - len(missing) > stored:
+                stored, stalled_since = len(expected) - len(missing), now
+            elif now - stalled_since > SPAN_RESEND_AFTER_S:
+                log.warning(
+                    "Phoenix stored %d/%d spans and no more since; posting the rest again",
+                    stored,
+                    len(expected),
+                )
+                self._post_spans(project, [expected[span_id] for span_id in sorted(missing)])
+                stalled_since = now
             time.sleep(0.1)
 
     @staticmethod
