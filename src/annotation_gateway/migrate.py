@@ -440,6 +440,12 @@ class _UpsertWriter:
             else:
                 planned.append((annotation, item, Outcome.UPDATED))
         if not dry_run:
+            # Oldest original first: the target dates each copy when it writes it, so copies
+            # written in this order keep their originals' order of recency as far as the
+            # target's clock tells (Phoenix's has whole seconds). A group's tie between labels
+            # goes to the most recent member (compare), and newest-first writes could turn it
+            # on the copies' side: seen once, as a label_differs after a clean migration.
+            planned.sort(key=lambda row: (row[0].updated_at, row[0].id))
             planned = await self._write(planned, result)
         for _, _, outcome in planned:
             result.ok(outcome)
