@@ -42,31 +42,18 @@ async def test_copies_are_written_oldest_original_first() -> None:
     originals = [
         make_annotation(
             "dd",
-            "s1",
+            subject,
             name="resolution",
-            label="escalated",
-            updated_at=30,
-            native_id="bob",
+            label=label,
+            updated_at=at,
+            native_id=who,
             provider=ProviderKind.DATADOG,
-        ),
-        make_annotation(
-            "dd",
-            "s1",
-            name="resolution",
-            label="resolved",
-            updated_at=20,
-            native_id="alice",
-            provider=ProviderKind.DATADOG,
-        ),
-        make_annotation(
-            "dd",
-            "s2",
-            name="resolution",
-            label="resolved",
-            updated_at=25,
-            native_id="carol",
-            provider=ProviderKind.DATADOG,
-        ),
+        )
+        for subject, label, at, who in (
+            ("s1", "escalated", 30, "bob"),
+            ("s1", "resolved", 20, "alice"),
+            ("s2", "resolved", 25, "carol"),
+        )
     ]
     target: Any = Target()
     result = await _UpsertWriter("dd", target, {}).apply(originals, dry_run=False)
