@@ -11,8 +11,9 @@ Contract:
 - low-cardinality strings (source, provider, kinds, names, labels, projects, queue names,
   annotators) are interned, so a million records share one copy of each;
 - :func:`record_from_fields` builds a record straight from a provider's mapped values (no model
-  object: what the read path should use); :func:`record_of` builds one from a canonical
-  :class:`~annotation_gateway.model.Annotation`
+  object: what the read path should use; :func:`build_record` is the same call with positional
+  arguments and the times worked out once as :class:`Stamps`, for the providers' loops);
+  :func:`record_of` builds one from a canonical :class:`~annotation_gateway.model.Annotation`
   and :meth:`Record.annotation` rebuilds the annotation from the JSON (for the few consumers
   that want the model: compare, the CLI's tables). :func:`sort_key` is the answer order.
 
@@ -26,13 +27,22 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar, dataclass_transform
+from typing import Any, NamedTuple, TypeVar, dataclass_transform
 
 import orjson
 
 from annotation_gateway.model import Annotation, to_utc
 
-__all__ = ["Record", "decode", "micros", "record_from_fields", "record_of", "sort_key"]
+__all__ = [
+    "Record",
+    "Stamps",
+    "build_record",
+    "decode",
+    "micros",
+    "record_from_fields",
+    "record_of",
+    "sort_key",
+]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -132,6 +142,22 @@ _DUMP = orjson.dumps
 _UTC_Z = orjson.OPT_UTC_Z
 
 
+class Stamps(NamedTuple):
+    """An annotation's two times, in UTC and in µs since the epoch: worked out once per vendor
+    annotation, though Datadog gives one record per label value of it."""
+
+    created_at: datetime
+    updated_at: datetime
+    created_us: int
+    updated_us: int
+
+    @classmethod
+    def of(cls, created_at: datetime, updated_at: datetime) -> Stamps:
+        """The stamps of two aware (or naive-UTC) datetimes."""
+        created_at, updated_at = to_utc(created_at), to_utc(updated_at)
+        return cls(created_at, updated_at, micros(created_at), micros(updated_at))
+
+
 def record_from_fields(
     *,
     id: str,
@@ -161,9 +187,59 @@ def record_from_fields(
     :func:`record_of` writes for the same annotation (``tests/test_records.py`` checks it).
 
     The values must already be valid canonical values (a provider validated the vendor's wire
-    shape first); timestamps must be aware or naive-UTC datetimes.
+    shape first); timestamps must be aware or naive-UTC datetimes. (:func:`build_record` is the
+    same with positional arguments and :class:`Stamps`, for the providers' loops.)
     """
-    created_at, updated_at = to_utc(created_at), to_utc(updated_at)
+    return build_record(
+        id,
+        source,
+        provider,
+        subject_kind,
+        subject_id,
+        project,
+        name,
+        label,
+        score,
+        explanation,
+        annotator_kind,
+        annotator_id,
+        identifier,
+        metadata,
+        queue_id,
+        queue_name,
+        Stamps.of(created_at, updated_at),
+        extensions,
+        raw,
+    )
+
+
+def build_record(
+    id: str,
+    source: str,
+    provider: str,
+    subject_kind: str,
+    subject_id: str,
+    project: str | None,
+    name: str,
+    label: str | None,
+    score: float | None,
+    explanation: str | None,
+    annotator_kind: str,
+    annotator_id: str | None,
+    identifier: str,
+    metadata: dict[str, Any],
+    queue_id: str | None,
+    queue_name: str | None,
+    stamps: Stamps,
+    extensions: dict[str, dict[str, Any]],
+    raw: dict[str, Any] | None,
+) -> Record:
+    """:func:`record_from_fields` in the order of its keywords, the two times as :class:`Stamps`.
+
+    Positional because the providers call it once per annotation read (100,000 times for a
+    10,000-id search): binding 19 keyword arguments cost ~1.2 µs a call on this machine, 19
+    positional ones ~0.15.
+    """
     if score is not None:
         score = float(score)  # a vendor's integer score is the canonical number 1.0, as pydantic writes it
     document: dict[str, Any] = {
@@ -179,33 +255,34 @@ def record_from_fields(
         "identifier": identifier,
         "metadata": metadata,
         "queue": None if queue_id is None else {"id": queue_id, "name": queue_name},
-        "created_at": created_at,
-        "updated_at": updated_at,
+        "created_at": stamps.created_at,
+        "updated_at": stamps.updated_at,
         "extensions": extensions,
     }
     if raw is not None:
         document["raw"] = raw
+    # Positional, in the field order (keywords cost ~1 µs a record here too).
     return Record(
-        id=id,
-        updated_us=micros(updated_at),
-        created_us=micros(created_at),
-        source=_intern(source),
-        provider=_intern(provider),
-        subject_kind=_intern(subject_kind),
-        subject_id=subject_id,
-        project=_opt(project),
-        name=_intern(name),
-        label=_opt(label),
-        score=score,
-        annotator_kind=_intern(annotator_kind),
-        annotator_id=_opt(annotator_id),
-        identifier=_intern(identifier),
-        queue_id=_opt(queue_id),
-        queue_name=_opt(queue_name),
+        id,
+        stamps.updated_us,
+        stamps.created_us,
+        _intern(source),
+        _intern(provider),
+        _intern(subject_kind),
+        subject_id,
+        _opt(project),
+        _intern(name),
+        _opt(label),
+        score,
+        _intern(annotator_kind),
+        _opt(annotator_id),
+        _intern(identifier),
+        _opt(queue_id),
+        _opt(queue_name),
         # orjson's answer keeps its 4 KiB write buffer (measured: 4,097 bytes held per 500-byte
         # document with orjson 3.13); a record lives in the cache, so it keeps an exact copy
         # (0.3 µs) — without it a cached annotation cost ~8.5 KB instead of ~1 KB.
-        json=bytes(memoryview(_DUMP(document, option=_UTC_Z))),
+        bytes(memoryview(_DUMP(document, option=_UTC_Z))),
     )
 
 

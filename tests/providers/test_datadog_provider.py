@@ -902,6 +902,52 @@ async def test_legacy_object_values_without_a_schema_are_inferred() -> None:
     assert found["quality"].id == "dd-us1:a-1:quality"  # no schema: the name stands in for the id
 
 
+async def test_fields_newer_than_the_mapping_are_kept_by_level() -> None:
+    """SPEC §2: nothing Datadog sends is dropped; unknown fields land in ``extensions.datadog``
+    under the level they came on, in the order sent; rows without any carry no such key."""
+    base = _interaction()["annotations"][0]
+    page = _interaction(
+        sentiment_model="v2",
+        region={"name": "eu"},
+        annotations=[
+            {
+                **base,
+                "id": "a-new",
+                "review_round": 3,
+                "label_values": [
+                    {**base["label_values"][0], "confidence": 0.9, "source_tool": "ui"},
+                    {"label_schema_id": "plain", "name_when_saved": "plain", "type": "score", "value": 1},
+                ],
+            },
+            {
+                **base,
+                "id": "a-legacy",
+                "label_values": {"mood": {"value": "good", "reasoning": "r", "edited": True}},
+            },
+        ],
+    )
+    async with mocked() as (provider, router):
+        router.get(f"{BASE}{READ}").respond(200, json=_page([page]))
+        router.get(f"{BASE}{API}/annotation-queues/q-1/label-schema").respond(
+            404, json={"errors": ["Not found"]}
+        )
+        found = {
+            a.id: a.extensions["datadog"] for a in await provider.fetch(SourceQuery(subject_ids=("t-1",)))
+        }
+    interaction = {"sentiment_model": "v2", "region": {"name": "eu"}}
+    quality = found["dd-us1:a-new:abc-123"]
+    assert quality["interaction"] == interaction
+    assert list(quality["interaction"]) == ["sentiment_model", "region"]
+    assert quality["annotation"] == {"review_round": 3}
+    assert list(quality["label_value"]) == ["confidence", "source_tool"]
+    plain = found["dd-us1:a-new:plain"]
+    assert (plain["annotation"], "label_value" in plain) == ({"review_round": 3}, False)
+    legacy = found["dd-us1:a-legacy:mood"]
+    assert legacy["label_value"] == {"edited": True}
+    assert "annotation" not in legacy
+    assert legacy["interaction"] == interaction
+
+
 def test_map_label_value_table() -> None:
     assert map_label_value("score", 0, None) is not None
     assert map_label_value("score", 0, "") == map_label_value("score", 0.0, None)

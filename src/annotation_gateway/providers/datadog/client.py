@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import orjson
 from pydantic import SecretStr
 
 from annotation_gateway.concurrency import gather
@@ -71,12 +72,7 @@ from annotation_gateway.providers.datadog.api import ANNOTATED_INTERACTIONS_PATH
 from annotation_gateway.providers.datadog.config import DatadogSourceConfig
 from annotation_gateway.providers.datadog.mapping import NO_LABELS, QueueLabels, needs_schema, to_records
 from annotation_gateway.providers.datadog.queues import DatadogQueues
-from annotation_gateway.providers.datadog.wire import (
-    JSONAPI_MEDIA_TYPE,
-    PAGE,
-    SUBJECT_KINDS,
-    WireInteraction,
-)
+from annotation_gateway.providers.datadog.wire import JSONAPI_MEDIA_TYPE, SUBJECT_KINDS, PageInteraction
 from annotation_gateway.providers.http import RetryPolicy, Upstream, chunk_values, make_client
 from annotation_gateway.providers.http.budget import RequestBudget
 from annotation_gateway.records import Record, decode
@@ -92,11 +88,15 @@ HEALTH_PROBE_CONTENT_ID = "annotation-gateway-health-probe"
 """A content id no one uses: the probe is an authenticated read that matches nothing."""
 
 
+_Item = tuple[PageInteraction, Mapping[str, Any] | None]
+"""An interaction of a page, and (only when the read asks for ``raw``) as received."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Page:
     offset: int
     total: int
-    items: list[tuple[WireInteraction, Mapping[str, Any]]]
+    items: list[_Item]
 
 
 class DatadogProvider:
@@ -230,25 +230,26 @@ class DatadogProvider:
         if not content_ids:
             return []
         chunks = self._chunk(content_ids)
-        pages = await gather([self._fetch_chunk(chunk) for chunk in chunks], prefer=SourceError)
-        interactions: dict[str, tuple[WireInteraction, Mapping[str, Any]]] = {}
+        include_raw = query.include_raw
+        pages = await gather(
+            [self._fetch_chunk(chunk, include_raw=include_raw) for chunk in chunks], prefer=SourceError
+        )
+        interactions: dict[str, _Item] = {}
         for chunk_items in pages:
             for interaction, raw in chunk_items:
-                interactions.setdefault(interaction.id, (interaction, raw))
+                interactions.setdefault(interaction["id"], (interaction, raw))
         wanted_kinds = {k.value for k in query.subject_kinds}
         selected = [
-            (i, raw) for i, raw in interactions.values() if not wanted_kinds or i.type in wanted_kinds
+            (i, raw) for i, raw in interactions.values() if not wanted_kinds or i["type"] in wanted_kinds
         ]
-        need_labels = {i.queue_id for i, _ in selected if any(needs_schema(a) for a in i.annotations)}
+        need_labels = {i["queue_id"] for i, _ in selected if any(needs_schema(a) for a in i["annotations"])}
         await gather([self._queue_labels(queue_id) for queue_id in sorted(need_labels)], prefer=SourceError)
         names = set(query.names)
         excluded = set(query.exclude_names)
         found: dict[str, Record] = {}
         for interaction, raw in selected:
-            labels = self._labels.get(interaction.queue_id, NO_LABELS)
-            for record in to_records(
-                interaction, raw, labels, source=self._name, include_raw=query.include_raw
-            ):
+            labels = self._labels.get(interaction["queue_id"], NO_LABELS)
+            for record in to_records(interaction, raw, labels, source=self._name, include_raw=include_raw):
                 if names and record.name not in names:
                     continue
                 if record.name in excluded:
@@ -282,11 +283,9 @@ class DatadogProvider:
             )
         return chunk_values(content_ids, costs, budget=room)
 
-    async def _fetch_chunk(
-        self, content_ids: Sequence[str]
-    ) -> list[tuple[WireInteraction, Mapping[str, Any]]]:
+    async def _fetch_chunk(self, content_ids: Sequence[str], *, include_raw: bool) -> list[_Item]:
         """All pages of one chunk: the first, then the rest concurrently, then any tail."""
-        first = await self._page(content_ids, 0)
+        first = await self._page(content_ids, 0, include_raw)
         items = list(first.items)
         total = first.total
         if not first.items or len(first.items) >= total:
@@ -294,7 +293,8 @@ class DatadogProvider:
         # The first page shows the server's real page size (it may cap our limit).
         step = len(first.items)
         rest = await gather(
-            [self._page(content_ids, offset) for offset in range(step, total, step)], prefer=SourceError
+            [self._page(content_ids, offset, include_raw) for offset in range(step, total, step)],
+            prefer=SourceError,
         )
         covered = step
         for page in rest:
@@ -304,7 +304,7 @@ class DatadogProvider:
                 covered = max(covered, page.offset + len(page.items))
         # A short or empty page in the middle, or a total that grew: continue one page at a time.
         while covered < total:
-            page = await self._page(content_ids, covered)
+            page = await self._page(content_ids, covered, include_raw)
             if not page.items:
                 break
             items.extend(page.items)
@@ -312,17 +312,24 @@ class DatadogProvider:
             total = page.total
         return items
 
-    async def _page(self, content_ids: Sequence[str], offset: int) -> _Page:
+    async def _page(self, content_ids: Sequence[str], offset: int, include_raw: bool) -> _Page:
         params: list[tuple[str, str | int | float | bool | None]] = [("contentIds", c) for c in content_ids]
         params += [("offset", offset), ("limit", self._page_size)]
         where = f"GET {ANNOTATED_INTERACTIONS_PATH}"
 
         def classify(response: httpx.Response) -> _Page:
-            body = self._api.success_body(response, where=where)
-            page = self._api.validate(PAGE, body, where=where)
-            raw_items = body["data"]["attributes"]["annotated_interactions"]
-            pairs = list(zip(page.data.attributes.annotated_interactions, raw_items, strict=True))
-            return _Page(offset=offset, total=page.data.attributes.total_count, items=pairs)
+            attributes = self._api.decode_page(response, where=where)["data"]["attributes"]
+            interactions = attributes["annotated_interactions"]
+            raws: list[Mapping[str, Any] | None]
+            if include_raw:
+                # The rows as received (their times as Datadog wrote them): parsed again only
+                # for a read that asks for raw, never on the common path.
+                body = orjson.loads(response.content)
+                raws = list(body["data"]["attributes"]["annotated_interactions"])
+            else:
+                raws = [None] * len(interactions)
+            pairs = list(zip(interactions, raws, strict=True))
+            return _Page(offset=offset, total=attributes["total_count"], items=pairs)
 
         return await self._http.get(ANNOTATED_INTERACTIONS_PATH, params, classify)
 
@@ -391,8 +398,7 @@ class DatadogProvider:
         )
         try:
             response = await self._http.send(request)
-            body = self._api.success_body(response, where="health probe")
-            self._api.validate(PAGE, body, where="health probe")
+            self._api.decode_page(response, where="health probe")
         except GatewayError as exc:
             return HealthReport(ok=False, latency_ms=_ms_since(started), detail=exc.detail)
         except Exception as exc:  # a probe reports, it never raises

@@ -3,9 +3,10 @@ errors read.
 
 Contract:
 
-- Answers are validated with strict pydantic models (``extra="allow"``, so fields this module
-  does not know are kept for ``extensions.datadog`` and ``raw``); a value of the wrong JSON type
-  is refused, never coerced. A validated page has every type :mod:`.mapping` needs.
+- Answers are validated strictly (``extra="allow"``, so fields this module does not know are
+  kept for ``extensions.datadog``); a value of the wrong JSON type is refused, never coerced.
+  The read page is TypedDicts validated from its bytes (:data:`PAGE`, the hot path); the queue
+  API's answers are pydantic models. A validated page has every type :mod:`.mapping` needs.
 - Request bodies the queue operations send are models too (:class:`LabelSchema`,
   :class:`LabelValueInput`, :class:`AnnotationUpsert`), following the OpenAPI fragment in
   ``tests/fixtures/contracts/datadog``.
@@ -20,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, NotRequired
 
 import httpx
 import orjson
@@ -33,16 +34,21 @@ from pydantic import (
     StrictInt,
     StrictStr,
     TypeAdapter,
+    with_config,
 )
+from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
 from annotation_gateway.model import SubjectKind
 from annotation_gateway.providers.http import ErrorItem, body_summary, is_json, jsonapi_items
 from annotation_gateway.providers.http.outcomes import clip
 
 __all__ = [
+    "ANNOTATION_FIELDS",
     "INTERACTIONS_RESPONSE",
+    "INTERACTION_FIELDS",
     "JSONAPI_MEDIA_TYPE",
     "LABEL_SCHEMA_RESPONSE",
+    "LABEL_VALUE_FIELDS",
     "PAGE",
     "QUEUE_CONTENTS",
     "QUEUE_LIST",
@@ -53,12 +59,14 @@ __all__ = [
     "DatadogQueue",
     "LabelSchema",
     "LabelValueInput",
+    "PageAnnotation",
+    "PageBody",
+    "PageInteraction",
+    "PageLabelValue",
     "QueueInteraction",
     "UpsertError",
     "UpsertResult",
     "UpsertedAnnotation",
-    "WireAnnotation",
-    "WireInteraction",
     "WireLabelValue",
     "WireQueue",
     "WireQueueItem",
@@ -91,42 +99,83 @@ class WireLabelValue(_Base):
     reasoning: StrictStr | None = None
 
 
-class WireAnnotation(_Base):
-    id: StrictStr
-    interaction_id: StrictStr
-    label_values: list[WireLabelValue] | dict[StrictStr, Any]
-    created_by: StrictStr
+# The read page (``GetLLMObsAnnotatedInteractionsByContent``) is the hot path: every annotation
+# a miss, a scope page or an export reads comes through it. Its rows are TypedDicts validated in
+# one pass from the answer's bytes (``validate_json``, strict, ``extra="allow"``: unknown fields
+# stay in the dicts for ``extensions.datadog``). Measured on a 20-interaction page of 1,000 label
+# values (the bench's shape): BaseModel instances validated from ``orjson.loads`` output 4.3 ms,
+# these TypedDicts from the bytes ~2 ms.
+_PAGE_ROW = ConfigDict(extra="allow", strict=True)
+
+
+@with_config(_PAGE_ROW)
+class PageLabelValue(TypedDict):
+    """One label value of an annotation on the read page (``LLMObsAnnotationLabelValue``)."""
+
+    label_schema_id: str
+    name_when_saved: NotRequired[str | None]
+    type: NotRequired[str | None]
+    value: NotRequired[bool | int | float | str | list[str] | None]
+    assessment: NotRequired[str | None]
+    reasoning: NotRequired[str | None]
+
+
+@with_config(_PAGE_ROW)
+class PageAnnotation(TypedDict):
+    """An annotation on the read page: ``label_values`` as Datadog sends them (an array) or in
+    the legacy ``{label name: value}`` object form."""
+
+    id: str
+    interaction_id: str
+    label_values: list[PageLabelValue] | dict[str, Any]
+    created_by: str
     created_at: datetime
-    modified_by: StrictStr
+    modified_by: str
     modified_at: datetime
 
 
-class WireInteraction(_Base):
-    id: StrictStr
+@with_config(_PAGE_ROW)
+class PageInteraction(TypedDict):
+    """An annotated interaction on the read page, with its annotations."""
+
+    id: str
     type: Literal["trace", "experiment_trace", "session", "display_block"]
-    content_id: StrictStr
-    queue_id: StrictStr
-    queue_name: StrictStr
-    can_annotate: StrictBool
+    content_id: str
+    queue_id: str
+    queue_name: str
+    can_annotate: bool
     created_at: datetime
     modified_at: datetime
-    display_block: list[Any] | None = None
-    annotations: list[WireAnnotation]
+    display_block: NotRequired[list[Any] | None]
+    annotations: list[PageAnnotation]
 
 
-class WirePageAttributes(_Base):
-    total_count: StrictInt
-    annotated_interactions: list[WireInteraction]
+@with_config(_PAGE_ROW)
+class _PageAttributes(TypedDict):
+    total_count: int
+    annotated_interactions: list[PageInteraction]
 
 
-class WirePageData(_Base):
-    id: StrictStr
+@with_config(_PAGE_ROW)
+class _PageData(TypedDict):
+    id: str
     type: Literal["annotated_interactions_by_trace"]
-    attributes: WirePageAttributes
+    attributes: _PageAttributes
 
 
-class WirePage(_Base):
-    data: WirePageData
+@with_config(_PAGE_ROW)
+class PageBody(TypedDict):
+    data: _PageData
+
+
+def _keys(row: type[Any]) -> frozenset[str]:
+    return frozenset(row.__required_keys__ | row.__optional_keys__)
+
+
+LABEL_VALUE_FIELDS = _keys(PageLabelValue)
+ANNOTATION_FIELDS = _keys(PageAnnotation)
+INTERACTION_FIELDS = _keys(PageInteraction)
+"""The fields :mod:`.mapping` reads at each level; any other field is kept in extensions."""
 
 
 class LabelSchema(BaseModel):
@@ -307,7 +356,7 @@ class AnnotationUpsert(BaseModel):
     label_values: list[LabelValueInput] = Field(min_length=1)
 
 
-PAGE = TypeAdapter(WirePage)
+PAGE = TypeAdapter(PageBody)
 LABEL_SCHEMA_RESPONSE = TypeAdapter(WireLabelSchemaResponse)
 QUEUE_RESPONSE = TypeAdapter(WireQueueResponse)
 QUEUE_LIST = TypeAdapter(WireQueueList)

@@ -23,17 +23,19 @@ import orjson
 
 from annotation_gateway.errors import RequestValidationError
 from annotation_gateway.model import AnnotationWrite, AnnotatorKind, ProviderKind
+from annotation_gateway.providers.base import unknown_fields
 from annotation_gateway.providers.http import ErrorItem, error_item
 from annotation_gateway.providers.http.outcomes import MAX_ERROR_ITEMS
 from annotation_gateway.providers.phoenix.wire import KINDS, KNOWN_RESULT_FIELDS, KNOWN_ROW_FIELDS, Kind
-from annotation_gateway.records import Record, record_from_fields
+from annotation_gateway.records import Record, Stamps, build_record
 
 __all__ = ["RESERVED_NAMES", "WRITABLE_ANNOTATOR_KINDS", "check_writes", "to_record", "write_body"]
 
 RESERVED_NAMES = frozenset({"note"})
 """Annotation names Phoenix keeps for its notes (``POST /v1/session_notes``); refused (400)."""
 WRITABLE_ANNOTATOR_KINDS = frozenset({AnnotatorKind.HUMAN, AnnotatorKind.LLM, AnnotatorKind.CODE})
-_ANNOTATOR_KINDS = {kind.value: kind for kind in WRITABLE_ANNOTATOR_KINDS}
+_ANNOTATOR_KINDS = frozenset(kind.value for kind in WRITABLE_ANNOTATOR_KINDS)
+_UNKNOWN = AnnotatorKind.UNKNOWN.value
 _PHOENIX = ProviderKind.PHOENIX.value
 
 
@@ -43,41 +45,42 @@ def to_record(
     """A validated Phoenix row as the compact record of its canonical annotation (SPEC §2).
 
     No model object is built: the row's wire TypedDict already guarantees every type the
-    canonical form needs, and :func:`~annotation_gateway.records.record_from_fields` writes the
+    canonical form needs, and :func:`~annotation_gateway.records.build_record` writes the
     canonical JSON directly.
     """
     result: Mapping[str, Any] = row.get("result") or {}
     gid: str = row["id"]
     phoenix: dict[str, Any] = {"id": gid, "source": row["source"]}
-    phoenix.update((k, v) for k, v in row.items() if k not in KNOWN_ROW_FIELDS)
-    extra_result = {k: v for k, v in result.items() if k not in KNOWN_RESULT_FIELDS}
+    extra = unknown_fields(row, KNOWN_ROW_FIELDS)
+    if extra:
+        phoenix.update(extra)
+    extra_result = unknown_fields(result, KNOWN_RESULT_FIELDS)
     if extra_result:
         phoenix["result"] = extra_result
-    annotator_kind = _ANNOTATOR_KINDS.get(row["annotator_kind"])
-    if annotator_kind is None:  # a kind newer than this module: keep what Phoenix said
-        annotator_kind = AnnotatorKind.UNKNOWN
-        phoenix["annotator_kind"] = row["annotator_kind"]
-    return record_from_fields(
-        id=f"{source}:{gid}",
-        source=source,
-        provider=_PHOENIX,
-        subject_kind=spec.kind.value,
-        subject_id=row[spec.row_field],
-        project=project,
-        name=row["name"],
-        label=result.get("label"),
-        score=result.get("score"),
-        explanation=result.get("explanation"),
-        annotator_kind=annotator_kind.value,
-        annotator_id=row["user_id"],
-        identifier=row.get("identifier", ""),
-        metadata=row.get("metadata") or {},
-        queue_id=None,
-        queue_name=None,
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        extensions={"phoenix": phoenix},
-        raw=raw,
+    annotator_kind = row["annotator_kind"]
+    if annotator_kind not in _ANNOTATOR_KINDS:  # a kind newer than this module: keep what Phoenix said
+        phoenix["annotator_kind"] = annotator_kind
+        annotator_kind = _UNKNOWN
+    return build_record(
+        f"{source}:{gid}",
+        source,
+        _PHOENIX,
+        spec.kind_value,
+        row[spec.row_field],
+        project,
+        row["name"],
+        result.get("label"),
+        result.get("score"),
+        result.get("explanation"),
+        annotator_kind,
+        row["user_id"],
+        row.get("identifier", ""),
+        row.get("metadata") or {},
+        None,
+        None,
+        Stamps.of(row["created_at"], row["updated_at"]),
+        {"phoenix": phoenix},
+        raw,
     )
 
 

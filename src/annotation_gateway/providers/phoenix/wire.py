@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NotRequired
 
@@ -179,6 +179,11 @@ class Kind:
     write_path: str
     noun: str
     page: TypeAdapter[Any]
+    kind_value: str = field(init=False)
+    """``kind.value``, read once per row mapped (an enum's ``.value`` is a descriptor call)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind_value", self.kind.value)
 
 
 KINDS: dict[SubjectKind, Kind] = {
