@@ -16,7 +16,7 @@ import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -84,7 +84,7 @@ def records(draw: st.DrawFn) -> Record:
 
 
 def every_field(record: Record) -> tuple[Any, ...]:
-    return tuple(getattr(record, f.name) for f in fields(Record))
+    return tuple(getattr(record, name) for name in Record.__struct_fields__)
 
 
 @settings(max_examples=100, deadline=None)

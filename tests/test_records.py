@@ -3,6 +3,7 @@ whichever way the record was built, and its fields are what the read path reads.
 
 from __future__ import annotations
 
+import gc
 import tracemalloc
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -195,8 +196,8 @@ def test_a_record_holds_its_json_at_its_size() -> None:
 
 
 def test_records_are_read_only_to_the_type_checker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Records are immutable by a static check (records._immutable: no frozen=True at run
-    time, for the cost of building one): mypy --strict refuses an assignment to a field."""
+    """Records are immutable to mypy --strict (it refuses an assignment to a field) and at run
+    time (a frozen msgspec Struct), and the garbage collector does not track them."""
     from mypy import api
 
     root = Path(__file__).resolve().parents[1]
@@ -211,3 +212,28 @@ def test_records_are_read_only_to_the_type_checker(tmp_path: Path, monkeypatch: 
     out, _, status = api.run(["--config-file", config, "--no-error-summary", str(snippet)])
     assert status == 1
     assert 'Property "score" defined in "Record" is read-only' in out
+    record = record_from_fields(
+        id="s:1",
+        source="s",
+        provider="phoenix",
+        subject_kind="session",
+        subject_id="x",
+        project=None,
+        name="n",
+        label=None,
+        score=0.5,
+        explanation=None,
+        annotator_kind="HUMAN",
+        annotator_id=None,
+        identifier="",
+        metadata={},
+        queue_id=None,
+        queue_name=None,
+        created_at=datetime(2026, 1, 2, tzinfo=UTC),
+        updated_at=datetime(2026, 1, 2, tzinfo=UTC),
+        extensions={},
+    )
+    with pytest.raises(AttributeError):
+        record.score = 0.0  # type: ignore[misc]
+    assert record.score == 0.5
+    assert not gc.is_tracked(record)

@@ -6,7 +6,7 @@ Contract:
   the JSON): ``id``, ``updated_us``/``created_us`` (µs since the epoch, UTC), ``source``,
   ``provider``, ``subject_kind``, ``subject_id``, ``project``, ``name``, ``label``, ``score``,
   ``annotator_kind``, ``annotator_id``, ``identifier``, ``queue_id``, ``queue_name``. It is
-  immutable (checked statically: see :func:`_immutable`); ``json`` is exactly what the API
+  immutable; ``json`` is exactly what the API
   writes for it (``raw`` only when the read that produced it asked for ``include=raw``);
 - low-cardinality strings (source, provider, kinds, names, labels, projects, queue names,
   annotators) are interned, so a million records share one copy of each;
@@ -25,10 +25,10 @@ and a handful of references (see ``bench/`` for what it measures).
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple, TypeVar, dataclass_transform
+from typing import Any, NamedTuple
 
+import msgspec
 import orjson
 
 from annotation_gateway.model import Annotation, to_utc
@@ -53,23 +53,15 @@ def _opt(value: str | None) -> str | None:
     return None if value is None else _intern(value)
 
 
-_R = TypeVar("_R")
+class Record(msgspec.Struct, frozen=True, gc=False, eq=False):
+    """One canonical annotation: its JSON and the fields the read path reads.
 
-
-@dataclass_transform(frozen_default=True, eq_default=False)
-def _immutable(cls: type[_R]) -> type[_R]:
-    """A slots dataclass that the type checker holds immutable (``mypy --strict`` refuses any
-    assignment to its fields) without ``frozen=True`` at run time: a frozen dataclass sets each
-    field through ``object.__setattr__``, 4.85 µs to build a 17-field record on this machine
-    against 0.54 µs for plain slot stores — 100 records per cache miss, every record a miss,
-    a scope page or an export decodes. Nothing in the gateway assigns to a record; the check is
-    static."""
-    return dataclass(slots=True, eq=False)(cls)
-
-
-@_immutable
-class Record:
-    """One canonical annotation: its JSON and the fields the read path reads."""
+    A msgspec ``Struct`` (``frozen``, ``gc=False``), not a dataclass: built in C (~0.13 µs
+    against 0.33 for a slots dataclass without ``frozen=True`` and 4.85 with it), immutable at
+    run time, and not tracked by the cyclic garbage collector — a record holds only strings,
+    numbers and bytes, so it can never be part of a cycle, and the collector's full passes no
+    longer walk every cached annotation (100,000 of them after the bench's 10,000-id search).
+    """
 
     id: str
     updated_us: int
@@ -261,7 +253,7 @@ def build_record(
     }
     if raw is not None:
         document["raw"] = raw
-    # Positional, in the field order (keywords cost ~1 µs a record here too).
+    # Positional, in the field order.
     return Record(
         id,
         stamps.updated_us,

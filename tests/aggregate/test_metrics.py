@@ -6,13 +6,13 @@ numpy on generated data."""
 from __future__ import annotations
 
 import itertools
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from msgspec.structs import replace
 
 from annotation_gateway.aggregate.buckets import bucket_label, bucket_of
 from annotation_gateway.aggregate.metrics import MetricsAggregator, MetricsSpec
