@@ -3,7 +3,8 @@
 :class:`FakeProvider` answers ``fetch`` exactly as the provider contract says (every match once,
 pushdown filters applied), records every call, and can be made slow (``gate``/``delay``) or
 failing (``fail``), so tests can count upstream calls and drive errors. ``make_annotation``
-builds canonical annotations with sensible defaults. The API tests may reuse both.
+builds canonical annotations with sensible defaults, ``make_record`` a compact record from
+keyword fields. The API tests may reuse them.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from annotation_gateway.errors import SourceError, UnsupportedError
 from annotation_gateway.model import (
@@ -25,7 +27,7 @@ from annotation_gateway.model import (
     SubjectKind,
 )
 from annotation_gateway.providers.base import Capabilities, HealthReport, SourceQuery, WriteResult
-from annotation_gateway.records import Record, record_of
+from annotation_gateway.records import Record, Stamps, build_record, record_of
 
 BASE_TIME = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -82,6 +84,14 @@ def make_annotation(
         updated_at=when,
         raw=raw,
     )
+
+
+def make_record(
+    *, created_at: datetime, updated_at: datetime, raw: dict[str, Any] | None = None, **fields: Any
+) -> Record:
+    """:func:`~annotation_gateway.records.build_record` called with keywords, the two times as
+    datetimes."""
+    return build_record(**fields, stamps=Stamps.of(created_at, updated_at), raw=raw)
 
 
 @dataclass

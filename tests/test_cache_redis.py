@@ -32,9 +32,9 @@ from annotation_gateway.model import AnnotationWrite, SubjectKind
 from annotation_gateway.providers import build_provider
 from annotation_gateway.providers.base import AnnotationProvider, Capabilities, SourceQuery, WriteResult
 from annotation_gateway.providers.config import ConfigError
-from annotation_gateway.records import Record, record_from_fields
+from annotation_gateway.records import Record
 from annotation_gateway.settings import AuthConfig, CacheConfig, GatewaySettings
-from tests.fakes import ManualClock
+from tests.fakes import ManualClock, make_record
 from tests.plugins.datadog import DatadogSimulator
 from tests.plugins.redis import RedisServer
 
@@ -59,7 +59,7 @@ _when = st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2100, 1,
 @st.composite
 def records(draw: st.DrawFn) -> Record:
     queue_id = draw(_opt_text)
-    return record_from_fields(
+    return make_record(
         id=draw(_text),
         source=draw(st.sampled_from(["dd", "phoenix-a"])),
         provider=draw(st.sampled_from(["datadog", "phoenix"])),
@@ -109,7 +109,7 @@ def test_garbage_never_decodes_to_records(junk: bytes) -> None:
 
 
 def test_damaged_values_are_refused() -> None:
-    one = record_from_fields(
+    one = make_record(
         id="dd:1", source="dd", provider="datadog", subject_kind="session", subject_id="s", project=None,
         name="quality", label=None, score=4.0, explanation=None, annotator_kind="HUMAN", annotator_id="u",
         identifier="", metadata={}, queue_id="q", queue_name="Q", created_at=datetime(2026, 1, 1, tzinfo=UTC),

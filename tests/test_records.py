@@ -24,7 +24,8 @@ from annotation_gateway.model import (
     Subject,
     SubjectKind,
 )
-from annotation_gateway.records import decode, micros, record_from_fields, record_of, sort_key
+from annotation_gateway.records import Record, decode, micros, record_of, sort_key
+from tests.fakes import make_record
 
 _JSON = TypeAdapter(Annotation).dump_json
 
@@ -101,28 +102,11 @@ def _fields(a: Annotation, *, raw: bool) -> dict[str, Any]:
     }
 
 
-@settings(max_examples=300, deadline=None)
-@given(annotations(), st.booleans())
-def test_a_record_from_fields_is_the_canonical_json_byte_for_byte(
-    annotation: Annotation, include_raw: bool
-) -> None:
-    expected = record_of(annotation, include_raw=include_raw)
-    built = record_from_fields(**_fields(annotation, raw=include_raw))
-    assert built.json == expected.json
-    assert built.json == _JSON(annotation if include_raw else annotation.without_raw())
-    for field in ("id", "updated_us", "created_us", "source", "provider", "subject_kind", "subject_id"):
-        assert getattr(built, field) == getattr(expected, field), field
-    for field in ("project", "name", "label", "score", "annotator_kind", "annotator_id", "identifier"):
-        assert getattr(built, field) == getattr(expected, field), field
-    assert (built.queue_id, built.queue_name) == (expected.queue_id, expected.queue_name)
-    # And the JSON reads back as the same annotation.
-    assert built.annotation() == (annotation if include_raw else annotation.without_raw())
-    assert orjson.loads(built.json) == built.as_dict()
-
-
-def test_order_and_time_fields() -> None:
-    t = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
-    base: dict[str, Any] = {
+def plain_record(**overrides: Any) -> Record:
+    """A Phoenix-shaped record with every optional field empty, but for ``overrides``."""
+    t = datetime(2026, 1, 2, tzinfo=UTC)
+    fields: dict[str, Any] = {
+        "id": "s:1",
         "source": "s",
         "provider": "phoenix",
         "subject_kind": "session",
@@ -139,20 +123,45 @@ def test_order_and_time_fields() -> None:
         "queue_id": None,
         "queue_name": None,
         "created_at": t,
+        "updated_at": t,
         "extensions": {},
     }
-    older = record_from_fields(id="s:b", updated_at=t, **base)
-    newer = record_from_fields(id="s:c", updated_at=t + timedelta(microseconds=1), **base)
-    tie = record_from_fields(id="s:a", updated_at=t, **base)
+    return make_record(**{**fields, **overrides})
+
+
+@settings(max_examples=300, deadline=None)
+@given(annotations(), st.booleans())
+def test_a_record_built_from_fields_is_the_canonical_json_byte_for_byte(
+    annotation: Annotation, include_raw: bool
+) -> None:
+    expected = record_of(annotation, include_raw=include_raw)
+    built = make_record(**_fields(annotation, raw=include_raw))
+    assert built.json == expected.json
+    assert built.json == _JSON(annotation if include_raw else annotation.without_raw())
+    for field in ("id", "updated_us", "created_us", "source", "provider", "subject_kind", "subject_id"):
+        assert getattr(built, field) == getattr(expected, field), field
+    for field in ("project", "name", "label", "score", "annotator_kind", "annotator_id", "identifier"):
+        assert getattr(built, field) == getattr(expected, field), field
+    assert (built.queue_id, built.queue_name) == (expected.queue_id, expected.queue_name)
+    # And the JSON reads back as the same annotation.
+    assert built.annotation() == (annotation if include_raw else annotation.without_raw())
+    assert orjson.loads(built.json) == built.as_dict()
+
+
+def test_order_and_time_fields() -> None:
+    t = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    older = plain_record(id="s:b", created_at=t, updated_at=t)
+    newer = plain_record(id="s:c", created_at=t, updated_at=t + timedelta(microseconds=1))
+    tie = plain_record(id="s:a", created_at=t, updated_at=t)
     assert sorted([older, newer, tie], key=sort_key) == [newer, tie, older]
     assert older.updated_us == micros(t) == 1767323045678901
     assert b'"updated_at":"2026-01-02T03:04:05.678901Z"' in older.json
     # A vendor's integer score is the number 1.0, as the canonical model writes it.
-    integral = record_from_fields(id="s:e", updated_at=t, **{**base, "score": 1})
+    integral = plain_record(id="s:e", created_at=t, updated_at=t, score=1)
     assert b'"score":1.0,' in integral.json
     assert integral.score == 1.0
     assert isinstance(integral.score, float)
-    plain = record_from_fields(id="s:d", updated_at=t.replace(microsecond=0), **base)
+    plain = plain_record(id="s:d", created_at=t, updated_at=t.replace(microsecond=0))
     assert b'"updated_at":"2026-01-02T03:04:05Z"' in plain.json
     assert decode([older])[0].updated_at == t
 
@@ -160,29 +169,15 @@ def test_order_and_time_fields() -> None:
 def test_a_record_holds_its_json_at_its_size() -> None:
     """orjson's answer keeps its 4 KiB write buffer; a cached record must not (it did: ~8.5 KB
     per cached annotation instead of ~1 KB). Measured with tracemalloc over 200 records."""
-    t = datetime(2026, 1, 2, tzinfo=UTC)
     tracemalloc.start()
     try:
         records = [
-            record_from_fields(
+            plain_record(
                 id=f"s:{i}",
-                source="s",
-                provider="phoenix",
-                subject_kind="session",
                 subject_id=f"x{i}",
-                project=None,
-                name="n",
                 label="good",
                 score=0.5,
                 explanation="fine",
-                annotator_kind="HUMAN",
-                annotator_id=None,
-                identifier="",
-                metadata={},
-                queue_id=None,
-                queue_name=None,
-                created_at=t,
-                updated_at=t,
                 extensions={"phoenix": {"id": str(i)}},
             )
             for i in range(200)
@@ -212,27 +207,7 @@ def test_records_are_read_only_to_the_type_checker(tmp_path: Path, monkeypatch: 
     out, _, status = api.run(["--config-file", config, "--no-error-summary", str(snippet)])
     assert status == 1
     assert 'Property "score" defined in "Record" is read-only' in out
-    record = record_from_fields(
-        id="s:1",
-        source="s",
-        provider="phoenix",
-        subject_kind="session",
-        subject_id="x",
-        project=None,
-        name="n",
-        label=None,
-        score=0.5,
-        explanation=None,
-        annotator_kind="HUMAN",
-        annotator_id=None,
-        identifier="",
-        metadata={},
-        queue_id=None,
-        queue_name=None,
-        created_at=datetime(2026, 1, 2, tzinfo=UTC),
-        updated_at=datetime(2026, 1, 2, tzinfo=UTC),
-        extensions={},
-    )
+    record = plain_record(score=0.5)
     with pytest.raises(AttributeError):
         record.score = 0.0  # type: ignore[misc]
     assert record.score == 0.5

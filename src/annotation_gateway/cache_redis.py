@@ -25,7 +25,7 @@ the upstream call started (big-endian double), the length of a JSON header, a CR
 rest, the header — one array per compact field of the records (16) and one of their JSON
 lengths — then the records' canonical JSON bytes one after the other. Decoding rebuilds each
 :class:`~annotation_gateway.records.Record` exactly (its JSON is never parsed; low-cardinality
-strings are interned as :func:`~annotation_gateway.records.record_from_fields` does). A value
+strings are interned as :func:`~annotation_gateway.records.build_record` does). A value
 that does not decode is a miss (counted ``invalid``), never an error.
 
 *One round trip per lookup.* A Lua script reads the generation and the subjects' values and, when

@@ -10,9 +10,8 @@ Contract:
   writes for it (``raw`` only when the read that produced it asked for ``include=raw``);
 - low-cardinality strings (source, provider, kinds, names, labels, projects, queue names,
   annotators) are interned, so a million records share one copy of each;
-- :func:`record_from_fields` builds a record straight from a provider's mapped values (no model
-  object: what the read path should use; :func:`build_record` is the same call with positional
-  arguments and the times worked out once as :class:`Stamps`, for the providers' loops);
+- :func:`build_record` builds a record straight from a provider's mapped values (no model
+  object: what the read path should use), the times worked out once as :class:`Stamps`;
   :func:`record_of` builds one from a canonical :class:`~annotation_gateway.model.Annotation`
   and :meth:`Record.annotation` rebuilds the annotation from the JSON (for the few consumers
   that want the model: compare, the CLI's tables). :func:`sort_key` is the answer order.
@@ -39,7 +38,6 @@ __all__ = [
     "build_record",
     "decode",
     "micros",
-    "record_from_fields",
     "record_of",
     "sort_key",
 ]
@@ -100,9 +98,9 @@ def micros(value: datetime) -> int:
 
 def record_of(annotation: Annotation, *, include_raw: bool = False) -> Record:
     """The compact record of ``annotation`` (``raw`` kept only with ``include_raw``): the same
-    :func:`record_from_fields` the providers use, fed from the model."""
+    :func:`build_record` the providers use, fed from the model."""
     subject, annotator, queue = annotation.subject, annotation.annotator, annotation.queue
-    return record_from_fields(
+    return build_record(
         id=annotation.id,
         source=annotation.source,
         provider=annotation.provider.value,
@@ -119,8 +117,7 @@ def record_of(annotation: Annotation, *, include_raw: bool = False) -> Record:
         metadata=annotation.metadata,
         queue_id=None if queue is None else queue.id,
         queue_name=None if queue is None else queue.name,
-        created_at=annotation.created_at,
-        updated_at=annotation.updated_at,
+        stamps=Stamps.of(annotation.created_at, annotation.updated_at),
         extensions=annotation.extensions,
         raw=annotation.raw if include_raw else None,
     )
@@ -146,61 +143,6 @@ class Stamps(NamedTuple):
         return cls(created_at, updated_at, micros(created_at), micros(updated_at))
 
 
-def record_from_fields(
-    *,
-    id: str,
-    source: str,
-    provider: str,
-    subject_kind: str,
-    subject_id: str,
-    project: str | None,
-    name: str,
-    label: str | None,
-    score: float | None,
-    explanation: str | None,
-    annotator_kind: str,
-    annotator_id: str | None,
-    identifier: str,
-    metadata: dict[str, Any],
-    queue_id: str | None,
-    queue_name: str | None,
-    created_at: datetime,
-    updated_at: datetime,
-    extensions: dict[str, dict[str, Any]],
-    raw: dict[str, Any] | None = None,
-) -> Record:
-    """A record straight from a provider's mapped values, without building the canonical model:
-    the JSON is written by orjson in the model's field order and format (RFC 3339 UTC with
-    ``Z``, microseconds only when present; ``raw`` only when given), byte for byte what
-    :func:`record_of` writes for the same annotation (``tests/test_records.py`` checks it).
-
-    The values must already be valid canonical values (a provider validated the vendor's wire
-    shape first); timestamps must be aware or naive-UTC datetimes. (:func:`build_record` is the
-    same with positional arguments and :class:`Stamps`, for the providers' loops.)
-    """
-    return build_record(
-        id,
-        source,
-        provider,
-        subject_kind,
-        subject_id,
-        project,
-        name,
-        label,
-        score,
-        explanation,
-        annotator_kind,
-        annotator_id,
-        identifier,
-        metadata,
-        queue_id,
-        queue_name,
-        Stamps.of(created_at, updated_at),
-        extensions,
-        raw,
-    )
-
-
 def build_record(
     id: str,
     source: str,
@@ -222,11 +164,15 @@ def build_record(
     extensions: dict[str, dict[str, Any]],
     raw: dict[str, Any] | None,
 ) -> Record:
-    """:func:`record_from_fields` in the order of its keywords, the two times as :class:`Stamps`.
+    """A record straight from a provider's mapped values, without building the canonical model:
+    the JSON is written by orjson in the model's field order and format (RFC 3339 UTC with
+    ``Z``, microseconds only when present; ``raw`` only when given), byte for byte what
+    :func:`record_of` writes for the same annotation (``tests/test_records.py`` checks it).
 
-    Positional because the providers call it once per annotation read (100,000 times for a
-    10,000-id search): binding 19 keyword arguments cost ~1.2 µs a call on this machine, 19
-    positional ones ~0.15.
+    The values must already be valid canonical values (a provider validated the vendor's wire
+    shape first); the times come as :class:`Stamps`. The providers call it once per annotation
+    read (100,000 times for a 10,000-id search), with positional arguments: binding 19 keyword
+    arguments cost ~1.2 µs a call on this machine, 19 positional ones ~0.15.
     """
     if score is not None:
         score = float(score)  # a vendor's integer score is the canonical number 1.0, as pydantic writes it
