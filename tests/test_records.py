@@ -212,3 +212,14 @@ def test_records_are_read_only_to_the_type_checker(tmp_path: Path, monkeypatch: 
         record.score = 0.0  # type: ignore[misc]
     assert record.score == 0.5
     assert not gc.is_tracked(record)
+
+
+def test_records_of_one_subject_share_its_strings() -> None:
+    """Vendors give every row its own copy of the subject id (Phoenix) and of names; a record
+    keeps the one interned copy, so 50 annotations of a session hold its id once."""
+    subject = "".join(["session-", "42"])  # built at run time: not a constant the compiler shares
+    again = "".join(["session-", "42"])
+    assert subject is not again
+    one, two = plain_record(id="s:1", subject_id=subject), plain_record(id="s:2", subject_id=again)
+    assert one.subject_id is two.subject_id
+    assert one.name is two.name

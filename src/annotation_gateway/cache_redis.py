@@ -170,9 +170,9 @@ _HEAD = struct.Struct(">4sdII")
 """magic, stored_at (wall-clock epoch seconds), header length, CRC-32 of header and bodies."""
 _COLUMNS = 17
 _intern = sys.intern
-_STRINGS = (3, 4, 5, 8, 11, 13)
-"""Low-cardinality columns, never null: interned (source, provider, subject_kind, name,
-annotator_kind, identifier)."""
+_STRINGS = (3, 4, 5, 6, 8, 11, 13)
+"""Columns never null that records share: interned (source, provider, subject_kind, subject_id,
+name, annotator_kind, identifier)."""
 _OPTIONAL_STRINGS = (7, 9, 12, 14, 15)
 """Low-cardinality columns that may be null: interned (project, label, annotator_id, queue_id,
 queue_name)."""

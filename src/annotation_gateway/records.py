@@ -9,7 +9,8 @@ Contract:
   immutable; ``json`` is exactly what the API
   writes for it (``raw`` only when the read that produced it asked for ``include=raw``);
 - low-cardinality strings (source, provider, kinds, names, labels, projects, queue names,
-  annotators) are interned, so a million records share one copy of each;
+  annotators) are interned, so a million records share one copy of each, and so are subject
+  ids, so a subject's records share one;
 - :func:`build_record` builds a record straight from a provider's mapped values (no model
   object: what the read path should use), the times worked out once as :class:`Stamps`;
   :func:`record_of` builds one from a canonical :class:`~annotation_gateway.model.Annotation`
@@ -204,7 +205,7 @@ def build_record(
         _intern(source),
         _intern(provider),
         _intern(subject_kind),
-        subject_id,
+        _intern(subject_id),  # Phoenix gives every row its own copy; a subject's records share one
         None if project is None else _intern(project),
         _intern(name),
         None if label is None else _intern(label),
