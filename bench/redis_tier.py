@@ -6,14 +6,15 @@ upstreams, same query (``hot_query_url``: 5 subjects, 100 annotations, both sour
 - ``redis_miss_cpu_vs_memory`` (target <= 1.2): the gateway's CPU per cache miss with the Redis
   tier ÷ without. A miss is a ``Cache-Control: no-cache`` request, as in ``cache_miss``: every
   one fetches both sources (no single flight to share it), and with the tier it also makes one
-  lookup round trip per source and stores what it fetched (one more). wrk, ``--rounds``
-  interleaved rounds of ``--duration`` s, ``--connections`` connections; the median CPU per
+  lookup round trip (every source's lookup in one pipeline) and stores what it fetched (one more
+  per source). wrk, ``--rounds`` interleaved rounds of ``--duration`` s, ``--connections``
+  connections; the median CPU per
   request of each, measured on the gateway's process group only (Redis's own CPU is reported
   beside it, not in the ratio: it is another process, possibly another machine).
 - ``redis_hit_ms_p50`` (target <= 2 ms): the wall time of a hit served from Redis after the
   local tier expired — the Redis gateway runs with ``local_ttl_s = 0``, so every request asks
-  Redis (one round trip per source) and nothing is fresh in the local tier or the merged cache;
-  400 sequential requests by one client after 50 to warm up. The process still holds the
+  Redis (one pipelined round trip for both sources) and nothing is fresh in the local tier or
+  the merged cache; 400 sequential requests by one client after 50 to warm up. The process still holds the
   records it read before, so Redis confirms them by their head instead of sending them (what a
   replica's repeated hits cost); what decoding them costs a process that does not hold them is
   measured beside it (``decode``: CPU µs per record over every value in Redis), as is the memory

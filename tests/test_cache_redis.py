@@ -517,6 +517,47 @@ async def test_redis_restarted_empty_is_only_misses(own_redis_cluster: tuple[Clu
     assert len(await keys(cluster.url, f"{cluster.config.redis_key_prefix}:*:s:*")) == len(SESSIONS)
 
 
+async def test_every_source_of_a_request_is_looked_up_in_one_round_trip(
+    own_redis_cluster: tuple[Cluster, RedisServer],
+) -> None:
+    """Two sources' lookups of one request go out as one pipeline, hits and misses alike; after
+    a restart Redis has forgotten the lookup script (NOSCRIPT inside the pipeline): it is loaded
+    again and the request is answered as plain misses, with no Redis error."""
+    cluster, server = own_redis_cluster
+    clock = ManualClock()
+    seen = Seen()
+    config = cluster.config
+    providers = [
+        build_provider(cluster.sim.source_config(name, retry_attempts=1), environ=cluster.sim.environ)
+        for name in ("dd-one", "dd-two")
+    ]
+    tier = RedisTier(cluster.url, config, clock=clock, observer=seen)
+    federation = Federation(providers, config, cursor_secret=SECRET, clock=clock, shared_cache=tier)
+    cluster.feds.append(federation)
+
+    first = await federation.query(ask())
+    assert [(s.status, s.cached) for s in first.sources] == [("ok", False), ("ok", False)]
+    assert tier.lookup_round_trips == 1
+    assert fetches(cluster.sim) == 2
+
+    clock.advance(config.local_ttl_s + 0.1)  # the local tier expired: both sources ask Redis
+    again = await federation.query(ask())
+    assert [(s.status, s.cached) for s in again.sources] == [("ok", True), ("ok", True)]
+    assert tier.lookup_round_trips == 2
+    assert fetches(cluster.sim) == 2
+    assert again.records == first.records
+
+    server.restart()
+    clock.advance(config.local_ttl_s + 0.1)
+    after = await federation.query(ask())
+    assert [(s.status, s.cached) for s in after.sources] == [("ok", False), ("ok", False)]
+    assert tier.lookup_round_trips == 3
+    assert fetches(cluster.sim) == 4
+    assert after.records == first.records
+    assert seen.errors == {}, "a forgotten script is loaded again, not a failure"
+    assert len(await keys(cluster.url, f"{config.redis_key_prefix}:*:s:*")) == 2 * len(SESSIONS)
+
+
 async def test_redis_down_then_back_without_restarting_the_gateway(
     own_redis_cluster: tuple[Cluster, RedisServer],
 ) -> None:

@@ -35,7 +35,9 @@ when the upstream call fails (a miss does not carry it over the wire), and one t
 holds in its local tier — the same header length and CRC-32 as its copy — comes back as its
 20-byte head only (its date may be newer), neither sent nor decoded again. Likewise an answer
 fetched again and unchanged is stored by re-dating the value in Redis, not sent whole (and not at
-all by a refresh if the copy the process holds is less than half a ttl old). The holder
+all by a refresh if the copy the process holds is less than half a ttl old). The lookups of
+every source a request asks in the same turn of the event loop go out as one pipeline (one
+round trip and one connection for the request, not one per source). The holder
 of the lock fetches and stores through a second script, which also frees the lock and refuses to
 store when the generation moved since the lookup (a write happened meanwhile: read-your-write).
 Another process that finds the lock held polls (2 ms doubling to 25 ms) until the values appear,
@@ -102,7 +104,7 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from annotation_gateway.cache import FetchParts, FilterKey, Known, Slot, TierEntry, TierFill
 from annotation_gateway.providers.config import read_secret
@@ -360,6 +362,9 @@ _Writes = tuple[bytes, str | None, str, str]
 """How to store a fetched answer: (generation read before the call, lock key or None, lock token,
 hash field)."""
 
+_Lookup = tuple[list[str], list[Any], "asyncio.Future[Any]"]
+"""One lookup waiting to be sent: its keys, its arguments, and where its reply goes."""
+
 Listener = Callable[[str | None, list[str] | None], None]
 """Told ``(source, subject ids)`` another process invalidated, or ``(None, None)``: forget all."""
 
@@ -428,6 +433,10 @@ class RedisTier:
         self.invalidations_received = 0
         """Other processes' invalidations applied here (tests wait on it)."""
         self._tasks: set[asyncio.Task[None]] = set()
+        self._batch: list[_Lookup] | None = None
+        """Lookups waiting for the end of this turn of the event loop (:meth:`_look_up`)."""
+        self.lookup_round_trips = 0
+        """Lookup round trips sent, one per batch (tests count them)."""
 
     @classmethod
     def from_config(
@@ -622,8 +631,8 @@ class RedisTier:
             try:
                 versions = [known[slot][0] if slot in known else b"" for slot in missing]
                 async with asyncio.timeout(self._timeout):
-                    reply = await self._lookup(
-                        keys=keys, args=[field, repr(fresh_after), token, self._lock_ms, *versions]
+                    reply = await self._look_up(
+                        keys, [field, repr(fresh_after), token, self._lock_ms, *versions]
                     )
             except (RedisError, OSError) as exc:
                 self._failed("read", exc)
@@ -655,6 +664,62 @@ class RedisTier:
         return await self._fetch(
             source, missing, fetch_parts, found, usable, writes=writes, field=field, known=known
         )
+
+    async def _look_up(self, keys: list[str], args: list[Any]) -> Any:
+        """The lookup script's reply for ``keys``/``args``. Lookups asked in the same turn of the
+        event loop — every source of one request — go out together as one pipeline: one round
+        trip and one connection instead of one each."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if self._batch is None:
+            self._batch = []
+            loop.call_soon(self._send_batch)
+        self._batch.append((keys, args, future))
+        return await future
+
+    def _send_batch(self) -> None:
+        batch, self._batch = self._batch or [], None
+        task = asyncio.get_running_loop().create_task(self._run_batch(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_batch(self, batch: list[_Lookup]) -> None:
+        """Send ``batch`` (bounded by the tier's timeout) and settle each lookup's future: with
+        its reply, or with the error the round trip raised."""
+        replies: list[Any]
+        self.lookup_round_trips += 1
+        try:
+            async with asyncio.timeout(self._timeout):
+                if len(batch) == 1:
+                    keys, args, _ = batch[0]
+                    replies = [await self._lookup(keys=keys, args=args)]
+                else:
+                    # Raw EVALSHAs: a pipeline holding the Script object would first send
+                    # SCRIPT EXISTS on every execute (one more round trip each time).
+                    async with self._client.pipeline(transaction=False) as pipe:
+                        for keys, args, _ in batch:
+                            pipe.evalsha(self._lookup.sha, len(keys), *keys, *args)
+                        replies = await pipe.execute(raise_on_error=False)
+                    for i, reply in enumerate(replies):
+                        if isinstance(reply, NoScriptError):  # a restarted Redis forgot it: load
+                            keys, args, _ = batch[i]
+                            replies[i] = await self._lookup(keys=keys, args=args)
+        except asyncio.CancelledError:
+            for _, _, future in batch:
+                future.cancel()
+            raise
+        except Exception as exc:
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, _, future), reply in zip(batch, replies, strict=True):
+            if future.done():
+                continue  # its caller gave up (its own timeout)
+            if isinstance(reply, Exception):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
 
     def _sort(
         self,
