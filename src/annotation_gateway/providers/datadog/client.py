@@ -249,7 +249,7 @@ class DatadogProvider:
         found: dict[str, Record] = {}
         for interaction, raw in selected:
             labels = self._labels.get(interaction["queue_id"], NO_LABELS)
-            for record in to_records(interaction, raw, labels, source=self._name, include_raw=include_raw):
+            for record in to_records(interaction, raw, labels, source=self._name):
                 if names and record.name not in names:
                     continue
                 if record.name in excluded:

@@ -192,7 +192,7 @@ def _entries(annotation: PageAnnotation, labels: QueueLabels) -> list[_Entry]:
             if "value" not in value:
                 raise LabelValueError(f"label_values.{name}: expected a value")
             assessment, reasoning = value.get("assessment"), value.get("reasoning")
-            extra = {k: v for k, v in value.items() if k not in _KNOWN_LEGACY_VALUE_FIELDS} or None
+            extra = unknown_fields(value, _KNOWN_LEGACY_VALUE_FIELDS)
             value = value["value"]
         entries.append(
             _Entry(
@@ -224,16 +224,21 @@ def _without_annotations(raw_interaction: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in raw_interaction.items() if k != "annotations"}
 
 
+def _where(interaction_id: str, index: int) -> str:
+    """Where an annotation is in the answer, for an error message (built only for one)."""
+    return f"annotated_interactions[{interaction_id}].annotations.{index}"
+
+
 def to_records(
     interaction: PageInteraction,
     raw: Mapping[str, Any] | None,
     labels: QueueLabels,
     *,
     source: str,
-    include_raw: bool,
 ) -> Iterator[Record]:
     """The compact records of the canonical annotations of one validated interaction (module
-    docstring); ``raw`` is the interaction as received, needed only with ``include_raw``."""
+    docstring); ``raw`` is the interaction as received when the read asks for ``include=raw``
+    (each record then carries it), else ``None``."""
     # No model object is built: the page is validated strictly, so every value below already
     # has the canonical type, and the records' JSON is written directly. What every label value
     # of an annotation shares (times, annotator, the interaction's fields) is worked out once
@@ -245,9 +250,7 @@ def to_records(
     can_annotate = interaction["can_annotate"]
     subject_kind = interaction["type"]
     interaction_extra = unknown_fields(interaction, INTERACTION_FIELDS)
-    if include_raw and raw is None:
-        raise ValueError("include_raw needs the interaction as received")
-    raw_interaction = _without_annotations(raw) if raw is not None and include_raw else None
+    raw_interaction = None if raw is None else _without_annotations(raw)
     for index, annotation in enumerate(interaction["annotations"]):
         created = annotation["created_at"]
         updated = annotation["modified_at"]
@@ -260,15 +263,13 @@ def to_records(
         modified_by = annotation["modified_by"] or None
         annotation_extra = unknown_fields(annotation, ANNOTATION_FIELDS)
         raw_document = (
-            {"annotation": raw["annotations"][index], "interaction": raw_interaction}
-            if raw is not None and include_raw
-            else None
+            None if raw is None else {"annotation": raw["annotations"][index], "interaction": raw_interaction}
         )
-        field = f"annotated_interactions[{interaction_id}].annotations.{index}"
         try:
             entries = _entries(annotation, labels)
         except LabelValueError as exc:
-            raise SourceProtocolError(f"{source}: {field}.{exc}", source=source) from None
+            where = _where(interaction_id, index)
+            raise SourceProtocolError(f"{source}: {where}.{exc}", source=source) from None
         for entry in entries:
             label_schema_id = entry.label_schema_id
             label = labels.by_id.get(label_schema_id) or (
@@ -282,7 +283,8 @@ def to_records(
                 mapped = map_label_value(label_type, entry.value, entry.reasoning)
             except LabelValueError as exc:
                 raise SourceProtocolError(
-                    f"{source}: {field}.label_values.{entry.key}.value: {exc}", source=source
+                    f"{source}: {_where(interaction_id, index)}.label_values.{entry.key}.value: {exc}",
+                    source=source,
                 ) from None
             if mapped is None:
                 continue
