@@ -537,13 +537,13 @@ async def test_every_source_of_a_request_is_looked_up_in_one_round_trip(
 
     first = await federation.query(ask())
     assert [(s.status, s.cached) for s in first.sources] == [("ok", False), ("ok", False)]
-    assert tier.lookup_round_trips == 1
+    assert tier.lookup_batches == 1
     assert fetches(cluster.sim) == 2
 
     clock.advance(config.local_ttl_s + 0.1)  # the local tier expired: both sources ask Redis
     again = await federation.query(ask())
     assert [(s.status, s.cached) for s in again.sources] == [("ok", True), ("ok", True)]
-    assert tier.lookup_round_trips == 2
+    assert tier.lookup_batches == 2
     assert fetches(cluster.sim) == 2
     assert again.records == first.records
 
@@ -551,7 +551,7 @@ async def test_every_source_of_a_request_is_looked_up_in_one_round_trip(
     clock.advance(config.local_ttl_s + 0.1)
     after = await federation.query(ask())
     assert [(s.status, s.cached) for s in after.sources] == [("ok", False), ("ok", False)]
-    assert tier.lookup_round_trips == 3
+    assert tier.lookup_batches == 3
     assert fetches(cluster.sim) == 4
     assert after.records == first.records
     assert seen.errors == {}, "a forgotten script is loaded again, not a failure"

@@ -435,8 +435,9 @@ class RedisTier:
         self._tasks: set[asyncio.Task[None]] = set()
         self._batch: list[_Lookup] | None = None
         """Lookups waiting for the end of this turn of the event loop (:meth:`_look_up`)."""
-        self.lookup_round_trips = 0
-        """Lookup round trips sent, one per batch (tests count them)."""
+        self.lookup_batches = 0
+        """Lookup batches sent: one round trip each (plus one per lookup when a restarted Redis
+        has to be given the script again). Tests count them."""
 
     @classmethod
     def from_config(
@@ -687,7 +688,7 @@ class RedisTier:
         """Send ``batch`` (bounded by the tier's timeout) and settle each lookup's future: with
         its reply, or with the error the round trip raised."""
         replies: list[Any]
-        self.lookup_round_trips += 1
+        self.lookup_batches += 1
         try:
             async with asyncio.timeout(self._timeout):
                 if len(batch) == 1:

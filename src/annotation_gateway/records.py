@@ -6,8 +6,8 @@ Contract:
   the JSON): ``id``, ``updated_us``/``created_us`` (µs since the epoch, UTC), ``source``,
   ``provider``, ``subject_kind``, ``subject_id``, ``project``, ``name``, ``label``, ``score``,
   ``annotator_kind``, ``annotator_id``, ``identifier``, ``queue_id``, ``queue_name``. It is
-  immutable; ``json`` is exactly what the API
-  writes for it (``raw`` only when the read that produced it asked for ``include=raw``);
+  immutable; ``json`` is exactly what the API writes for it (``raw`` only when the read that
+  produced it asked for ``include=raw``);
 - low-cardinality strings (source, provider, kinds, names, labels, projects, queue names,
   annotators) are interned, so a million records share one copy of each, and so are subject
   ids, so a subject's records share one;
