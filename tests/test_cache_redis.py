@@ -25,6 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
+from annotation_gateway.cache import Prefetched
 from annotation_gateway.cache_redis import MAGIC, RedisTier, decode, encode, redact
 from annotation_gateway.errors import SourceError
 from annotation_gateway.federation import FederatedQuery, Federation
@@ -556,6 +557,90 @@ async def test_every_source_of_a_request_is_looked_up_in_one_round_trip(
     assert after.records == first.records
     assert seen.errors == {}, "a forgotten script is loaded again, not a failure"
     assert len(await keys(cluster.url, f"{config.redis_key_prefix}:*:s:*")) == 2 * len(SESSIONS)
+
+
+async def test_a_polled_query_is_confirmed_for_every_source_in_one_round_trip(
+    own_redis_cluster: tuple[Cluster, RedisServer],
+) -> None:
+    """A query whose merged result and local copies expired asks Redis once whether every
+    source's answer is still the one held: confirmed, it is the very same records, no upstream
+    call, one round trip; changed for one subject in Redis, or gone from it, the same single
+    round trip's lookup serves the read that follows (the lock it took is the read's, then freed)."""
+    cluster, _ = own_redis_cluster
+    clock = ManualClock()
+    seen = Seen()
+    config = cluster.config
+    providers = [
+        build_provider(cluster.sim.source_config(name, retry_attempts=1), environ=cluster.sim.environ)
+        for name in ("dd-one", "dd-two")
+    ]
+    tier = RedisTier(cluster.url, config, clock=clock, observer=seen)
+    federation = Federation(providers, config, cursor_secret=SECRET, clock=clock, shared_cache=tier)
+    cluster.feds.append(federation)
+    query = ask("sess-01", "sess-02")
+
+    first = await federation.query(query)
+    assert tier.lookup_batches == 1
+    assert seen.shared["miss"] == 4
+    clock.advance(config.local_ttl_s + 0.1)
+    again = await federation.query(query)
+    assert [(s.status, s.cached) for s in again.sources] == [("ok", True), ("ok", True)]
+    assert all(x is y for x, y in zip(again.records, first.records, strict=True))
+    assert tier.lookup_batches == 2
+    assert seen.shared["hit"] == 4
+    assert fetches(cluster.sim) == 2
+
+    # dd-two's answer for sess-02 is gone from Redis: the confirmation's lookup took its lock,
+    # and the read that follows uses that lookup (no second round trip), fetches, stores, frees.
+    prefix = config.redis_key_prefix
+    client = Redis.from_url(cluster.url)
+    try:
+        assert await client.delete(f"{prefix}:v1:dd-two:s:sess-02") == 1
+        clock.advance(config.local_ttl_s + 0.1)
+        changed = await federation.query(query)
+        assert [(s.status, s.cached) for s in changed.sources] == [("ok", True), ("ok", False)]
+        assert tier.lookup_batches == 3
+        assert fetches(cluster.sim) == 3
+        assert await client.exists(f"{prefix}:v1:dd-two:s:sess-02") == 1
+        assert [k async for k in client.scan_iter(match=f"{prefix}:*:lock:*")] == []
+        assert [r.json for r in changed.records] == [r.json for r in first.records]
+    finally:
+        await client.aclose()
+
+
+async def test_a_confirmation_nobody_reads_frees_its_lock(cluster: Cluster) -> None:
+    """What a confirmation found but no read used (the subjects were being fetched meanwhile)
+    gives its lock back at once: another replica's read of those subjects does not wait."""
+    clock_a = ManualClock()
+    a, _ = cluster.replica(clock=clock_a)
+    await a.query(ask("sess-02"))
+    tier = a.cache.shared
+    assert isinstance(tier, RedisTier)
+    prefix = cluster.config.redis_key_prefix
+    client = Redis.from_url(cluster.url)
+    try:
+        await client.delete(f"{prefix}:v1:{SOURCE}:s:sess-02")
+        clock_a.advance(cluster.config.local_ttl_s + 0.1)
+        source_query = SourceQuery(subject_ids=("sess-02",))  # what ask("sess-02") pushes down
+        found = await a.cache.confirm([(SOURCE, source_query)])
+        assert found is not None
+        assert len(found) == 1
+        (prefetched,) = found
+        assert isinstance(prefetched, Prefetched)
+        assert len([k async for k in client.scan_iter(match=f"{prefix}:*:lock:*")]) == 1
+        tier.release(prefetched)
+        tier.release(prefetched)  # once is enough; again is nothing
+        for _ in range(1000):  # bounded: one script call on loopback
+            if not [k async for k in client.scan_iter(match=f"{prefix}:*:lock:*")]:
+                break
+            await asyncio.sleep(0.001)
+        assert [k async for k in client.scan_iter(match=f"{prefix}:*:lock:*")] == []
+    finally:
+        await client.aclose()
+    seen = Seen()
+    b, _ = cluster.replica(observer=seen)
+    assert qualities(await b.query(ask("sess-02"))) == {"sess-02": 3.0}
+    assert seen.shared["wait"] == 0
 
 
 async def test_redis_down_then_back_without_restarting_the_gateway(

@@ -84,6 +84,7 @@ __all__ = [
     "FetchParts",
     "FilterKey",
     "Known",
+    "Prefetched",
     "SharedTier",
     "Slot",
     "TierEntry",
@@ -261,6 +262,18 @@ Known = Mapping[_Slot, tuple[bytes, tuple[T, ...]]]
 """Answers this process still holds, by slot: (their version in the shared tier, the items)."""
 
 
+class Prefetched:
+    """What :meth:`SharedTier.confirm` found for an answer it could not confirm (opaque here):
+    handed to that answer's :meth:`SharedTier.fill`, which then makes no lookup of its own, or
+    to :meth:`SharedTier.release` when no fill follows."""
+
+    __slots__ = ()
+
+
+Confirm = tuple[str, FilterKey, list[_Slot], Known[T]]
+"""One source's answer to confirm: (source, filter key, slots, the versions held for every slot)."""
+
+
 class SharedTier(Protocol[T]):
     """A cache shared by several processes, behind each process's :class:`AnnotationCache`."""
 
@@ -279,11 +292,27 @@ class SharedTier(Protocol[T]):
         read: bool,
         store: bool,
         known: Known[T] | None = None,
+        prefetched: Prefetched | None = None,
     ) -> TierFill[T]:
         """The answers for ``slots``: what the tier holds fresh (unless ``read`` is false), the
         rest through ``fetch_parts`` (at most once across processes where it can), stored unless
         ``store`` is false. An answer in ``known`` that the tier still holds unchanged is
-        answered with those items. Never raises for its own failures: then it simply fetches."""
+        answered with those items. ``prefetched``: what :meth:`confirm` found for these slots
+        (used instead of a lookup when it matches them). Never raises for its own failures:
+        then it simply fetches."""
+        ...
+
+    async def confirm(
+        self, asks: Sequence[Confirm[T]]
+    ) -> list[dict[_Slot, TierEntry[T]] | Prefetched] | None:
+        """Whether the tier still holds, fresh and unchanged, the answers of ``asks`` (every
+        slot's version given): asked for all of them at once. Per ask, its entries when every
+        one is confirmed, else what was found, to hand to :meth:`fill` (or :meth:`release`).
+        ``None`` when the tier could not be asked (then every ask is read as usual)."""
+        ...
+
+    def release(self, prefetched: Prefetched) -> None:
+        """Give up ``prefetched`` without a fill (frees what it holds, e.g. a lock)."""
         ...
 
     async def invalidate(self, source: str, subject_ids: Collection[str]) -> None:
@@ -362,6 +391,7 @@ class AnnotationCache(Generic[T]):
         use_cache: bool = True,
         max_stale_s: float | None = None,
         store: bool = True,
+        prefetched: Prefetched | None = None,
     ) -> CacheAnswer[T]:
         """The answer of ``source`` to ``query``, from the cache where fresh, else via ``fetch``.
 
@@ -369,7 +399,8 @@ class AnnotationCache(Generic[T]):
         one younger than ``max_stale_s`` (capped by the configured ``max_stale_s``; ``None``:
         the configured value; ``0``: never stale). ``store=False`` reads the cache (and joins
         flights) but keeps nothing it fetched itself: a streaming export must not hold the
-        whole export in the cache.
+        whole export in the cache. ``prefetched``: what :meth:`confirm` found for this answer
+        (the shared tier's fill uses it instead of a lookup of its own).
         """
         stale_limit = self._max_stale if max_stale_s is None else min(self._max_stale, max_stale_s)
         fkey = filter_key(query)
@@ -403,6 +434,8 @@ class AnnotationCache(Generic[T]):
             missing.append(slot)
 
         if not missing:
+            if prefetched is not None and self._shared is not None:
+                self._shared.release(prefetched)
             return CacheAnswer(_concat(parts, slots), cached=True, stale=False, fetched_at=oldest)
 
         # Join flights already fetching some of the missing subjects; fetch the rest in one call.
@@ -417,9 +450,22 @@ class AnnotationCache(Generic[T]):
             else:
                 slot_flight[slot] = flight
                 waits[id(flight)] = flight
+        if prefetched is not None and self._shared is not None and to_fetch != slots:
+            # Found for all of this answer's slots: not for a flight of only some of them.
+            self._shared.release(prefetched)
+            prefetched = None
         if to_fetch:
             flight = self._start_flight(
-                source, fkey, query, to_fetch, fetch, started_at=now, store=store, read=use_cache, known=known
+                source,
+                fkey,
+                query,
+                to_fetch,
+                fetch,
+                started_at=now,
+                store=store,
+                read=use_cache,
+                known=known,
+                prefetched=prefetched,
             )
             for slot in to_fetch:
                 slot_flight[slot] = flight
@@ -463,6 +509,67 @@ class AnnotationCache(Generic[T]):
             return CacheAnswer(_concat(parts, slots), cached=False, stale=True, fetched_at=oldest)
         raise failure
 
+    async def confirm(
+        self, asks: Sequence[tuple[str, SourceQuery]]
+    ) -> list[CacheAnswer[T] | Prefetched] | None:
+        """Ask the shared tier at once whether the answers to ``asks`` (source, its query) that
+        this process holds are still current: a polled query whose merged result expired.
+
+        Per ask, its answer (``cached``: no upstream call, the local copies fresh again) when the
+        shared tier confirmed every slot, else what the tier found, for :meth:`get`'s
+        ``prefetched`` (so that the request still makes one round trip to the tier). ``None``
+        (read every ask as usual) without a shared tier, when a slot is not held with a version
+        or is being fetched, when every slot is still fresh here (nothing to ask), or when the
+        tier could not be asked.
+        """
+        shared = self._shared
+        if shared is None or not asks:
+            return None
+        now = self._clock()
+        fresh_after = now - self._ttl
+        plans: list[Confirm[T]] = []
+        expired = False
+        for source, query in asks:
+            fkey = filter_key(query)
+            slots: list[_Slot] = list(dict.fromkeys(query.subject_ids)) if query.subject_ids else [None]
+            known: dict[_Slot, tuple[bytes, tuple[T, ...]]] = {}
+            for slot in slots:
+                group = self._groups.get((source, slot))
+                entry = group.get(fkey) if group is not None else None
+                if not isinstance(entry, _HeldEntry) or entry.version is None:
+                    return None
+                if (source, fkey, slot) in self._flights:
+                    return None  # the read joins it
+                expired = expired or entry.stored_at <= fresh_after
+                known[slot] = (entry.version, entry.items)
+            plans.append((source, fkey, slots, known))
+        if not expired:
+            return None
+        generations = [self._generation.get(plan[0], 0) for plan in plans]
+        found = await shared.confirm(plans)
+        if found is None:
+            return None
+        now = self._clock()
+        answers: list[CacheAnswer[T] | Prefetched] = []
+        for (source, fkey, slots, _), generation, result in zip(plans, generations, found, strict=True):
+            if isinstance(result, Prefetched):
+                answers.append(result)
+                continue
+            entries = {slot: self._held(result[slot], now, shared.ttl_s) for slot in slots}
+            # As a flight: what was read before a write here is answered, not kept.
+            if self._store_enabled and self._generation.get(source, 0) == generation:
+                for slot, entry in entries.items():
+                    self._put(source, fkey, slot, entry, now)
+            answers.append(
+                CacheAnswer(
+                    _concat({slot: entry.items for slot, entry in entries.items()}, slots),
+                    cached=True,
+                    stale=False,
+                    fetched_at=min(entry.stored_at for entry in entries.values()),
+                )
+            )
+        return answers
+
     def _start_flight(
         self,
         source: str,
@@ -475,6 +582,7 @@ class AnnotationCache(Generic[T]):
         store: bool,
         read: bool = True,
         known: Mapping[_Slot, _HeldEntry[T]] | None = None,
+        prefetched: Prefetched | None = None,
     ) -> _Flight[T]:
         loop = asyncio.get_running_loop()
         flight = _Flight(loop.create_future())
@@ -497,7 +605,18 @@ class AnnotationCache(Generic[T]):
             }
             shared = self._shared
             run = self._run_shared_flight(
-                shared, source, fkey, upstream_query, slots, fetch, flight, generation, store, read, held
+                shared,
+                source,
+                fkey,
+                upstream_query,
+                slots,
+                fetch,
+                flight,
+                generation,
+                store,
+                read,
+                held,
+                prefetched,
             )
         task = loop.create_task(run, name=f"cache-flight:{source}")
         self._tasks.add(task)
@@ -549,6 +668,7 @@ class AnnotationCache(Generic[T]):
         store: bool,
         read: bool,
         known: Known[T],
+        prefetched: Prefetched | None,
     ) -> None:
         """Like :meth:`_run_flight`, through the shared tier; it says what it held, how old."""
         future = flight.future
@@ -561,7 +681,14 @@ class AnnotationCache(Generic[T]):
 
         try:
             fill = await shared.fill(
-                source, fkey, slots, fetch_parts, read=read, store=store and self._store_enabled, known=known
+                source,
+                fkey,
+                slots,
+                fetch_parts,
+                read=read,
+                store=store and self._store_enabled,
+                known=known,
+                prefetched=prefetched,
             )
             now = self._clock()
             flight.upstream = fill.upstream

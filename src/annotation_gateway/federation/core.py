@@ -57,7 +57,7 @@ from typing import Any
 
 from cachetools import TTLCache
 
-from annotation_gateway.cache import AnnotationCache, CacheAnswer
+from annotation_gateway.cache import AnnotationCache, CacheAnswer, Prefetched
 from annotation_gateway.cache_redis import RedisTier
 from annotation_gateway.errors import (
     ForbiddenError,
@@ -590,8 +590,8 @@ class Federation:
         store = digest is not None
         write_seq = self._write_seq
         keep = gateway_filter(query)
-        jobs: list[Awaitable[Outcome]] = []
         outcomes: list[Outcome | None] = []
+        asked: list[tuple[SourceRuntime, SourceQuery]] = []
         for source in selected:
             reason = skip_reason(source, query)
             if reason is not None:
@@ -600,25 +600,43 @@ class Federation:
                 )
             else:
                 outcomes.append(None)
-                jobs.append(
-                    self._ask(
-                        source,
-                        pushdown(source, query),
-                        query.use_cache,
-                        stale_allowance(query),
-                        keep,
-                        store=store,
-                    )
+                asked.append((source, pushdown(source, query)))
+        confirmed: Sequence[CacheAnswer[Record] | Prefetched | None] = [None] * len(asked)
+        started = time.perf_counter()
+        if previous is not None:
+            # A polled query whose result expired: one round trip to the shared tier confirms
+            # every answer it was merged from, with no flight per source (cache_redis's
+            # docstring); what it cannot confirm is read as usual, from what it found.
+            confirmed = await self._cache.confirm([(source.name, q) for source, q in asked]) or confirmed
+        answers: list[Outcome | None] = []
+        jobs: list[Awaitable[Outcome]] = []
+        for (source, source_query), answer in zip(asked, confirmed, strict=True):
+            if isinstance(answer, CacheAnswer):
+                answers.append(self._answered(source, answer, keep, started))
+                continue
+            answers.append(None)
+            jobs.append(
+                self._ask(
+                    source,
+                    source_query,
+                    query.use_cache,
+                    stale_allowance(query),
+                    keep,
+                    store=store,
+                    prefetched=answer,
                 )
-        results = await asyncio.gather(*jobs, return_exceptions=True)
-        answered = iter(results)
+            )
+        results = iter(await asyncio.gather(*jobs, return_exceptions=True) if jobs else ())
         done: list[Outcome] = []
+        by_source = iter(answers)
         for outcome in outcomes:
             if outcome is None:
-                result = next(answered)
-                if isinstance(result, BaseException):
-                    raise result  # a bug, not a source failure: _ask turns those into statuses
-                outcome = result
+                outcome = next(by_source)
+                if outcome is None:
+                    result = next(results)
+                    if isinstance(result, BaseException):
+                        raise result  # a bug, not a source failure: _ask turns those into statuses
+                    outcome = result
             done.append(outcome)
 
         failures = [o.failure for o in done if o.failure is not None]
@@ -657,6 +675,7 @@ class Federation:
         keep: Callable[[Record], bool] | None,
         *,
         store: bool = True,
+        prefetched: Prefetched | None = None,
     ) -> Outcome:
         started = time.perf_counter()
         try:
@@ -667,6 +686,7 @@ class Federation:
                 use_cache=use_cache,
                 max_stale_s=max_stale_s,
                 store=store,
+                prefetched=prefetched,
             )
         except SourceError as exc:
             elapsed_ms = (time.perf_counter() - started) * 1000
@@ -675,6 +695,16 @@ class Federation:
                 source.name, source.kind, "error", elapsed_ms=elapsed_ms, error=exc.problem()
             )
             return Outcome(status, failure=exc)
+        return self._answered(source, answer, keep, started)
+
+    def _answered(
+        self,
+        source: SourceRuntime,
+        answer: CacheAnswer[Record],
+        keep: Callable[[Record], bool] | None,
+        started: float,
+    ) -> Outcome:
+        """The outcome of ``source``'s ``answer`` (asked at ``started``, ``perf_counter``)."""
         records = answer.items if keep is None else [record for record in answer.items if keep(record)]
         elapsed_ms = (time.perf_counter() - started) * 1000
         self._observer.on_cache(source.name, "stale" if answer.stale else "hit" if answer.cached else "miss")
