@@ -265,6 +265,17 @@ class Cluster:
         self.feds.append(federation)
         return federation, provider
 
+    def two_sources(self, clock: ManualClock, observer: Seen) -> tuple[Federation, RedisTier]:
+        """A replica reading two sources (``dd-one``, ``dd-two``) of the simulator."""
+        providers = [
+            build_provider(self.sim.source_config(name, retry_attempts=1), environ=self.sim.environ)
+            for name in ("dd-one", "dd-two")
+        ]
+        tier = RedisTier(self.url, self.config, clock=clock, observer=observer)
+        federation = Federation(providers, self.config, cursor_secret=SECRET, clock=clock, shared_cache=tier)
+        self.feds.append(federation)
+        return federation, tier
+
 
 def cache_config(**overrides: Any) -> CacheConfig:
     fields_: dict[str, Any] = {
@@ -528,13 +539,7 @@ async def test_every_source_of_a_request_is_looked_up_in_one_round_trip(
     clock = ManualClock()
     seen = Seen()
     config = cluster.config
-    providers = [
-        build_provider(cluster.sim.source_config(name, retry_attempts=1), environ=cluster.sim.environ)
-        for name in ("dd-one", "dd-two")
-    ]
-    tier = RedisTier(cluster.url, config, clock=clock, observer=seen)
-    federation = Federation(providers, config, cursor_secret=SECRET, clock=clock, shared_cache=tier)
-    cluster.feds.append(federation)
+    federation, tier = cluster.two_sources(clock, seen)
 
     first = await federation.query(ask())
     assert [(s.status, s.cached) for s in first.sources] == [("ok", False), ("ok", False)]
@@ -570,13 +575,7 @@ async def test_a_polled_query_is_confirmed_for_every_source_in_one_round_trip(
     clock = ManualClock()
     seen = Seen()
     config = cluster.config
-    providers = [
-        build_provider(cluster.sim.source_config(name, retry_attempts=1), environ=cluster.sim.environ)
-        for name in ("dd-one", "dd-two")
-    ]
-    tier = RedisTier(cluster.url, config, clock=clock, observer=seen)
-    federation = Federation(providers, config, cursor_secret=SECRET, clock=clock, shared_cache=tier)
-    cluster.feds.append(federation)
+    federation, tier = cluster.two_sources(clock, seen)
     query = ask("sess-01", "sess-02")
 
     first = await federation.query(query)
