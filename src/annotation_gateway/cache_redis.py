@@ -385,12 +385,19 @@ class _Looked(Prefetched):
     """A lookup :meth:`RedisTier.confirm` made that did not confirm everything: the reply, and
     the lock token it was made with (the lock may be ours), for the fill of the same slots."""
 
-    __slots__ = ("key", "reply", "token", "used", "versions")
+    __slots__ = ("key", "lock_key", "reply", "token", "used", "versions")
 
     def __init__(
-        self, key: tuple[str, str, tuple[Slot, ...]], token: str, versions: list[bytes], reply: Any
+        self,
+        key: tuple[str, str, tuple[Slot, ...]],
+        lock_key: str,
+        token: str,
+        versions: list[bytes],
+        reply: Any,
     ) -> None:
         self.key = key
+        """(source, hash field, slots): the fill it stands for."""
+        self.lock_key = lock_key
         self.token = token
         self.versions = versions
         self.reply = reply
@@ -808,18 +815,19 @@ class RedisTier:
             return None
         fresh_after = self._wall() - self._ttl
         lookups: list[tuple[list[str], list[Any]]] = []
-        looks: list[_Looked] = []
+        fields: list[str] = []
         for source, fkey, slots, known in asks:
             field = self._field(fkey)
-            token = secrets.token_hex(8)
-            versions = [known[slot][0] for slot in slots]
+            fields.append(field)
             keys = [
                 self._gen_key(source),
                 self._lock_key(source, field, slots),
                 *(self.key(source, s) for s in slots),
             ]
-            lookups.append((keys, [field, repr(fresh_after), token, self._lock_ms, *versions]))
-            looks.append(_Looked((source, field, tuple(slots)), token, versions, None))
+            token = secrets.token_hex(8)
+            lookups.append(
+                (keys, [field, repr(fresh_after), token, self._lock_ms, *(known[s][0] for s in slots)])
+            )
         try:
             async with asyncio.timeout(self._timeout):
                 replies = await self._send(lookups)
@@ -831,19 +839,22 @@ class RedisTier:
             self._failed("internal", exc)
             return None
         self._succeeded()
-        if any(isinstance(reply, Exception) for reply in replies):
-            for look, reply in zip(looks, replies, strict=True):
-                if not isinstance(reply, Exception):
-                    look.reply = reply
+        looks = [
+            _Looked((ask[0], field, tuple(ask[2])), keys[1], args[2], args[4:], reply)
+            for ask, field, (keys, args), reply in zip(asks, fields, lookups, replies, strict=True)
+        ]
+        errors = [reply for reply in replies if isinstance(reply, Exception)]
+        if errors:
+            for look in looks:
+                if not isinstance(look.reply, Exception):
                     self.release(look)
-            self._failed("read", next(r for r in replies if isinstance(r, Exception)))
+            self._failed("read", errors[0])
             return None
         now = self._wall()
         out: list[dict[Slot, TierEntry[Record]] | Prefetched] = []
-        for (source, _, slots, known), look, reply in zip(asks, looks, replies, strict=True):
-            look.reply = reply
-            self._generations[source] = reply[0]
-            entries = _confirmed(slots, reply[2:], known, now)
+        for (source, _, slots, known), look in zip(asks, looks, strict=True):
+            self._generations[source] = look.reply[0]
+            entries = _confirmed(slots, look.reply[2:], known, now)
             if entries is None:
                 out.append(look)  # its fill reads the reply (and counts it)
             else:
@@ -854,18 +865,13 @@ class RedisTier:
     def release(self, prefetched: Prefetched) -> None:
         """See :meth:`annotation_gateway.cache.SharedTier.release`: frees the lock its lookup
         took, if it took one (without waiting: the caller goes on)."""
-        if not isinstance(prefetched, _Looked) or prefetched.used or prefetched.reply is None:
+        if not isinstance(prefetched, _Looked) or prefetched.used:
             return
         prefetched.used = True
-        if prefetched.reply[1] != _TAKEN:
-            return
-        source, field, slots = prefetched.key
-        writes: _Writes = (
-            prefetched.reply[0],
-            self._lock_key(source, field, list(slots)),
-            prefetched.token,
-            field,
-        )
+        if prefetched.reply[1] != _TAKEN or not self._up:
+            return  # no lock; or Redis is failing, and the lock expires by itself
+        source, field, _ = prefetched.key
+        writes: _Writes = (prefetched.reply[0], prefetched.lock_key, prefetched.token, field)
         task = asyncio.get_running_loop().create_task(self._write(source, writes, {}, 0.0))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
