@@ -1,66 +1,40 @@
 """Which validating decoder for vendor pages: pydantic ``validate_json`` into TypedDicts, or msgspec?
 
 Issue 10 asks to measure both on a 100-row page before choosing. This decodes one 100-row Phoenix
-session-annotations page (built from a recorded Phoenix 20.26.1 answer, with one field Phoenix
-might add later, which SPEC §2 says must land in ``extensions``) with:
+session-annotations page (built from a recorded Phoenix 20.26.1 answer) in today's shape, and the
+same page with one field Phoenix might add later (which SPEC §2 says must land in
+``extensions``), with the provider's own decoders (``providers/phoenix/wire.py``):
 
-- ``pydantic``: the Phoenix provider's own page decoder (``providers/phoenix/wire.py``:
-  ``TypeAdapter`` of the page TypedDict, rows ``extra="allow"``) with ``validate_json``; unknown
-  fields are kept;
-- ``msgspec``: ``msgspec.json.decode(type=page Struct)`` — Structs drop unknown fields, so keeping
-  them needs a second, untyped decode of the page (``msgspec-keep-extras``);
-- ``orjson`` (no validation at all), as the floor.
+- ``pydantic``: ``TypeAdapter`` of the page TypedDict, rows ``extra="allow"``, ``validate_json``
+  (keeps unknown fields; its errors name the field);
+- ``msgspec``: the strict path, ``Struct`` rows with ``forbid_unknown_fields`` (today's shape
+  only: any other page fails it and goes through pydantic);
+- ``orjson`` (no validation at all), as the floor;
 
-Run: ``.venv/bin/python -m bench.decoders`` (msgspec must be installed: ``pip install msgspec``;
-it is a bench-only dependency). Prints µs per page (best of several rounds) and writes
-``bench/results/decoders.json``.
+and the whole step the provider takes per page — decode, then map every row to its record — on
+the strict path, on the pydantic path, and for the page with a new field (the strict attempt
+fails, then pydantic). Run: ``.venv/bin/python -m bench.decoders``. Prints µs per page (best of
+several rounds) and writes ``bench/results/decoders.json``.
 """
 
 from __future__ import annotations
 
 import json
 import timeit
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 
 from annotation_gateway.model import SubjectKind
-from annotation_gateway.providers.phoenix.wire import KINDS
+from annotation_gateway.providers.phoenix.mapping import to_record
+from annotation_gateway.providers.phoenix.wire import KINDS, lenient_rows, strict_rows
 
 ROWS = 100
 ROUNDS = 7
 NUMBER = 200
 OUT = Path(__file__).parent / "results" / "decoders.json"
-
-try:
-    import msgspec
-except ImportError:  # a bench-only dependency
-    msgspec = None
-else:
-
-    class Result(msgspec.Struct):
-        label: str | None = None
-        score: float | None = None
-        explanation: str | None = None
-
-    class SessionRow(msgspec.Struct):
-        id: str
-        created_at: datetime
-        updated_at: datetime
-        source: str
-        user_id: str | None
-        name: str
-        annotator_kind: str
-        session_id: str
-        result: Result | None = None
-        metadata: dict[str, Any] | None = None
-        identifier: str = ""
-
-    class SessionPage(msgspec.Struct):
-        data: list[SessionRow]
-        next_cursor: str | None
 
 
 def page_body() -> bytes:
@@ -87,31 +61,38 @@ def page_body() -> bytes:
 
 
 def measure() -> dict[str, Any]:
-    body = page_body()
-    pydantic_page = KINDS[SubjectKind.SESSION].page  # the very decoder the Phoenix provider uses
+    newer = page_body()
+    page = orjson.loads(newer)
+    for row in page["data"]:
+        del row["a_field_phoenix_adds_later"]
+    today = orjson.dumps(page)
+    spec = KINDS[SubjectKind.SESSION]
+    untyped = msgspec.json.Decoder()
+
+    def strict_records(body: bytes) -> list[Any]:
+        decoded = strict_rows(spec, body)
+        if decoded is None:
+            return pydantic_records(body)
+        return [to_record(spec, row, None, None, source="px", project="p") for row in decoded[0]]
+
+    def pydantic_records(body: bytes) -> list[Any]:
+        rows, extras = lenient_rows(spec, spec.page.validate_json(body)["data"])
+        pairs = zip(rows, extras, strict=True)
+        return [to_record(spec, r, e, None, source="px", project="p") for r, e in pairs]
+
+    assert strict_rows(spec, today) is not None
+    assert strict_rows(spec, newer) is None
+    assert [r.json for r in strict_records(today)] == [r.json for r in pydantic_records(today)]
     decoders: dict[str, Any] = {
-        "orjson (no validation)": lambda: orjson.loads(body),
-        "pydantic validate_json (TypedDict, extra=allow)": lambda: pydantic_page.validate_json(body),
+        "orjson (no validation)": lambda: orjson.loads(today),
+        "msgspec untyped": lambda: untyped.decode(today),
+        "pydantic validate_json (TypedDict, extra=allow)": lambda: spec.page.validate_json(today),
+        "msgspec Struct, forbid_unknown_fields (the strict path)": lambda: strict_rows(spec, today),
+        "decode + map, strict path": lambda: strict_records(today),
+        "decode + map, pydantic path": lambda: pydantic_records(today),
+        "decode + map, a page with a new field (strict fails, then pydantic)": lambda: strict_records(newer),
     }
-    kept_extra = "a_field_phoenix_adds_later" in pydantic_page.validate_json(body)["data"][0]
-    results: dict[str, Any] = {
-        "rows": ROWS,
-        "page_bytes": len(body),
-        "pydantic_keeps_unknown_fields": kept_extra,
-    }
-    if msgspec is None:
-        results["msgspec"] = "not installed (pip install msgspec to measure it)"
-    else:
-        decoder = msgspec.json.Decoder(SessionPage)
-        untyped = msgspec.json.Decoder()
-        decoders["msgspec Struct"] = lambda: decoder.decode(body)
-        decoders["msgspec Struct + untyped decode to keep unknown fields"] = lambda: (
-            decoder.decode(body),
-            untyped.decode(body),
-        )
-        results["msgspec_version"] = msgspec.__version__
-        first = decoder.decode(body).data[0]
-        results["msgspec_keeps_unknown_fields"] = hasattr(first, "a_field_phoenix_adds_later")
+    results: dict[str, Any] = {"rows": ROWS, "page_bytes": len(today), "msgspec_version": msgspec.__version__}
     timings = {}
     for name, call in decoders.items():
         best = min(timeit.repeat(call, number=NUMBER, repeat=ROUNDS)) / NUMBER

@@ -66,7 +66,10 @@ class AnnotatorKind(StrEnum):
 
 def to_utc(value: datetime) -> datetime:
     """Return ``value`` as an aware UTC datetime; a naive value is taken to be UTC."""
-    if value.tzinfo is None:
+    tz = value.tzinfo
+    if tz is UTC:  # the vendors' pages, decoded strictly: ~40 ns against ~150 for astimezone
+        return value
+    if tz is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
 

@@ -72,7 +72,12 @@ from annotation_gateway.providers.datadog.api import ANNOTATED_INTERACTIONS_PATH
 from annotation_gateway.providers.datadog.config import DatadogSourceConfig
 from annotation_gateway.providers.datadog.mapping import NO_LABELS, QueueLabels, needs_schema, to_records
 from annotation_gateway.providers.datadog.queues import DatadogQueues
-from annotation_gateway.providers.datadog.wire import JSONAPI_MEDIA_TYPE, SUBJECT_KINDS, PageInteraction
+from annotation_gateway.providers.datadog.wire import (
+    JSONAPI_MEDIA_TYPE,
+    SUBJECT_KINDS,
+    InteractionExtras,
+    StrictInteraction,
+)
 from annotation_gateway.providers.http import RetryPolicy, Upstream, chunk_values, make_client
 from annotation_gateway.providers.http.budget import RequestBudget
 from annotation_gateway.records import Record, decode
@@ -88,8 +93,9 @@ HEALTH_PROBE_CONTENT_ID = "annotation-gateway-health-probe"
 """A content id no one uses: the probe is an authenticated read that matches nothing."""
 
 
-_Item = tuple[PageInteraction, Mapping[str, Any] | None]
-"""An interaction of a page, and (only when the read asks for ``raw``) as received."""
+_Item = tuple[StrictInteraction, InteractionExtras | None, Mapping[str, Any] | None]
+"""An interaction of a page, its fields this module does not know, and (only when the read asks
+for ``raw``) the interaction as received."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,20 +242,18 @@ class DatadogProvider:
         )
         interactions: dict[str, _Item] = {}
         for chunk_items in pages:
-            for interaction, raw in chunk_items:
-                interactions.setdefault(interaction["id"], (interaction, raw))
+            for item in chunk_items:
+                interactions.setdefault(item[0].id, item)
         wanted_kinds = {k.value for k in query.subject_kinds}
-        selected = [
-            (i, raw) for i, raw in interactions.values() if not wanted_kinds or i["type"] in wanted_kinds
-        ]
-        need_labels = {i["queue_id"] for i, _ in selected if any(needs_schema(a) for a in i["annotations"])}
+        selected = [i for i in interactions.values() if not wanted_kinds or i[0].type in wanted_kinds]
+        need_labels = {i.queue_id for i, _, _ in selected if any(needs_schema(a) for a in i.annotations)}
         await gather([self._queue_labels(queue_id) for queue_id in sorted(need_labels)], prefer=SourceError)
         names = set(query.names)
         excluded = set(query.exclude_names)
         found: dict[str, Record] = {}
-        for interaction, raw in selected:
-            labels = self._labels.get(interaction["queue_id"], NO_LABELS)
-            for record in to_records(interaction, raw, labels, source=self._name):
+        for interaction, extras, raw in selected:
+            labels = self._labels.get(interaction.queue_id, NO_LABELS)
+            for record in to_records(interaction, extras, raw, labels, source=self._name):
                 if names and record.name not in names:
                     continue
                 if record.name in excluded:
@@ -318,8 +322,9 @@ class DatadogProvider:
         where = f"GET {ANNOTATED_INTERACTIONS_PATH}"
 
         def classify(response: httpx.Response) -> _Page:
-            attributes = self._api.decode_page(response, where=where)["data"]["attributes"]
-            interactions = attributes["annotated_interactions"]
+            page = self._api.read_page(response, where=where)
+            interactions = page.interactions
+            extras = page.extras or [None] * len(interactions)
             raws: list[Mapping[str, Any] | None]
             if include_raw:
                 # The rows as received (their times as Datadog wrote them): parsed again only
@@ -328,8 +333,8 @@ class DatadogProvider:
                 raws = list(body["data"]["attributes"]["annotated_interactions"])
             else:
                 raws = [None] * len(interactions)
-            pairs = list(zip(interactions, raws, strict=True))
-            return _Page(offset=offset, total=attributes["total_count"], items=pairs)
+            items = list(zip(interactions, extras, raws, strict=True))
+            return _Page(offset=offset, total=page.total, items=items)
 
         return await self._http.get(ANNOTATED_INTERACTIONS_PATH, params, classify)
 
@@ -398,7 +403,7 @@ class DatadogProvider:
         )
         try:
             response = await self._http.send(request)
-            self._api.decode_page(response, where="health probe")
+            self._api.read_page(response, where="health probe")
         except GatewayError as exc:
             return HealthReport(ok=False, latency_ms=_ms_since(started), detail=exc.detail)
         except Exception as exc:  # a probe reports, it never raises

@@ -25,12 +25,11 @@ from annotation_gateway.errors import SourceProtocolError
 from annotation_gateway.model import AnnotatorKind, ProviderKind
 from annotation_gateway.providers.base import unknown_fields
 from annotation_gateway.providers.datadog.wire import (
-    ANNOTATION_FIELDS,
-    INTERACTION_FIELDS,
-    LABEL_VALUE_FIELDS,
+    AnnotationExtras,
+    InteractionExtras,
     LabelSchema,
-    PageAnnotation,
-    PageInteraction,
+    StrictAnnotation,
+    StrictInteraction,
 )
 from annotation_gateway.records import Record, Stamps, build_record
 
@@ -166,19 +165,22 @@ class _Entry(NamedTuple):
 _KNOWN_LEGACY_VALUE_FIELDS = frozenset({"value", "assessment", "reasoning"})
 
 
-def _entries(annotation: PageAnnotation, labels: QueueLabels) -> list[_Entry]:
-    values = annotation["label_values"]
+def _entries(
+    annotation: StrictAnnotation, extras: AnnotationExtras | None, labels: QueueLabels
+) -> list[_Entry]:
+    values = annotation.label_values
     if isinstance(values, list):
+        value_extras = () if extras is None else extras.label_values
         return [
             _Entry(
-                item["label_schema_id"],
-                item.get("name_when_saved") or None,
-                item.get("type") or None,
-                item.get("value"),
-                item.get("assessment") or None,
-                item.get("reasoning"),
+                item.label_schema_id,
+                item.name_when_saved or None,
+                item.type or None,
+                item.value,
+                item.assessment or None,
+                item.reasoning,
                 index,
-                unknown_fields(item, LABEL_VALUE_FIELDS),
+                value_extras[index] if value_extras else None,
             )
             for index, item in enumerate(values)
         ]
@@ -209,11 +211,11 @@ def _entries(annotation: PageAnnotation, labels: QueueLabels) -> list[_Entry]:
     return entries
 
 
-def needs_schema(annotation: PageAnnotation) -> bool:
-    values = annotation["label_values"]
+def needs_schema(annotation: StrictAnnotation) -> bool:
+    values = annotation.label_values
     if isinstance(values, dict):
         return bool(values)
-    return any(not v.get("name_when_saved") or not v.get("type") for v in values)
+    return any(not v.name_when_saved or not v.type for v in values)
 
 
 def _is_zero_time(value: datetime) -> bool:
@@ -230,43 +232,47 @@ def _where(interaction_id: str, index: int) -> str:
 
 
 def to_records(
-    interaction: PageInteraction,
+    interaction: StrictInteraction,
+    extras: InteractionExtras | None,
     raw: Mapping[str, Any] | None,
     labels: QueueLabels,
     *,
     source: str,
 ) -> Iterator[Record]:
     """The compact records of the canonical annotations of one validated interaction (module
-    docstring); ``raw`` is the interaction as received when the read asks for ``include=raw``
-    (each record then carries it), else ``None``."""
+    docstring); ``extras`` are the fields of it this module does not know (``None``: none),
+    ``raw`` the interaction as received when the read asks for ``include=raw`` (each record then
+    carries it), else ``None``."""
     # No model object is built: the page is validated strictly, so every value below already
     # has the canonical type, and the records' JSON is written directly. What every label value
     # of an annotation shares (times, annotator, the interaction's fields) is worked out once
     # per annotation, not once per label value.
-    interaction_id = interaction["id"]
-    content_id = interaction["content_id"]
-    queue_id = interaction["queue_id"]
-    queue_name = interaction["queue_name"] or None
-    can_annotate = interaction["can_annotate"]
-    subject_kind = interaction["type"]
-    interaction_extra = unknown_fields(interaction, INTERACTION_FIELDS)
+    interaction_id = interaction.id
+    content_id = interaction.content_id
+    queue_id = interaction.queue_id
+    queue_name = interaction.queue_name or None
+    can_annotate = interaction.can_annotate
+    subject_kind = interaction.type
+    interaction_extra = None if extras is None else extras.interaction
+    annotation_extras = None if extras is None else extras.annotations
     raw_interaction = None if raw is None else _without_annotations(raw)
-    for index, annotation in enumerate(interaction["annotations"]):
-        created = annotation["created_at"]
-        updated = annotation["modified_at"]
+    for index, annotation in enumerate(interaction.annotations):
+        created = annotation.created_at
+        updated = annotation.modified_at
         stamps = Stamps.of(
-            interaction["created_at"] if _is_zero_time(created) else created,
-            interaction["modified_at"] if _is_zero_time(updated) else updated,
+            interaction.created_at if _is_zero_time(created) else created,
+            interaction.modified_at if _is_zero_time(updated) else updated,
         )
-        annotation_id = annotation["id"]
-        annotator_id = annotation["created_by"] or None
-        modified_by = annotation["modified_by"] or None
-        annotation_extra = unknown_fields(annotation, ANNOTATION_FIELDS)
+        annotation_id = annotation.id
+        annotator_id = annotation.created_by or None
+        modified_by = annotation.modified_by or None
+        more = None if annotation_extras is None else annotation_extras[index]
+        annotation_extra = None if more is None else more.annotation
         raw_document = (
             None if raw is None else {"annotation": raw["annotations"][index], "interaction": raw_interaction}
         )
         try:
-            entries = _entries(annotation, labels)
+            entries = _entries(annotation, more, labels)
         except LabelValueError as exc:
             where = _where(interaction_id, index)
             raise SourceProtocolError(f"{source}: {where}.{exc}", source=source) from None

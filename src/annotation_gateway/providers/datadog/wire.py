@@ -5,8 +5,13 @@ Contract:
 
 - Answers are validated strictly (``extra="allow"``, so fields this module does not know are
   kept for ``extensions.datadog``); a value of the wrong JSON type is refused, never coerced.
-  The read page is TypedDicts validated from its bytes (:data:`PAGE`, the hot path); the queue
-  API's answers are pydantic models. A validated page has every type :mod:`.mapping` needs.
+  The read page (the hot path) is decoded from its bytes in one of two ways: first into msgspec
+  ``Struct`` interactions (:func:`strict_page`: the shape Datadog answers today, no field more,
+  times as stdlib UTC datetimes); when that fails — a field this module does not know, or an
+  answer that is wrong — through the TypedDicts below (:data:`PAGE`, pydantic, whose errors are
+  the ones reported), and :func:`lenient_page` holds the result as the same Structs plus their
+  :class:`InteractionExtras`. The queue API's answers are pydantic models. A page either way has
+  every type :mod:`.mapping` needs.
 - Request bodies the queue operations send are models too (:class:`LabelSchema`,
   :class:`LabelValueInput`, :class:`AnnotationUpsert`), following the OpenAPI fragment in
   ``tests/fixtures/contracts/datadog``.
@@ -21,9 +26,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, NotRequired
+from typing import Any, Literal, NamedTuple, NotRequired
 
 import httpx
+import msgspec
 import orjson
 from pydantic import (
     BaseModel,
@@ -39,6 +45,7 @@ from pydantic import (
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
 from annotation_gateway.model import SubjectKind
+from annotation_gateway.providers.base import unknown_fields
 from annotation_gateway.providers.http import ErrorItem, body_summary, is_json, jsonapi_items
 from annotation_gateway.providers.http.outcomes import clip
 
@@ -55,8 +62,10 @@ __all__ = [
     "QUEUE_RESPONSE",
     "SUBJECT_KINDS",
     "UPSERT_RESPONSE",
+    "AnnotationExtras",
     "AnnotationUpsert",
     "DatadogQueue",
+    "InteractionExtras",
     "LabelSchema",
     "LabelValueInput",
     "PageAnnotation",
@@ -64,6 +73,10 @@ __all__ = [
     "PageInteraction",
     "PageLabelValue",
     "QueueInteraction",
+    "ReadPage",
+    "StrictAnnotation",
+    "StrictInteraction",
+    "StrictLabelValue",
     "UpsertError",
     "UpsertResult",
     "UpsertedAnnotation",
@@ -72,7 +85,9 @@ __all__ = [
     "WireQueueItem",
     "dump_label",
     "error_summary",
+    "lenient_page",
     "queue_of",
+    "strict_page",
 ]
 
 JSONAPI_MEDIA_TYPE = "application/vnd.api+json"
@@ -176,6 +191,137 @@ LABEL_VALUE_FIELDS = _keys(PageLabelValue)
 ANNOTATION_FIELDS = _keys(PageAnnotation)
 INTERACTION_FIELDS = _keys(PageInteraction)
 """The fields :mod:`.mapping` reads at each level; any other field is kept in extensions."""
+
+
+InteractionType = Literal["trace", "experiment_trace", "session", "display_block"]
+
+
+class StrictLabelValue(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """The fast path's twin of :class:`PageLabelValue` (no field more).
+
+    ``gc=False`` on every Struct of the page: decoded JSON holds no cycles, and a big search's
+    pages of tracked objects made the cyclic collector a quarter of its samples."""
+
+    label_schema_id: str
+    name_when_saved: str | None = None
+    type: str | None = None
+    value: bool | int | float | str | list[str] | None = None
+    assessment: str | None = None
+    reasoning: str | None = None
+
+
+class StrictAnnotation(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """The fast path's twin of :class:`PageAnnotation`."""
+
+    id: str
+    interaction_id: str
+    label_values: list[StrictLabelValue] | dict[str, Any]
+    created_by: str
+    created_at: datetime
+    modified_by: str
+    modified_at: datetime
+
+
+class StrictInteraction(msgspec.Struct, forbid_unknown_fields=True, gc=False, kw_only=True):
+    """The fast path's twin of :class:`PageInteraction`."""
+
+    id: str
+    type: InteractionType
+    content_id: str
+    queue_id: str
+    queue_name: str
+    can_annotate: bool
+    created_at: datetime
+    modified_at: datetime
+    display_block: list[Any] | None = None
+    annotations: list[StrictAnnotation]
+
+
+class _StrictAttributes(msgspec.Struct, gc=False):
+    total_count: int
+    annotated_interactions: list[StrictInteraction]
+
+
+class _StrictData(msgspec.Struct, gc=False):
+    id: str
+    type: Literal["annotated_interactions_by_trace"]
+    attributes: _StrictAttributes
+
+
+class _StrictPage(msgspec.Struct, gc=False):
+    data: _StrictData
+
+
+_STRICT_PAGE = msgspec.json.Decoder(_StrictPage)
+
+
+class AnnotationExtras(NamedTuple):
+    """The fields of one annotation this module does not know: its own, and each label value's
+    (by index, in the array form)."""
+
+    annotation: dict[str, Any] | None
+    label_values: tuple[dict[str, Any] | None, ...]
+
+
+class InteractionExtras(NamedTuple):
+    """The fields of one interaction this module does not know, and its annotations' (by index;
+    ``None`` for an annotation without any)."""
+
+    interaction: dict[str, Any] | None
+    annotations: tuple[AnnotationExtras | None, ...]
+
+
+class ReadPage(NamedTuple):
+    """A read page: the interactions, and (from :func:`lenient_page` only) their extras."""
+
+    total: int
+    interactions: list[StrictInteraction]
+    extras: list[InteractionExtras | None] | None
+
+
+def strict_page(content: bytes) -> ReadPage | None:
+    """The page in exactly the shape Datadog answers today, decoded from its bytes; ``None``
+    when it is anything else (the caller then decodes it through :data:`PAGE`)."""
+    try:
+        attributes = _STRICT_PAGE.decode(content).data.attributes
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+    return ReadPage(attributes.total_count, attributes.annotated_interactions, None)
+
+
+def _known(row: Mapping[str, Any], fields: frozenset[str]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k in fields}
+
+
+def lenient_page(body: PageBody) -> ReadPage:
+    """A page :data:`PAGE` validated, held as the strict Structs plus the fields this module
+    does not know (at each level; kept in ``extensions.datadog`` by the mapping)."""
+    attributes = body["data"]["attributes"]
+    interactions: list[StrictInteraction] = []
+    extras: list[InteractionExtras | None] = []
+    for interaction in attributes["annotated_interactions"]:
+        annotations: list[dict[str, Any]] = []
+        annotation_extras: list[AnnotationExtras | None] = []
+        for annotation in interaction["annotations"]:
+            values: Any = annotation["label_values"]
+            value_extras: tuple[dict[str, Any] | None, ...] = ()
+            if isinstance(values, list):
+                value_extras = tuple(unknown_fields(v, LABEL_VALUE_FIELDS) for v in values)
+                values = [_known(v, LABEL_VALUE_FIELDS) for v in values]
+            extra = unknown_fields(annotation, ANNOTATION_FIELDS)
+            annotations.append({**_known(annotation, ANNOTATION_FIELDS), "label_values": values})
+            annotation_extras.append(
+                None if extra is None and not any(value_extras) else AnnotationExtras(extra, value_extras)
+            )
+        fields = {**_known(interaction, INTERACTION_FIELDS), "annotations": annotations}
+        interactions.append(msgspec.convert(fields, StrictInteraction))
+        extra = unknown_fields(interaction, INTERACTION_FIELDS)
+        extras.append(
+            None
+            if extra is None and not any(annotation_extras)
+            else InteractionExtras(extra, tuple(annotation_extras))
+        )
+    return ReadPage(attributes["total_count"], interactions, extras)
 
 
 class LabelSchema(BaseModel):

@@ -104,10 +104,13 @@ from annotation_gateway.providers.phoenix.wire import (
     SESSION_LIST,
     TRACE_LIST,
     WRITE_NOT_FOUND,
+    Extras,
     Kind,
     error_items,
     error_message,
+    lenient_rows,
     plain_text,
+    strict_rows,
     unknown_ids,
 )
 from annotation_gateway.records import Record, decode
@@ -337,22 +340,36 @@ class PhoenixProvider:
         self, spec: Kind, response: httpx.Response, plan: ReadPlan, include_raw: bool
     ) -> tuple[list[Record], str | None]:
         what = f"{spec.kind.value} annotation page"
-        if include_raw:  # the rows as received are wanted too: parse, then validate
-            body = parse_json(response, source=self.name)
-            page = self._http.validate(spec.page, body, what=what)
-            raw_rows: list[Any] = body["data"]
-        else:
-            page = self._http.decode(spec.page, response, what=what)
-            raw_rows = []
+        raw_rows: list[Any] = []
+        extras: list[Extras | None] | None = None
+        strict = strict_rows(spec, response.content)  # the page as Phoenix 20.26 sends it
+        if strict is not None:
+            rows, cursor = strict
+            if include_raw:
+                raw_rows = parse_json(response, source=self.name)["data"]
+        else:  # anything else: pydantic keeps unknown fields, or says what is wrong
+            if include_raw:  # the rows as received are wanted too: parse, then validate
+                body = parse_json(response, source=self.name)
+                page = self._http.validate(spec.page, body, what=what)
+                raw_rows = body["data"]
+            else:
+                page = self._http.decode(spec.page, response, what=what)
+            rows, extras = lenient_rows(spec, page["data"])
+            cursor = page["next_cursor"]
         keep_all = not plan.filters_locally
         source, project = self.name, self._config.project
-        records = [
-            to_record(spec, row, raw_rows[index] if include_raw else None, source=source, project=project)
-            for index, row in enumerate(page["data"])
-            if keep_all or plan.keeps(row["name"], row.get("identifier", ""))
-        ]
-        cursor: str | None = page["next_cursor"]
-        return records, cursor
+        return [
+            to_record(
+                spec,
+                row,
+                None if extras is None else extras[index],
+                raw_rows[index] if include_raw else None,
+                source=source,
+                project=project,
+            )
+            for index, row in enumerate(rows)
+            if keep_all or plan.keeps(row.name, row.identifier)
+        ], cursor
 
     # --- discovering ---------------------------------------------------------------------------
 

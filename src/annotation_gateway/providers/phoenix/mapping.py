@@ -16,17 +16,16 @@ Contract:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
 from annotation_gateway.errors import RequestValidationError
 from annotation_gateway.model import AnnotationWrite, AnnotatorKind, ProviderKind
-from annotation_gateway.providers.base import unknown_fields
 from annotation_gateway.providers.http import ErrorItem, error_item
 from annotation_gateway.providers.http.outcomes import MAX_ERROR_ITEMS
-from annotation_gateway.providers.phoenix.wire import KINDS, KNOWN_RESULT_FIELDS, KNOWN_ROW_FIELDS, Kind
+from annotation_gateway.providers.phoenix.wire import KINDS, Extras, Kind, StrictRow
 from annotation_gateway.records import Record, Stamps, build_record
 
 __all__ = ["RESERVED_NAMES", "WRITABLE_ANNOTATOR_KINDS", "check_writes", "to_record", "write_body"]
@@ -40,45 +39,55 @@ _PHOENIX = ProviderKind.PHOENIX.value
 
 
 def to_record(
-    spec: Kind, row: Mapping[str, Any], raw: dict[str, Any] | None, *, source: str, project: str
+    spec: Kind,
+    row: StrictRow,
+    extras: Extras | None,
+    raw: dict[str, Any] | None,
+    *,
+    source: str,
+    project: str,
 ) -> Record:
-    """A validated Phoenix row as the compact record of its canonical annotation (SPEC §2).
+    """A validated Phoenix row (and the fields of it this module does not know) as the compact
+    record of its canonical annotation (SPEC §2).
 
-    No model object is built: the row's wire TypedDict already guarantees every type the
-    canonical form needs, and :func:`~annotation_gateway.records.build_record` writes the
-    canonical JSON directly.
+    No model object is built: the row's wire type already guarantees every type the canonical
+    form needs, and :func:`~annotation_gateway.records.build_record` writes the canonical JSON
+    directly.
     """
-    result: Mapping[str, Any] = row.get("result") or {}
-    gid: str = row["id"]
-    phoenix: dict[str, Any] = {"id": gid, "source": row["source"]}
-    extra = unknown_fields(row, KNOWN_ROW_FIELDS)
-    if extra:
-        phoenix.update(extra)
-    extra_result = unknown_fields(result, KNOWN_RESULT_FIELDS)
-    if extra_result:
-        phoenix["result"] = extra_result
-    annotator_kind = row["annotator_kind"]
+    result = row.result
+    gid = row.id
+    phoenix: dict[str, Any] = {"id": gid, "source": row.source}
+    if extras is not None:
+        if extras.row:
+            phoenix.update(extras.row)
+        if extras.result:
+            phoenix["result"] = extras.result
+    annotator_kind = row.annotator_kind
     if annotator_kind not in _ANNOTATOR_KINDS:  # a kind newer than this module: keep what Phoenix said
         phoenix["annotator_kind"] = annotator_kind
         annotator_kind = _UNKNOWN
+    if result is None:
+        label = score = explanation = None
+    else:
+        label, score, explanation = result.label, result.score, result.explanation
     return build_record(
         f"{source}:{gid}",
         source,
         _PHOENIX,
         spec.kind_value,
-        row[spec.row_field],
+        getattr(row, spec.row_field),
         project,
-        row["name"],
-        result.get("label"),
-        result.get("score"),
-        result.get("explanation"),
+        row.name,
+        label,
+        score,
+        explanation,
         annotator_kind,
-        row["user_id"],
-        row.get("identifier", ""),
-        row.get("metadata") or {},
+        row.user_id,
+        row.identifier,
+        row.metadata or {},
         None,
         None,
-        Stamps.of(row["created_at"], row["updated_at"]),
+        Stamps.of(row.created_at, row.updated_at),
         {"phoenix": phoenix},
         raw,
     )

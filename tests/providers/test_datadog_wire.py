@@ -1,0 +1,122 @@
+"""Datadog's two read-page decoders agree (``providers/datadog/wire.py``).
+
+A read page is decoded strictly first (msgspec Structs: the shape Datadog answers today, no
+field more) and through pydantic's TypedDicts (:data:`PAGE`) only when that fails. These tests
+hold the two to the same answer: Datadog's own example and the simulator's answers (array and
+legacy object forms, zero times) decode on the strict path and map to byte-identical records
+either way; a page with fields this module does not know leaves the strict path and keeps them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from annotation_gateway.providers.datadog.mapping import NO_LABELS, QueueLabels, to_records
+from annotation_gateway.providers.datadog.wire import (
+    PAGE,
+    LabelSchema,
+    PageAnnotation,
+    PageInteraction,
+    PageLabelValue,
+    ReadPage,
+    StrictAnnotation,
+    StrictInteraction,
+    StrictLabelValue,
+    lenient_page,
+    strict_page,
+)
+from tests.plugins.datadog import DatadogSimulator
+from tests.providers.test_datadog_provider import LABELS, READ, every_label_type_seed
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "contracts" / "datadog"
+
+
+def records_json(page: ReadPage, labels: QueueLabels) -> list[bytes]:
+    extras = page.extras or [None] * len(page.interactions)
+    return [
+        record.json
+        for interaction, extra in zip(page.interactions, extras, strict=True)
+        for record in to_records(interaction, extra, None, labels, source="dd")
+    ]
+
+
+def assert_both_paths_agree(body: bytes, labels: QueueLabels) -> list[bytes]:
+    strict = strict_page(body)
+    assert strict is not None, "an answer in today's shape left the strict path"
+    lenient = lenient_page(PAGE.validate_json(body))
+    assert lenient.extras == [None] * len(lenient.interactions)
+    assert strict.total == lenient.total
+    got = records_json(strict, labels)
+    assert got == records_json(lenient, labels)
+    return got
+
+
+def example_page() -> dict[str, Any]:
+    """The read page of Datadog's OpenAPI examples (``GetLLMObsAnnotatedInteractionsByTraceIDs``)."""
+    examples = json.loads((EXAMPLES / "llm-obs-annotations.examples.json").read_text())
+    operation = examples["operations"]["GetLLMObsAnnotatedInteractionsByTraceIDs"]
+    page: dict[str, Any] = operation["responses"]["200"]["default"]
+    return page
+
+
+def test_datadogs_own_example_decodes_strictly_to_the_same_records() -> None:
+    (record,) = assert_both_paths_agree(orjson.dumps(example_page()), NO_LABELS)
+    assert orjson.loads(record)["created_at"] == "2025-06-01T12:00:00Z"  # the zero time fell back
+
+
+def read_page(sim: DatadogSimulator, content_ids: list[str]) -> bytes:
+    response = httpx.get(
+        f"{sim.base_url}{READ}",
+        params=[("contentIds", c) for c in content_ids] + [("offset", "0"), ("limit", "100")],
+        headers={"DD-API-KEY": sim.api_key, "DD-APPLICATION-KEY": sim.app_key},
+        trust_env=False,
+    )
+    assert response.status_code == 200
+    return response.content
+
+
+def test_the_simulators_answers_decode_strictly_to_the_same_records(datadog_sim: DatadogSimulator) -> None:
+    made = datadog_sim.seed(every_label_type_seed())
+    ids_by_name = made["queues"][0]["label_schemas"]
+    labels = QueueLabels.of(LabelSchema(**label, id=ids_by_name[label["name"]]) for label in LABELS)
+    ids = ["sess-1", "trace-1", "exp-1"]
+    as_array = assert_both_paths_agree(read_page(datadog_sim, ids), labels)
+    assert len(as_array) == 7  # every non-empty label value of both annotations
+    datadog_sim.configure(label_values="object")
+    as_object = assert_both_paths_agree(read_page(datadog_sim, ids), labels)
+    assert len(as_object) == len(as_array)
+    datadog_sim.configure(label_values="array", zero_time=True)
+    assert len(assert_both_paths_agree(read_page(datadog_sim, ids), labels)) == len(as_array)
+
+
+def test_the_twins_declare_the_same_fields() -> None:
+    """Each Struct and its TypedDict describe one level of the wire shape (a field added to
+    one only would send every page to the slow path, or drop it into extensions)."""
+    for strict, typed in (
+        (StrictLabelValue, PageLabelValue),
+        (StrictAnnotation, PageAnnotation),
+        (StrictInteraction, PageInteraction),
+    ):
+        assert set(strict.__struct_fields__) == typed.__required_keys__ | typed.__optional_keys__
+
+
+def test_fields_this_module_does_not_know_leave_the_strict_path_and_are_kept() -> None:
+    examples = json.loads((EXAMPLES / "llm-obs-annotations.examples.json").read_text())
+    page: dict[str, Any] = examples["operations"]["GetLLMObsAnnotatedInteractionsByTraceIDs"]["responses"][
+        "200"
+    ]["default"]
+    interaction = page["data"]["attributes"]["annotated_interactions"][0]
+    interaction["region"] = "eu"
+    interaction["annotations"][0]["label_values"][0]["confidence"] = 0.9
+    body = orjson.dumps(page)
+    assert strict_page(body) is None
+    lenient = lenient_page(PAGE.validate_json(body))
+    (record,) = records_json(lenient, NO_LABELS)
+    datadog = orjson.loads(record)["extensions"]["datadog"]
+    assert (datadog["interaction"], datadog["label_value"]) == ({"region": "eu"}, {"confidence": 0.9})
+    assert "annotation" not in datadog
