@@ -78,7 +78,7 @@ from annotation_gateway.providers.datadog.wire import (
     InteractionExtras,
     StrictInteraction,
 )
-from annotation_gateway.providers.http import RetryPolicy, Upstream, chunk_values, make_client
+from annotation_gateway.providers.http import RetryPolicy, Upstream, chunk_values, make_client, param_len
 from annotation_gateway.providers.http.budget import RequestBudget
 from annotation_gateway.records import Record, decode
 
@@ -276,7 +276,7 @@ class DatadogProvider:
         fixed += (
             len(str(httpx.QueryParams([("offset", str(2**31 - 1)), ("limit", str(self._page_size))]))) + 1
         )
-        costs = [len(str(httpx.QueryParams([("contentIds", c)]))) + 1 for c in content_ids]
+        costs = [param_len("contentIds", c) + 1 for c in content_ids]
         room = MAX_URL_BYTES - fixed
         too_long = next((c for c, cost in zip(content_ids, costs, strict=True) if cost > room), None)
         if too_long is not None:

@@ -23,9 +23,11 @@ from __future__ import annotations
 from annotation_gateway.providers.http.client import (
     QueryParams,
     chunk_values,
+    encode_query,
     get_request,
     is_json,
     make_client,
+    param_len,
     parse_json,
     send,
 )
@@ -53,6 +55,7 @@ __all__ = [
     "Upstream",
     "body_summary",
     "chunk_values",
+    "encode_query",
     "error_item",
     "error_type",
     "fastapi_items",
@@ -61,6 +64,7 @@ __all__ = [
     "jsonapi_items",
     "loc_text",
     "make_client",
+    "param_len",
     "parse_json",
     "retry_after_seconds",
     "send",

@@ -28,9 +28,10 @@ Contract:
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote_plus
 
 import httpx
 import orjson
@@ -45,9 +46,11 @@ __all__ = [
     "SetCookieOnlyJar",
     "SourceClient",
     "chunk_values",
+    "encode_query",
     "get_request",
     "is_json",
     "make_client",
+    "param_len",
     "parse_json",
     "send",
 ]
@@ -144,16 +147,37 @@ def _query_value(value: str | int | float | bool | None) -> str:
     return "" if value is None else str(value)
 
 
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
+"""What ``quote_plus`` leaves as it is: most ids, names and numbers."""
+
+
+def _quote(text: str) -> str:
+    # urllib's quote_plus encodes byte by byte in Python (~1.5-3 µs an id); a string of
+    # unreserved characters only - nearly every id - is its own encoding (one regex in C). A
+    # 10,000-id search encodes each id two or three times (URL budgets, then every page's URL).
+    return text if _UNRESERVED.fullmatch(text) else quote_plus(text)
+
+
+def encode_query(params: QueryParams) -> str:
+    """``params`` as a URL query, byte for byte what ``urlencode`` (and so httpx) writes."""
+    return "&".join(f"{_quote(key)}={_quote(_query_value(value))}" for key, value in params)
+
+
+def param_len(key: str, value: str) -> int:
+    """Bytes ``key=value`` takes in a query :func:`encode_query` writes (without the ``&``)."""
+    return len(_quote(key)) + 1 + len(_quote(value))
+
+
 def get_request(client: httpx.AsyncClient, path: str, params: QueryParams) -> httpx.Request:
     """The GET of ``path`` (relative to the client's ``base_url``) with ``params``: the same
     request as ``client.build_request("GET", path, params=params)``, at under half its cost.
 
     httpx parses and re-validates the whole URL character by character when it merges a
     relative path and a parameter list into its base URL (~80 µs for a short query, more with
-    every id); here the query is encoded once by ``urlencode`` — exactly as httpx encodes
+    every id); here the query is encoded once by :func:`encode_query` — exactly as httpx encodes
     parameters — and the absolute URL parsed once.
     """
-    query = urlencode([(key, _query_value(value)) for key, value in params])
+    query = encode_query(params)
     url = f"{str(client.base_url).rstrip('/')}/{path.lstrip('/')}"
     return client.build_request("GET", f"{url}?{query}" if query else url)
 

@@ -87,6 +87,7 @@ from annotation_gateway.providers.http import (
     chunk_values,
     is_json,
     make_client,
+    param_len,
     parse_json,
 )
 from annotation_gateway.providers.http.budget import RequestBudget
@@ -514,7 +515,7 @@ class PhoenixProvider:
             # (`session_id in [...]`) do the same in one request per chunk, scoped to the project.
             path = f"{self._project_path}/{'sessions' if kind is SubjectKind.SESSION else 'traces'}"
             param = "filter"
-            costs = [len(urlencode([("f", repr(v) + ", ")])) - 2 for v in ids]
+            costs = [param_len("f", repr(v) + ", ") - 2 for v in ids]
             overhead = len(urlencode([("filter", f"{kind.value}_id in []"), ("limit", "1000")]))
         fixed = len(str(self._http.client.build_request("GET", path).url)) + overhead + CURSOR_RESERVE_BYTES
         chunks = chunk_values(ids, costs, budget=MAX_URL_BYTES - fixed, max_count=PREFLIGHT_PAGE_SIZE)

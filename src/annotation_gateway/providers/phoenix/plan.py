@@ -16,11 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from urllib.parse import urlencode
 
 from annotation_gateway.errors import RequestValidationError
 from annotation_gateway.providers.base import SourceQuery
-from annotation_gateway.providers.http import error_item
+from annotation_gateway.providers.http import error_item, param_len
 
 __all__ = ["Query", "ReadPlan", "encoded_len", "unique"]
 
@@ -34,7 +33,7 @@ def unique(values: Iterable[str]) -> tuple[str, ...]:
 
 def encoded_len(param: str, value: str) -> int:
     """Bytes ``&param=value`` adds to a URL (httpx encodes queries as ``urlencode`` does)."""
-    return len(urlencode([(param, value)])) + 1
+    return param_len(param, value) + 1
 
 
 @dataclass(frozen=True, slots=True)
