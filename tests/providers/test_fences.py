@@ -7,18 +7,24 @@
 - The one behaviour borrowed from httpx — its client reads the cookie jar through the public
   ``cookies`` property — is checked, so an httpx release that changes it fails here rather than
   silently losing the optimisation (or, worse, storing cookies in a jar nobody reads).
+- The reference cycle httpx 0.28 puts every response in (encode/httpx#3733) is broken by the
+  providers' ``send`` once the body is read: a response it returns is freed as soon as it is
+  dropped; and the cycle itself is pinned, so the release that fixes it upstream says so here.
 """
 
 from __future__ import annotations
 
 import ast
+import gc
+import weakref
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 import annotation_gateway
-from annotation_gateway.providers.http.client import SetCookieOnlyJar, SourceClient, make_client
+from annotation_gateway.providers.http.client import SetCookieOnlyJar, SourceClient, make_client, send
 
 PROVIDERS = Path(annotation_gateway.__file__).parent / "providers"
 SOURCES = sorted(PROVIDERS.rglob("*.py"))
@@ -138,3 +144,47 @@ def test_setting_cookies_keeps_the_jar_that_skips() -> None:
     client.cookies = {"b": "2"}
     assert isinstance(client.cookies, SetCookieOnlyJar)
     assert dict(client.cookies) == {"b": "2"}
+
+
+BODY = b"x" * 4096
+
+
+@pytest.fixture
+def no_cyclic_gc() -> Iterator[None]:
+    """Only reference counting frees objects while a test runs (a cycle would stay)."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def _mock_client() -> httpx.AsyncClient:
+    # A body as a stream, as the providers' transport answers (content= would be read up front).
+    answer = lambda request: httpx.Response(200, stream=httpx.ByteStream(BODY))  # noqa: E731
+    return httpx.AsyncClient(transport=httpx.MockTransport(answer))
+
+
+async def test_a_response_the_providers_read_is_freed_when_dropped(no_cyclic_gc: None) -> None:
+    client = _mock_client()
+    response = await send(client, client.build_request("GET", "http://127.0.0.1/r"), source="s")
+    assert response.content == BODY
+    assert response.elapsed.total_seconds() >= 0  # set when httpx closed the stream
+    freed = weakref.ref(response)
+    del response
+    assert freed() is None
+    await client.aclose()
+
+
+async def test_httpx_still_puts_a_read_response_in_a_reference_cycle(no_cyclic_gc: None) -> None:
+    """Pinned: when this fails, httpx frees responses by itself and ``send``'s release can go."""
+    client = _mock_client()
+    response = await client.send(client.build_request("GET", "http://127.0.0.1/r"))
+    await response.aread()
+    kept = weakref.ref(response)
+    del response
+    assert kept() is not None
+    gc.collect()
+    assert kept() is None
+    await client.aclose()

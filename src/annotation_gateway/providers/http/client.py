@@ -207,7 +207,26 @@ async def send(client: httpx.AsyncClient, request: httpx.Request, *, source: str
         raise SourceUnavailableError(
             f"{source}: transport error on {where}: {_names(exc)}", source=source
         ) from exc
+    await _release(response)
     return _without_credentials(response, request, source=source)
+
+
+async def _release(response: httpx.Response) -> None:
+    """Break the reference cycle httpx 0.28 puts every response in, once its body is read.
+
+    httpx's client wraps each body in a stream that points back at its response (to set
+    ``elapsed`` when it closes: encode/httpx#3733), so a response — and its whole body — is
+    freed only by the cyclic garbage collector, not when the last reference goes. With pages
+    decoded into untracked msgspec Structs the collector runs rarely, and the cold export of
+    1,000,000 annotations grew the RSS by 117 MiB instead of 52 (responses of 1 MB waiting for
+    a collection). Once the body is read and the response closed (which sets ``elapsed``;
+    ``aclose`` does nothing more when ``aread`` already closed it), the response gets a plain
+    stream of its content — the public ``stream`` attribute, the stream httpx itself gives a
+    response built from bytes. ``tests/providers/test_fences.py`` checks that a response is
+    freed as soon as it is dropped, and pins the cycle.
+    """
+    await response.aclose()
+    response.stream = httpx.ByteStream(response.content)
 
 
 def _names(exc: BaseException) -> str:
