@@ -47,6 +47,7 @@ from annotation_gateway.providers.phoenix import (
     PhoenixProvider,
     PhoenixSourceConfig,
 )
+from annotation_gateway.providers.phoenix import client as phoenix_client
 
 CONTRACTS = Path(__file__).resolve().parents[1] / "fixtures" / "contracts" / "phoenix"
 BASE = "http://127.0.0.1:6006"
@@ -595,6 +596,53 @@ async def test_pages_through_next_cursor_to_the_end(router: respx.MockRouter) ->
     for page, cursor in zip(pages, cursors[1:], strict=False):
         assert cursor == [transcript(page)["response"]["body_json"]["next_cursor"]]
     assert all(params(r, "limit") == ["1"] for r in replay.requests)
+
+
+async def test_the_next_page_is_asked_for_before_this_one_is_mapped(
+    router: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cursor is followed one page after another; the mapping of a page overlaps the wait
+    for the next (each page is asked for once the one before it is decoded, not mapped)."""
+    pages = [f"noauth/{n}" for n in range(41, 52)]
+    replay = Replay(*pages)
+    mapped = 0
+    mapped_when_asked: list[int] = []
+    real_to_record = phoenix_client.to_record
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal mapped
+        mapped += 1
+        return real_to_record(*args, **kwargs)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        mapped_when_asked.append(mapped)
+        return replay(request)
+
+    monkeypatch.setattr(phoenix_client, "to_record", counting)
+    router.route().mock(side_effect=answer)
+    provider = make_provider(make_config(page_size=1))
+    got = await provider.fetch(sessions("na1-sess-A", "na1-sess-B"))
+    await provider.aclose()
+
+    assert len(got) == len(pages) == 11
+    # page 2 is asked for before page 1's row is mapped, page 3 before page 2's, ...
+    assert mapped_when_asked == [0, *range(len(pages) - 1)]
+
+
+async def test_a_broken_later_page_fails_the_read_after_the_pages_before_it(router: respx.MockRouter) -> None:
+    first = {"data": rows("noauth/41"), "next_cursor": "UHJvamVjdFNlc3Npb25Bbm5vdGF0aW9uOjk5"}
+    answers = iter(
+        [
+            json_response(first),
+            httpx.Response(200, headers={"content-type": "application/json"}, content=b'{"data": ['),
+        ]
+    )
+    router.route().mock(side_effect=lambda request: next(answers))
+    provider = make_provider(make_config(page_size=1))
+    with pytest.raises(SourceProtocolError, match="malformed JSON"):
+        await provider.fetch(sessions("na1-sess-A"))
+    await provider.aclose()
+    assert router.calls.call_count == 2
 
 
 async def test_a_repeated_cursor_is_a_protocol_error(
