@@ -44,7 +44,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import orjson
@@ -93,9 +93,13 @@ HEALTH_PROBE_CONTENT_ID = "annotation-gateway-health-probe"
 """A content id no one uses: the probe is an authenticated read that matches nothing."""
 
 
-_Item = tuple[StrictInteraction, InteractionExtras | None, Mapping[str, Any] | None]
-"""An interaction of a page, its fields this module does not know, and (only when the read asks
-for ``raw``) the interaction as received."""
+class _Item(NamedTuple):
+    """An interaction of a page, its fields this module does not know, and (only when the read
+    asks for ``raw``) the interaction as received."""
+
+    interaction: StrictInteraction
+    extras: InteractionExtras | None
+    raw: Mapping[str, Any] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,9 +247,9 @@ class DatadogProvider:
         interactions: dict[str, _Item] = {}
         for chunk_items in pages:
             for item in chunk_items:
-                interactions.setdefault(item[0].id, item)
-        wanted_kinds = {k.value for k in query.subject_kinds}
-        selected = [i for i in interactions.values() if not wanted_kinds or i[0].type in wanted_kinds]
+                interactions.setdefault(item.interaction.id, item)
+        wanted = {k.value for k in query.subject_kinds}
+        selected = [i for i in interactions.values() if not wanted or i.interaction.type in wanted]
         need_labels = {i.queue_id for i, _, _ in selected if any(needs_schema(a) for a in i.annotations)}
         await gather([self._queue_labels(queue_id) for queue_id in sorted(need_labels)], prefer=SourceError)
         names = set(query.names)
@@ -333,7 +337,7 @@ class DatadogProvider:
                 raws = list(body["data"]["attributes"]["annotated_interactions"])
             else:
                 raws = [None] * len(interactions)
-            items = list(zip(interactions, extras, raws, strict=True))
+            items = [_Item(*item) for item in zip(interactions, extras, raws, strict=True)]
             return _Page(offset=offset, total=page.total, items=items)
 
         return await self._http.get(ANNOTATED_INTERACTIONS_PATH, params, classify)

@@ -2,13 +2,13 @@
 
 Contract:
 
-- An annotation page is decoded in one of two ways, both validating (:func:`decode_rows`):
-  first strictly, from its bytes into msgspec ``Struct`` rows (:class:`StrictRow`: the shape
-  Phoenix 20.26 answers, no field more, ~0.9 µs a row, times as stdlib UTC datetimes); when that
-  fails — a field this module does not know, a value only pydantic's lax mode takes, or an
-  answer that is wrong — through the TypedDicts below with pydantic's ``TypeAdapter``
-  (``extra="allow"`` keeps the unknown fields, for ``extensions.phoenix``; its errors are the
-  ones reported), whose rows are then held as the same Structs plus their :class:`Extras`. A row
+- An annotation page is decoded in one of two ways, both validating: first strictly, from its
+  bytes into msgspec ``Struct`` rows (:func:`strict_rows`, :class:`StrictRow`: the shape Phoenix
+  20.26 answers, no field more, ~0.9 µs a row, times as stdlib UTC datetimes); when that fails —
+  a field this module does not know, a value only pydantic's lax mode takes, or an answer that
+  is wrong — through the TypedDicts below with pydantic's ``TypeAdapter`` (``extra="allow"``
+  keeps the unknown fields, for ``extensions.phoenix``; its errors are the ones reported), whose
+  rows :func:`lenient_rows` then holds as the same Structs plus their :class:`Extras`. A row
   either way has every type the canonical model needs, so :mod:`.mapping` builds the record from
   it without a second validation.
 - :data:`KINDS` is everything that differs between session, trace and span annotations: the
