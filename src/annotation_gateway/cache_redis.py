@@ -100,6 +100,7 @@ import sys
 import time
 import zlib
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
@@ -381,27 +382,18 @@ _Lookup = tuple[list[str], list[Any], "asyncio.Future[Any]"]
 """One lookup waiting to be sent: its keys, its arguments, and where its reply goes."""
 
 
+@dataclass(slots=True, eq=False)
 class _Looked(Prefetched):
     """A lookup :meth:`RedisTier.confirm` made that did not confirm everything: the reply, and
     the lock token it was made with (the lock may be ours), for the fill of the same slots."""
 
-    __slots__ = ("key", "lock_key", "reply", "token", "used", "versions")
-
-    def __init__(
-        self,
-        key: tuple[str, str, tuple[Slot, ...]],
-        lock_key: str,
-        token: str,
-        versions: list[bytes],
-        reply: Any,
-    ) -> None:
-        self.key = key
-        """(source, hash field, slots): the fill it stands for."""
-        self.lock_key = lock_key
-        self.token = token
-        self.versions = versions
-        self.reply = reply
-        self.used = False
+    key: tuple[str, str, tuple[Slot, ...]]
+    """(source, hash field, slots): the fill it stands for."""
+    lock_key: str
+    token: str
+    versions: list[bytes]
+    reply: Any
+    used: bool = False
 
 
 Listener = Callable[[str | None, list[str] | None], None]
