@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ def recorded_pages() -> list[tuple[str, Kind, bytes]]:
 PAGES = recorded_pages()
 
 
-def records_json(spec: Kind, rows: list[StrictRow], extras: list[Extras | None] | None) -> list[bytes]:
+def records_json(spec: Kind, rows: Sequence[StrictRow], extras: list[Extras | None] | None) -> list[bytes]:
     return [
         to_record(spec, row, None if extras is None else extras[i], None, source="px", project="p").json
         for i, row in enumerate(rows)

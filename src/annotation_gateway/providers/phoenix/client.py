@@ -153,7 +153,7 @@ ID_ROOM_MEMO_MAX_ITEMS = 256
 class _Decoded(NamedTuple):
     """An annotation page decoded (its cursor known), not yet mapped to records."""
 
-    rows: list[StrictRow]
+    rows: Sequence[StrictRow]
     extras: list[Extras | None] | None
     raw_rows: list[Any] | None
     """The rows as received, only for a read that asks for ``include=raw``."""

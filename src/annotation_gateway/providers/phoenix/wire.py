@@ -229,7 +229,7 @@ class ProjectBody(TypedDict):
     data: Project
 
 
-KNOWN_RESULT_FIELDS = frozenset({"label", "score", "explanation"})
+KNOWN_RESULT_FIELDS = frozenset(Result.__required_keys__ | Result.__optional_keys__)
 INSERTED = TypeAdapter(InsertedBody)
 PROJECT = TypeAdapter(ProjectBody)
 ANY_PAGE = TypeAdapter(dict[str, Any])
@@ -300,7 +300,7 @@ KINDS: dict[SubjectKind, Kind] = {
 PHOENIX_KINDS = frozenset(KINDS)
 
 
-def strict_rows(spec: Kind, content: bytes) -> tuple[list[StrictRow], str | None] | None:
+def strict_rows(spec: Kind, content: bytes) -> tuple[Sequence[StrictRow], str | None] | None:
     """The rows and next cursor of a page in exactly the shape Phoenix 20.26 answers, decoded
     from its bytes; ``None`` when the page is anything else (the caller then decodes it through
     pydantic, which keeps unknown fields and describes what is wrong)."""
@@ -308,7 +308,7 @@ def strict_rows(spec: Kind, content: bytes) -> tuple[list[StrictRow], str | None
         page = spec.strict.decode(content)
     except (msgspec.ValidationError, msgspec.DecodeError):
         return None
-    return list(page.data), page.next_cursor
+    return page.data, page.next_cursor
 
 
 def lenient_rows(
