@@ -15,6 +15,7 @@ import math
 import string
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -239,6 +240,19 @@ async def test_unknown_fields_are_kept_in_extensions_and_raw_on_request(
         "annotator_kind": "AGENT",
     }
     assert got.raw == row
+
+
+async def test_raw_on_request_is_the_row_as_received_on_the_strict_path(
+    router: respx.MockRouter, provider: PhoenixProvider
+) -> None:
+    row = copy.deepcopy(rows("noauth/88")[0])  # Phoenix's own shape: decoded strictly
+    router.route().mock(return_value=json_response({"data": [row], "next_cursor": None}))
+    query = SourceQuery(subject_ids=(row["trace_id"],), subject_kinds=(SubjectKind.TRACE,))
+    (plain,) = await provider.fetch(query)
+    (with_raw,) = await provider.fetch(replace(query, include_raw=True))
+    assert plain.raw is None
+    assert with_raw.raw == row
+    assert with_raw.without_raw() == plain
 
 
 async def test_trace_and_span_annotations(router: respx.MockRouter, provider: PhoenixProvider) -> None:

@@ -360,7 +360,7 @@ class PhoenixProvider:
 
     def _decode_page(self, spec: Kind, response: httpx.Response, include_raw: bool) -> _Decoded:
         what = f"{spec.kind.value} annotation page"
-        raw_rows: list[Any] = []
+        raw_rows: list[Any] | None = None  # the rows as received: only for include=raw
         extras: list[Extras | None] | None = None
         strict = strict_rows(spec, response.content)  # the page as Phoenix 20.26 sends it
         if strict is not None:
@@ -376,7 +376,7 @@ class PhoenixProvider:
                 page = self._http.decode(spec.page, response, what=what)
             rows, extras = lenient_rows(spec, page["data"])
             cursor = page["next_cursor"]
-        return _Decoded(rows, extras, raw_rows if include_raw else None, cursor, len(response.content))
+        return _Decoded(rows, extras, raw_rows, cursor, len(response.content))
 
     async def _map_page(self, spec: Kind, page: _Decoded, plan: ReadPlan) -> list[Record]:
         if page.size >= THREAD_PARSE_MIN_BYTES:
