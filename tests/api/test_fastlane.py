@@ -13,9 +13,13 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from starlette.datastructures import Headers
 
 from annotation_gateway.api.app import create_app
 from annotation_gateway.api.fastlane import HOT_ROUTES
+from annotation_gateway.api.routes.annotations import _head_values
 from annotation_gateway.api.serving import ThreadedServer
 from annotation_gateway.errors import SourceRateLimitedError, SourceUnavailableError
 from annotation_gateway.model import Annotation, Annotator, AnnotatorKind, ProviderKind, Subject, SubjectKind
@@ -180,3 +184,18 @@ def test_a_key_over_its_rate_limit_is_answered_alike(lanes: dict[bool, str]) -> 
     assert fast.json()["code"] == "rate_limited"
     assert fast.headers["ratelimit-policy"] == '"default";q=2;w=3600'
     assert fast.headers["ratelimit"] == f'"default";r=0;t={fast.headers["retry-after"]}'
+
+
+_HEAD_NAMES = st.sampled_from([b"authorization", b"accept", b"cache-control", b"host", b"x-other"])
+_HEAD_VALUES = st.binary(min_size=0, max_size=12).filter(lambda b: b"\r" not in b and b"\n" not in b)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_HEAD_NAMES, _HEAD_VALUES), max_size=8))
+def test_the_hot_route_reads_the_head_as_starlette_does(raw: list[tuple[bytes, bytes]]) -> None:
+    """The hot route reads its three headers in one pass (routes.annotations._head_values); each
+    value is what ``request.headers.get`` gives the routed path: the first of repeated headers,
+    latin-1 decoded, ``None`` when absent."""
+    headers = Headers(scope={"type": "http", "headers": raw})
+    expected = [headers.get(name) for name in ("authorization", "accept", "cache-control")]
+    assert _head_values({"type": "http", "headers": raw}) == expected

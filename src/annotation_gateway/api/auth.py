@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from starlette.types import Scope
 
 from annotation_gateway.api.ratelimit import ClientLimits
 from annotation_gateway.errors import UnauthorizedError
@@ -42,6 +43,7 @@ __all__ = [
     "FederationDep",
     "Principal",
     "authenticate",
+    "authorize",
     "get_federation",
 ]
 
@@ -107,10 +109,18 @@ class Authenticator:
 # thread pool, which costs more than the whole cached query.
 async def authenticate(request: Request) -> Principal:
     """FastAPI dependency: the caller's principal (also kept on ``request.state.principal``)."""
-    authenticator: Authenticator = request.app.state.authenticator
-    principal = authenticator.authenticate(request.headers.get("authorization"))
-    request.state.principal = principal
-    client_limits: ClientLimits | None = request.app.state.client_limits
+    return await authorize(request.scope, request.headers.get("authorization"))
+
+
+async def authorize(scope: Scope, authorization: str | None) -> Principal:
+    """:func:`authenticate` for an ``Authorization`` value already read from the request's head
+    (the hot route reads the head once rather than through Starlette's ``Headers``)."""
+    app_state = scope["app"].state
+    authenticator: Authenticator = app_state.authenticator
+    principal = authenticator.authenticate(authorization)
+    # What request.state.principal reads (Starlette's State wraps scope["state"]).
+    scope.setdefault("state", {})["principal"] = principal
+    client_limits: ClientLimits | None = app_state.client_limits
     if client_limits is not None:
         await client_limits.check(principal.name)
     return principal

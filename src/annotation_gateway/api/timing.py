@@ -29,7 +29,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from annotation_gateway.errors import GatewayError
 
-__all__ = ["TIMINGS_STATE_KEY", "RequestObserver", "ServerTimingMiddleware", "record_source_timing"]
+__all__ = [
+    "TIMINGS_STATE_KEY",
+    "RequestObserver",
+    "ServerTimingMiddleware",
+    "record_source_timing",
+    "source_timings",
+]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +56,14 @@ def record_source_timing(state: Any, source: str, elapsed_ms: float, desc: str |
     timings: list[tuple[str, float, str | None]] | None = getattr(state, TIMINGS_STATE_KEY, None)
     if timings is not None:
         timings.append((source, elapsed_ms, desc))
+
+
+def source_timings(scope: Scope) -> list[tuple[str, float, str | None]] | None:
+    """This request's ``Server-Timing`` entries, to append (source, ms, desc) to — what
+    :func:`record_source_timing` does, for a caller holding the scope — or ``None`` when the
+    request did not come through the middleware."""
+    state: dict[str, Any] | None = scope.get("state")
+    return None if state is None else state.get(TIMINGS_STATE_KEY)
 
 
 def _header(timings: list[tuple[str, float, str | None]], total_ms: float) -> bytes:

@@ -185,8 +185,12 @@ class Federation:
             timer=clock,
             getsizeof=lambda merged: len(merged.records) + 1,
         )
-        self._query_keys: dict[tuple[FederatedQuery, tuple[str, ...], str | None], tuple[bytes, str]] = {}
-        """(query, sources selected, audience) → (its digest, its cursor binding)."""
+        self._query_keys: dict[
+            tuple[FederatedQuery, frozenset[str] | None, str | None],
+            tuple[tuple[SourceRuntime, ...], bytes, str],
+        ] = {}
+        """(query, the key's sources, audience) → (the sources it asks, its digest, its cursor
+        binding)."""
         self._write_seq = 0
 
     @classmethod
@@ -242,19 +246,20 @@ class Federation:
         caller's key name) is what the page's cursor is issued to: another audience's cursor
         is refused."""
         started = time.perf_counter()
-        selected = select(query, self._sources, allowed_sources)
-        # A repeated query (a dashboard polling, a cache hit) reuses its digest and its cursor
-        # binding: computing them sorts, encodes and hashes every list, a third of a cached
-        # answer's own cost.
-        memo_key = (query, tuple(s.name for s in selected), audience)
+        # A repeated query (a dashboard polling, a cache hit) reuses its sources, digest and
+        # cursor binding: computing them sorts, encodes and hashes every list, a third of a
+        # cached answer's own cost. The sources are fixed at construction, so the selection
+        # depends only on the query and the key's sources; an invalid one raises, unremembered.
+        memo_key = (query, allowed_sources, audience)
         known = self._query_keys.get(memo_key)
         if known is None:
-            digest = fingerprint(query, memo_key[1])
-            known = (digest, bind(digest, audience))
+            selected = tuple(select(query, self._sources, allowed_sources))
+            digest = fingerprint(query, tuple(s.name for s in selected))
+            known = (selected, digest, bind(digest, audience))
             if len(self._query_keys) >= limits.FINGERPRINT_MEMO_MAX_ITEMS:
                 self._query_keys.clear()
             self._query_keys[memo_key] = known
-        digest, binding = known
+        selected, digest, binding = known
         if query.scope is not None:
             return await self._scope_page(query, selected, binding)
         position = self._codec.decode(query.cursor, binding) if query.cursor is not None else None
@@ -443,7 +448,7 @@ class Federation:
     # --- scopes -------------------------------------------------------------------------------
 
     async def _scope_page(
-        self, query: FederatedQuery, selected: list[SourceRuntime], binding: str
+        self, query: FederatedQuery, selected: Sequence[SourceRuntime], binding: str
     ) -> QueryPage:
         """One page of a scope query (see :mod:`.scopes`): chunks until more than a page."""
         after = self._codec.decode_scope(query.cursor, binding) if query.cursor is not None else None
@@ -469,7 +474,7 @@ class Federation:
         )
 
     async def _scope_stream(
-        self, query: FederatedQuery, selected: list[SourceRuntime]
+        self, query: FederatedQuery, selected: Sequence[SourceRuntime]
     ) -> AsyncIterator[QueryPage]:
         """A scope export: every chunk of the walk as one page, stored nowhere."""
         walk, skipped = await self._scope_walk(
@@ -497,7 +502,7 @@ class Federation:
     async def _scope_walk(
         self,
         query: FederatedQuery,
-        selected: list[SourceRuntime],
+        selected: Sequence[SourceRuntime],
         after: ScopeKey | None,
         *,
         target: int,
@@ -577,7 +582,7 @@ class Federation:
     async def _fan_out(
         self,
         query: FederatedQuery,
-        selected: list[SourceRuntime],
+        selected: Sequence[SourceRuntime],
         digest: bytes | None,
         *,
         ordered: bool = True,
@@ -876,7 +881,7 @@ class Federation:
 
 
 def _in_order(
-    selected: list[SourceRuntime], walk: ScopeWalk, skipped: dict[str, SourceStatus]
+    selected: Sequence[SourceRuntime], walk: ScopeWalk, skipped: dict[str, SourceStatus]
 ) -> list[SourceStatus]:
     """Every selected source's status, in configuration order."""
     walked = {status.source: status for status in walk.statuses()}

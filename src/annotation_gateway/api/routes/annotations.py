@@ -26,8 +26,9 @@ from dataclasses import dataclass, replace
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
+from starlette.types import Scope
 
-from annotation_gateway.api.auth import BEARER_SECURITY, AuthDep, FederationDep, authenticate
+from annotation_gateway.api.auth import BEARER_SECURITY, AuthDep, FederationDep, authorize
 from annotation_gateway.api.negotiation import require_json
 from annotation_gateway.api.schemas import (
     PROBLEM_RESPONSES,
@@ -40,11 +41,11 @@ from annotation_gateway.api.schemas import (
     page_json,
     query_parameters_openapi,
 )
-from annotation_gateway.api.timing import record_source_timing
+from annotation_gateway.api.timing import record_source_timing, source_timings
 from annotation_gateway.errors import PayloadTooLargeError, RequestValidationError
 from annotation_gateway.federation import MAX_WRITE_ITEMS, FederatedQuery, Federation, QueryPage
 
-__all__ = ["CachePolicy", "answer_list", "cache_policy", "router"]
+__all__ = ["CachePolicy", "answer_list", "cache_policy", "parse_cache_control", "router"]
 
 router = APIRouter(prefix="/v1/annotations", tags=["annotations"])
 
@@ -70,7 +71,12 @@ DEFAULT_POLICY = CachePolicy()
 
 
 def cache_policy(request: Request) -> CachePolicy:
-    """The client's ``Cache-Control`` (RFC 9111 request directives) as a :class:`CachePolicy`.
+    """The client's ``Cache-Control`` as a :class:`CachePolicy` (:func:`parse_cache_control`)."""
+    return parse_cache_control(request.headers.get("cache-control"))
+
+
+def parse_cache_control(value: str | None) -> CachePolicy:
+    """A ``Cache-Control`` request header (RFC 9111 request directives) as a :class:`CachePolicy`.
 
     ``no-cache`` / ``no-store``: read every source afresh (what is fetched still refreshes the
     cache), and no stale answer stands in for a failing source. ``max-stale=N``: the client
@@ -79,7 +85,6 @@ def cache_policy(request: Request) -> CachePolicy:
     answers are otherwise refused; bare ``max-stale`` accepts whatever the cache keeps. A
     malformed ``max-stale`` value is a 422. Other directives are ignored.
     """
-    value = request.headers.get("cache-control")
     if value is None:
         return DEFAULT_POLICY
     fresh = False
@@ -112,13 +117,28 @@ def cache_policy(request: Request) -> CachePolicy:
 
 
 def _answer(request: Request, page: QueryPage) -> Response:
-    state = request.state
-    for status in page.sources:
-        desc = "cached" if status.cached else ("skipped" if status.status == "skipped" else None)
-        if status.stale:
-            desc = "stale"
-        record_source_timing(state, status.source, status.elapsed_ms, desc)
+    timings = source_timings(request.scope)
+    if timings is not None:
+        for status in page.sources:
+            desc = "cached" if status.cached else ("skipped" if status.status == "skipped" else None)
+            if status.stale:
+                desc = "stale"
+            timings.append((status.source, status.elapsed_ms, desc))
     return Response(content=page_json(page), media_type=JSON)
+
+
+_HOT_HEADERS = (b"authorization", b"accept", b"cache-control")
+
+
+def _head_values(scope: Scope) -> list[str | None]:
+    """The first ``Authorization``, ``Accept`` and ``Cache-Control`` values of the request's head
+    (what ``request.headers.get`` returns for each), read in one pass: Starlette's ``Headers``
+    finds an absent header through a ``KeyError`` (~0.8 µs each, two per cache hit)."""
+    found: dict[bytes, bytes] = {}
+    for name, value in scope["headers"]:
+        if name in _HOT_HEADERS and name not in found:
+            found[name] = value
+    return [found[name].decode("latin-1") if name in found else None for name in _HOT_HEADERS]
 
 
 @router.get(
@@ -143,9 +163,11 @@ async def list_annotations(request: Request) -> Response:
 async def answer_list(request: Request) -> Response:
     """``GET /v1/annotations``. Auth and the federation are looked up directly rather than
     through AuthDep/FederationDep, whose dependency resolution costs a fifth of a cached answer."""
-    principal = await authenticate(request)
-    require_json(request.headers.get("accept"))
-    query = cache_policy(request).apply(list_query(request.scope["query_string"], use_cache=True))
+    scope = request.scope
+    authorization, accept, cache_control = _head_values(scope)
+    principal = await authorize(scope, authorization)
+    require_json(accept)
+    query = parse_cache_control(cache_control).apply(list_query(scope["query_string"], use_cache=True))
     federation: Federation = request.app.state.federation
     page = await federation.query(query, allowed_sources=principal.allowed_sources, audience=principal.name)
     return _answer(request, page)
