@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import sys
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
@@ -511,6 +512,43 @@ async def test_pages_follows_the_cursor() -> None:
     assert [len(pg.data) for pg in pages] == [10, 10, 5]
     assert [a.id for pg in pages for a in pg.data] == expected_order(items)
     assert len(p.calls) == 1, "later pages reuse what the first page fetched"
+
+
+async def test_a_cursor_page_query_is_not_kept_by_the_federation() -> None:
+    """Each page of a paged search is a new query holding its own id strings; the federation
+    keeps none of them once the page is answered. Keeping them (the first-page memo did) grew a
+    gateway paging one 10,000-id search through its 100 cursors by 35 MiB."""
+    f = fed(phoenix(items=many("phoenix-a", 25)))
+    first = FederatedQuery(subject_ids=("s1", "s2"), limit=10)
+    page = await f.query(first)
+    while page.next_cursor is not None:
+        # Built from the raw parts, as every page of a real client's request is.
+        query = FederatedQuery(subject_ids=("s1", "s2"), limit=10, cursor=page.next_cursor)
+        held = sys.getrefcount(query)
+        page = await f.query(query)
+        assert sys.getrefcount(query) == held, "the federation kept a page's query"
+
+
+async def test_remembered_queries_are_bounded_by_the_ids_they_hold(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A repeated first page is remembered (its digest, binding and sources), but what the memo
+    holds is bounded by ids, not only by count: past the bound it starts afresh."""
+    monkeypatch.setattr(federation_limits, "FINGERPRINT_MEMO_MAX_IDS", 10)
+    f = fed(phoenix(items=many("phoenix-a", 3)))
+    queries = [FederatedQuery(subject_ids=tuple(f"s{n}-{i}" for i in range(4))) for n in range(3)]
+    # Counted the same way each time (an index, not a loop variable or a zip's tuple holding one).
+    held = [sys.getrefcount(queries[n]) for n in range(3)]
+
+    def kept() -> list[int]:
+        return [sys.getrefcount(queries[n]) - held[n] for n in range(3)]
+
+    await f.query(queries[0])
+    await f.query(queries[1])
+    assert kept() == [1, 1, 0]
+    await f.query(queries[2])  # 5 + 5 + 5 ids (4 subjects and 1 a query) > 10: the memo starts afresh
+    assert kept() == [0, 0, 1]
+    # A remembered query answers as one computed afresh (same cursor binding).
+    again = await f.query(queries[2])
+    assert again.records == (await fed(phoenix(items=many("phoenix-a", 3))).query(queries[2])).records
 
 
 # --- limits ---------------------------------------------------------------------------------------

