@@ -453,13 +453,14 @@ def list_query(raw: bytes, *, use_cache: bool) -> FederatedQuery:
 
     Dashboards repeat the same few queries: a valid one is parsed and validated once and its
     (immutable) query reused, which takes parsing off a cache hit's path. Invalid ones raise
-    (422/413) every time and are not remembered.
+    (422/413) every time and are not remembered, nor are pages after the first (a cursor's page
+    is asked for once: remembering it would only push the polled queries out).
     """
     key = (raw, use_cache)
     query = _PARSED.get(key)
     if query is None:
         query = parse_query_params(query_items(raw)).to_query(use_cache=use_cache)
-        if len(raw) <= PARSED_QUERY_MEMO_MAX_BYTES:
+        if query.cursor is None and len(raw) <= PARSED_QUERY_MEMO_MAX_BYTES:
             if len(_PARSED) >= PARSED_QUERY_MEMO_MAX_ITEMS:
                 _PARSED.clear()
             _PARSED[key] = query
