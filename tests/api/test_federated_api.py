@@ -491,7 +491,12 @@ def test_readyz(
 
 
 def test_sources_show_capabilities_and_health(client: httpx.Client) -> None:
-    sources = {s["name"]: s for s in client.get("/v1/sources", params={"refresh": "true"}).json()["data"]}
+    answer = client.get("/v1/sources", params={"refresh": "true"})
+    # Each source probed is in Server-Timing, marked as a probe.
+    for name in (PHOENIX_SOURCE, DATADOG_SOURCE):
+        assert f"src-{name};dur=" in answer.headers["server-timing"]
+    assert answer.headers["server-timing"].count(';desc="probe"') == 2
+    sources = {s["name"]: s for s in answer.json()["data"]}
     assert set(sources) == {PHOENIX_SOURCE, DATADOG_SOURCE}
     phoenix, datadog = sources[PHOENIX_SOURCE], sources[DATADOG_SOURCE]
     assert phoenix["capabilities"]["writable"] is True

@@ -29,13 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from annotation_gateway.errors import GatewayError
 
-__all__ = [
-    "TIMINGS_STATE_KEY",
-    "RequestObserver",
-    "ServerTimingMiddleware",
-    "record_source_timing",
-    "source_timings",
-]
+__all__ = ["TIMINGS_STATE_KEY", "RequestObserver", "ServerTimingMiddleware", "record_source_timing"]
 
 log = logging.getLogger(__name__)
 
@@ -51,19 +45,15 @@ class RequestObserver(Protocol):
     def request_finished(self, route: str, method: str, status: int, seconds: float) -> None: ...
 
 
-def record_source_timing(state: Any, source: str, elapsed_ms: float, desc: str | None = None) -> None:
-    """Add a ``src-<source>`` entry to this request's ``Server-Timing`` (``state`` = request.state)."""
-    timings: list[tuple[str, float, str | None]] | None = getattr(state, TIMINGS_STATE_KEY, None)
+def record_source_timing(scope: Scope, source: str, elapsed_ms: float, desc: str | None = None) -> None:
+    """Add a ``src-<source>`` entry to this request's ``Server-Timing`` (``scope`` = the request's
+    ASGI scope; nothing when the request did not come through the middleware). The entries are
+    read from the scope's state dict directly: going through ``request.state`` costs a ``State``
+    object and a ``__getattr__`` per call, measurable on a cache hit."""
+    state: dict[str, Any] = scope.get("state") or {}
+    timings: list[tuple[str, float, str | None]] | None = state.get(TIMINGS_STATE_KEY)
     if timings is not None:
         timings.append((source, elapsed_ms, desc))
-
-
-def source_timings(scope: Scope) -> list[tuple[str, float, str | None]] | None:
-    """This request's ``Server-Timing`` entries, to append (source, ms, desc) to — what
-    :func:`record_source_timing` does, for a caller holding the scope — or ``None`` when the
-    request did not come through the middleware."""
-    state: dict[str, Any] | None = scope.get("state")
-    return None if state is None else state.get(TIMINGS_STATE_KEY)
 
 
 def _header(timings: list[tuple[str, float, str | None]], total_ms: float) -> bytes:

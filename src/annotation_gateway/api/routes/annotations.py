@@ -41,7 +41,7 @@ from annotation_gateway.api.schemas import (
     page_json,
     query_parameters_openapi,
 )
-from annotation_gateway.api.timing import record_source_timing, source_timings
+from annotation_gateway.api.timing import record_source_timing
 from annotation_gateway.errors import PayloadTooLargeError, RequestValidationError
 from annotation_gateway.federation import MAX_WRITE_ITEMS, FederatedQuery, Federation, QueryPage
 
@@ -117,13 +117,12 @@ def parse_cache_control(value: str | None) -> CachePolicy:
 
 
 def _answer(request: Request, page: QueryPage) -> Response:
-    timings = source_timings(request.scope)
-    if timings is not None:
-        for status in page.sources:
-            desc = "cached" if status.cached else ("skipped" if status.status == "skipped" else None)
-            if status.stale:
-                desc = "stale"
-            timings.append((status.source, status.elapsed_ms, desc))
+    scope = request.scope
+    for status in page.sources:
+        desc = "cached" if status.cached else ("skipped" if status.status == "skipped" else None)
+        if status.stale:
+            desc = "stale"
+        record_source_timing(scope, status.source, status.elapsed_ms, desc)
     return Response(content=page_json(page), media_type=JSON)
 
 
@@ -223,6 +222,6 @@ async def write_annotations(
         )
     start = time.perf_counter()
     result = await federation.write(body.source, body.annotations, allowed_sources=principal.allowed_sources)
-    record_source_timing(request.state, body.source, (time.perf_counter() - start) * 1000.0)
+    record_source_timing(request.scope, body.source, (time.perf_counter() - start) * 1000.0)
     answer = WriteAnswer(source=body.source, count=len(result.ids), ids=list(result.ids))
     return Response(content=answer.model_dump_json(), media_type=JSON)

@@ -215,7 +215,7 @@ async def compare_sources(
         body,
         allowed_sources=principal.allowed_sources,
         policy=cache_policy(request),
-        timing=lambda source, ms: record_source_timing(request.state, source, ms),
+        timing=lambda source, ms: record_source_timing(request.scope, source, ms),
     )
     content = await anyio.to_thread.run_sync(_run_compare, left, right, body, fmt)
     headers = {"Vary": "Accept"}

@@ -90,7 +90,7 @@ async def _readiness(request: Request, federation: FederationDep) -> Response:
         for name, report in reports.items()
     }
     for name, report in reports.items():
-        record_source_timing(request.state, name, report.latency_ms, "probe")
+        record_source_timing(request.scope, name, report.latency_ms, "probe")
     down = sorted(name for name, report in reports.items() if not report.ok)
     if down:
         error = SourceUnavailableError(

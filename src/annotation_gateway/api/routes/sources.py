@@ -78,5 +78,5 @@ async def list_sources(
     if refresh:
         for model in models:
             if model.health.latency_ms is not None:
-                record_source_timing(request.state, model.name, model.health.latency_ms, "probe")
+                record_source_timing(request.scope, model.name, model.health.latency_ms, "probe")
     return Response(content=SourceList(data=models).model_dump_json(), media_type="application/json")
