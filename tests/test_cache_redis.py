@@ -594,13 +594,13 @@ async def test_a_polled_query_is_confirmed_for_every_source_in_one_round_trip(
     prefix = config.redis_key_prefix
     client = Redis.from_url(cluster.url)
     try:
-        assert await client.delete(f"{prefix}:v1:dd-two:s:sess-02") == 1
+        assert await client.delete(f"{prefix}:v2:dd-two:s:sess-02") == 1
         clock.advance(config.local_ttl_s + 0.1)
         changed = await federation.query(query)
         assert [(s.status, s.cached) for s in changed.sources] == [("ok", True), ("ok", False)]
         assert tier.lookup_batches == 3
         assert fetches(cluster.sim) == 3
-        assert await client.exists(f"{prefix}:v1:dd-two:s:sess-02") == 1
+        assert await client.exists(f"{prefix}:v2:dd-two:s:sess-02") == 1
         assert [k async for k in client.scan_iter(match=f"{prefix}:*:lock:*")] == []
         assert [r.json for r in changed.records] == [r.json for r in first.records]
     finally:
@@ -618,7 +618,7 @@ async def test_a_confirmation_nobody_reads_frees_its_lock(cluster: Cluster) -> N
     prefix = cluster.config.redis_key_prefix
     client = Redis.from_url(cluster.url)
     try:
-        await client.delete(f"{prefix}:v1:{SOURCE}:s:sess-02")
+        await client.delete(f"{prefix}:v2:{SOURCE}:s:sess-02")
         clock_a.advance(cluster.config.local_ttl_s + 0.1)
         source_query = SourceQuery(subject_ids=("sess-02",))  # what ask("sess-02") pushes down
         found = await a.cache.confirm([(SOURCE, source_query)])

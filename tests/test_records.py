@@ -24,7 +24,7 @@ from annotation_gateway.model import (
     Subject,
     SubjectKind,
 )
-from annotation_gateway.records import Record, decode, micros, record_of, sort_key
+from annotation_gateway.records import Record, decode, json_items, json_lines, micros, record_of, sort_key
 from tests.fakes import make_record
 
 _JSON = TypeAdapter(Annotation).dump_json
@@ -223,3 +223,51 @@ def test_records_of_one_subject_share_its_strings() -> None:
     one, two = plain_record(id="s:1", subject_id=subject), plain_record(id="s:2", subject_id=again)
     assert one.subject_id is two.subject_id
     assert one.name is two.name
+
+
+@pytest.mark.parametrize("score", [1e16, -1e16, 1.5e300, 9999999999999998.0, 1e15, 1e-7, -0.0, 3])
+def test_large_scores_are_written_as_the_canonical_model_writes_them(score: float) -> None:
+    """msgspec writes a float from 1e16 up as ``1e16``; pydantic (and orjson) write ``1e+16``.
+    A record writes what the model does, and still reads its score as the number."""
+    t = datetime(2026, 1, 2, tzinfo=UTC)
+    record = plain_record(score=score)
+    annotation = record.annotation()
+    assert record.json == _JSON(annotation)
+    assert record.score == score
+    assert isinstance(record.score, float)
+    assert json_items([record, record]) == record.json + b"," + record.json
+    assert plain_record(score=score, created_at=t, updated_at=t) == record
+
+
+def test_pages_are_written_in_one_call_as_each_record_is() -> None:
+    records = [
+        plain_record(id=f"s:{i}", subject_id=f"x{i % 3}", score=i / 7, metadata={"n": i % 2})
+        for i in range(9)
+    ]
+    assert json_items(records) == b",".join(r.json for r in records)
+    assert json_items(records[:0]) == b""
+    assert json_lines(records) == b"".join(r.json + b"\n" for r in records)
+    assert json_lines([]) == b""
+    assert orjson.loads(b"[" + json_items(records) + b"]") == [r.as_dict() for r in records]
+
+
+def test_consecutive_records_share_their_subject_annotator_queue_and_short_metadata() -> None:
+    """What records of one subject have in common is held once: their subject, annotator and
+    queue objects (while consecutive) and short metadata (from a bounded table); a record's own
+    values are its own."""
+    one = plain_record(id="s:1", subject_id="x", annotator_id="u", queue_id="q", metadata={"run": 7})
+    two = plain_record(id="s:2", subject_id="x", annotator_id="u", queue_id="q", metadata={"run": 7})
+    assert one.subject is two.subject
+    assert one.annotator is two.annotator
+    assert one.queue is two.queue
+    assert one.metadata is two.metadata
+    other = plain_record(id="s:3", subject_id="y", annotator_id="v", queue_id="r", metadata={"run": 8})
+    assert other.subject is not one.subject
+    assert other.subject_id == "y"
+    assert other.annotator_id == "v"
+    assert other.queue_id == "r"
+    assert other.metadata is not one.metadata
+    long = {"text": "x" * 100}
+    assert plain_record(metadata=long).metadata is not plain_record(metadata=long).metadata
+    assert b'"metadata":{"run":8}' in other.json
+    assert b'"queue":{"id":"r","name":null}' in other.json

@@ -1,16 +1,22 @@
 """Compact canonical records: what the read path caches, merges, pages and streams.
 
 Contract:
-- a :class:`Record` is one canonical annotation (SPEC §2) held as its JSON, encoded once, plus
-  the few fields that ordering, filters, grouping and aggregation read (so none of them parses
-  the JSON): ``id``, ``updated_us``/``created_us`` (µs since the epoch, UTC), ``source``,
-  ``provider``, ``subject_kind``, ``subject_id``, ``project``, ``name``, ``label``, ``score``,
-  ``annotator_kind``, ``annotator_id``, ``identifier``, ``queue_id``, ``queue_name``. It is
-  immutable; ``json`` is exactly what the API writes for it (``raw`` only when the read that
-  produced it asked for ``include=raw``);
+- a :class:`Record` *is* one canonical annotation (SPEC §2): a msgspec ``Struct`` whose fields,
+  in order, are the canonical document's, so that msgspec writes its JSON — one record
+  (:attr:`Record.json`) or a whole page in one call (:func:`json_items`, :func:`json_lines`) —
+  byte for byte what the canonical model writes (``tests/test_records.py`` holds it to pydantic's
+  serializer). ``metadata``, ``extensions`` and ``raw`` (the last only when the read that
+  produced the record asked for ``include=raw``) are held as the JSON orjson wrote for them once,
+  when the record was built;
+- the fields that ordering, filters, grouping and aggregation read are attributes, none of which
+  parses anything: ``id``, ``source``, ``provider``, ``name``, ``label``, ``identifier`` directly;
+  ``subject_kind``, ``subject_id``, ``project``, ``annotator_kind``, ``annotator_id``,
+  ``queue_id``, ``queue_name``, ``score`` one attribute away; ``updated_us``/``created_us``
+  (µs since the epoch, UTC) computed from the two times. It is immutable;
 - low-cardinality strings (source, provider, kinds, names, labels, projects, queue names,
-  annotators) are interned, so a million records share one copy of each, and so are subject
-  ids, so a subject's records share one;
+  annotators) are interned, so a million records share one copy of each, and so are subject ids;
+  a record's subject, annotator and queue are small shared structs, reused while consecutive
+  records have the same;
 - :func:`build_record` builds a record straight from a provider's mapped values (no model
   object: what the read path should use), the times worked out once as :class:`Stamps`;
   :func:`record_of` builds one from a canonical :class:`~annotation_gateway.model.Annotation`
@@ -18,14 +24,21 @@ Contract:
   that want the model: compare, the CLI's tables). :func:`sort_key` is the answer order.
 
 Why: the first release held every cached answer as pydantic object graphs, ~4.2 KB per
-annotation (six times its JSON), and serialized them one by one per page. A record is its JSON
-and a handful of references (see ``bench/`` for what it measures).
+annotation (six times its JSON). The second held each record's JSON, encoded once, beside the
+fields the read path reads: ~1,200 B of live data per annotation, two thirds of it JSON that
+repeats what every record of a subject, an annotator or a queue shares (and the id and the times
+twice over). A record that is its document holds each value once (~600 B, see ``bench/``), and
+msgspec writes a page of them in C at ~0.9 µs a record — only when a page is composed (a polled
+page's JSON is kept with the merged result) — instead of every record paying ~2.7 µs for its
+JSON when it is read.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
+from math import isfinite as _isfinite
 from typing import Any, NamedTuple
 
 import msgspec
@@ -34,13 +47,19 @@ import orjson
 from annotation_gateway.model import Annotation, to_utc
 
 __all__ = [
+    "AnnotatorRef",
+    "QueueRef",
     "Record",
     "Stamps",
+    "SubjectRef",
     "build_record",
     "decode",
+    "json_items",
+    "json_lines",
     "micros",
     "record_of",
     "sort_key",
+    "wire_score",
 ]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -48,33 +67,109 @@ _MICROSECOND = timedelta(microseconds=1)
 _intern = sys.intern
 
 
-class Record(msgspec.Struct, frozen=True, gc=False, eq=False):
-    """One canonical annotation: its JSON and the fields the read path reads.
+class SubjectRef(msgspec.Struct, frozen=True, gc=False):
+    """A record's ``subject`` object (shared by the records of one subject)."""
 
-    A msgspec ``Struct`` (``frozen``, ``gc=False``), not a dataclass: built in C (~0.13 µs
-    against 0.33 for a slots dataclass without ``frozen=True`` and 4.85 with it), immutable at
-    run time, and not tracked by the cyclic garbage collector — a record holds only strings,
-    numbers and bytes, so it can never be part of a cycle, and the collector's full passes no
-    longer walk every cached annotation (100,000 of them after the bench's 10,000-id search).
+    kind: str
+    id: str
+    project: str | None
+
+
+class AnnotatorRef(msgspec.Struct, frozen=True, gc=False):
+    """A record's ``annotator`` object (shared by consecutive records of one annotator)."""
+
+    kind: str
+    id: str | None
+
+
+class QueueRef(msgspec.Struct, frozen=True, gc=False):
+    """A record's ``queue`` object (shared by consecutive records of one queue)."""
+
+    id: str
+    name: str | None
+
+
+class Record(msgspec.Struct, frozen=True, gc=False, eq=False, omit_defaults=True):
+    """One canonical annotation, its fields in the canonical document's order.
+
+    A msgspec ``Struct`` (``frozen``, ``gc=False``): built in C, immutable at run time, and not
+    tracked by the cyclic garbage collector — a record holds only strings, numbers, times, JSON
+    bytes and the three small structs above, so it can never be part of a cycle, and the
+    collector's full passes do not walk every cached annotation. ``omit_defaults`` only ever
+    omits ``raw`` (the one field with a default), as the canonical model does when it is null.
     """
 
     id: str
-    updated_us: int
-    created_us: int
     source: str
     provider: str
-    subject_kind: str
-    subject_id: str
-    project: str | None
+    subject: SubjectRef
     name: str
     label: str | None
-    score: float | None
-    annotator_kind: str
-    annotator_id: str | None
+    score_field: float | msgspec.Raw | None = msgspec.field(name="score")
+    """The score as written: the float, or — for one of 1e16 or more, which msgspec writes
+    ``1e16`` where orjson and pydantic write ``1e+16`` — the JSON orjson wrote for it. Read
+    :attr:`score`."""
+    explanation: str | None
+    annotator: AnnotatorRef
     identifier: str
-    queue_id: str | None
-    queue_name: str | None
-    json: bytes
+    metadata: msgspec.Raw
+    queue: QueueRef | None
+    created_at: datetime
+    updated_at: datetime
+    extensions: msgspec.Raw
+    raw: msgspec.Raw | None = None
+
+    @property
+    def score(self) -> float | None:
+        value = self.score_field
+        if value is None or isinstance(value, float):
+            return value
+        return float(orjson.loads(memoryview(value)))  # a Raw: what orjson wrote for it
+
+    @property
+    def subject_kind(self) -> str:
+        return self.subject.kind
+
+    @property
+    def subject_id(self) -> str:
+        return self.subject.id
+
+    @property
+    def project(self) -> str | None:
+        return self.subject.project
+
+    @property
+    def annotator_kind(self) -> str:
+        return self.annotator.kind
+
+    @property
+    def annotator_id(self) -> str | None:
+        return self.annotator.id
+
+    @property
+    def queue_id(self) -> str | None:
+        queue = self.queue
+        return None if queue is None else queue.id
+
+    @property
+    def queue_name(self) -> str | None:
+        queue = self.queue
+        return None if queue is None else queue.name
+
+    @property
+    def updated_us(self) -> int:
+        """``updated_at`` in µs since the epoch."""
+        return (self.updated_at - _EPOCH) // _MICROSECOND
+
+    @property
+    def created_us(self) -> int:
+        """``created_at`` in µs since the epoch."""
+        return (self.created_at - _EPOCH) // _MICROSECOND
+
+    @property
+    def json(self) -> bytes:
+        """The canonical JSON of this record (what the API writes for it)."""
+        return _ENCODE(self)
 
     def annotation(self) -> Annotation:
         """The canonical model of this record (validated from its JSON)."""
@@ -90,6 +185,22 @@ class Record(msgspec.Struct, frozen=True, gc=False, eq=False):
 
     def __hash__(self) -> int:
         return hash(self.id)
+
+
+_ENCODER = msgspec.json.Encoder()
+_ENCODE = _ENCODER.encode
+
+
+def json_items(records: Sequence[Record]) -> bytes:
+    """The JSON of ``records``, comma-separated (the items of a JSON array): one msgspec call."""
+    if not records:
+        return b""
+    return _ENCODE(records)[1:-1]
+
+
+def json_lines(records: Iterable[Record]) -> bytes:
+    """The JSON of ``records``, one per line, each line ending in ``\\n`` (NDJSON)."""
+    return _ENCODER.encode_lines(records)
 
 
 def micros(value: datetime) -> int:
@@ -126,22 +237,83 @@ def record_of(annotation: Annotation, *, include_raw: bool = False) -> Record:
 
 _DUMP = orjson.dumps
 _UTC_Z = orjson.OPT_UTC_Z
+_RAW = msgspec.Raw
+_EMPTY_OBJECT = msgspec.Raw(b"{}")
+_LARGE = 1e16
+"""From here on msgspec writes a float's exponent without its sign (``1e16``); orjson and
+pydantic write ``1e+16``."""
 
 
 class Stamps(NamedTuple):
-    """An annotation's two times, in UTC and in µs since the epoch: worked out once per vendor
-    annotation, though Datadog gives one record per label value of it."""
+    """An annotation's two times in UTC: worked out once per vendor annotation, though Datadog
+    gives one record per label value of it. Equal times are one object."""
 
     created_at: datetime
     updated_at: datetime
-    created_us: int
-    updated_us: int
 
     @classmethod
     def of(cls, created_at: datetime, updated_at: datetime) -> Stamps:
         """The stamps of two aware (or naive-UTC) datetimes."""
         created_at, updated_at = to_utc(created_at), to_utc(updated_at)
-        return cls(created_at, updated_at, micros(created_at), micros(updated_at))
+        return cls(created_at, created_at if updated_at == created_at else updated_at)
+
+
+def wire_score(score: float | None) -> float | msgspec.Raw | None:
+    """What :attr:`Record.score_field` holds for ``score``: the float (an integer given as the
+    canonical number ``1.0``, as pydantic writes it), or its JSON when msgspec would write it
+    differently."""
+    if score is None:
+        return None
+    score = float(score)
+    if -_LARGE < score < _LARGE or not _isfinite(score):  # NaN and infinities: both write null
+        return score
+    return _RAW(_DUMP(score))
+
+
+def _json(value: dict[str, Any]) -> msgspec.Raw:
+    """``value``'s JSON as the record holds it. orjson's answer keeps its 4 KiB write buffer
+    (measured: 4,097 bytes held for a 500-byte document with orjson 3.13); a record lives in the
+    cache, so it holds an exact copy (0.3 µs)."""
+    if not value:
+        return _EMPTY_OBJECT  # most metadata: one shared object
+    return _RAW(bytes(memoryview(_DUMP(value, option=_UTC_Z))))
+
+
+SHARED_JSON_MAX_BYTES = 64
+"""Metadata whose JSON is this short is held once for all the records that have it."""
+SHARED_JSON_SLOTS = 4096
+"""How many such JSON values are remembered (the table starts afresh when it is full)."""
+_shared_json: dict[bytes, msgspec.Raw] = {}
+
+
+def _metadata(value: dict[str, Any]) -> msgspec.Raw:
+    """Like :func:`_json`, for an annotation's metadata: short metadata repeats (a tag, a
+    model's name, a run's number), and each value held once saves its bytes and its ``Raw``
+    (~110 bytes a record for the bench's Phoenix rows). A dict lookup table with no eviction
+    order: cleared when full, since what matters is that a page's repeats share."""
+    if not value:
+        return _EMPTY_OBJECT
+    dumped = _DUMP(value, option=_UTC_Z)
+    if len(dumped) > SHARED_JSON_MAX_BYTES:
+        return _RAW(bytes(memoryview(dumped)))
+    held = _shared_json.get(dumped)
+    if held is None:
+        if len(_shared_json) >= SHARED_JSON_SLOTS:
+            _shared_json.clear()
+        exact = bytes(memoryview(dumped))
+        held = _shared_json[exact] = _RAW(exact)
+    return held
+
+
+class _Shared:
+    """The last subject, annotator and queue built: consecutive records of one subject (a
+    vendor's page is grouped by subject) share them. One entry each, no table: a table of every
+    subject seen would cost about what sharing saves. Read and replaced whole, so threads that
+    map pages at once can only miss a share, never share the wrong one."""
+
+    subject = SubjectRef("", "", None)
+    annotator = AnnotatorRef("", None)
+    queue = QueueRef("", None)
 
 
 def build_record(
@@ -166,59 +338,54 @@ def build_record(
     raw: dict[str, Any] | None,
 ) -> Record:
     """A record straight from a provider's mapped values, without building the canonical model:
-    the JSON is written by orjson in the model's field order and format (RFC 3339 UTC with
-    ``Z``, microseconds only when present; ``raw`` only when given), byte for byte what
-    :func:`record_of` writes for the same annotation (``tests/test_records.py`` checks it).
+    its JSON is byte for byte what :func:`record_of` gives for the same annotation
+    (``tests/test_records.py`` checks it). The values must already be valid canonical values (a
+    provider validated the vendor's wire shape first); the times come as :class:`Stamps`.
 
-    The values must already be valid canonical values (a provider validated the vendor's wire
-    shape first); the times come as :class:`Stamps`. The providers call it once per annotation
-    read (100,000 times for a 10,000-id search), with positional arguments: binding 19 keyword
-    arguments cost ~1.2 µs a call on this machine, 19 positional ones ~0.15.
+    The providers call it once per annotation read (100,000 times for a 10,000-id search), with
+    positional arguments: binding 19 keyword arguments cost ~1.2 µs a call on this machine, 19
+    positional ones ~0.15.
     """
-    if score is not None:
-        score = float(score)  # a vendor's integer score is the canonical number 1.0, as pydantic writes it
-    document: dict[str, Any] = {
-        "id": id,
-        "source": source,
-        "provider": provider,
-        "subject": {"kind": subject_kind, "id": subject_id, "project": project},
-        "name": name,
-        "label": label,
-        "score": score,
-        "explanation": explanation,
-        "annotator": {"kind": annotator_kind, "id": annotator_id},
-        "identifier": identifier,
-        "metadata": metadata,
-        "queue": None if queue_id is None else {"id": queue_id, "name": queue_name},
-        "created_at": stamps.created_at,
-        "updated_at": stamps.updated_at,
-        "extensions": extensions,
-    }
-    if raw is not None:
-        document["raw"] = raw
-    # Positional, in the field order; the optional strings interned inline (a helper function
-    # per field was five calls a record).
+    subject_id = _intern(subject_id)  # Phoenix gives every row its own copy; a subject's records share one
+    if project is not None:
+        project = _intern(project)
+    subject = _Shared.subject
+    if subject.id is not subject_id or subject.project is not project or subject.kind != subject_kind:
+        subject = _Shared.subject = SubjectRef(_intern(subject_kind), subject_id, project)
+    if annotator_id is not None:
+        annotator_id = _intern(annotator_id)
+    annotator = _Shared.annotator
+    if annotator.id is not annotator_id or annotator.kind != annotator_kind:
+        annotator = _Shared.annotator = AnnotatorRef(_intern(annotator_kind), annotator_id)
+    if queue_id is None:
+        queue = None
+    else:
+        queue = _Shared.queue
+        if queue.id != queue_id or queue.name != queue_name:
+            queue = _Shared.queue = QueueRef(
+                _intern(queue_id), None if queue_name is None else _intern(queue_name)
+            )
+    held: float | msgspec.Raw | None = score
+    if score is not None and (type(score) is not float or not -_LARGE < score < _LARGE):
+        held = wire_score(score)  # an integer, or a float msgspec would write otherwise
+    # Positional, in the field order.
     return Record(
         id,
-        stamps.updated_us,
-        stamps.created_us,
         _intern(source),
         _intern(provider),
-        _intern(subject_kind),
-        _intern(subject_id),  # Phoenix gives every row its own copy; a subject's records share one
-        None if project is None else _intern(project),
+        subject,
         _intern(name),
         None if label is None else _intern(label),
-        score,
-        _intern(annotator_kind),
-        None if annotator_id is None else _intern(annotator_id),
+        held,
+        explanation,
+        annotator,
         _intern(identifier),
-        None if queue_id is None else _intern(queue_id),
-        None if queue_name is None else _intern(queue_name),
-        # orjson's answer keeps its 4 KiB write buffer (measured: 4,097 bytes held per 500-byte
-        # document with orjson 3.13); a record lives in the cache, so it keeps an exact copy
-        # (0.3 µs) — without it a cached annotation cost ~8.5 KB instead of ~1 KB.
-        bytes(memoryview(_DUMP(document, option=_UTC_Z))),
+        _metadata(metadata),
+        queue,
+        stamps.created_at,
+        stamps.updated_at,
+        _json(extensions),
+        None if raw is None else _json(raw),
     )
 
 

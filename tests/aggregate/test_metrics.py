@@ -205,7 +205,7 @@ def test_every_groups_statistics_are_numpys(items: list[tuple[str, float | None,
 def test_non_finite_scores_are_counted_as_annotations_but_are_no_score() -> None:
     base = at("2026-12-01T12:00:00+00:00")
     scores = [float("nan"), 2.0, float("inf"), 4.0, float("-inf")]
-    records = [replace(rec(base, label=None), score=s) for s in scores]
+    records = [replace(rec(base, label=None), score_field=s) for s in scores]
     aggregator = MetricsAggregator(MetricsSpec(interval="day"))
     # In two calls: labels are counted per call, scores kept across them.
     aggregator.add(records[:2])

@@ -45,6 +45,7 @@ from annotation_gateway.federation import (
     SourceStatus,
 )
 from annotation_gateway.model import Annotation, AnnotationWrite, AnnotatorKind, ProviderKind, SubjectKind
+from annotation_gateway.records import json_items
 
 __all__ = [
     "AnnotationPage",
@@ -529,12 +530,12 @@ def source_statuses(statuses: Sequence[SourceStatus]) -> list[dict[str, Any]]:
 def page_json(page: QueryPage) -> bytes:
     """The JSON bytes of ``page`` (the :class:`AnnotationPage` shape), without a model round trip.
 
-    Each annotation's JSON is its record's, encoded once when the record was made: a page
-    serializes nothing but its envelope.
+    The records are written by one msgspec call (:func:`~annotation_gateway.records.json_items`);
+    no model object is built.
     """
     items = page.records_json
     if items is None:
-        items = b",".join([record.json for record in page.records])
+        items = json_items(page.records)
     return b"".join(
         (
             b'{"data":[',

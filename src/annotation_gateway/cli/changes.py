@@ -43,6 +43,7 @@ from annotation_gateway.errors import ClientError, GatewayError
 from annotation_gateway.federation import FederatedQuery
 from annotation_gateway.federation.limits import DEFAULT_CHANGES_LIMIT, MAX_CHANGES_LIMIT
 from annotation_gateway.providers.config import ConfigError
+from annotation_gateway.records import json_lines
 from annotation_gateway.settings import GatewaySettings
 
 __all__ = ["changes_command", "run_changes"]
@@ -66,7 +67,7 @@ async def run_changes(
             polls += 1
             page = await federation.changes(query, since=since, limit=limit)
             if page.records:
-                sys.stdout.buffer.write(b"\n".join(r.json for r in page.records) + b"\n")
+                sys.stdout.buffer.write(json_lines(page.records))
                 sys.stdout.flush()
             since = page.next_since
             failed = [s.source for s in page.sources if s.status == "error"]

@@ -6,7 +6,7 @@ Contract:
   annotation once (by id), ordered by :func:`~annotation_gateway.records.sort_key`; more than
   ``MAX_TOTAL_RESULTS`` matches is a ``PayloadTooLargeError`` (413) naming the limit;
 - a :class:`Merged` result is shared by all pages of its query (and cached by the facade); a
-  page's JSON is its records' JSON joined (each was encoded once, when the record was made);
+  page's JSON is written from its records by one msgspec call, and the last page written is kept;
 - :func:`all_failed` is the one error for "every queried source failed": the failure itself if
   one source was asked; if all are upstream 4xx-class (the vendor refused: auth, not found,
   throttled) the first of them, so an upstream 4xx is never the gateway's 5xx; otherwise the
@@ -24,12 +24,12 @@ from typing import Any
 from annotation_gateway.errors import PayloadTooLargeError, SourceError
 from annotation_gateway.federation import limits
 from annotation_gateway.federation.answers import SourceStatus
-from annotation_gateway.records import Record
+from annotation_gateway.records import Record, json_items
 
 __all__ = ["Merged", "Outcome", "StatusTotals", "all_failed", "as_cache_hit", "merge"]
 
 _BY_ID = attrgetter("id")
-_BY_UPDATED = attrgetter("updated_us")
+_BY_UPDATED = attrgetter("updated_at")  # aware UTC datetimes: compared in C
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,11 +74,11 @@ class Merged:
         )
 
     def page_json(self, start: int, end: int) -> bytes:
-        """The JSON of ``records[start:end]``, comma-separated (each record's JSON as stored)."""
+        """The JSON of ``records[start:end]``, comma-separated (one msgspec call)."""
         last = self.last_page
         if last and last[0][0] == start and last[0][1] == end:
             return last[0][2]
-        joined = b",".join([record.json for record in self.records[start:end]])
+        joined = json_items(self.records[start:end])
         last[:] = [(start, end, joined)]
         return joined
 

@@ -58,6 +58,7 @@ from annotation_gateway.errors import GatewayError, InvalidCursorError
 from annotation_gateway.federation import FederatedQuery, limits
 from annotation_gateway.federation.changes import ChangesPage
 from annotation_gateway.providers.config import ConfigError, read_secret
+from annotation_gateway.records import json_items
 from annotation_gateway.webhooks.config import WebhookConfig, parse_secret
 from annotation_gateway.webhooks.signing import signed_headers
 from annotation_gateway.webhooks.store import Pending, WebhookState, WebhookStore
@@ -121,7 +122,7 @@ class _NoObserver:
 
 
 def message_body(page: ChangesPage, made_at: float) -> bytes:
-    """The message's exact bytes; each annotation's canonical JSON as its record holds it."""
+    """The message's exact bytes; each annotation's canonical JSON as its record writes it."""
     stamp = datetime.fromtimestamp(made_at, tz=UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
     return b"".join(
         (
@@ -130,7 +131,7 @@ def message_body(page: ChangesPage, made_at: float) -> bytes:
             b',"timestamp":',
             orjson.dumps(stamp),
             b',"data":[',
-            b",".join(record.json for record in page.records),
+            json_items(page.records),
             b'],"partial":',
             b"true" if page.partial else b"false",
             b"}",

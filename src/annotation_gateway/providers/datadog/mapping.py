@@ -237,7 +237,7 @@ def to_records(
     ``raw`` the interaction as received when the read asks for ``include=raw`` (each record then
     carries it), else ``None``."""
     # No model object is built: the page is validated strictly, so every value below already
-    # has the canonical type, and the records' JSON is written directly. What every label value
+    # has the canonical type, and the records are made directly. What every label value
     # of an annotation shares (times, annotator, the interaction's fields) is worked out once
     # per annotation, not once per label value.
     interaction_id = interaction.id

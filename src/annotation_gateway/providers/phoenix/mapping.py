@@ -51,8 +51,8 @@ def to_record(
     record of its canonical annotation (SPEC §2).
 
     No model object is built: the row's wire type already guarantees every type the canonical
-    form needs, and :func:`~annotation_gateway.records.build_record` writes the canonical JSON
-    directly.
+    form needs, and :func:`~annotation_gateway.records.build_record` makes the record (the
+    canonical document itself) directly.
     """
     result = row.result
     gid = row.id
