@@ -128,7 +128,7 @@ from annotation_gateway.cache import (
     TierFill,
 )
 from annotation_gateway.providers.config import read_secret
-from annotation_gateway.records import AnnotatorRef, QueueRef, Record, SubjectRef, wire_score
+from annotation_gateway.records import AnnotatorRef, QueueRef, Record, SubjectRef, extensions_json, wire_score
 from annotation_gateway.resilience import Clock
 from annotation_gateway.settings import CacheConfig
 
@@ -237,8 +237,9 @@ def encode(records: Sequence[Record], stored_at: float) -> bytes:
     lengths: list[int] = []
     for r in records:
         raw = r.raw
-        bodies += (r.metadata, r.extensions) if raw is None else (r.metadata, r.extensions, raw)
-        lengths += (len(r.metadata), len(r.extensions), -1 if raw is None else len(raw))
+        extensions = extensions_json(r)
+        bodies += (r.metadata, extensions) if raw is None else (r.metadata, extensions, raw)
+        lengths += (len(r.metadata), len(extensions), -1 if raw is None else len(raw))
     header = _ENCODE_HEADER(
         _Columns(
             [r.id for r in records],

@@ -15,7 +15,9 @@ from typing import Any
 
 import httpx
 import orjson
+from pydantic import TypeAdapter
 
+from annotation_gateway.model import Annotation
 from annotation_gateway.providers.datadog.mapping import NO_LABELS, QueueLabels, to_records
 from annotation_gateway.providers.datadog.wire import (
     PAGE,
@@ -33,6 +35,7 @@ from annotation_gateway.providers.datadog.wire import (
 from tests.plugins.datadog import DatadogSimulator
 from tests.providers.test_datadog_provider import LABELS, READ, every_label_type_seed
 
+_CANONICAL = TypeAdapter(Annotation).dump_json
 EXAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "contracts" / "datadog"
 
 
@@ -120,3 +123,34 @@ def test_fields_this_module_does_not_know_leave_the_strict_path_and_are_kept() -
     datadog = orjson.loads(record)["extensions"]["datadog"]
     assert (datadog["interaction"], datadog["label_value"]) == ({"region": "eu"}, {"confidence": 0.9})
     assert "annotation" not in datadog
+
+
+def test_records_write_their_extensions_as_the_canonical_model_does() -> None:
+    """A Datadog record holds ``extensions.datadog`` as a struct msgspec writes: its JSON is
+    what pydantic writes for the same annotation (large floats among unknown fields included),
+    the fields in the documented order, the optional ones only when present."""
+    examples = json.loads((EXAMPLES / "llm-obs-annotations.examples.json").read_text())
+    page: dict[str, Any] = examples["operations"]["GetLLMObsAnnotatedInteractionsByTraceIDs"]["responses"][
+        "200"
+    ]["default"]
+    interaction = page["data"]["attributes"]["annotated_interactions"][0]
+    interaction["region"] = {"size": 1e16, "tags": ["a", 2.5]}
+    interaction["annotations"][0]["label_values"][0]["confidence"] = 1e300
+    lenient = lenient_page(PAGE.validate_json(orjson.dumps(page)))
+    extras = lenient.extras or [None] * len(lenient.interactions)
+    records = [
+        record
+        for interaction, extra in zip(lenient.interactions, extras, strict=True)
+        for record in to_records(interaction, extra, None, NO_LABELS, source="dd")
+    ]
+    assert records
+    for record in records:
+        assert record.json == _CANONICAL(record.annotation())
+        datadog = orjson.loads(record.json)["extensions"]["datadog"]
+        assert list(datadog)[:8] == [
+            "interaction_id", "annotation_id", "label_schema_id", "label_type",
+            "assessment", "modified_by", "can_annotate", "content_id",
+        ]  # fmt: skip
+        assert datadog.get("label_type_inferred", True) is True
+    assert b'"size":1e+16' in records[0].json
+    assert b'"confidence":1e+300' in records[0].json
