@@ -225,3 +225,29 @@ def test_labels_are_counted_across_calls_and_nulls_left_out() -> None:
     (row,) = aggregator.rows()
     assert row["label_counts"] == {"bad": 1, "good": 2}
     assert row["count"] == 4
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)),
+        min_size=1,
+        max_size=20,
+    ),
+    st.sampled_from(["hour", "day", "week", "month"]),
+    st.booleans(),
+)
+def test_records_fall_in_the_bucket_their_microseconds_give(
+    moments: list[datetime], interval: str, created: bool
+) -> None:
+    """The aggregator buckets a record from its datetime (the day's ordinal), not its µs since
+    the epoch: the same bucket as ``bucket_of`` gives for those µs, before 1970 too."""
+    records = [rec(t, created=t) if created else rec(t) for t in moments]
+    spec = MetricsSpec(interval=interval, time_field="created_at" if created else "updated_at")  # type: ignore[arg-type]
+    aggregator = MetricsAggregator(spec)
+    aggregator.add(records)
+    expected: dict[str, int] = {}
+    for t in moments:
+        label = bucket_label(bucket_of(micros(t), interval))  # type: ignore[arg-type]
+        expected[label] = expected.get(label, 0) + 1
+    assert {row["bucket"]: row["count"] for row in aggregator.rows()} == expected

@@ -28,7 +28,7 @@ from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, date, datetime
 from math import isfinite
 from operator import attrgetter
 from typing import Any, Literal, get_args
@@ -64,6 +64,10 @@ GroupKey = Literal[
 GROUP_KEYS: tuple[GroupKey, ...] = get_args(GroupKey)
 TimeField = Literal["updated_at", "created_at"]
 MAX_GROUP_BY = 4
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
+_EPOCH_DAY = date(1970, 1, 1).toordinal()
+_MONDAY_OFFSET_DAYS = MONDAY_OFFSET_US // DAY_US
 
 _ATTRIBUTE: dict[str, str] = {key: key for key in GROUP_KEYS} | {"queue": "queue_name"}
 """The record attribute a ``group_by`` key reads (``queue`` groups by the queue's name)."""
@@ -109,11 +113,10 @@ class MetricsSpec:
         if self.start is None and self.end is None:
             return None
         created = self.time_field == "created_at"
-        start = None if self.start is None else micros(self.start)
-        end = None if self.end is None else micros(self.end)
+        start, end = self.start, self.end  # aware UTC, as records' times: compared in C
 
         def keeps(record: Record) -> bool:
-            moment = record.created_us if created else record.updated_us
+            moment = record.created_at if created else record.updated_at
             return (start is None or moment >= start) and (end is None or moment < end)
 
         return keeps
@@ -181,30 +184,39 @@ class MetricsAggregator:
         much.)"""
         spec = self.spec
         created = spec.time_field == "created_at"
-        start = -(2**63) if spec.start is None else micros(spec.start)
-        end = 2**63 if spec.end is None else micros(spec.end)
-        step, shift = self._step, self._shift
-        monthly = spec.interval == "month"
+        start = _EARLIEST if spec.start is None else spec.start
+        bounded = spec.end is not None
+        end = _LATEST if spec.end is None else spec.end
+        interval = spec.interval
+        hourly, daily, weekly = interval == "hour", interval == "day", interval == "week"
+        monthly = interval == "month"
         values = self._values
         groups = self._groups
         counted = 0
         for record in records:
-            moment = record.created_us if created else record.updated_us
-            if moment < start or moment >= end:
+            # The records' aware UTC datetimes, compared in C; the bucket index from the day's
+            # ordinal — ``(µs + shift) // step`` without the µs (µs since the epoch cost a
+            # timedelta and a division each, +60 % on this loop).
+            moment = record.created_at if created else record.updated_at
+            if moment < start or (bounded and moment >= end):
                 continue
-            if step:
-                bucket: int | None = (moment + shift) // step
+            if daily:
+                bucket: int | None = moment.toordinal() - _EPOCH_DAY
+            elif hourly:
+                bucket = (moment.toordinal() - _EPOCH_DAY) * 24 + moment.hour
+            elif weekly:
+                bucket = (moment.toordinal() - _EPOCH_DAY + _MONDAY_OFFSET_DAYS) // 7
             elif monthly:
-                bucket = bucket_of(moment, "month")
+                bucket = bucket_of(micros(moment), "month")
             else:
                 bucket = None
             key = (bucket, None if values is None else values(record))
             group = groups.get(key)
             if group is None:
                 group = groups[key] = _Group()
-            score = record.score
+            score = record.score_field
             if score is not None:
-                group.scores.append(score)
+                group.scores.append(score if type(score) is float else record.score)  # type: ignore[arg-type]
             group.pending.append(record.label)
             counted += 1
         for group in groups.values():

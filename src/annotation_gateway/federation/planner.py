@@ -31,7 +31,7 @@ from annotation_gateway.federation.guards import SourceRuntime
 from annotation_gateway.federation.query import FederatedQuery
 from annotation_gateway.model import SubjectKind
 from annotation_gateway.providers.base import SourceQuery
-from annotation_gateway.records import Record, micros
+from annotation_gateway.records import Record
 
 __all__ = ["gateway_filter", "pushdown", "select", "skip_reason"]
 
@@ -121,8 +121,7 @@ def gateway_filter(query: FederatedQuery) -> Callable[[Record], bool] | None:
     annotators = frozenset(k.value for k in query.annotator_kinds)
     projects = frozenset(query.projects)
     queues = frozenset(query.queues)
-    after = None if query.updated_after is None else micros(query.updated_after)
-    before = None if query.updated_before is None else micros(query.updated_before)
+    after, before = query.updated_after, query.updated_before  # aware UTC, as records' times
     if not annotators and not projects and not queues and after is None and before is None:
         return None
 
@@ -133,8 +132,8 @@ def gateway_filter(query: FederatedQuery) -> Callable[[Record], bool] | None:
             return False
         if queues and record.queue_id not in queues and record.queue_name not in queues:
             return False
-        if after is not None and record.updated_us < after:
+        if after is not None and record.updated_at < after:
             return False
-        return before is None or record.updated_us < before
+        return before is None or record.updated_at < before
 
     return keep
