@@ -898,3 +898,39 @@ async def test_a_bug_in_the_tier_is_not_the_requests_failure(
     assert page.sources[0].status == "ok"
     assert qualities(page) == {"sess-00": 3.0}
     assert seen.errors == {"internal": 1}
+
+
+def test_a_subjects_records_decode_sharing_what_they_share() -> None:
+    """A value is one subject's answer: its records decode with one subject object, the empty
+    metadata as one object, and equal times as one object (a decoded answer costs about what
+    a fetched one does)."""
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    records = [
+        make_record(
+            id=f"dd:{i}",
+            source="dd",
+            provider="datadog",
+            subject_kind="session",
+            subject_id="s",
+            project=None,
+            name="quality",
+            label=None,
+            score=float(i),
+            explanation=None,
+            annotator_kind="HUMAN",
+            annotator_id=f"u{i % 2}",
+            identifier="",
+            metadata={},
+            queue_id=None,
+            queue_name=None,
+            created_at=when,
+            updated_at=when,
+            extensions={"datadog": {"i": i}},
+        )
+        for i in range(3)
+    ]
+    _, decoded = decode(encode(records, 1.0))
+    assert [every_field(r) for r in decoded] == [every_field(r) for r in records]
+    assert decoded[0].subject is decoded[1].subject is decoded[2].subject
+    assert decoded[0].metadata is decoded[2].metadata
+    assert decoded[1].created_at is decoded[1].updated_at

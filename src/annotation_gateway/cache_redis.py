@@ -194,11 +194,14 @@ _intern = sys.intern
 _Raw = msgspec.Raw
 _EMPTY_OBJECT = b"{}"
 _EMPTY_RAW = msgspec.Raw(_EMPTY_OBJECT)
+_LARGE = 1e16
+"""Scores from here on are held as orjson's JSON (see :func:`~annotation_gateway.records.wire_score`)."""
 
 
 class _Columns(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
-    """The header: one array per field of the records, then each record's three JSON lengths
-    (``metadata``, ``extensions``, ``raw``; -1 for no ``raw``)."""
+    """The header: one array per field of the records, then the JSON lengths of every record's
+    ``metadata``, then of every record's ``extensions``, then of every record's ``raw`` (-1:
+    none)"""
 
     id: list[str]
     source: list[str]
@@ -228,41 +231,42 @@ def encode(records: Sequence[Record], stored_at: float) -> bytes:
     """The value of one subject's answer (see the module docstring); ``stored_at`` is wall-clock
     epoch seconds.
 
-    The header is column-wise (a list per field, then the JSON lengths) so that decoding builds
-    every record with a few ``map`` calls over the columns, in C, with no per-field Python code,
-    and msgspec checks each column's type as it parses it. The CRC-32 (zlib, ~1 GB/s) guards the
-    bodies, which are only sliced.
+    The header is column-wise (a list per field, then the JSON lengths: every record's
+    metadata, then every record's extensions, then every record's ``raw``) so that decoding
+    builds every record with ``map`` calls over the columns, in C, with little per-record Python
+    code, and msgspec checks each column's type as it parses it. The CRC-32 (zlib, ~1 GB/s)
+    guards the bodies, which are only sliced.
     """
-    bodies: list[bytes | msgspec.Raw] = []
-    lengths: list[int] = []
-    for r in records:
-        raw = r.raw
-        extensions = extensions_json(r)
-        bodies += (r.metadata, extensions) if raw is None else (r.metadata, extensions, raw)
-        lengths += (len(r.metadata), len(extensions), -1 if raw is None else len(raw))
+    metadata = [r.metadata for r in records]
+    extensions = list(map(extensions_json, records))
+    raws = [r.raw for r in records]
+    lengths = [*map(len, metadata), *map(len, extensions), *(-1 if x is None else len(x) for x in raws)]
+    subjects = [r.subject for r in records]
+    annotators = [r.annotator for r in records]
+    queues = [r.queue for r in records]
     header = _ENCODE_HEADER(
         _Columns(
             [r.id for r in records],
             [r.source for r in records],
             [r.provider for r in records],
-            [r.subject_kind for r in records],
-            [r.subject_id for r in records],
-            [r.project for r in records],
+            [s.kind for s in subjects],
+            [s.id for s in subjects],
+            [s.project for s in subjects],
             [r.name for r in records],
             [r.label for r in records],
             [r.score for r in records],
             [r.explanation for r in records],
-            [r.annotator_kind for r in records],
-            [r.annotator_id for r in records],
+            [a.kind for a in annotators],
+            [a.id for a in annotators],
             [r.identifier for r in records],
-            [r.queue_id for r in records],
-            [r.queue_name for r in records],
+            [None if q is None else q.id for q in queues],
+            [None if q is None else q.name for q in queues],
             [r.created_at for r in records],
             [r.updated_at for r in records],
             lengths,
         )
     )
-    body = b"".join(bodies)
+    body = b"".join([*metadata, *extensions, *(x for x in raws if x is not None)])
     crc = zlib.crc32(body, zlib.crc32(header))
     return b"".join((_HEAD.pack(MAGIC, stored_at, len(header), crc), header, body))
 
@@ -287,8 +291,15 @@ def _interned(column: list[str | None]) -> list[str | None]:
     return [v if v is None else _intern(v) for v in column]
 
 
-def _raw(piece: bytes) -> msgspec.Raw:
-    return _EMPTY_RAW if piece == _EMPTY_OBJECT else _Raw(piece)
+def _subjects(c: _Columns, count: int) -> list[SubjectRef]:
+    """The records' subjects: a value is one subject's answer, so usually one shared object."""
+    kinds, ids, projects = c.subject_kind, c.subject_id, c.project
+    if count and kinds.count(kinds[0]) == ids.count(ids[0]) == projects.count(projects[0]) == count:
+        project = projects[0]
+        return [
+            SubjectRef(_intern(kinds[0]), _intern(ids[0]), None if project is None else _intern(project))
+        ] * count
+    return list(map(SubjectRef, map(_intern, kinds), map(_intern, ids), _interned(projects)))
 
 
 def decode(value: bytes) -> tuple[float, tuple[Record, ...]]:
@@ -306,19 +317,29 @@ def decode(value: bytes) -> tuple[float, tuple[Record, ...]]:
     count = len(c.id)
     lengths = c.lengths
     columns = [getattr(c, name) for name in _Columns.__struct_fields__]
+    sized, raw_sizes = lengths[: 2 * count], lengths[2 * count :]
     if (
         any(len(column) != count for column in columns[:-1])
-        or len(lengths) != 3 * count
-        or min(lengths[0::3], default=0) < 0
-        or min(lengths[1::3], default=0) < 0
-        or min(lengths[2::3], default=0) < -1
+        or len(raw_sizes) != count
+        or min(sized, default=0) < 0
+        or min(raw_sizes, default=0) < -1
     ):
         raise ValueError("malformed record header")
-    ends = list(itertools.accumulate([max(n, 0) for n in lengths], initial=start))
+    sized += [n for n in raw_sizes if n >= 0]
+    ends = list(itertools.accumulate(sized, initial=start))
     if ends[-1] != len(value):
         raise ValueError("record bodies do not match the header")
-    pieces = [value[a:b] for a, b in itertools.pairwise(ends)]
+    pieces = list(map(value.__getitem__, map(slice, ends[:-1], ends[1:])))  # sliced in C
+    if len(pieces) == 2 * count:  # no record carries raw (a read without include=raw)
+        raws: list[msgspec.Raw | None] = [None] * count
+    else:
+        held_raws = iter(pieces[2 * count :])
+        raws = [None if n < 0 else _Raw(next(held_raws)) for n in raw_sizes]
     created = c.created_at
+    queues = [
+        None if q is None else QueueRef(q, n)
+        for q, n in zip(_interned(c.queue_id), _interned(c.queue_name), strict=True)
+    ]
     return (
         stored_at,
         tuple(
@@ -327,26 +348,21 @@ def decode(value: bytes) -> tuple[float, tuple[Record, ...]]:
                 c.id,
                 map(_intern, c.source),
                 map(_intern, c.provider),
-                map(
-                    SubjectRef, map(_intern, c.subject_kind), map(_intern, c.subject_id), _interned(c.project)
-                ),
+                _subjects(c, count),
                 map(_intern, c.name),
                 _interned(c.label),
-                map(wire_score, c.score),
+                [s if s is None or -_LARGE < s < _LARGE else wire_score(s) for s in c.score],
                 c.explanation,
                 map(AnnotatorRef, map(_intern, c.annotator_kind), _interned(c.annotator_id)),
                 map(_intern, c.identifier),
-                map(_raw, pieces[0::3]),
-                [
-                    None if q is None else QueueRef(q, n)
-                    for q, n in zip(_interned(c.queue_id), _interned(c.queue_name), strict=True)
-                ],
+                [_EMPTY_RAW if p == _EMPTY_OBJECT else _Raw(p) for p in pieces[:count]],
+                queues,
                 created,
                 [
                     a if a == b else b for a, b in zip(created, c.updated_at, strict=True)
                 ],  # one object when equal
-                map(_raw, pieces[1::3]),
-                [None if n < 0 else _Raw(p) for n, p in zip(lengths[2::3], pieces[2::3], strict=True)],
+                map(_Raw, pieces[count : 2 * count]),
+                raws,
             )
         ),
     )
