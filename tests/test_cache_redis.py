@@ -934,3 +934,17 @@ def test_a_subjects_records_decode_sharing_what_they_share() -> None:
     assert decoded[0].subject is decoded[1].subject is decoded[2].subject
     assert decoded[0].metadata is decoded[2].metadata
     assert decoded[1].created_at is decoded[1].updated_at
+
+
+def test_a_large_score_round_trips_as_the_model_writes_it() -> None:
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    big = make_record(
+        id="dd:big", source="dd", provider="datadog", subject_kind="session", subject_id="s", project=None,
+        name="n", label=None, score=2e16, explanation=None, annotator_kind="HUMAN", annotator_id=None,
+        identifier="", metadata={}, queue_id=None, queue_name=None, created_at=when, updated_at=when,
+        extensions={},
+    )  # fmt: skip
+    ((decoded),) = decode(encode([big], 1.0))[1]
+    assert decoded.score == 2e16
+    assert b'"score":2e+16' in decoded.json
+    assert decoded == big

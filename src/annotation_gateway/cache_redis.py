@@ -104,7 +104,7 @@ import zlib
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
@@ -212,6 +212,7 @@ class _Columns(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     name: list[str]
     label: list[str | None]
     score: list[float | None]
+    """Encoded from the records' ``score_field``, which msgspec writes as it is (float or Raw)."""
     explanation: list[str | None]
     annotator_kind: list[str]
     annotator_id: list[str | None]
@@ -238,9 +239,16 @@ def encode(records: Sequence[Record], stored_at: float) -> bytes:
     guards the bodies, which are only sliced.
     """
     metadata = [r.metadata for r in records]
-    extensions = list(map(extensions_json, records))
+    extensions: list[bytes | msgspec.Raw] = [r.extensions for r in records]  # type: ignore[misc]
+    if not all(type(e) is _Raw for e in extensions):  # a provider's struct (Datadog's): its JSON
+        extensions = list(map(extensions_json, records))
     raws = [r.raw for r in records]
-    lengths = [*map(len, metadata), *map(len, extensions), *(-1 if x is None else len(x) for x in raws)]
+    lengths = [*map(len, metadata), *map(len, extensions)]
+    lengths += (
+        [-1] * len(raws) if raws.count(None) == len(raws) else [-1 if x is None else len(x) for x in raws]
+    )
+    # A Raw score (a large float as orjson wrote it) is written as it is and reads back as the float.
+    scores = cast("list[float | None]", [r.score_field for r in records])
     subjects = [r.subject for r in records]
     annotators = [r.annotator for r in records]
     queues = [r.queue for r in records]
@@ -254,7 +262,7 @@ def encode(records: Sequence[Record], stored_at: float) -> bytes:
             [s.project for s in subjects],
             [r.name for r in records],
             [r.label for r in records],
-            [r.score for r in records],
+            scores,
             [r.explanation for r in records],
             [a.kind for a in annotators],
             [a.id for a in annotators],
