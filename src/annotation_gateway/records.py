@@ -27,7 +27,7 @@ Why: the first release held every cached answer as pydantic object graphs, ~4.2 
 annotation (six times its JSON). The second held each record's JSON, encoded once, beside the
 fields the read path reads: ~1,200 B of live data per annotation, two thirds of it JSON that
 repeats what every record of a subject, an annotator or a queue shares (and the id and the times
-twice over). A record that is its document holds each value once (~600 B, see ``bench/``), and
+twice over). A record that is its document holds each value once (~800 B, see ``bench/``), and
 msgspec writes a page of them in C at ~0.9 µs a record — only when a page is composed (a polled
 page's JSON is kept with the merged result) — instead of every record paying ~2.7 µs for its
 JSON when it is read.
@@ -95,7 +95,8 @@ class Record(msgspec.Struct, frozen=True, gc=False, eq=False, omit_defaults=True
 
     A msgspec ``Struct`` (``frozen``, ``gc=False``): built in C, immutable at run time, and not
     tracked by the cyclic garbage collector — a record holds only strings, numbers, times, JSON
-    bytes and the three small structs above, so it can never be part of a cycle, and the
+    bytes, the three small structs above and a provider's extensions struct (none refers back),
+    so it can never be part of a cycle, and the
     collector's full passes do not walk every cached annotation. ``omit_defaults`` only ever
     omits ``raw`` (the one field with a default), as the canonical model does when it is null.
     """
