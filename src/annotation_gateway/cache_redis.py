@@ -128,7 +128,15 @@ from annotation_gateway.cache import (
     TierFill,
 )
 from annotation_gateway.providers.config import read_secret
-from annotation_gateway.records import AnnotatorRef, QueueRef, Record, SubjectRef, extensions_json, wire_score
+from annotation_gateway.records import (
+    AnnotatorRef,
+    QueueRef,
+    Record,
+    SubjectRef,
+    extensions_json,
+    held_metadata,
+    wire_score,
+)
 from annotation_gateway.resilience import Clock
 from annotation_gateway.settings import CacheConfig
 
@@ -192,10 +200,6 @@ _HEAD = struct.Struct(">4sdII")
 """magic, stored_at (wall-clock epoch seconds), header length, CRC-32 of header and bodies."""
 _intern = sys.intern
 _Raw = msgspec.Raw
-_EMPTY_OBJECT = b"{}"
-_EMPTY_RAW = msgspec.Raw(_EMPTY_OBJECT)
-_LARGE = 1e16
-"""Scores from here on are held as orjson's JSON (see :func:`~annotation_gateway.records.wire_score`)."""
 
 
 class _Columns(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
@@ -239,9 +243,7 @@ def encode(records: Sequence[Record], stored_at: float) -> bytes:
     guards the bodies, which are only sliced.
     """
     metadata = [r.metadata for r in records]
-    extensions: list[bytes | msgspec.Raw] = [r.extensions for r in records]  # type: ignore[misc]
-    if not all(type(e) is _Raw for e in extensions):  # a provider's struct (Datadog's): its JSON
-        extensions = list(map(extensions_json, records))
+    extensions = list(map(extensions_json, records))
     raws = [r.raw for r in records]
     lengths = [*map(len, metadata), *map(len, extensions)]
     lengths += (
@@ -359,11 +361,11 @@ def decode(value: bytes) -> tuple[float, tuple[Record, ...]]:
                 _subjects(c, count),
                 map(_intern, c.name),
                 _interned(c.label),
-                [s if s is None or -_LARGE < s < _LARGE else wire_score(s) for s in c.score],
+                map(wire_score, c.score),
                 c.explanation,
                 map(AnnotatorRef, map(_intern, c.annotator_kind), _interned(c.annotator_id)),
                 map(_intern, c.identifier),
-                [_EMPTY_RAW if p == _EMPTY_OBJECT else _Raw(p) for p in pieces[:count]],
+                map(held_metadata, pieces[:count]),
                 queues,
                 created,
                 [

@@ -36,7 +36,7 @@ JSON when it is read.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from math import isfinite as _isfinite
 from typing import Any, NamedTuple
@@ -55,6 +55,8 @@ __all__ = [
     "build_record",
     "decode",
     "extensions_json",
+    "held_json",
+    "held_metadata",
     "json_items",
     "json_lines",
     "micros",
@@ -162,12 +164,12 @@ class Record(msgspec.Struct, frozen=True, gc=False, eq=False, omit_defaults=True
     @property
     def updated_us(self) -> int:
         """``updated_at`` in µs since the epoch."""
-        return (self.updated_at - _EPOCH) // _MICROSECOND
+        return micros(self.updated_at)
 
     @property
     def created_us(self) -> int:
         """``created_at`` in µs since the epoch."""
-        return (self.created_at - _EPOCH) // _MICROSECOND
+        return micros(self.created_at)
 
     @property
     def json(self) -> bytes:
@@ -279,10 +281,11 @@ def wire_score(score: float | None) -> float | msgspec.Raw | None:
     return _RAW(_DUMP(score))
 
 
-def _json(value: dict[str, Any]) -> msgspec.Raw:
-    """``value``'s JSON as the record holds it. orjson's answer keeps its 4 KiB write buffer
-    (measured: 4,097 bytes held for a 500-byte document with orjson 3.13); a record lives in the
-    cache, so it holds an exact copy (0.3 µs)."""
+def held_json(value: Mapping[str, Any]) -> msgspec.Raw:
+    """``value``'s JSON as a record holds it (``metadata``, ``extensions``, ``raw``, or a part of
+    a provider's extensions struct). orjson's answer keeps its 4 KiB write buffer (measured: 4,097
+    bytes held for a 500-byte document with orjson 3.13); a record lives in the cache, so it holds
+    an exact copy (0.3 µs)."""
     if not value:
         return _EMPTY_OBJECT  # most metadata: one shared object
     return _RAW(bytes(memoryview(_DUMP(value, option=_UTC_Z))))
@@ -296,13 +299,20 @@ _shared_json: dict[bytes, msgspec.Raw] = {}
 
 
 def _metadata(value: dict[str, Any]) -> msgspec.Raw:
-    """Like :func:`_json`, for an annotation's metadata: short metadata repeats (a tag, a
-    model's name, a run's number), and each value held once saves its bytes and its ``Raw``
-    (~110 bytes a record for the bench's Phoenix rows). A dict lookup table with no eviction
-    order: cleared when full, since what matters is that a page's repeats share."""
+    """Like :func:`held_json`, for an annotation's metadata (see :func:`held_metadata`)."""
     if not value:
         return _EMPTY_OBJECT
-    dumped = _DUMP(value, option=_UTC_Z)
+    return held_metadata(_DUMP(value, option=_UTC_Z))
+
+
+def held_metadata(dumped: bytes) -> msgspec.Raw:
+    """An annotation's metadata JSON as a record holds it: short metadata repeats (a tag, a
+    model's name, a run's number), and each value held once saves its bytes and its ``Raw``
+    (~110 bytes a record for the bench's Phoenix rows). A dict lookup table with no eviction
+    order: cleared when full, since what matters is that a page's repeats share. ``dumped`` may
+    be orjson's answer (only an exact copy is kept) or a slice of a cached value."""
+    if dumped == b"{}":
+        return _EMPTY_OBJECT
     if len(dumped) > SHARED_JSON_MAX_BYTES:
         return _RAW(bytes(memoryview(dumped)))
     held = _shared_json.get(dumped)
@@ -397,8 +407,8 @@ def build_record(
         queue,
         stamps.created_at,
         stamps.updated_at,
-        _json(extensions) if isinstance(extensions, dict) else extensions,
-        None if raw is None else _json(raw),
+        held_json(extensions) if isinstance(extensions, dict) else extensions,
+        None if raw is None else held_json(raw),
     )
 
 

@@ -9,13 +9,15 @@ for a division, not an object) and one ``datetime`` per *day* for months, rememb
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Literal
 
 __all__ = [
     "DAY_US",
+    "EPOCH_ORDINAL",
     "HOUR_US",
     "INTERVALS",
+    "MONDAY_OFFSET_DAYS",
     "MONDAY_OFFSET_US",
     "WEEK_US",
     "Interval",
@@ -29,8 +31,13 @@ INTERVALS: tuple[Interval, ...] = ("hour", "day", "week", "month")
 HOUR_US = 3_600_000_000
 DAY_US = 24 * HOUR_US
 WEEK_US = 7 * DAY_US
-MONDAY_OFFSET_US = 3 * DAY_US
+MONDAY_OFFSET_DAYS = 3
 """1970-01-01 was a Thursday: the Monday of its ISO week is 3 days earlier."""
+MONDAY_OFFSET_US = MONDAY_OFFSET_DAYS * DAY_US
+EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+"""So that a UTC datetime's bucket *index* — ``(µs + shift) // step`` — is also, without its µs,
+``t.toordinal() - EPOCH_ORDINAL`` (day), that times 24 plus ``t.hour`` (hour), or that plus
+``MONDAY_OFFSET_DAYS``, ``// 7`` (week): what the metrics loop computes."""
 
 _MONTH_OF_DAY: dict[int, int] = {}
 

@@ -28,14 +28,16 @@ from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from math import isfinite
 from operator import attrgetter
 from typing import Any, Literal, get_args
 
 from annotation_gateway.aggregate.buckets import (
     DAY_US,
+    EPOCH_ORDINAL,
     HOUR_US,
+    MONDAY_OFFSET_DAYS,
     MONDAY_OFFSET_US,
     WEEK_US,
     Interval,
@@ -65,9 +67,6 @@ GROUP_KEYS: tuple[GroupKey, ...] = get_args(GroupKey)
 TimeField = Literal["updated_at", "created_at"]
 MAX_GROUP_BY = 4
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
-_LATEST = datetime.max.replace(tzinfo=UTC)
-_EPOCH_DAY = date(1970, 1, 1).toordinal()
-_MONDAY_OFFSET_DAYS = MONDAY_OFFSET_US // DAY_US
 
 _ATTRIBUTE: dict[str, str] = {key: key for key in GROUP_KEYS} | {"queue": "queue_name"}
 """The record attribute a ``group_by`` key reads (``queue`` groups by the queue's name)."""
@@ -185,8 +184,7 @@ class MetricsAggregator:
         spec = self.spec
         created = spec.time_field == "created_at"
         start = _EARLIEST if spec.start is None else spec.start
-        bounded = spec.end is not None
-        end = _LATEST if spec.end is None else spec.end
+        end = spec.end
         interval = spec.interval
         hourly, daily, weekly = interval == "hour", interval == "day", interval == "week"
         monthly = interval == "month"
@@ -198,14 +196,14 @@ class MetricsAggregator:
             # ordinal — ``(µs + shift) // step`` without the µs (µs since the epoch cost a
             # timedelta and a division each, +60 % on this loop).
             moment = record.created_at if created else record.updated_at
-            if moment < start or (bounded and moment >= end):
+            if moment < start or (end is not None and moment >= end):
                 continue
             if daily:
-                bucket: int | None = moment.toordinal() - _EPOCH_DAY
+                bucket: int | None = moment.toordinal() - EPOCH_ORDINAL
             elif hourly:
-                bucket = (moment.toordinal() - _EPOCH_DAY) * 24 + moment.hour
+                bucket = (moment.toordinal() - EPOCH_ORDINAL) * 24 + moment.hour
             elif weekly:
-                bucket = (moment.toordinal() - _EPOCH_DAY + _MONDAY_OFFSET_DAYS) // 7
+                bucket = (moment.toordinal() - EPOCH_ORDINAL + MONDAY_OFFSET_DAYS) // 7
             elif monthly:
                 bucket = bucket_of(micros(moment), "month")
             else:

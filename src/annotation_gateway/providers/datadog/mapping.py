@@ -23,7 +23,6 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 import msgspec
-import orjson
 
 from annotation_gateway.errors import SourceProtocolError
 from annotation_gateway.model import AnnotatorKind, ProviderKind
@@ -35,7 +34,7 @@ from annotation_gateway.providers.datadog.wire import (
     StrictAnnotation,
     StrictInteraction,
 )
-from annotation_gateway.records import Record, Stamps, build_record
+from annotation_gateway.records import Record, Stamps, build_record, held_json
 
 __all__ = [
     "NO_LABELS",
@@ -49,7 +48,6 @@ __all__ = [
 ]
 
 _DATADOG = ProviderKind.DATADOG.value
-_RAW = msgspec.Raw
 _intern = sys.intern
 _HUMAN = AnnotatorKind.HUMAN.value
 
@@ -109,8 +107,8 @@ class DatadogExtensions(msgspec.Struct, frozen=True, gc=False):
 
 
 def _extra(fields: Mapping[str, Any] | None) -> msgspec.Raw | None:
-    """Unknown fields as the JSON orjson writes for them (as any other canonical JSON value)."""
-    return _RAW(bytes(memoryview(orjson.dumps(dict(fields), option=orjson.OPT_UTC_Z)))) if fields else None
+    """Unknown fields as the JSON a record holds for any other canonical JSON value."""
+    return held_json(fields) if fields else None
 
 
 class MappedValue(NamedTuple):
