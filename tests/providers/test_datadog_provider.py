@@ -3,7 +3,7 @@
 The simulator (``datadog_sim`` fixture) is the vendor for everything it can do: every label type,
 the legacy object form, zero times, name resolution through the label schema, paging over more
 than a thousand interactions, one content id in several queues, 429 then success, 5xx, bad keys.
-respx (``using="httpx"``, which intercepts whatever transport the client has) plays Datadog for
+respx (``using="httpx"``, on a client given httpx's own transport, which respx intercepts) plays Datadog for
 what a healthy server never does: resets, truncated bodies, HTML pages, empty bodies.
 """
 
@@ -626,7 +626,9 @@ async def mocked(
         max_retry_after_s=max_retry_after_s,
     )
     with respx.mock(using="httpx", assert_all_called=False) as router:
-        provider = DatadogProvider.from_config(config, environ=ENV)
+        # respx intercepts httpx's client; a client on another transport than the providers'
+        # own always goes through it (providers/http/client.py, ``get``).
+        provider = DatadogProvider.from_config(config, environ=ENV, transport=httpx.AsyncHTTPTransport())
         try:
             yield provider, router
         finally:

@@ -32,8 +32,12 @@ OWN = "annotation_gateway"
 
 LIBRARY_SUBCLASSES: dict[str, tuple[str, set[str]]] = {
     # class → (library base, members it defines)
-    "AiohttpTransport": ("httpx.AsyncBaseTransport", {"__init__", "_open", "handle_async_request", "aclose"}),
+    "AiohttpTransport": (
+        "httpx.AsyncBaseTransport",
+        {"__init__", "_open", "exchange", "handle_async_request", "aclose"},
+    ),
     "SourceClient": ("httpx.AsyncClient", {"__init__", "cookies"}),
+    "DirectResponse": ("httpx.Response", {"__init__", "request"}),
     "SetCookieOnlyJar": ("httpx.Cookies", {"extract_cookies"}),
 }
 """The provider classes derived from an HTTP library's classes (pydantic models, TypedDicts and
@@ -101,6 +105,7 @@ def test_library_subclasses_are_declared_and_override_only_public_members() -> N
     assert seen == LIBRARY_SUBCLASSES
     bases = {"AiohttpTransport": httpx.AsyncBaseTransport, "SourceClient": httpx.AsyncClient}
     bases["SetCookieOnlyJar"] = httpx.Cookies
+    bases["DirectResponse"] = httpx.Response
     for name, (_, members) in seen.items():
         base = bases[name]
         overridden = {m for m in members if hasattr(base, m)}

@@ -293,7 +293,9 @@ def datadog_provider() -> DatadogProvider:
     config = DatadogSourceConfig(
         name="dd", site="datadoghq.com", api_key_env="K", app_key_env="A", retry_attempts=1
     )
-    return DatadogProvider.from_config(config, environ={"K": "key-1234567", "A": "app-1234567"})
+    return DatadogProvider.from_config(
+        config, environ={"K": "key-1234567", "A": "app-1234567"}, transport=httpx.AsyncHTTPTransport()
+    )
 
 
 async def test_phoenix_errors_have_the_one_shape() -> None:

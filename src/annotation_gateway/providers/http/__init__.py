@@ -6,12 +6,14 @@ Contract (one place for each concept; the modules say the details):
 - :mod:`.transport` — the providers' own httpx transport on aiohttp (a refused connect is a
   ``ConnectError``, each body read in one call);
 - :mod:`.client` — one source's pool (:func:`make_client`), :func:`get_request`, :func:`send`
-  (transport failures → ``SourceError``, echoed credentials redacted), :func:`is_json`,
+  (transport failures → ``SourceError``, echoed credentials redacted), :func:`get` (the reads'
+  GET, straight through the transport when httpx's client adds nothing), :func:`is_json`,
   :func:`parse_json`, :func:`chunk_values`;
 - :mod:`.outcomes` — the status → error table (:data:`STATUS_ERRORS`, :func:`status_error`), the
   one ``Retry-After`` / ``X-RateLimit-Reset`` reader (:func:`retry_after_seconds`: ``Retry-After``
   wins) and the one ``errors[]`` item shape (:class:`ErrorItem`: ``{loc, msg, type}``);
-- :mod:`.retry` — the one retrying call (:func:`send_idempotent`, :class:`RetryPolicy`);
+- :mod:`.retry` — the one retrying call (:func:`send_idempotent`, :func:`exchange_idempotent`,
+  :class:`RetryPolicy`);
 - :mod:`.upstream` — :class:`Upstream`, the above bundled per source, which is how the Phoenix
   and Datadog packages talk to their vendors.
 
@@ -24,6 +26,7 @@ from annotation_gateway.providers.http.client import (
     QueryParams,
     chunk_values,
     encode_query,
+    get,
     get_request,
     is_json,
     make_client,
@@ -44,7 +47,7 @@ from annotation_gateway.providers.http.outcomes import (
     status_error,
     validation_items,
 )
-from annotation_gateway.providers.http.retry import RetryPolicy, send_idempotent
+from annotation_gateway.providers.http.retry import RetryPolicy, exchange_idempotent, send_idempotent
 from annotation_gateway.providers.http.upstream import Upstream
 
 __all__ = [
@@ -58,7 +61,9 @@ __all__ = [
     "encode_query",
     "error_item",
     "error_type",
+    "exchange_idempotent",
     "fastapi_items",
+    "get",
     "get_request",
     "is_json",
     "jsonapi_items",

@@ -5,6 +5,9 @@ Contract:
 - :class:`AiohttpTransport` is an ``httpx.AsyncBaseTransport`` (httpx's public extension point):
   httpx builds, authenticates and classifies requests; aiohttp sends them over its pooled
   keep-alive connections (``limits.max_connections`` at most, ``keepalive_expiry`` idle).
+  :meth:`AiohttpTransport.exchange` is that one send, for a request given as its method, URL
+  string, headers and body (the providers' direct GET, ``client.py``, uses it without building an
+  ``httpx.Request``); ``handle_async_request`` is it for httpx's client.
 - Each answer's body is read in **one** aiohttp call before the transport returns, and handed to
   httpx as one ``httpx.ByteStream`` (every provider reads whole bodies); httpx still decodes the
   ``Content-Encoding`` itself (aiohttp's ``auto_decompress`` is off), so the response is the one
@@ -31,12 +34,13 @@ server) removes the copied library method and the dependency.
 from __future__ import annotations
 
 import ssl
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 import aiohttp
 import httpx
 
-__all__ = ["EXCEPTIONS", "AiohttpTransport", "map_exception"]
+__all__ = ["EXCEPTIONS", "AiohttpTransport", "Exchange", "map_exception"]
 
 EXCEPTIONS: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = (
     (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),  # connecting, or waiting for the pool
@@ -53,6 +57,24 @@ EXCEPTIONS: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = (
 """aiohttp exception → the httpx exception raised in its place (in order: the first match wins)."""
 
 HTTP_11 = b"HTTP/1.1"
+
+
+class Exchange(NamedTuple):
+    """One answer as aiohttp read it: what an ``httpx.Response`` is made of."""
+
+    status: int
+    reason: str | None
+    headers: Sequence[tuple[bytes, bytes]]
+    """As received: raw names and values, repeated headers repeated."""
+    content: bytes
+    """As received (still ``Content-Encoding``-encoded: httpx decodes it)."""
+
+    def extensions(self) -> dict[str, Any]:
+        """The response extensions httpx's own transport sets."""
+        extensions: dict[str, Any] = {"http_version": HTTP_11}
+        if self.reason:
+            extensions["reason_phrase"] = self.reason.encode()
+        return extensions
 
 
 def map_exception(exc: Exception) -> httpx.TransportError | None:
@@ -89,27 +111,34 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         )
         return self._session
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def exchange(
+        self,
+        method: str,
+        url: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes | None,
+        timeouts: Mapping[str, float | None],
+        server_hostname: str | None = None,
+    ) -> Exchange:
+        """Send one request and read its whole answer: the one aiohttp call of this module.
+
+        ``timeouts`` is httpx's timeout as a dict (``httpx.Timeout.as_dict()``, a request's
+        ``timeout`` extension). Raises the httpx exception an aiohttp failure means."""
         session = self._session or self._open()
-        timeout = request.extensions.get("timeout", {})
-        try:
-            body: bytes = request.content
-        except httpx.RequestNotRead:
-            body = await request.aread()
         try:
             async with session.request(
-                request.method,
-                str(request.url),
-                headers=request.headers.multi_items(),
-                data=body or None,
+                method,
+                url,
+                headers=headers,
+                data=body,
                 allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(
                     total=None,
-                    connect=timeout.get("pool"),
-                    sock_connect=timeout.get("connect"),
-                    sock_read=timeout.get("read"),
+                    connect=timeouts.get("pool"),
+                    sock_connect=timeouts.get("connect"),
+                    sock_read=timeouts.get("read"),
                 ),
-                server_hostname=request.extensions.get("sni_hostname"),
+                server_hostname=server_hostname,
             ) as answer:
                 content = await answer.read()
         except Exception as exc:
@@ -117,15 +146,27 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             if mapped is None:
                 raise
             raise mapped from exc
-        extensions: dict[str, Any] = {"http_version": HTTP_11}
-        if answer.reason:
-            extensions["reason_phrase"] = answer.reason.encode()
+        return Exchange(answer.status, answer.reason, answer.raw_headers, content)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            body: bytes = request.content
+        except httpx.RequestNotRead:
+            body = await request.aread()
+        got = await self.exchange(
+            request.method,
+            str(request.url),
+            request.headers.multi_items(),
+            body or None,
+            request.extensions.get("timeout", {}),
+            request.extensions.get("sni_hostname"),
+        )
         return httpx.Response(
-            status_code=answer.status,
-            headers=answer.raw_headers,
-            stream=httpx.ByteStream(content),
+            status_code=got.status,
+            headers=got.headers,
+            stream=httpx.ByteStream(got.content),
             request=request,
-            extensions=extensions,
+            extensions=got.extensions(),
         )
 
     async def aclose(self) -> None:

@@ -26,14 +26,14 @@ from pydantic import TypeAdapter, ValidationError
 
 from annotation_gateway.errors import SourceError, SourceProtocolError
 from annotation_gateway.providers.http.budget import RequestBudget
-from annotation_gateway.providers.http.client import QueryParams, get_request, is_json, parse_json, send
+from annotation_gateway.providers.http.client import QueryParams, get, is_json, parse_json, send
 from annotation_gateway.providers.http.outcomes import (
     ErrorItem,
     status_error,
     validation_items,
     validation_summary,
 )
-from annotation_gateway.providers.http.retry import RetryPolicy, send_idempotent
+from annotation_gateway.providers.http.retry import RetryPolicy, exchange_idempotent, send_idempotent
 
 __all__ = ["Upstream"]
 
@@ -89,8 +89,15 @@ class Upstream:
         return classify(await self.send(build()))
 
     async def get(self, path: str, params: QueryParams, classify: Callable[[httpx.Response], T]) -> T:
-        """The retrying GET of ``path`` with ``params``."""
-        return await self.call(lambda: get_request(self.client, path, params), classify)
+        """The retrying GET of ``path`` with ``params`` (``client.get``)."""
+        client, source = self.client, self.source
+        return await exchange_idempotent(
+            lambda: get(client, path, params, source=source),
+            classify,
+            policy=self.retry,
+            limit=self._limit,
+            budget=self.budget,
+        )
 
     def error(
         self, response: httpx.Response, *, summary: str, errors: list[ErrorItem] | None = None
