@@ -22,7 +22,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,6 +195,18 @@ class ServerProcess:
 
     def cpu_seconds(self) -> float:
         return group_cpu_seconds(self.pid)
+
+    @contextlib.contextmanager
+    def moved_to(self, cpu: str) -> Iterator[None]:
+        """Run every thread of the server on ``cpu`` for a while, then on its own again."""
+        self._pin(cpu)
+        try:
+            yield
+        finally:
+            self._pin(self.cpu)
+
+    def _pin(self, cpu: str) -> None:
+        subprocess.run(["taskset", "-a", "-p", "-c", cpu, str(self.pid)], capture_output=True, check=True)
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:

@@ -105,6 +105,10 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
     if "p50_ms" in over:
         out["overhead_p50_ms"] = over["p50_ms"]
         out["overhead_p99_ms"] = over["p99_ms"]
+        shared = over.get("shared_core") or {}
+        if "p50_ms" in shared:  # the stand-ins on the gateway's core, as before session 10
+            out["overhead_shared_core_p50_ms"] = shared["p50_ms"]
+            out["overhead_shared_core_p99_ms"] = shared["p99_ms"]
     naive = results.get("naive", {}).get("upstream_100ms")
     if naive:
         out["naive_miss_speedup"] = naive["miss_speedup"]
@@ -364,6 +368,25 @@ def _overhead(res: dict[str, Any]) -> list[str]:
         f"p99 {fmt(over['p99_ms'])} ms, max {fmt(over['max_ms'])} ms, errors {over['errors']}, "
         f"CPU {fmt(over['cpu_ms_per_request'], 3)} ms/request."
     )
+    upstream = over.get("upstream_cpu_ms_per_request") or {}
+    where = over.get("upstreams_on_cpu")
+    if where is not None:
+        out.append(
+            f"\nThe two upstream stand-ins ran on core {where} (the client core: real upstreams are "
+            "other machines), using "
+            + ", ".join(f"{name} {fmt(ms, 3)}" for name, ms in upstream.items())
+            + " ms of CPU a request."
+        )
+    shared = over.get("shared_core") or {}
+    if "p50_ms" in shared:
+        shared_upstream = shared.get("upstream_cpu_ms_per_request") or {}
+        out.append(
+            f"With them on the gateway's core 0 (as before): p50 {fmt(shared['p50_ms'])} ms, p99 "
+            f"{fmt(shared['p99_ms'])} ms, {fmt(shared['rps'], 0)} req/s, gateway CPU "
+            f"{fmt(shared['cpu_ms_per_request'], 3)} ms/request, the stand-ins' "
+            + ", ".join(f"{name} {fmt(ms, 3)}" for name, ms in shared_upstream.items())
+            + " ms (`overhead_shared_core_p50_ms` / `_p99_ms`)."
+        )
     out.append(
         f"\nThe gateway's own time (`Server-Timing: gateway;dur=`, wall time minus the slowest "
         f"source), {st['samples']} responses sampled during the load: p50 "
