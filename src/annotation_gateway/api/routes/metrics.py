@@ -168,6 +168,8 @@ class GatewayMetrics:
         self._request_children: dict[tuple[str, str, int], Counter] = {}
         self._duration_children: dict[str, Histogram] = {}
         self._cache_children: dict[tuple[str, str], Counter] = {}
+        self._upstream_children: dict[tuple[str, str, str], Histogram] = {}
+        self._inflight_children: dict[str, Gauge] = {}
         self._redis_children: dict[tuple[str, str], Counter] = {}
 
         self._render_registry = self.registry
@@ -220,9 +222,11 @@ class GatewayMetrics:
 
     def on_upstream(self, source: str, operation: str, elapsed_s: float, outcome: str) -> None:
         """One upstream call ended; ``outcome`` is ``ok`` or a problem code (closed list)."""
-        self.upstream_duration.labels(source, operation, "ok" if outcome == "ok" else "error").observe(
-            elapsed_s
-        )
+        key = (source, operation, "ok" if outcome == "ok" else "error")
+        histogram = self._upstream_children.get(key)
+        if histogram is None:
+            histogram = self._upstream_children[key] = self.upstream_duration.labels(*key)
+        histogram.observe(elapsed_s)
         if outcome != "ok":
             self.upstream_errors.labels(source, outcome).inc()
 
@@ -235,7 +239,11 @@ class GatewayMetrics:
         counter.inc()
 
     def on_inflight(self, source: str, delta: int) -> None:
-        self.upstream_in_flight.labels(source).inc(delta)
+        # Twice per source on every miss.
+        gauge = self._inflight_children.get(source)
+        if gauge is None:
+            gauge = self._inflight_children[source] = self.upstream_in_flight.labels(source)
+        gauge.inc(delta)
 
     def on_circuit(self, source: str, state: str) -> None:
         self.circuit_state.labels(source).set(CIRCUIT_STATE_VALUES.get(state, -1))

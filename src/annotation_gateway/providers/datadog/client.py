@@ -78,7 +78,14 @@ from annotation_gateway.providers.datadog.wire import (
     InteractionExtras,
     StrictInteraction,
 )
-from annotation_gateway.providers.http import RetryPolicy, Upstream, chunk_values, make_client, param_len
+from annotation_gateway.providers.http import (
+    RetryPolicy,
+    Upstream,
+    chunk_values,
+    encode_query,
+    make_client,
+    param_len,
+)
 from annotation_gateway.providers.http.budget import RequestBudget
 from annotation_gateway.records import Record, decode
 
@@ -277,9 +284,7 @@ class DatadogProvider:
     def _chunk(self, content_ids: Sequence[str]) -> list[list[str]]:
         """Split ids so that every page URL stays within MAX_URL_BYTES."""
         fixed = len(str(self._http.client.base_url).rstrip("/")) + len(ANNOTATED_INTERACTIONS_PATH) + 1
-        fixed += (
-            len(str(httpx.QueryParams([("offset", str(2**31 - 1)), ("limit", str(self._page_size))]))) + 1
-        )
+        fixed += len(encode_query([("offset", 2**31 - 1), ("limit", self._page_size)])) + 1
         costs = [param_len("contentIds", c) + 1 for c in content_ids]
         room = MAX_URL_BYTES - fixed
         too_long = next((c for c, cost in zip(content_ids, costs, strict=True) if cost > room), None)

@@ -178,10 +178,19 @@ def map_label_value(label_type: str, value: Any, reasoning: str | None) -> Mappe
             raise LabelValueError("expected true or false for a boolean label")
         return MappedValue("true" if value else "false", 1.0 if value else 0.0, why)
     if label_type == "categorical":
-        choices = [value] if isinstance(value, str) else value
-        if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
+        if isinstance(value, str):
+            choices = [value] if value else []
+        elif isinstance(value, list):
+            # A loop, not all(<generator>): the generator cost ~0.4 µs a label value (3 % of a
+            # 10,000-id search's samples).
+            choices = []
+            for choice in value:
+                if not isinstance(choice, str):
+                    raise LabelValueError("expected a string or a list of strings for a categorical label")
+                if choice:
+                    choices.append(choice)
+        else:
             raise LabelValueError("expected a string or a list of strings for a categorical label")
-        choices = [c for c in choices if c]
         if not choices:
             return None
         return MappedValue(", ".join(choices), None, why, choices)

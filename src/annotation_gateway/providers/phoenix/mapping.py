@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
 import orjson
 
 from annotation_gateway.errors import RequestValidationError
@@ -28,7 +29,15 @@ from annotation_gateway.providers.http.outcomes import MAX_ERROR_ITEMS
 from annotation_gateway.providers.phoenix.wire import KINDS, Extras, Kind, StrictRow
 from annotation_gateway.records import Record, Stamps, build_record
 
-__all__ = ["RESERVED_NAMES", "WRITABLE_ANNOTATOR_KINDS", "check_writes", "to_record", "write_body"]
+__all__ = [
+    "RESERVED_NAMES",
+    "WRITABLE_ANNOTATOR_KINDS",
+    "PhoenixExtensions",
+    "PhoenixFields",
+    "check_writes",
+    "to_record",
+    "write_body",
+]
 
 RESERVED_NAMES = frozenset({"note"})
 """Annotation names Phoenix keeps for its notes (``POST /v1/session_notes``); refused (400)."""
@@ -36,6 +45,22 @@ WRITABLE_ANNOTATOR_KINDS = frozenset({AnnotatorKind.HUMAN, AnnotatorKind.LLM, An
 _ANNOTATOR_KINDS = frozenset(kind.value for kind in WRITABLE_ANNOTATOR_KINDS)
 _UNKNOWN = AnnotatorKind.UNKNOWN.value
 _PHOENIX = ProviderKind.PHOENIX.value
+
+
+class PhoenixFields(msgspec.Struct, frozen=True, gc=False):
+    """``extensions.phoenix`` of a record whose row has nothing this module does not know: the
+    GlobalID and Phoenix's ``source``, held as a struct msgspec writes with the record. As JSON
+    (orjson's, copied) it cost ~1 µs a row to write and 149 bytes to hold (5.6 % of a 10,000-id
+    search's samples); the two structs take 56 bytes besides the id's string."""
+
+    id: str
+    source: str
+
+
+class PhoenixExtensions(msgspec.Struct, frozen=True, gc=False):
+    """A Phoenix record's ``extensions``: ``{"phoenix": {"id": ..., "source": ...}}``."""
+
+    phoenix: PhoenixFields
 
 
 def to_record(
@@ -56,16 +81,21 @@ def to_record(
     """
     result = row.result
     gid = row.id
-    phoenix: dict[str, Any] = {"id": gid, "source": row.source}
-    if extras is not None:
-        if extras.row:
-            phoenix.update(extras.row)
-        if extras.result:
-            phoenix["result"] = extras.result
     annotator_kind = row.annotator_kind
-    if annotator_kind not in _ANNOTATOR_KINDS:  # a kind newer than this module: keep what Phoenix said
-        phoenix["annotator_kind"] = annotator_kind
-        annotator_kind = _UNKNOWN
+    extensions: PhoenixExtensions | dict[str, Any]
+    if extras is None and annotator_kind in _ANNOTATOR_KINDS:
+        extensions = PhoenixExtensions(PhoenixFields(gid, row.source))
+    else:  # fields this module does not know, in the order Phoenix sent them
+        phoenix: dict[str, Any] = {"id": gid, "source": row.source}
+        if extras is not None:
+            if extras.row:
+                phoenix.update(extras.row)
+            if extras.result:
+                phoenix["result"] = extras.result
+        if annotator_kind not in _ANNOTATOR_KINDS:  # a kind newer than this module: keep what Phoenix said
+            phoenix["annotator_kind"] = annotator_kind
+            annotator_kind = _UNKNOWN
+        extensions = {"phoenix": phoenix}
     if result is None:
         label = score = explanation = None
     else:
@@ -88,7 +118,7 @@ def to_record(
         None,
         None,
         Stamps.of(row.created_at, row.updated_at),
-        {"phoenix": phoenix},
+        extensions,
         raw,
     )
 
