@@ -158,13 +158,13 @@ def _born(entry: _Entry[T]) -> float:
 
 
 class _Group(dict[FilterKey, _Entry[Any]]):
-    """One (source, subject)'s answers by filter key, and when the group expires."""
+    """One (source, subject)'s answers by filter key, and when the group expires (set by
+    :meth:`_Groups.put`). No ``__init__`` of its own: a Python one calling ``dict.__init__``
+    cost 0.78 µs a group, the dict's own 0.19 (two groups a subject of every miss: 20,000 for
+    a 10,000-id search)."""
 
     __slots__ = ("expires",)
-
-    def __init__(self, expires: float) -> None:
-        super().__init__()
-        self.expires = expires
+    expires: float
 
 
 class _Groups:
@@ -194,7 +194,9 @@ class _Groups:
 
     def new(self) -> _Group:
         """An empty group, to fill and :meth:`put`."""
-        return _Group(0.0)
+        group = _Group()
+        group.expires = 0.0
+        return group
 
     def put(self, key: _GroupKey, group: _Group) -> None:
         now = self._clock()
