@@ -271,3 +271,20 @@ def test_consecutive_records_share_their_subject_annotator_queue_and_short_metad
     assert plain_record(metadata=long).metadata is not plain_record(metadata=long).metadata
     assert b'"metadata":{"run":8}' in other.json
     assert b'"queue":{"id":"r","name":null}' in other.json
+
+
+def test_equal_scores_are_held_once_and_zeros_keep_their_sign() -> None:
+    """Scores repeat; a record holds the one float object of its value (a bounded table), but
+    never trades -0.0 for 0.0 (equal as numbers, written differently)."""
+    half = float("0.5")
+    again = float("".join(["0.", "5"]))  # a float made at run time, not the compiler's constant
+    assert half is not again
+    one, two = plain_record(id="s:1", score=half), plain_record(id="s:2", score=again)
+    assert one.score_field is two.score_field
+    assert b'"score":0.5' in two.json
+    positive, negative = plain_record(score=0.0), plain_record(score=-0.0)
+    assert b'"score":0.0' in positive.json
+    assert b'"score":-0.0' in negative.json
+    assert negative.json == _JSON(negative.annotation())
+    big = plain_record(score=1e16)  # held as orjson's JSON, not shared
+    assert b'"score":1e+16' in big.json

@@ -16,7 +16,7 @@ Contract:
 - low-cardinality strings (source, provider, kinds, names, labels, projects, queue names,
   annotators) are interned, so a million records share one copy of each, and so are subject ids;
   a record's subject, annotator and queue are small shared structs, reused while consecutive
-  records have the same;
+  records have the same; repeated scores and short metadata are held once (bounded tables);
 - :func:`build_record` builds a record straight from a provider's mapped values (no model
   object: what the read path should use), the times worked out once as :class:`Stamps`;
   :func:`record_of` builds one from a canonical :class:`~annotation_gateway.model.Annotation`
@@ -324,6 +324,13 @@ def held_metadata(dumped: bytes) -> msgspec.Raw:
     return held
 
 
+SHARED_FLOAT_SLOTS = 4096
+"""How many distinct scores are held once for all the records that have them (the table starts
+afresh when it is full). Scores repeat (a 1-5 scale, a boolean's 1.0, a judge's two decimals), and
+each float a record holds alone is 24 bytes: ~20 bytes a cached annotation of the bench's data."""
+_shared_floats: dict[float, float] = {}
+
+
 class _Shared:
     """The last subject, annotator and queue built: consecutive records of one subject (a
     vendor's page is grouped by subject) share them. One entry each, no table: a table of every
@@ -389,8 +396,15 @@ def build_record(
                 _intern(queue_id), None if queue_name is None else _intern(queue_name)
             )
     held: float | msgspec.Raw | None = score
-    if score is not None and (type(score) is not float or not -_LARGE < score < _LARGE):
-        held = wire_score(score)  # an integer, or a float msgspec would write otherwise
+    if score is not None:
+        if type(score) is not float or not -_LARGE < score < _LARGE:
+            held = wire_score(score)  # an integer, or a float msgspec would write otherwise
+        elif score:  # not ±0.0: 0.0 == -0.0, and the two are written differently
+            held = _shared_floats.get(score)
+            if held is None:
+                if len(_shared_floats) >= SHARED_FLOAT_SLOTS:
+                    _shared_floats.clear()
+                held = _shared_floats[score] = score
     # Positional, in the field order.
     return Record(
         id,
