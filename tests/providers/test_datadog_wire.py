@@ -15,10 +15,12 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 from pydantic import TypeAdapter
 
+from annotation_gateway.errors import SourceProtocolError
 from annotation_gateway.model import Annotation
-from annotation_gateway.providers.datadog.mapping import NO_LABELS, QueueLabels, to_records
+from annotation_gateway.providers.datadog.mapping import NO_LABELS, QueueLabels, map_label_value, to_records
 from annotation_gateway.providers.datadog.wire import (
     PAGE,
     LabelSchema,
@@ -154,3 +156,36 @@ def test_records_write_their_extensions_as_the_canonical_model_does() -> None:
         assert datadog.get("label_type_inferred", True) is True
     assert b'"size":1e+16' in records[0].json
     assert b'"confidence":1e+300' in records[0].json
+
+
+def test_every_score_value_maps_as_the_label_value_table_says() -> None:
+    """to_records maps a number-valued score label itself (the common case) and every other
+    value through map_label_value: both give the table's answer, and a boolean score is refused
+    with the same error either way."""
+    examples = json.loads((EXAMPLES / "llm-obs-annotations.examples.json").read_text())
+    page: dict[str, Any] = examples["operations"]["GetLLMObsAnnotatedInteractionsByTraceIDs"]["responses"][
+        "200"
+    ]["default"]
+    annotation = page["data"]["attributes"]["annotated_interactions"][0]["annotations"][0]
+    values: list[Any] = [0, 5, -1, 0.5, 1e300, "0.25", "3", 2**60]
+    annotation["label_values"] = [
+        {"label_schema_id": f"s{i}", "name_when_saved": f"n{i}", "type": "score", "value": v}
+        | {"reasoning": "r"}
+        for i, v in enumerate(values)
+    ]
+    strict = strict_page(orjson.dumps(page))
+    assert strict is not None
+    records = [r for r in to_records(strict.interactions[0], None, None, NO_LABELS, source="dd")]
+    assert [r.name for r in records] == [f"n{i}" for i in range(len(values))]
+    for record, value in zip(records, values, strict=True):
+        expected = map_label_value("score", value, "r")
+        assert expected is not None
+        assert (record.label, record.score, record.explanation) == expected[:3]
+        assert isinstance(record.score, float)
+        assert record.json == _CANONICAL(record.annotation())
+    boolean = {"label_schema_id": "b", "name_when_saved": "b", "type": "score", "value": True}
+    annotation["label_values"] = [boolean]
+    strict = strict_page(orjson.dumps(page))
+    assert strict is not None
+    with pytest.raises(SourceProtocolError, match="expected a number for a score label"):
+        list(to_records(strict.interactions[0], None, None, NO_LABELS, source="dd"))

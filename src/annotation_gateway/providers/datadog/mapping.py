@@ -127,6 +127,10 @@ class LabelValueError(Exception):
     """A label value of the wrong type; the caller names the field."""
 
 
+_NUMBERS = (int, float)
+"""The types of a score label's value that map straight to the score (not ``bool``: ``type()``)."""
+
+
 def _is_unset(value: Any) -> bool:
     return value is None or value == "" or value == []
 
@@ -323,35 +327,33 @@ def to_records(
             where = _where(interaction_id, index)
             raise SourceProtocolError(f"{source}: {where}.{exc}", source=source) from None
         for label_schema_id, entry_name, entry_type, value, assessment, reasoning, key, extra in entries:
-            label = labels.by_id.get(label_schema_id) or (
-                labels.by_name.get(entry_name) if entry_name else None
-            )
-            name = entry_name or (label.name if label else None) or label_schema_id
-            label_type = entry_type or (label.type if label else None)
-            inferred = label_type is None
-            label_type = label_type or infer_label_type(value)
-            try:
-                mapped = map_label_value(label_type, value, reasoning)
-            except LabelValueError as exc:
-                raise SourceProtocolError(
-                    f"{source}: {_where(interaction_id, index)}.label_values.{key}.value: {exc}",
-                    source=source,
-                ) from None
-            if mapped is None:
-                continue
+            if entry_name and entry_type:  # as Datadog answers today: the schema is not needed
+                name, label_type, inferred = entry_name, entry_type, False
+            else:
+                label = labels.by_id.get(label_schema_id) or (
+                    labels.by_name.get(entry_name) if entry_name else None
+                )
+                name = entry_name or (label.name if label else None) or label_schema_id
+                declared = entry_type or (label.type if label else None)
+                inferred = declared is None
+                label_type = declared or infer_label_type(value)
+            if label_type == "score" and type(value) in _NUMBERS:
+                # Most label values: map_label_value's first case, without its calls.
+                mapped = MappedValue(None, float(value), reasoning or None)
+            else:
+                try:
+                    found = map_label_value(label_type, value, reasoning)
+                except LabelValueError as exc:
+                    raise SourceProtocolError(
+                        f"{source}: {_where(interaction_id, index)}.label_values.{key}.value: {exc}",
+                        source=source,
+                    ) from None
+                if found is None:
+                    continue
+                mapped = found
             label_schema_id = _intern(label_schema_id)
             label_type = _intern(label_type)
             text_reasoning = reasoning if label_type == "text" and reasoning else None
-            known = (
-                interaction_id,
-                annotation_id,
-                label_schema_id,
-                label_type,
-                assessment,
-                modified_by,
-                can_annotate,
-                content_id,
-            )
             if (
                 mapped.values is None
                 and text_reasoning is None
@@ -360,10 +362,26 @@ def to_records(
                 and not annotation_extra
                 and not extra
             ):
-                fields: DatadogFields = DatadogFields(*known)
+                fields: DatadogFields = DatadogFields(
+                    interaction_id,
+                    annotation_id,
+                    label_schema_id,
+                    label_type,
+                    assessment,
+                    modified_by,
+                    can_annotate,
+                    content_id,
+                )
             else:
                 fields = DatadogMoreFields(
-                    *known,
+                    interaction_id,
+                    annotation_id,
+                    label_schema_id,
+                    label_type,
+                    assessment,
+                    modified_by,
+                    can_annotate,
+                    content_id,
                     mapped.values,
                     text_reasoning,
                     inferred,
