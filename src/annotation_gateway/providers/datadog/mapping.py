@@ -337,9 +337,12 @@ def to_records(
                 declared = entry_type or (label.type if label else None)
                 inferred = declared is None
                 label_type = declared or infer_label_type(value)
+            text: str | None
+            score: float | None
+            values: list[str] | None
             if label_type == "score" and type(value) in _NUMBERS:
                 # Most label values: map_label_value's first case, without its calls.
-                mapped = MappedValue(None, float(value), reasoning or None)
+                text, score, explanation, values = None, float(value), reasoning or None, None
             else:
                 try:
                     found = map_label_value(label_type, value, reasoning)
@@ -350,12 +353,12 @@ def to_records(
                     ) from None
                 if found is None:
                     continue
-                mapped = found
+                text, score, explanation, values = found
             label_schema_id = _intern(label_schema_id)
             label_type = _intern(label_type)
             text_reasoning = reasoning if label_type == "text" and reasoning else None
             if (
-                mapped.values is None
+                values is None
                 and text_reasoning is None
                 and not inferred
                 and not interaction_extra
@@ -382,7 +385,7 @@ def to_records(
                     modified_by,
                     can_annotate,
                     content_id,
-                    mapped.values,
+                    values,
                     text_reasoning,
                     inferred,
                     # Fields newer than this module: kept, not dropped (SPEC §2), by level.
@@ -399,9 +402,9 @@ def to_records(
                 content_id,
                 None,
                 name,
-                mapped.label,
-                mapped.score,
-                mapped.explanation,
+                text,
+                score,
+                explanation,
                 _HUMAN,
                 annotator_id,
                 "",
