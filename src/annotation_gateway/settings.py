@@ -89,6 +89,14 @@ class ServerConfig(_Section):
         ge=1,
         description="Open connections and requests at once; beyond it uvicorn answers 503 at once.",
     )
+    malloc_mmap_threshold_bytes: int = Field(
+        default=128 * 1024,
+        ge=0,
+        le=32 * 1024 * 1024,
+        description="glibc's mmap threshold for the process: blocks this large are mapped and given back "
+        "when freed, instead of glibc raising the threshold and leaving holes in the heap (allocator.py); "
+        "0 leaves glibc's own behaviour.",
+    )
 
 
 class ApiKeyConfig(_Section):

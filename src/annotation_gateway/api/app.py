@@ -41,6 +41,7 @@ from starlette.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
 from annotation_gateway import __version__
+from annotation_gateway.allocator import fix_mmap_threshold
 from annotation_gateway.api.auth import BEARER_SCHEME_NAME, BEARER_SECURITY_SCHEME, Authenticator
 from annotation_gateway.api.fastlane import HOT_ROUTES, FastLaneMiddleware, HotRoute
 from annotation_gateway.api.limits import MAX_REQUEST_BODY_BYTES, BodyLimitMiddleware
@@ -166,6 +167,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        fix_mmap_threshold(settings.server.malloc_mmap_threshold_bytes)  # each worker is a process
         if limiter is not None:
             await limiter.warm()
         if federation is not None:
