@@ -432,7 +432,13 @@ def _search(search: dict[str, Any]) -> list[str]:
         f"\n`POST /v1/annotations/search` with {fmt(search['subject_ids'])} subject ids (1,000 "
         f"sessions with 100 annotations each, 9,000 with none; upstreams answering in "
         f"{search['upstream_latency_ms']:.0f} ms): HTTP {a.get('status')}, first page of "
-        f"{fmt(a.get('annotations'))} annotations in **{fmt(search['wall_ms'], 0)} ms**.",
+        f"{fmt(a.get('annotations'))} annotations in **{fmt(search['wall_ms'], 0)} ms**"
+        + (
+            f" (the upstream stand-ins on core {search['upstreams_on_cpu']} meanwhile: real upstreams "
+            "are other machines)."
+            if search.get("upstreams_on_cpu") is not None
+            else "."
+        ),
         f"\nUpstream calls: Phoenix **{up['phoenix_calls']}** (at most {up['phoenix_max_in_flight']} "
         f"in flight), Datadog **{up['datadog_calls']}** (at most {up['datadog_max_in_flight']} in "
         f"flight); one after the other their latency alone would be "
