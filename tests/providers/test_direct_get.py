@@ -10,11 +10,10 @@ and cookies kept and sent as httpx keeps and sends them.
 from __future__ import annotations
 
 import asyncio
-import gc
 import gzip
 import socket
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import httpx
@@ -56,8 +55,8 @@ async def source_client(base: str, timeout_s: float = 2.0) -> AsyncIterator[http
         await client.aclose()
 
 
-def recording(seen: Seen, *, body: bytes = b'{"data": [1, 2]}', head: bytes = b"") -> Handler:
-    """A server answering every request on a connection with a gzipped JSON ``body``."""
+def answering(respond: Callable[[str, dict[str, str]], bytes]) -> Handler:
+    """A server answering every request of a connection with ``respond(its line, its headers)``."""
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
@@ -65,19 +64,29 @@ def recording(seen: Seen, *, body: bytes = b'{"data": [1, 2]}', head: bytes = b"
                 request_line, headers, _ = await read_request(reader)
             except asyncio.IncompleteReadError:
                 break
-            seen.append((request_line, headers))
-            payload = gzip.compress(body)
-            writer.write(
-                b"HTTP/1.1 200 Fine Thanks\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
-                + head
-                + b"X-Twice: a\r\nX-Twice: b\r\n"
-                + f"Content-Length: {len(payload)}\r\n\r\n".encode()
-                + payload
-            )
+            writer.write(respond(request_line, headers))
             await writer.drain()
         writer.close()
 
     return answer
+
+
+def recording(seen: Seen, *, body: bytes = b'{"data": [1, 2]}', head: bytes = b"") -> Handler:
+    """A server answering every request with a gzipped JSON ``body``; ``seen`` gets each
+    request's line and headers."""
+
+    def respond(request_line: str, headers: dict[str, str]) -> bytes:
+        seen.append((request_line, headers))
+        payload = gzip.compress(body)
+        return (
+            b"HTTP/1.1 200 Fine Thanks\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+            + head
+            + b"X-Twice: a\r\nX-Twice: b\r\n"
+            + f"Content-Length: {len(payload)}\r\n\r\n".encode()
+            + payload
+        )
+
+    return answering(respond)
 
 
 async def both_ways(client: httpx.AsyncClient) -> tuple[httpx.Response, httpx.Response]:
@@ -157,22 +166,15 @@ async def _just(base: str) -> AsyncIterator[str]:
 
 
 async def test_echoed_credentials_are_redacted_on_both_ways() -> None:
-    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            try:
-                _, headers, _ = await read_request(reader)
-            except asyncio.IncompleteReadError:
-                break
-            body = "\n".join(f"{k}: {v}" for k, v in sorted(headers.items())).encode()
-            writer.write(
-                b"HTTP/1.1 401 Unauthorized\r\nContent-Type: text/plain\r\n"
-                + f"Content-Length: {len(body)}\r\n\r\n".encode()
-                + body
-            )
-            await writer.drain()
-        writer.close()
+    def echo(_: str, headers: dict[str, str]) -> bytes:
+        body = "\n".join(f"{k}: {v}" for k, v in sorted(headers.items())).encode()
+        return (
+            b"HTTP/1.1 401 Unauthorized\r\nContent-Type: text/plain\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
 
-    async with serving(echo) as base, source_client(base) as client:
+    async with serving(answering(echo)) as base, source_client(base) as client:
         direct, routed = await both_ways(client)
     for response in (direct, routed):
         assert response.status_code == 401
@@ -206,16 +208,6 @@ async def test_a_client_on_another_transport_goes_through_httpx() -> None:
         await client.aclose()
     assert not isinstance(response, DirectResponse)
     assert response.json() == {"path": PATH}
-
-
-@pytest.fixture
-def no_cyclic_gc() -> Iterator[None]:
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 async def test_a_direct_answer_is_freed_when_dropped(no_cyclic_gc: None) -> None:

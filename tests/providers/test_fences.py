@@ -17,7 +17,6 @@ from __future__ import annotations
 import ast
 import gc
 import weakref
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -152,17 +151,6 @@ def test_setting_cookies_keeps_the_jar_that_skips() -> None:
 
 
 BODY = b"x" * 4096
-
-
-@pytest.fixture
-def no_cyclic_gc() -> Iterator[None]:
-    """Only reference counting frees objects while a test runs (a cycle would stay)."""
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 def _mock_client() -> httpx.AsyncClient:
