@@ -38,6 +38,8 @@ and counts only.
 
 from __future__ import annotations
 
+from typing import Generic, TypeVar
+
 from fastapi import APIRouter, Request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -58,6 +60,26 @@ PREFIX = "annotation_gateway"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 CIRCUIT_STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+
+_Metric = TypeVar("_Metric", Counter, Gauge, Histogram)
+
+
+class _Children(Generic[_Metric]):
+    """A labelled metric's children, each looked up by its label values once: ``labels()``
+    takes a lock and builds a key on every call, and these are called on every request (the
+    hit path included) and for every upstream call."""
+
+    __slots__ = ("_found", "_metric")
+
+    def __init__(self, metric: _Metric) -> None:
+        self._metric: _Metric = metric
+        self._found: dict[tuple[str, ...], _Metric] = {}
+
+    def __call__(self, *values: str) -> _Metric:
+        child = self._found.get(values)
+        if child is None:
+            child = self._found[values] = self._metric.labels(*values)
+        return child
 
 
 class GatewayMetrics:
@@ -160,17 +182,16 @@ class GatewayMetrics:
             multiprocess_mode="max",
         )
         self.redis_lookups: Counter | None = None
+        self._redis_results: _Children[Counter] | None = None
         self.redis_errors: Counter | None = None
         self.redis_up: Gauge | None = None
         if redis:
             self._register_redis()
-        # labels() takes a lock and builds a key each call; the children are cached here instead.
-        self._request_children: dict[tuple[str, str, int], Counter] = {}
-        self._duration_children: dict[str, Histogram] = {}
-        self._cache_children: dict[tuple[str, str], Counter] = {}
-        self._upstream_children: dict[tuple[str, str, str], Histogram] = {}
-        self._inflight_children: dict[str, Gauge] = {}
-        self._redis_children: dict[tuple[str, str], Counter] = {}
+        self._requests = _Children(self.requests)
+        self._durations = _Children(self.request_duration)
+        self._cache_results = _Children(self.cache)
+        self._upstream_durations = _Children(self.upstream_duration)
+        self._in_flight = _Children(self.upstream_in_flight)
 
         self._render_registry = self.registry
         if multiprocess_dir is not None:
@@ -187,6 +208,7 @@ class GatewayMetrics:
             ("source", "result"),
             registry=self.registry,
         )
+        self._redis_results = _Children(self.redis_lookups)
         self.redis_errors = Counter(
             f"{PREFIX}_redis_errors",
             "Failed Redis calls of the shared cache tier, by operation.",
@@ -208,54 +230,29 @@ class GatewayMetrics:
 
     def request_finished(self, route: str, method: str, status: int, seconds: float) -> None:
         self.in_flight.dec()
-        key = (route, method, status)
-        counter = self._request_children.get(key)
-        if counter is None:
-            counter = self._request_children[key] = self.requests.labels(route, method, str(status))
-        counter.inc()
-        histogram = self._duration_children.get(route)
-        if histogram is None:
-            histogram = self._duration_children[route] = self.request_duration.labels(route)
-        histogram.observe(seconds)
+        self._requests(route, method, str(status)).inc()
+        self._durations(route).observe(seconds)
 
     # --- the upstream side: the federation's observer hooks (FederationObserver) -------------
 
     def on_upstream(self, source: str, operation: str, elapsed_s: float, outcome: str) -> None:
         """One upstream call ended; ``outcome`` is ``ok`` or a problem code (closed list)."""
-        key = (source, operation, "ok" if outcome == "ok" else "error")
-        histogram = self._upstream_children.get(key)
-        if histogram is None:
-            histogram = self._upstream_children[key] = self.upstream_duration.labels(*key)
-        histogram.observe(elapsed_s)
+        self._upstream_durations(source, operation, "ok" if outcome == "ok" else "error").observe(elapsed_s)
         if outcome != "ok":
             self.upstream_errors.labels(source, outcome).inc()
 
     def on_cache(self, source: str, result: str) -> None:
-        # Called per source on every query, cache hits included: keep the hot path lock-free.
-        key = (source, result)
-        counter = self._cache_children.get(key)
-        if counter is None:
-            counter = self._cache_children[key] = self.cache.labels(source, result)
-        counter.inc()
+        self._cache_results(source, result).inc()
 
     def on_inflight(self, source: str, delta: int) -> None:
-        # Twice per source on every miss.
-        gauge = self._inflight_children.get(source)
-        if gauge is None:
-            gauge = self._inflight_children[source] = self.upstream_in_flight.labels(source)
-        gauge.inc(delta)
+        self._in_flight(source).inc(delta)
 
     def on_circuit(self, source: str, state: str) -> None:
         self.circuit_state.labels(source).set(CIRCUIT_STATE_VALUES.get(state, -1))
 
     def on_shared_cache(self, source: str, result: str, count: int) -> None:
-        if self.redis_lookups is None:
-            return
-        key = (source, result)
-        counter = self._redis_children.get(key)
-        if counter is None:
-            counter = self._redis_children[key] = self.redis_lookups.labels(source, result)
-        counter.inc(count)
+        if self._redis_results is not None:
+            self._redis_results(source, result).inc(count)
 
     def on_redis_error(self, operation: str) -> None:
         if self.redis_errors is not None:
