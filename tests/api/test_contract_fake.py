@@ -338,6 +338,8 @@ def test_write_goes_to_the_federation(client: httpx.Client, fake: FakeFederation
 
 
 def test_health_ready_sources_metrics(client: httpx.Client, base_url: str) -> None:
+    # A read of its own first: the route's series must not depend on another test having run.
+    assert client.get("/v1/annotations", params={"subject_id": "s1"}).status_code == 200
     with httpx.Client(base_url=base_url, timeout=10) as anonymous:
         assert anonymous.get("/healthz").json() == {"status": "ok"}
         ready = anonymous.get("/readyz")
