@@ -576,13 +576,18 @@ def scenario_throughput(
     profile(bench, "cache_miss", gateway, hit_url, auth_headers(NO_CACHE))
 
 
+def upstream_processes(bench: Bench) -> dict[str, ServerProcess]:
+    """The upstream stand-ins running, by vendor."""
+    found = {"phoenix": bench.phoenix, "datadog": bench.datadog}
+    return {name: process for name, process in found.items() if process is not None}
+
+
 @contextlib.contextmanager
 def upstreams_on_client_core(bench: Bench) -> Iterator[None]:
     """The Phoenix stand-in and the Datadog simulator moved to the client core for a while."""
     with contextlib.ExitStack() as moved:
-        for process in (bench.phoenix, bench.datadog):
-            if process is not None:
-                moved.enter_context(process.moved_to(CLIENT_CPU))
+        for process in upstream_processes(bench).values():
+            moved.enter_context(process.moved_to(CLIENT_CPU))
         yield
 
 
@@ -601,13 +606,11 @@ def scenario_overhead(bench: Bench, gateway: ServerProcess) -> None:
     set_latency(bench, 100)
     url = hot_query_url(gateway.base_url)
     headers = auth_headers(NO_CACHE)
-    upstreams = {"phoenix": bench.phoenix, "datadog": bench.datadog}
     try:
         with upstreams_on_client_core(bench):
-            result = _overhead_run(bench, gateway, url, headers, upstreams, sample=True)
+            result = _overhead_run(bench, gateway, url, headers, sample=True)
         result["upstreams_on_cpu"] = CLIENT_CPU
-        shared = _overhead_run(bench, gateway, url, headers, upstreams, sample=False)
-        result["shared_core"] = shared
+        result["shared_core"] = _overhead_run(bench, gateway, url, headers, sample=False)
         bench.results["overhead"] = result
         if result["p50_ms"] > TARGETS["overhead_p50_ms"] or result["p99_ms"] > TARGETS["overhead_p99_ms"]:
             profile(bench, "overhead", gateway, url, headers)
@@ -620,10 +623,11 @@ def _overhead_run(
     gateway: ServerProcess,
     url: str,
     headers: dict[str, str],
-    upstreams: dict[str, ServerProcess | None],
     *,
     sample: bool,
 ) -> dict[str, Any]:
+    """One 16-client wrk run at the set latency; ``sample``: also ``Server-Timing`` under load,
+    one client alone and the peak RSS."""
     samples: list[dict[str, float]] = []
     stop_sampling = threading.Event()
 
@@ -637,8 +641,9 @@ def _overhead_run(
 
     run_wrk(url, duration_s=2, connections=16, work_dir=bench.work, headers=headers)
     sampler = threading.Thread(target=sample_timing, daemon=True)
+    upstreams = upstream_processes(bench)
     cpu_before = gateway.cpu_seconds()
-    upstream_before = {name: p.cpu_seconds() for name, p in upstreams.items() if p is not None}
+    upstream_before = {name: p.cpu_seconds() for name, p in upstreams.items()}
     if sample:
         sampler.start()
     try:
@@ -651,7 +656,7 @@ def _overhead_run(
     upstream_cpu = {
         name: round((process.cpu_seconds() - upstream_before[name]) * 1000 / w.requests, 4)
         for name, process in upstreams.items()
-        if process is not None and w.requests
+        if w.requests
     }
     result: dict[str, Any] = {
         "rps": round(w.rps, 1),
@@ -807,17 +812,16 @@ def _scale_search(bench: Bench, gateway: ServerProcess, result: dict[str, Any], 
     # unmeasured run below. The upstream stand-ins answer from the client core meanwhile, as for
     # ``overhead``: real upstreams are other machines, and on core 0 building and writing the
     # ~100,000 annotations queued with the gateway's own work (session 10, by hand: first pages
-    # of 1.25-1.59 s in seven runs with them on core 0, 1.07-1.26 s in five with them on core 1).
+    # of 1.25-1.59 s in seven runs with them on core 0, 1.07-1.29 s in six with them on core 1).
     with upstreams_on_client_core(bench):
         times, response = sequential_ms(search_url, headers=json_headers, repeat=1, method="POST", body=body)
-    search_upstreams_cpu = CLIENT_CPU
     calls = upstream_counts(bench)
     answer = describe_answer(response)
     search: dict[str, Any] = {
         "subject_ids": len(ids),
         "upstream_latency_ms": latency,
         "wall_ms": round(times[0], 1),
-        "upstreams_on_cpu": search_upstreams_cpu,
+        "upstreams_on_cpu": CLIENT_CPU,
         "answer": answer,
         "server_timing": response.headers.get("server-timing"),
         "upstream": calls,
