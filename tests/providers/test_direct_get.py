@@ -10,6 +10,7 @@ and cookies kept and sent as httpx keeps and sends them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import socket
 import weakref
@@ -146,11 +147,14 @@ def refused_base() -> str:
 )
 async def test_each_failure_is_the_same_source_error(handler: Handler | None) -> None:
     async def failure(direct: bool) -> SourceError:
-        server = serving(handler) if handler is not None else _just(refused_base())
+        server = serving(handler) if handler is not None else contextlib.nullcontext(refused_base())
         async with server as base, source_client(base, timeout_s=0.3) as client:
-            read = get(client, PATH, PARAMS, source="s") if direct else None
+            if direct:
+                read = lambda: get(client, PATH, PARAMS, source="s")  # noqa: E731
+            else:
+                read = lambda: send(client, get_request(client, PATH, PARAMS), source="s")  # noqa: E731
             with pytest.raises(SourceError) as caught:
-                await (read or send(client, get_request(client, PATH, PARAMS), source="s"))
+                await read()
         return caught.value
 
     direct, routed = await failure(True), await failure(False)
@@ -158,11 +162,6 @@ async def test_each_failure_is_the_same_source_error(handler: Handler | None) ->
     assert str(direct) == str(routed)  # the same words, the same method and path
     assert f"GET {PATH}" in str(direct)
     assert type(direct.__cause__) is type(routed.__cause__)  # the same httpx exception beneath
-
-
-@asynccontextmanager
-async def _just(base: str) -> AsyncIterator[str]:
-    yield base
 
 
 async def test_echoed_credentials_are_redacted_on_both_ways() -> None:
