@@ -109,6 +109,10 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
         if "p50_ms" in shared:  # the stand-ins on the gateway's core, as before session 10
             out["overhead_shared_core_p50_ms"] = shared["p50_ms"]
             out["overhead_shared_core_p99_ms"] = shared["p99_ms"]
+        floor = over.get("reference") or {}
+        if "p50_ms" in floor:  # the reference fan-out under the same load and set-up
+            out["overhead_reference_p50_ms"] = floor["p50_ms"]
+            out["overhead_reference_p99_ms"] = floor["p99_ms"]
     naive = results.get("naive", {}).get("upstream_100ms")
     if naive:
         out["naive_miss_speedup"] = naive["miss_speedup"]
@@ -386,6 +390,15 @@ def _overhead(res: dict[str, Any]) -> list[str]:
             f"{fmt(shared['cpu_ms_per_request'], 3)} ms/request, the stand-ins' "
             + ", ".join(f"{name} {fmt(ms, 3)}" for name, ms in shared_upstream.items())
             + " ms (`overhead_shared_core_p50_ms` / `_p99_ms`)."
+        )
+    floor = over.get("reference") or {}
+    if "p50_ms" in floor:
+        out.append(
+            f"The reference fan-out under the same load and set-up (stand-ins on core {where}): "
+            f"p50 {fmt(floor['p50_ms'])} ms, p99 {fmt(floor['p99_ms'])} ms, max "
+            f"{fmt(floor['max_ms'])} ms, {fmt(floor['rps'], 0)} req/s, CPU "
+            f"{fmt(floor['cpu_ms_per_request'], 3)} ms/request "
+            "(`overhead_reference_p50_ms` / `_p99_ms`)."
         )
     out.append(
         f"\nThe gateway's own time (`Server-Timing: gateway;dur=`, wall time minus the slowest "

@@ -599,8 +599,13 @@ def scenario_overhead(bench: Bench, gateway: ServerProcess) -> None:
     the stand-ins' own CPU (~0.9 ms a request, reported) queued with the gateway's in every wave
     of 16 requests (all 16 answers arrive together after the 100 ms). The same run with the
     stand-ins on core 0, as every scenario had them before, is reported beside it
-    (``overhead_shared_core_*``)."""
-    if not bench.fits("overhead", 2 * bench.dur + 20):
+    (``overhead_shared_core_*``).
+
+    The reference fan-out (:mod:`bench.reference_fanout`, the floor the miss CPU is compared
+    with) runs under the same load and set-up after it (``overhead_reference_*``): what a
+    fan-out with nothing but plumbing gets here, so the gateway's figures can be read against
+    the floor of this machine and load, not only against the targets."""
+    if not bench.fits("overhead", 3 * bench.dur + 30):
         return
     bench.log("overhead: both upstreams at 100 ms, 16 concurrent clients, cache bypassed")
     set_latency(bench, 100)
@@ -611,6 +616,14 @@ def scenario_overhead(bench: Bench, gateway: ServerProcess) -> None:
             result = _overhead_run(bench, gateway, url, headers, sample=True)
         result["upstreams_on_cpu"] = CLIENT_CPU
         result["shared_core"] = _overhead_run(bench, gateway, url, headers, sample=False)
+        reference = start_reference(bench)
+        try:
+            with upstreams_on_client_core(bench):
+                result["reference"] = _overhead_run(
+                    bench, reference, reference_url(reference.base_url), {}, sample=False
+                )
+        finally:
+            stop(bench, reference)
         bench.results["overhead"] = result
         if result["p50_ms"] > TARGETS["overhead_p50_ms"] or result["p99_ms"] > TARGETS["overhead_p99_ms"]:
             profile(bench, "overhead", gateway, url, headers)
