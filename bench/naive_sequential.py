@@ -26,7 +26,8 @@ def fetch_phoenix(
     out: list[dict[str, Any]] = []
     cursor: str | None = None
     for _ in range(MAX_PAGES):
-        params: list[tuple[str, str]] = [("session_ids", s) for s in subject_ids] + [("limit", "1000")]
+        params: list[tuple[str, str | int | float | bool | None]] = [("session_ids", s) for s in subject_ids]
+        params.append(("limit", "1000"))
         if cursor:
             params.append(("cursor", cursor))
         response = client.get(f"{base_url}/v1/projects/{project}/session_annotations", params=params)
@@ -58,7 +59,7 @@ def fetch_datadog(
     out: list[dict[str, Any]] = []
     offset = 0
     for _ in range(MAX_PAGES):
-        params: list[tuple[str, str]] = [("contentIds", s) for s in subject_ids]
+        params: list[tuple[str, str | int | float | bool | None]] = [("contentIds", s) for s in subject_ids]
         params += [("offset", str(offset)), ("limit", "100")]
         response = client.get(
             f"{base_url}/api/v2/llm-obs/v1/annotated-interactions", params=params, headers=headers

@@ -32,7 +32,7 @@ import socket
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from redis import Redis
@@ -162,11 +162,10 @@ def _decode_cost(url: str) -> dict[str, Any]:
     a process that does only has them confirmed): every value in Redis, decoded 200 times here."""
     client = Redis.from_url(url)
     try:
-        values = [
-            v
-            for key in client.scan_iter(match="*:s:*")
-            for v in client.hgetall(key).values()  # type: ignore[union-attr]
-        ]
+        values: list[bytes] = []
+        for key in client.scan_iter(match="*:s:*"):
+            stored = cast(dict[bytes, bytes], client.hgetall(key))  # the sync client: a dict
+            values.extend(stored.values())
     finally:
         client.close()
     records = sum(len(decode(v)[1]) for v in values)
@@ -246,19 +245,19 @@ def scenario_redis(bench: Bench) -> None:
         headers = auth_headers()
         with httpx.Client(timeout=30, trust_env=False) as client:
             client.get(url_shared, headers=headers).raise_for_status()  # fill Redis
-            before = client.get(shared.base_url + "/metrics").text
+            metrics_before = client.get(shared.base_url + "/metrics").text
         calls_before = upstream_counts(bench)
         times, last = _sequential(url_shared, headers)
         calls_after = upstream_counts(bench)
         with httpx.Client(timeout=30, trust_env=False) as client:
-            after = client.get(shared.base_url + "/metrics").text
+            metrics_after = client.get(shared.base_url + "/metrics").text
         lookups = {
-            result: _metric_sum(after, "annotation_gateway_redis_cache_lookups_total", result=result)
-            - _metric_sum(before, "annotation_gateway_redis_cache_lookups_total", result=result)
+            result: _metric_sum(metrics_after, "annotation_gateway_redis_cache_lookups_total", result=result)
+            - _metric_sum(metrics_before, "annotation_gateway_redis_cache_lookups_total", result=result)
             for result in ("hit", "miss", "invalid", "wait", "bypass")
         }
-        errors = _metric_sum(after, "annotation_gateway_redis_errors_total") - _metric_sum(
-            before, "annotation_gateway_redis_errors_total"
+        errors = _metric_sum(metrics_after, "annotation_gateway_redis_errors_total") - _metric_sum(
+            metrics_before, "annotation_gateway_redis_errors_total"
         )
         local_times, _ = _sequential(url_memory, headers)
         result["decode"] = _decode_cost(redis.url)
