@@ -1,4 +1,5 @@
-"""The reads' GET (``providers/http/client.get``) against a real socket server on loopback.
+"""The reads' GET (``providers/http/client.get``, ``get_decoded``) against a real socket server on
+loopback.
 
 ``get`` skips httpx's client when it adds nothing; what it must give is exactly what
 ``send(client, get_request(client, path, params))`` — the same client, through httpx — gives:
@@ -25,6 +26,7 @@ from annotation_gateway.providers.http.client import (
     DirectResponse,
     SourceClient,
     get,
+    get_decoded,
     get_request,
     make_client,
     send,
@@ -218,3 +220,136 @@ async def test_a_direct_answer_is_freed_when_dropped(no_cyclic_gc: None) -> None
         freed = weakref.ref(response)
         del response
         assert freed() is None
+
+
+# --- get_decoded: a page decoded from its bytes, every other answer as get() gives it ---------
+
+BODY = b'{"data": [{"id": "a"}], "next_cursor": null}'
+
+
+def plain(
+    *, status: bytes = b"200 OK", ctype: bytes = b"application/json", head: bytes = b"", body: bytes = BODY
+) -> Handler:
+    """A server answering every request with ``body`` as it is."""
+
+    def respond(_: str, __: dict[str, str]) -> bytes:
+        return (
+            b"HTTP/1.1 " + status + b"\r\nContent-Type: " + ctype + b"\r\n" + head
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )  # fmt: skip
+
+    return answering(respond)
+
+
+class Decoder:
+    """A ``decode`` that records what it was given and answers ``answer`` (None: cannot say)."""
+
+    def __init__(self, answer: object = "decoded") -> None:
+        self.answer = answer
+        self.given: list[bytes] = []
+
+    def __call__(self, content: bytes) -> object:
+        self.given.append(content)
+        return self.answer
+
+
+@pytest.mark.parametrize(
+    "ctype", [b"application/json", b"application/json; charset=utf-8", b"application/vnd.api+json"]
+)
+async def test_a_plain_json_page_is_decoded_from_its_bytes(ctype: bytes) -> None:
+    decode = Decoder()
+    async with serving(plain(ctype=ctype)) as base, source_client(base) as client:
+        answer = await get_decoded(client, PATH, PARAMS, decode, source="s")
+        response = await get(client, PATH, PARAMS, source="s")
+    assert answer == "decoded"
+    assert decode.given == [response.content] == [BODY]  # the very bytes get() reads
+
+
+async def test_a_decoded_page_was_asked_for_with_the_same_request() -> None:
+    seen: Seen = []
+
+    def respond(request_line: str, headers: dict[str, str]) -> bytes:
+        seen.append((request_line, headers))
+        return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+
+    async with serving(answering(respond)) as base, source_client(base) as client:
+        assert await get_decoded(client, PATH, PARAMS, Decoder(), source="s") == "decoded"
+        await get(client, PATH, PARAMS, source="s")
+    assert seen[0] == seen[1]
+
+
+ECHO = BODY[:-1] + b', "key": "' + SECRETS["DD-API-KEY"].encode() + b'"}'
+
+
+@pytest.mark.parametrize(
+    ("handler", "max_bytes"),
+    [
+        pytest.param(recording([]), None, id="content-encoding"),
+        pytest.param(plain(head=b"Set-Cookie: lb=node-7; Path=/\r\n"), None, id="set-cookie"),
+        pytest.param(plain(body=ECHO), None, id="echoes-a-credential"),
+        pytest.param(plain(ctype=b"text/plain"), None, id="not-json"),
+        pytest.param(plain(head=b"Content-Type: text/plain\r\n"), None, id="two-content-types"),
+        pytest.param(plain(status=b"404 Not Found"), None, id="not-200"),
+        pytest.param(plain(), len(BODY) - 1, id="larger-than-max-bytes"),
+    ],
+)
+async def test_an_answer_httpx_would_change_comes_back_as_get_gives_it(
+    handler: Handler, max_bytes: int | None
+) -> None:
+    decode = Decoder()
+    async with serving(handler) as base:
+        async with source_client(base) as client:
+            answer = await get_decoded(client, PATH, PARAMS, decode, source="s", max_bytes=max_bytes)
+            kept = dict(client.cookies)
+        async with source_client(base) as client:
+            response = await get(client, PATH, PARAMS, source="s")
+            assert kept == dict(client.cookies)  # a cookie is stored all the same
+    assert decode.given == []
+    assert isinstance(answer, httpx.Response)
+    assert (answer.status_code, answer.content) == (response.status_code, response.content)
+    assert answer.headers.multi_items() == response.headers.multi_items()
+    assert SECRETS["DD-API-KEY"].encode() not in answer.content  # redacted, as get() redacts
+
+
+async def test_an_answer_decode_cannot_read_comes_back_as_a_response() -> None:
+    decode = Decoder(answer=None)
+    async with serving(plain()) as base, source_client(base) as client:
+        answer = await get_decoded(client, PATH, PARAMS, decode, source="s")
+    assert decode.given == [BODY]
+    assert isinstance(answer, DirectResponse)
+    assert answer.json() == {"data": [{"id": "a"}], "next_cursor": None}
+
+
+async def test_a_client_holding_cookies_decodes_nothing() -> None:
+    seen: Seen = []
+
+    def respond(request_line: str, headers: dict[str, str]) -> bytes:
+        seen.append((request_line, headers))
+        cookie = b"" if seen[1:] else b"Set-Cookie: lb=node-7; Path=/\r\n"
+        return (
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + cookie + b"Content-Length: 2\r\n\r\n{}"
+        )
+
+    decode = Decoder()
+    async with serving(answering(respond)) as base, source_client(base) as client:
+        first = await get_decoded(client, PATH, PARAMS, decode, source="s")
+        second = await get_decoded(client, PATH, PARAMS, decode, source="s")
+    assert isinstance(first, DirectResponse)  # it set a cookie: stored through httpx's jar
+    assert isinstance(second, httpx.Response)
+    assert not isinstance(second, DirectResponse)  # sent by httpx, with the cookie
+    assert seen[1][1]["cookie"] == "lb=node-7"
+    assert decode.given == []
+
+
+async def test_a_client_on_another_transport_decodes_nothing() -> None:
+    answer = lambda request: httpx.Response(200, json={"path": request.url.path})  # noqa: E731
+    decode = Decoder()
+    client = make_client("http://vendor.test", transport=httpx.MockTransport(answer))
+    try:
+        got = await get_decoded(client, PATH, PARAMS, decode, source="s")
+    finally:
+        await client.aclose()
+    assert decode.given == []
+    assert isinstance(got, httpx.Response)
+    assert got.json() == {"path": PATH}

@@ -76,7 +76,9 @@ from annotation_gateway.providers.datadog.wire import (
     JSONAPI_MEDIA_TYPE,
     SUBJECT_KINDS,
     InteractionExtras,
+    ReadPage,
     StrictInteraction,
+    strict_page,
 )
 from annotation_gateway.providers.http import (
     RetryPolicy,
@@ -330,22 +332,31 @@ class DatadogProvider:
         params += [("offset", offset), ("limit", self._page_size)]
         where = f"GET {ANNOTATED_INTERACTIONS_PATH}"
 
-        def classify(response: httpx.Response) -> _Page:
-            page = self._api.read_page(response, where=where)
+        def paged(page: ReadPage, raws: list[Mapping[str, Any] | None] | None) -> _Page:
             interactions = page.interactions
             extras = page.extras or [None] * len(interactions)
-            raws: list[Mapping[str, Any] | None]
-            if include_raw:
-                # The rows as received (their times as Datadog wrote them): parsed again only
-                # for a read that asks for raw, never on the common path.
-                body = orjson.loads(response.content)
-                raws = list(body["data"]["attributes"]["annotated_interactions"])
-            else:
-                raws = [None] * len(interactions)
-            items = [_Item(*item) for item in zip(interactions, extras, raws, strict=True)]
+            rows = raws or [None] * len(interactions)
+            items = [_Item(*item) for item in zip(interactions, extras, rows, strict=True)]
             return _Page(offset=offset, total=page.total, items=items)
 
-        return await self._http.get(ANNOTATED_INTERACTIONS_PATH, params, classify)
+        def classify(response: httpx.Response) -> _Page:
+            page = self._api.read_page(response, where=where)
+            if not include_raw:
+                return paged(page, None)
+            # The rows as received (their times as Datadog wrote them): parsed again only for a
+            # read that asks for raw, never on the common path.
+            body = orjson.loads(response.content)
+            return paged(page, list(body["data"]["attributes"]["annotated_interactions"]))
+
+        def decode(content: bytes) -> _Page | None:
+            # A 200 page of today's shape, from its bytes (no httpx response built): what
+            # read_page's strict path gives; any other answer is classified.
+            page = strict_page(content)
+            return None if page is None else paged(page, None)
+
+        if include_raw:
+            return await self._http.get(ANNOTATED_INTERACTIONS_PATH, params, classify)
+        return await self._http.get_decoded(ANNOTATED_INTERACTIONS_PATH, params, decode, classify)
 
     async def _queue_labels(self, queue_id: str) -> QueueLabels:
         """The queue's label schema, fetched once per provider life (single flight per queue)."""

@@ -22,7 +22,8 @@ Contract:
   comes back with it redacted. The *status* is classified by the caller, through
   :mod:`.outcomes`. :func:`get` is ``send(get_request(...))``: the same answer and errors, sent
   straight through the providers' transport when httpx's client has nothing to add (the reads'
-  hot path).
+  hot path). :func:`get_decoded` is :func:`get` for a read page: a 200 JSON answer that an
+  ``httpx.Response`` would change nothing in goes to the caller's decoder as bytes, without one.
 - :func:`is_json` / :func:`parse_json`: what counts as a JSON answer, and its parse or a
   ``SourceProtocolError`` saying why not.
 - :func:`chunk_values` splits id lists so that URLs stay within a vendor's length limit.
@@ -33,8 +34,8 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 from urllib.parse import quote_plus
 
 import httpx
@@ -58,6 +59,7 @@ __all__ = [
     "chunk_values",
     "encode_query",
     "get",
+    "get_decoded",
     "get_request",
     "is_json",
     "make_client",
@@ -68,6 +70,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+D = TypeVar("D")
 
 DEFAULT_TIMEOUT_S = 5.0
 DEFAULT_MAX_CONNECTIONS = 32
@@ -239,14 +243,87 @@ async def get(client: httpx.AsyncClient, path: str, params: QueryParams, *, sour
         return await send(client, get_request(client, path, params), source=source)
     url = _absolute_url(client, path, params)
     headers = client.headers.multi_items()
+    exchange = await _exchange(direct, url, headers, client, source)
+    return _direct_response(client, exchange, url, headers, source)
+
+
+async def get_decoded(
+    client: httpx.AsyncClient,
+    path: str,
+    params: QueryParams,
+    decode: Callable[[bytes], D | None],
+    *,
+    source: str,
+    max_bytes: int | None = None,
+) -> D | httpx.Response:
+    """:func:`get`, with a 200 JSON answer handed to ``decode`` straight from its bytes when
+    httpx's response would add nothing to it: no ``Content-Encoding`` to undo, no cookie to
+    store, none of the request's credentials echoed in it, at most ``max_bytes`` long (a caller
+    that decodes large answers elsewhere, off the event loop, says so). ``decode`` returns what
+    the bytes mean, or None when it cannot say (an answer of another shape); that answer, and
+    every other, comes back as the ``httpx.Response`` :func:`get` gives.
+
+    The reads' pages are such answers: building and reading an ``httpx.Response`` for one cost
+    ~35 µs of a ~250 µs GET (measured against a local server, a 50-row page).
+    """
+    direct = client.direct if isinstance(client, SourceClient) else None
+    if direct is None or client.cookies:
+        return await send(client, get_request(client, path, params), source=source)
+    url = _absolute_url(client, path, params)
+    headers = client.headers.multi_items()
+    exchange = await _exchange(direct, url, headers, client, source)
+    content = exchange.content
+    small = max_bytes is None or len(content) <= max_bytes
+    if small and _plain_json(exchange) and not _echoed(content, headers):
+        decoded = decode(content)
+        if decoded is not None:
+            return decoded
+    return _direct_response(client, exchange, url, headers, source)
+
+
+async def _exchange(
+    direct: AiohttpTransport, url: str, headers: list[tuple[str, str]], client: httpx.AsyncClient, source: str
+) -> Exchange:
     try:
-        exchange = await direct.exchange("GET", url, headers, None, client.timeout.as_dict())
+        return await direct.exchange("GET", url, headers, None, client.timeout.as_dict())
     except httpx.TransportError as exc:
         raise transport_error(exc, where=f"GET {httpx.URL(url).path}", source=source) from exc
+
+
+def _direct_response(
+    client: httpx.AsyncClient, exchange: Exchange, url: str, headers: list[tuple[str, str]], source: str
+) -> httpx.Response:
     response = DirectResponse(exchange, "GET", url, headers)
     response.read()  # decodes Content-Encoding as httpx does; nothing to wait for
     client.cookies.extract_cookies(response)
     return _without_credentials(response, headers, source=source)
+
+
+_NOT_PLAIN = frozenset({b"content-encoding", b"set-cookie", b"set-cookie2"})
+
+
+def _plain_json(exchange: Exchange) -> bool:
+    """A 200 answer whose bytes are its JSON as they are (see :func:`get_decoded`): one JSON
+    content type (:func:`is_json`'s rule), nothing to decode, no cookie."""
+    if exchange.status != 200:
+        return False
+    ctype: bytes | None = None
+    for name, value in exchange.headers:
+        lowered = name.lower()
+        if lowered == b"content-type":
+            if ctype is not None:
+                return False  # repeated: httpx would join them
+            ctype = value.split(b";", 1)[0].strip().lower()
+        elif lowered in _NOT_PLAIN:
+            return False
+    return ctype is not None and (
+        ctype == b"application/json" or (ctype.startswith(b"application/") and ctype.endswith(b"+json"))
+    )
+
+
+def _echoed(content: bytes, headers: list[tuple[str, str]]) -> bool:
+    """Whether ``content`` holds one of the credentials sent with ``headers``."""
+    return any(c in content for c in _credentials(tuple(headers)))
 
 
 class DirectResponse(httpx.Response):

@@ -45,6 +45,7 @@ __all__ = ["RetryPolicy", "exchange_idempotent", "send_idempotent"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,15 +135,17 @@ async def send_idempotent(
 
 
 async def exchange_idempotent(
-    exchange: Callable[[], Awaitable[httpx.Response]],
-    classify: Callable[[httpx.Response], T],
+    exchange: Callable[[], Awaitable[R]],
+    classify: Callable[[R], T],
     *,
     policy: RetryPolicy,
     limit: asyncio.Semaphore | None = None,
     budget: RequestBudget | None = None,
 ) -> T:
     """:func:`send_idempotent` for any ``exchange`` that sends one request and reads its answer
-    (:func:`~annotation_gateway.providers.http.client.get` is the reads' one)."""
+    (:func:`~annotation_gateway.providers.http.client.get` is the reads' one; what it answers
+    may be a response or what :func:`~annotation_gateway.providers.http.client.get_decoded`
+    decoded from one)."""
 
     async def once() -> T:
         if limit is None:

@@ -10,6 +10,7 @@ names, the ``max_concurrency`` cap and the :class:`~annotation_gateway.providers
   when it has one (:class:`~annotation_gateway.providers.http.budget.RequestBudget`);
 - :meth:`Upstream.call` / :meth:`Upstream.get`: the one retrying call
   (:func:`~annotation_gateway.providers.http.retry.send_idempotent`, the cap held per try);
+  :meth:`Upstream.get_decoded` the same for a read page its caller can decode from its bytes;
 - :meth:`Upstream.error`: an unsuccessful answer as the ``SourceError`` the status table says;
 - :meth:`Upstream.validate`: a decoded body checked against the vendor's wire shape, or a
   ``SourceProtocolError`` naming the field, with ``errors[]`` in the one item shape.
@@ -26,7 +27,14 @@ from pydantic import TypeAdapter, ValidationError
 
 from annotation_gateway.errors import SourceError, SourceProtocolError
 from annotation_gateway.providers.http.budget import RequestBudget
-from annotation_gateway.providers.http.client import QueryParams, get, is_json, parse_json, send
+from annotation_gateway.providers.http.client import (
+    QueryParams,
+    get,
+    get_decoded,
+    is_json,
+    parse_json,
+    send,
+)
 from annotation_gateway.providers.http.outcomes import (
     ErrorItem,
     status_error,
@@ -38,6 +46,7 @@ from annotation_gateway.providers.http.retry import RetryPolicy, exchange_idempo
 __all__ = ["Upstream"]
 
 T = TypeVar("T")
+D = TypeVar("D")
 
 
 class Upstream:
@@ -94,6 +103,30 @@ class Upstream:
         return await exchange_idempotent(
             lambda: get(client, path, params, source=source),
             classify,
+            policy=self.retry,
+            limit=self._limit,
+            budget=self.budget,
+        )
+
+    async def get_decoded(
+        self,
+        path: str,
+        params: QueryParams,
+        decode: Callable[[bytes], D | None],
+        classify: Callable[[httpx.Response], T],
+        *,
+        max_bytes: int | None = None,
+    ) -> D | T:
+        """:meth:`get`, with the answers ``decode`` can read from their bytes decoded so
+        (``client.get_decoded``, up to ``max_bytes``) and the rest classified."""
+        client, source = self.client, self.source
+
+        def answer(response: D | httpx.Response) -> D | T:
+            return classify(response) if isinstance(response, httpx.Response) else response
+
+        return await exchange_idempotent(
+            lambda: get_decoded(client, path, params, decode, source=source, max_bytes=max_bytes),
+            answer,
             policy=self.retry,
             limit=self._limit,
             budget=self.budget,

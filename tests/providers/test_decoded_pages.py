@@ -1,0 +1,167 @@
+"""Read pages decoded straight from their bytes (``client.get_decoded``) give the records the
+``httpx.Response`` path gives.
+
+The providers read a page of today's shape without building an ``httpx.Response`` when they run
+on their own aiohttp transport; a provider on httpx's own transport (what the respx tests use)
+always takes the response path. Both ways, over real sockets, must give the same records, byte
+for byte: Phoenix's recorded pages served by a socket server, the Datadog simulator's pages.
+A Phoenix page too large to decode on the event loop is still decoded in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from annotation_gateway.model import SubjectKind
+from annotation_gateway.providers.base import SourceQuery
+from annotation_gateway.providers.datadog import DatadogProvider
+from annotation_gateway.providers.datadog.api import DatadogApi
+from annotation_gateway.providers.phoenix import PhoenixProvider
+from annotation_gateway.providers.phoenix import client as phoenix_client
+from annotation_gateway.records import Record
+from tests.plugins.datadog import DatadogSimulator
+from tests.providers.test_datadog_provider import every_label_type_seed
+from tests.providers.test_phoenix_replay import PROJECT, Replay, make_config, rows
+from tests.providers.test_transport import Handler, read_request, serving
+
+
+def wire(response: httpx.Response) -> bytes:
+    """``response`` as an HTTP/1.1 answer on the wire."""
+    head = f"HTTP/1.1 {response.status_code} {response.reason_phrase}\r\n"
+    for name, value in response.headers.multi_items():
+        if name.lower() != "content-length":
+            head += f"{name}: {value}\r\n"
+    head += f"Content-Length: {len(response.content)}\r\n\r\n"
+    return head.encode("latin-1") + response.content
+
+
+def replaying(replay: Replay, base: list[str]) -> Handler:
+    """A server answering each request with what ``replay`` answers for it."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                request_line, headers, _ = await read_request(reader)
+            except asyncio.IncompleteReadError:
+                break
+            method, target, _version = request_line.split(" ")
+            writer.write(wire(replay(httpx.Request(method, base[0] + target, headers=headers))))
+            await writer.drain()
+        writer.close()
+
+    return answer
+
+
+@asynccontextmanager
+async def phoenix_both_ways(replay: Replay) -> AsyncIterator[tuple[PhoenixProvider, PhoenixProvider]]:
+    """Two providers reading ``replay`` over a socket: on their own transport and on httpx's."""
+    base: list[str] = []
+    async with serving(replaying(replay, base)) as url:
+        base.append(url)
+        config = make_config(base_url=url)
+        direct = PhoenixProvider.from_config(config, environ={})
+        routed = PhoenixProvider.from_config(config, environ={}, transport=httpx.AsyncHTTPTransport())
+        try:
+            yield direct, routed
+        finally:
+            await direct.aclose()
+            await routed.aclose()
+
+
+def counting(monkeypatch: pytest.MonkeyPatch, owner: type, method: str) -> list[object]:
+    """The calls of ``owner.method`` from now on (each one's first argument after ``self``)."""
+    calls: list[object] = []
+    original = getattr(owner, method)
+
+    def counted(self: object, *args: Any, **kwargs: Any) -> Any:
+        calls.append(args[0] if args else None)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(owner, method, counted)
+    return calls
+
+
+def documents(records: list[Record]) -> list[bytes]:
+    return [record.json for record in records]
+
+
+async def test_phoenix_pages_give_the_same_records_both_ways(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Transcript 36's cursor leads to transcript 51: two pages, the second asked for by cursor.
+    replay = Replay("noauth/36", "noauth/51")
+    query = SourceQuery(subject_ids=("na1-sess-A", "na1-sess-B"), subject_kinds=(SubjectKind.SESSION,))
+    responses = counting(monkeypatch, PhoenixProvider, "_decode_page")
+    async with phoenix_both_ways(replay) as (direct, routed):
+        decoded = await direct.fetch_records(query)
+        assert responses == [], "the direct provider built a response for a page of today's shape"
+        classified = await routed.fetch_records(query)
+    assert len(responses) == 2  # the provider on httpx's transport: both pages as responses
+    assert len(decoded) == len(rows("noauth/36")) + len(rows("noauth/51"))
+    assert documents(decoded) == documents(classified)
+
+
+def big_page(size: int) -> dict[str, Any]:
+    """A session annotation page of today's shape of at least ``size`` bytes (copies of a
+    recorded row, each with its own id)."""
+    row = rows("noauth/36")[0]
+    copies: list[dict[str, Any]] = []
+    while len(orjson.dumps(copies)) < size:
+        copies.append({**row, "id": f"{row['id']}-{len(copies)}"})
+    return {"data": copies, "next_cursor": None}
+
+
+async def test_a_phoenix_page_too_large_for_the_loop_is_decoded_in_a_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    body = big_page(phoenix_client.THREAD_PARSE_MIN_BYTES)
+
+    class BigReplay(Replay):
+        def __call__(self, _: httpx.Request) -> httpx.Response:
+            return httpx.Response(
+                200, headers={"content-type": "application/json"}, content=orjson.dumps(body)
+            )
+
+    decoded_on: list[bool] = []
+    strict_rows = phoenix_client.strict_rows
+
+    def watched(*args: Any) -> Any:
+        decoded_on.append(threading.current_thread() is threading.main_thread())
+        return strict_rows(*args)
+
+    monkeypatch.setattr(phoenix_client, "strict_rows", watched)
+    query = SourceQuery(subject_ids=(body["data"][0]["session_id"],), subject_kinds=(SubjectKind.SESSION,))
+    async with phoenix_both_ways(BigReplay()) as (direct, _):
+        records = await direct.fetch_records(query)
+    assert len(records) == len(body["data"])
+    assert decoded_on == [False]  # once, off the event loop's thread
+    assert records[0].subject.project == PROJECT
+
+
+async def test_datadog_pages_give_the_same_records_both_ways(
+    datadog_sim: DatadogSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    datadog_sim.seed(every_label_type_seed())
+    config = datadog_sim.source_config("dd")
+    query = SourceQuery(subject_ids=("sess-1", "trace-1", "exp-1"))
+    responses = counting(monkeypatch, DatadogApi, "read_page")
+    direct = DatadogProvider.from_config(config, environ=datadog_sim.environ)
+    routed = DatadogProvider.from_config(
+        config, environ=datadog_sim.environ, transport=httpx.AsyncHTTPTransport()
+    )
+    try:
+        decoded = await direct.fetch_records(query)
+        assert responses == [], "the direct provider built a response for a page of today's shape"
+        classified = await routed.fetch_records(query)
+    finally:
+        await direct.aclose()
+        await routed.aclose()
+    assert responses  # the provider on httpx's transport read its pages as responses
+    assert len(decoded) == 7  # every set label value of the seed (test_datadog_provider lists them)
+    assert documents(decoded) == documents(classified)
