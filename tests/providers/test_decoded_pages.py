@@ -10,7 +10,6 @@ A Phoenix page too large to decode on the event loop is still decoded in a threa
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -29,8 +28,9 @@ from annotation_gateway.providers.phoenix import client as phoenix_client
 from annotation_gateway.records import Record
 from tests.plugins.datadog import DatadogSimulator
 from tests.providers.test_datadog_provider import every_label_type_seed
+from tests.providers.test_direct_get import answering
 from tests.providers.test_phoenix_replay import PROJECT, Replay, make_config, rows
-from tests.providers.test_transport import Handler, read_request, serving
+from tests.providers.test_transport import Handler, serving
 
 
 def wire(response: httpx.Response) -> bytes:
@@ -46,18 +46,11 @@ def wire(response: httpx.Response) -> bytes:
 def replaying(replay: Replay, base: list[str]) -> Handler:
     """A server answering each request with what ``replay`` answers for it."""
 
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            try:
-                request_line, headers, _ = await read_request(reader)
-            except asyncio.IncompleteReadError:
-                break
-            method, target, _version = request_line.split(" ")
-            writer.write(wire(replay(httpx.Request(method, base[0] + target, headers=headers))))
-            await writer.drain()
-        writer.close()
+    def respond(request_line: str, headers: dict[str, str]) -> bytes:
+        method, target, _version = request_line.split(" ")
+        return wire(replay(httpx.Request(method, base[0] + target, headers=headers)))
 
-    return answer
+    return answering(respond)
 
 
 @asynccontextmanager

@@ -238,13 +238,7 @@ async def get(client: httpx.AsyncClient, path: str, params: QueryParams, *, sour
     retrying GET: 513 → 250-305 µs (aiohttp alone: 150-160). ``tests/providers/test_direct_get.py``
     holds the two ways to the same requests on the wire and the same responses and errors.
     """
-    direct = client.direct if isinstance(client, SourceClient) else None
-    if direct is None or client.cookies:
-        return await send(client, get_request(client, path, params), source=source)
-    url = _absolute_url(client, path, params)
-    headers = client.headers.multi_items()
-    exchange = await _exchange(direct, url, headers, client, source)
-    return _direct_response(client, exchange, url, headers, source)
+    return await _get(client, path, params, None, source=source)
 
 
 async def get_decoded(
@@ -266,33 +260,38 @@ async def get_decoded(
     The reads' pages are such answers: building and reading an ``httpx.Response`` for one cost
     ~35 µs of a ~250 µs GET (measured against a local server, a 50-row page).
     """
+    return await _get(client, path, params, decode, source=source, max_bytes=max_bytes)
+
+
+async def _get(
+    client: httpx.AsyncClient,
+    path: str,
+    params: QueryParams,
+    decode: Callable[[bytes], D | None] | None,
+    *,
+    source: str,
+    max_bytes: int | None = None,
+) -> D | httpx.Response:
+    """:func:`get_decoded`; with no ``decode``, :func:`get`."""
     direct = client.direct if isinstance(client, SourceClient) else None
     if direct is None or client.cookies:
         return await send(client, get_request(client, path, params), source=source)
     url = _absolute_url(client, path, params)
     headers = client.headers.multi_items()
-    exchange = await _exchange(direct, url, headers, client, source)
+    try:
+        exchange = await direct.exchange("GET", url, headers, None, client.timeout.as_dict())
+    except httpx.TransportError as exc:
+        raise transport_error(exc, where=f"GET {httpx.URL(url).path}", source=source) from exc
     content = exchange.content
-    small = max_bytes is None or len(content) <= max_bytes
-    if small and _plain_json(exchange) and not _echoed(content, headers):
+    if (
+        decode is not None
+        and (max_bytes is None or len(content) <= max_bytes)
+        and _plain_json(exchange)
+        and not _echoed(content, headers)
+    ):
         decoded = decode(content)
         if decoded is not None:
             return decoded
-    return _direct_response(client, exchange, url, headers, source)
-
-
-async def _exchange(
-    direct: AiohttpTransport, url: str, headers: list[tuple[str, str]], client: httpx.AsyncClient, source: str
-) -> Exchange:
-    try:
-        return await direct.exchange("GET", url, headers, None, client.timeout.as_dict())
-    except httpx.TransportError as exc:
-        raise transport_error(exc, where=f"GET {httpx.URL(url).path}", source=source) from exc
-
-
-def _direct_response(
-    client: httpx.AsyncClient, exchange: Exchange, url: str, headers: list[tuple[str, str]], source: str
-) -> httpx.Response:
     response = DirectResponse(exchange, "GET", url, headers)
     response.read()  # decodes Content-Encoding as httpx does; nothing to wait for
     client.cookies.extract_cookies(response)
@@ -316,9 +315,7 @@ def _plain_json(exchange: Exchange) -> bool:
             ctype = value.split(b";", 1)[0].strip().lower()
         elif lowered in _NOT_PLAIN:
             return False
-    return ctype is not None and (
-        ctype == b"application/json" or (ctype.startswith(b"application/") and ctype.endswith(b"+json"))
-    )
+    return ctype is not None and _is_json_type(ctype.decode("latin-1"))
 
 
 def _echoed(content: bytes, headers: list[tuple[str, str]]) -> bool:
@@ -455,7 +452,11 @@ def _without_credentials(
 
 def is_json(response: httpx.Response) -> bool:
     """True for ``application/json`` and ``application/*+json`` (problem+json, vnd.api+json)."""
-    ctype: str = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return _is_json_type(response.headers.get("content-type", "").split(";", 1)[0].strip().lower())
+
+
+def _is_json_type(ctype: str) -> bool:
+    """A media type (lower case, no parameters) :func:`is_json` takes for JSON."""
     return ctype == "application/json" or (ctype.startswith("application/") and ctype.endswith("+json"))
 
 
