@@ -9,12 +9,15 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
+from annotation_gateway.cache_redis import decode as decode_value
+from annotation_gateway.cache_redis import encode as encode_value
 from annotation_gateway.model import (
     Annotation,
     Annotator,
@@ -24,8 +27,18 @@ from annotation_gateway.model import (
     Subject,
     SubjectKind,
 )
-from annotation_gateway.records import Record, decode, json_items, json_lines, micros, record_of, sort_key
+from annotation_gateway.records import (
+    Record,
+    decode,
+    json_items,
+    json_lines,
+    micros,
+    record_of,
+    same_documents,
+    sort_key,
+)
 from tests.fakes import make_record
+from tests.test_cache_redis import records  # the value codec's record strategy
 
 _JSON = TypeAdapter(Annotation).dump_json
 
@@ -288,3 +301,37 @@ def test_equal_scores_are_held_once_and_zeros_keep_their_sign() -> None:
     assert negative.json == _JSON(negative.annotation())
     big = plain_record(score=1e16)  # held as orjson's JSON, not shared
     assert b'"score":1e+16' in big.json
+
+
+# --- same_documents: what comparing the JSON would say, without writing it -------------------
+
+
+def documents(items: list[Record]) -> list[bytes]:
+    return [r.json for r in items]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_same_documents_says_what_their_json_says(data: st.DataObject) -> None:
+    items = data.draw(st.lists(records(), min_size=1, max_size=6))
+    copies = list(decode_value(encode_value(items, 1.0))[1])  # other objects, the same documents
+    assert all(c is not r for c, r in zip(copies, items, strict=True))
+    assert same_documents(items, copies)
+    changed = list(copies)
+    changed[data.draw(st.integers(0, len(changed) - 1))] = data.draw(records())
+    assert same_documents(items, changed) == (documents(items) == documents(changed))
+    assert not same_documents(items, copies[:-1])
+    assert not same_documents(items, copies[::-1]) or documents(items) == documents(copies[::-1])
+
+
+def test_same_documents_tells_a_minus_zero_score_from_zero() -> None:
+    zero = make_record(
+        id="dd:1", source="dd", provider="datadog", subject_kind="session", subject_id="s", project=None,
+        name="quality", label=None, score=0.0, explanation=None, annotator_kind="HUMAN", annotator_id="u",
+        identifier="", metadata={}, queue_id=None, queue_name=None, extensions={},
+        created_at=datetime(2026, 1, 1, tzinfo=UTC), updated_at=datetime(2026, 1, 2, tzinfo=UTC),
+    )  # fmt: skip
+    minus = msgspec.structs.replace(zero, score_field=-0.0)
+    assert zero.json != minus.json  # 0.0 == -0.0, but their documents differ
+    assert not same_documents([zero], [minus])
+    assert same_documents([zero], [msgspec.structs.replace(zero)])

@@ -135,6 +135,7 @@ from annotation_gateway.records import (
     SubjectRef,
     extensions_json,
     held_metadata,
+    same_documents,
     wire_score,
 )
 from annotation_gateway.resilience import Clock
@@ -1076,11 +1077,21 @@ class RedisTier:
         values: dict[Slot, bytes] = {}
         whole: dict[Slot, bytes] = {}
         for slot in slots:
+            held = known.get(slot) if known else None
+            if (
+                refresh
+                and held is not None
+                and started - stored_at_of(held[0]) < self._ttl / 2
+                and same_documents(held[1], parts[slot])
+            ):
+                # The case below, known without writing the value: a refresh loop that finds
+                # the answer unchanged encodes nothing (~20 µs a 10-record value).
+                found[slot] = TierEntry(parts[slot], age, held[0])
+                continue
             value = encode(parts[slot], started)
             head = value[: _HEAD.size]
             # The version is only a hint: if the store is refused, no value in Redis has it.
             found[slot] = TierEntry(parts[slot], age, head)
-            held = known.get(slot) if known else None
             if held is not None and held[0][_SAME] == head[_SAME]:
                 # The vendor's answer is unchanged (same header length and CRC as the copy this
                 # process holds). On a refresh, if that copy is dated less than half a ttl ago,

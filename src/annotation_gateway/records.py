@@ -38,6 +38,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from math import copysign as _copysign
 from math import isfinite as _isfinite
 from typing import Any, NamedTuple
 
@@ -61,6 +62,7 @@ __all__ = [
     "json_lines",
     "micros",
     "record_of",
+    "same_documents",
     "sort_key",
     "wire_score",
 ]
@@ -212,6 +214,39 @@ def extensions_json(record: Record) -> bytes | msgspec.Raw:
     """The JSON of ``record.extensions``."""
     extensions = record.extensions
     return extensions if type(extensions) is msgspec.Raw else _ENCODE(extensions)
+
+
+_FIELDS = msgspec.structs.astuple
+
+
+def same_documents(these: Sequence[Record], those: Sequence[Record]) -> bool:
+    """Whether two answers are the same canonical documents, record for record, in order —
+    what comparing their JSON would say, without writing it (~1 µs a record against ~2 to
+    write one; a shared-cache refresh compares the vendor's new answer with the one it holds).
+
+    Field values compare as Python compares them, which is what their JSON says for a record's
+    fields (strings, UTC datetimes, JSON held as bytes, the small structs), except for a score of
+    ``0.0`` against ``-0.0`` — equal, but written differently — which is told apart here. Two
+    values that merely look alike (a struct against the same JSON held as bytes, NaN against
+    NaN) compare unequal: a false "different" only costs the caller the write it would do
+    anyway."""
+    if len(these) != len(those):
+        return False
+    for this, that in zip(these, those, strict=True):
+        if this is that:
+            continue
+        if _FIELDS(this) != _FIELDS(that):
+            return False
+        if not _same_zero(this.score_field, that.score_field):
+            return False
+    return True
+
+
+def _same_zero(score: float | msgspec.Raw | None, other: float | msgspec.Raw | None) -> bool:
+    """False only for ``0.0`` against ``-0.0`` (equal, written differently)."""
+    if isinstance(score, float) and isinstance(other, float) and score == 0.0:
+        return _copysign(1.0, score) == _copysign(1.0, other)
+    return True
 
 
 def micros(value: datetime) -> int:
