@@ -37,7 +37,9 @@ when the upstream call fails (a miss does not carry it over the wire), and one t
 holds in its local tier — the same header length and CRC-32 as its copy — comes back as its
 20-byte head only (its date may be newer), neither sent nor decoded again. Likewise an answer
 fetched again and unchanged is stored by re-dating the value in Redis, not sent whole (and not at
-all by a refresh if the copy the process holds is less than half a ttl old). The lookups of
+all by a refresh if the copy the process holds is less than half a ttl old — which that refresh
+tells by comparing the records, :func:`~annotation_gateway.records.same_documents`, without
+encoding them). The lookups of
 every source a request asks in the same turn of the event loop go out as one pipeline (one
 round trip and one connection for the request, not one per source). A polled query whose merged
 result expired is first *confirmed* (:meth:`RedisTier.confirm`, from the federation): the
