@@ -1080,29 +1080,25 @@ class RedisTier:
         whole: dict[Slot, bytes] = {}
         for slot in slots:
             held = known.get(slot) if known else None
-            if (
-                refresh
-                and held is not None
-                and started - stored_at_of(held[0]) < self._ttl / 2
-                and same_documents(held[1], parts[slot])
-            ):
-                # The case below, known without writing the value: a refresh loop that finds
-                # the answer unchanged encodes nothing (~20 µs a 10-record value).
-                found[slot] = TierEntry(parts[slot], age, held[0])
+            # On a refresh, a held copy dated less than half a ttl ago is as good as Redis's for
+            # every reader: an unchanged answer needs nothing written (a refresh loop costs no
+            # Redis call), and the local entry keeps naming Redis's copy, so that a later refresh
+            # re-dates it in time. (After a lookup that found Redis's copy missing or old, it is
+            # always written.)
+            recent = held if refresh and held and started - stored_at_of(held[0]) < self._ttl / 2 else None
+            if recent is not None and same_documents(recent[1], parts[slot]):
+                # Known unchanged without encoding the value (~20 µs a 10-record value).
+                found[slot] = TierEntry(parts[slot], age, recent[0])
                 continue
             value = encode(parts[slot], started)
             head = value[: _HEAD.size]
             # The version is only a hint: if the store is refused, no value in Redis has it.
             found[slot] = TierEntry(parts[slot], age, head)
             if held is not None and held[0][_SAME] == head[_SAME]:
-                # The vendor's answer is unchanged (same header length and CRC as the copy this
-                # process holds). On a refresh, if that copy is dated less than half a ttl ago,
-                # Redis's is as good for every reader: nothing to write (a refresh loop costs no
-                # Redis call), and the local entry keeps naming Redis's copy, so that a later
-                # refresh re-dates it in time. (After a lookup that found Redis's copy missing or
-                # old, it is always written.) Otherwise Redis only needs the new date, not
-                # ~10 KB again per subject.
-                if refresh and started - stored_at_of(held[0]) < self._ttl / 2:
+                # Unchanged by its header length and CRC (what same_documents could not call the
+                # same, e.g. extensions held as a struct here and as JSON there). Recent: as
+                # above; otherwise Redis only needs the new date, not ~10 KB again per subject.
+                if recent is not None:
                     found[slot] = TierEntry(parts[slot], age, held[0])
                     continue
                 whole[slot] = value

@@ -221,8 +221,9 @@ _FIELDS = msgspec.structs.astuple
 
 def same_documents(these: Sequence[Record], those: Sequence[Record]) -> bool:
     """Whether two answers are the same canonical documents, record for record, in order —
-    what comparing their JSON would say, without writing it (~1 µs a record against ~2 to
-    write one; a shared-cache refresh compares the vendor's new answer with the one it holds).
+    what comparing their JSON would say, without writing it (~0.45 µs a record, against
+    ~0.6-0.8 to write its JSON and ~1.8-2.1 to encode it for Redis: a shared-cache refresh
+    compares the vendor's new answer with the one it holds).
 
     Field values compare as Python compares them, which is what their JSON says for a record's
     fields (strings, UTC datetimes, JSON held as bytes, the small structs), except for a score of

@@ -19,7 +19,7 @@ names, the ``max_concurrency`` cap and the :class:`~annotation_gateway.providers
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import httpx
@@ -47,6 +47,7 @@ __all__ = ["Upstream"]
 
 T = TypeVar("T")
 D = TypeVar("D")
+R = TypeVar("R")
 
 
 class Upstream:
@@ -100,13 +101,7 @@ class Upstream:
     async def get(self, path: str, params: QueryParams, classify: Callable[[httpx.Response], T]) -> T:
         """The retrying GET of ``path`` with ``params`` (``client.get``)."""
         client, source = self.client, self.source
-        return await exchange_idempotent(
-            lambda: get(client, path, params, source=source),
-            classify,
-            policy=self.retry,
-            limit=self._limit,
-            budget=self.budget,
-        )
+        return await self._retried(lambda: get(client, path, params, source=source), classify)
 
     async def get_decoded(
         self,
@@ -124,12 +119,15 @@ class Upstream:
         def answer(response: D | httpx.Response) -> D | T:
             return classify(response) if isinstance(response, httpx.Response) else response
 
+        return await self._retried(
+            lambda: get_decoded(client, path, params, decode, source=source, max_bytes=max_bytes), answer
+        )
+
+    async def _retried(self, exchange: Callable[[], Awaitable[R]], classify: Callable[[R], T]) -> T:
+        """``exchange`` and ``classify`` as one retrying call under this source's policy, cap and
+        budget."""
         return await exchange_idempotent(
-            lambda: get_decoded(client, path, params, decode, source=source, max_bytes=max_bytes),
-            answer,
-            policy=self.retry,
-            limit=self._limit,
-            budget=self.budget,
+            exchange, classify, policy=self.retry, limit=self._limit, budget=self.budget
         )
 
     def error(
