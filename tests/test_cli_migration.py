@@ -353,6 +353,17 @@ def test_export_partial_and_bad_arguments(world: World, tmp_path: Path) -> None:
     assert _run("export", "--config", str(world.config), "-s", "x", "--format", "xml").exit_code == 2
 
 
+@pytest.mark.parametrize("command", ["query", "export", "changes", "metrics", "agreement"])
+def test_every_reading_command_exits_2_on_what_the_api_refuses(world: World, command: str) -> None:
+    """One table from a run's error to an exit code (``cli._inputs.command_errors``): an unknown
+    source — the API's 422 — exits 2 with the API's code and words whichever command read it
+    (``query`` exited 1 before the table was shared)."""
+    result = _run(command, "--config", str(world.config), "-s", "x", "--source", "nope")
+    assert result.exit_code == 2, result.output
+    assert "validation_error: unknown source 'nope'" in result.output
+    assert "known:" in result.output
+
+
 # --- migrate --------------------------------------------------------------------------------
 
 

@@ -22,6 +22,9 @@ Contract:
   report with exit code 2 (bad arguments);
 - :func:`query_from_options`: the one query from a reading command's options (ids, kind
   prefixes, ``--scope``, the filters by the query's own names);
+- :func:`command_errors`: the one table from what a command's run raises to how it exits — a
+  config error or a refused input (the API's 4xx) exits 2, any other gateway error (a source
+  failing under ``--partial deny``, every source failing) prints its problem and exits 1;
 - :func:`open_federation`: the configured, enabled sources' providers and a
   :class:`~annotation_gateway.federation.Federation` over them, as the server builds them (the
   CLI needs no server), closed on exit.
@@ -35,19 +38,20 @@ import json
 import os
 import secrets
 import tomllib
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from annotation_gateway.cli._app import EXIT_CONFIG, err_console
-from annotation_gateway.errors import ClientError
+from annotation_gateway.cli._app import EXIT_CONFIG, EXIT_FAILURE, err_console
+from annotation_gateway.errors import ClientError, GatewayError
 from annotation_gateway.federation import FederatedQuery, Federation
 from annotation_gateway.model import SubjectKind
 from annotation_gateway.providers import AnnotationProvider, build_provider
+from annotation_gateway.providers.config import ConfigError
 from annotation_gateway.settings import GatewaySettings
 
 __all__ = [
@@ -55,7 +59,10 @@ __all__ = [
     "build_query",
     "collect_subject_ids",
     "collect_subjects",
+    "command_errors",
     "exit_bad_input",
+    "exit_failed",
+    "exit_refused",
     "open_federation",
     "query_from_options",
     "read_name_map",
@@ -75,14 +82,46 @@ def exit_bad_input(message: str) -> typer.Exit:
     return typer.Exit(EXIT_CONFIG)
 
 
+def exit_refused(exc: ClientError, hint: str = "") -> typer.Exit:
+    """Print what the gateway refused (its problem code and the API's words, then ``hint``) as a
+    bad-arguments error; return the ``Exit`` (code 2) to raise."""
+    return exit_bad_input(f"{exc.code.value}: {exc.detail}{hint}")
+
+
+def exit_failed(exc: GatewayError, note: str | None = None) -> typer.Exit:
+    """Print a failed run's problem (code, status, detail; then ``note``); return the ``Exit``
+    (code 1) to raise."""
+    err_console.print(f"[bold red]{exc.code.value}[/] ({exc.status}): {exc.detail}", highlight=False)
+    if note:
+        err_console.print(f"[dim]{note}[/]", highlight=False)
+    return typer.Exit(EXIT_FAILURE)
+
+
+@contextmanager
+def command_errors(*, failed_note: str | None = None) -> Iterator[None]:
+    """How a command exits when its run raises, one table for every reading command: a
+    :class:`ConfigError` (a source that cannot be built) exits 2 as a config error; a
+    :class:`ClientError` — the input the API would answer 4xx (an unknown source, too many ids,
+    a bad filter) — exits 2 with the API's code and words; any other :class:`GatewayError` (a
+    source failing under ``--partial deny``, every source failing) prints its problem and
+    ``failed_note`` and exits 1."""
+    try:
+        yield
+    except ConfigError as exc:
+        err_console.print(f"[bold red]config error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_CONFIG) from None
+    except ClientError as exc:
+        raise exit_refused(exc) from None
+    except GatewayError as exc:
+        raise exit_failed(exc, failed_note) from None
+
+
 def build_query(**fields: Any) -> FederatedQuery:
     """The one query type, built from the command's options: what it refuses (no subject id or
     identifier, a limit, a window that ends before it starts) exits 2 with the query's own
     message, the same rule and words as the API's 422."""
-    try:
+    with command_errors():
         return FederatedQuery(**fields)
-    except ClientError as exc:
-        raise exit_bad_input(f"{exc.code.value}: {exc.detail}") from None
 
 
 _LIST_FIELDS = frozenset(f.name for f in dataclass_fields(FederatedQuery) if f.default == ())

@@ -35,7 +35,6 @@ from annotation_gateway.api.routes.aggregates import (
 from annotation_gateway.api.schemas import source_statuses
 from annotation_gateway.cli._app import (
     DEFAULT_CONFIG,
-    EXIT_CONFIG,
     EXIT_FAILURE,
     AnnotatorKindOption,
     ConfigOption,
@@ -53,11 +52,9 @@ from annotation_gateway.cli._app import (
     err_console,
     load_or_exit,
 )
-from annotation_gateway.cli._inputs import exit_bad_input, open_federation, query_from_options
-from annotation_gateway.errors import ClientError, GatewayError
+from annotation_gateway.cli._inputs import command_errors, exit_bad_input, open_federation, query_from_options
 from annotation_gateway.federation import FederatedQuery
 from annotation_gateway.federation.answers import SourceStatus
-from annotation_gateway.providers.config import ConfigError
 from annotation_gateway.records import Record
 from annotation_gateway.reports import FittedTable
 
@@ -83,10 +80,8 @@ TimeFieldOption = Annotated[str, typer.Option("--time-field", help="updated_at o
 
 
 def _spec(**fields: Any) -> MetricsSpec:
-    try:
+    with command_errors():
         return MetricsSpec(**fields)
-    except ClientError as exc:
-        raise exit_bad_input(f"{exc.code.value}: {exc.detail}") from None
 
 
 async def _run(config: Path, query: FederatedQuery, consume: Any) -> tuple[bool, list[SourceStatus]]:
@@ -96,16 +91,8 @@ async def _run(config: Path, query: FederatedQuery, consume: Any) -> tuple[bool,
 
 
 def _execute(config: Path, query: FederatedQuery, consume: Any) -> tuple[bool, list[SourceStatus]]:
-    try:
+    with command_errors():
         return asyncio.run(_run(config, query, consume))
-    except ConfigError as exc:
-        err_console.print(f"[bold red]config error:[/] {exc}", highlight=False)
-        raise typer.Exit(EXIT_CONFIG) from None
-    except ClientError as exc:
-        raise exit_bad_input(f"{exc.code.value}: {exc.detail}") from None
-    except GatewayError as exc:
-        err_console.print(f"[bold red]{exc.code.value}[/] ({exc.status}): {exc.detail}", highlight=False)
-        raise typer.Exit(EXIT_FAILURE) from None
 
 
 def _write(data: bytes, output: Path | None) -> None:

@@ -21,8 +21,6 @@ import typer
 
 from annotation_gateway.cli._app import (
     DEFAULT_CONFIG,
-    EXIT_CONFIG,
-    EXIT_FAILURE,
     AnnotatorKindOption,
     ConfigOption,
     NameOption,
@@ -38,11 +36,9 @@ from annotation_gateway.cli._app import (
     err_console,
     load_or_exit,
 )
-from annotation_gateway.cli._inputs import exit_bad_input, open_federation, query_from_options
-from annotation_gateway.errors import ClientError, GatewayError
+from annotation_gateway.cli._inputs import command_errors, open_federation, query_from_options
 from annotation_gateway.federation import FederatedQuery
 from annotation_gateway.federation.limits import DEFAULT_CHANGES_LIMIT, MAX_CHANGES_LIMIT
-from annotation_gateway.providers.config import ConfigError
 from annotation_gateway.records import json_lines
 from annotation_gateway.settings import GatewaySettings
 
@@ -120,24 +116,17 @@ def changes_command(
     )
     settings = load_or_exit(config)
     try:
-        asyncio.run(
-            run_changes(
-                settings,
-                query,
-                since=since,
-                limit=limit,
-                follow=follow,
-                interval_s=interval,
-                max_polls=max_polls,
+        with command_errors():
+            asyncio.run(
+                run_changes(
+                    settings,
+                    query,
+                    since=since,
+                    limit=limit,
+                    follow=follow,
+                    interval_s=interval,
+                    max_polls=max_polls,
+                )
             )
-        )
     except KeyboardInterrupt:
         err_console.print("stopped: resume with --since and the last next_since.", highlight=False)
-    except ConfigError as exc:
-        err_console.print(f"[bold red]config error:[/] {exc}", highlight=False)
-        raise typer.Exit(EXIT_CONFIG) from None
-    except ClientError as exc:
-        raise exit_bad_input(f"{exc.code.value}: {exc.detail}") from None
-    except GatewayError as exc:
-        err_console.print(f"[bold red]{exc.code.value}[/] ({exc.status}): {exc.detail}", highlight=False)
-        raise typer.Exit(EXIT_FAILURE) from None

@@ -35,8 +35,6 @@ from rich.text import Text
 from annotation_gateway.api.routes.compare import CompareFormat, fetch_sides, render
 from annotation_gateway.cli._app import (
     DEFAULT_CONFIG,
-    EXIT_CONFIG,
-    EXIT_FAILURE,
     ConfigOption,
     ScopeOption,
     SubjectIdsFileOption,
@@ -48,14 +46,13 @@ from annotation_gateway.cli._app import (
 from annotation_gateway.cli._inputs import (
     InputError,
     collect_subject_ids,
+    command_errors,
     exit_bad_input,
     open_federation,
     read_name_map,
     read_subject_map,
 )
 from annotation_gateway.compare import CompareRequest, CompareResult, compare
-from annotation_gateway.errors import ClientError, GatewayError
-from annotation_gateway.providers.config import ConfigError
 from annotation_gateway.reports import to_rich_table
 from annotation_gateway.settings import GatewaySettings
 
@@ -150,17 +147,8 @@ def compare_command(
         include_copies=include_copies,
     )
     settings = load_or_exit(config)
-    try:
+    with command_errors(failed_note="no comparison: one side could not be read completely"):
         result = asyncio.run(run_compare(settings, request))
-    except ConfigError as exc:
-        err_console.print(f"[bold red]config error:[/] {exc}", highlight=False)
-        raise typer.Exit(EXIT_CONFIG) from None
-    except ClientError as exc:  # unknown source, too many ids...
-        raise exit_bad_input(f"{exc.code.value}: {exc.detail}") from None
-    except GatewayError as exc:
-        err_console.print(f"[bold red]{exc.code.value}[/] ({exc.status}): {exc.detail}", highlight=False)
-        err_console.print("[dim]no comparison: one side could not be read completely[/]")
-        raise typer.Exit(EXIT_FAILURE) from None
     _write(result, output_format, output, all_rows=all_rows)
 
 

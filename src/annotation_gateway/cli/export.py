@@ -34,7 +34,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from annotation_gateway.api.routes.export import ExportFormat, ExportWriter
 from annotation_gateway.cli._app import (
     DEFAULT_CONFIG,
-    EXIT_CONFIG,
     EXIT_FAILURE,
     AnnotatorKindOption,
     ConfigOption,
@@ -53,10 +52,9 @@ from annotation_gateway.cli._app import (
     err_console,
     load_or_exit,
 )
-from annotation_gateway.cli._inputs import exit_bad_input, open_federation, query_from_options
-from annotation_gateway.errors import ClientError, GatewayError
+from annotation_gateway.cli._inputs import command_errors, open_federation, query_from_options
+from annotation_gateway.errors import GatewayError
 from annotation_gateway.federation import FederatedQuery
-from annotation_gateway.providers.config import ConfigError
 from annotation_gateway.settings import GatewaySettings
 
 __all__ = ["ExportSummary", "export_command", "run_export"]
@@ -186,18 +184,12 @@ def export_command(
             console=err_console,
             transient=False,
         )
-    try:
-        with _sink(output) as sink, progress or contextlib.nullcontext():
-            summary = asyncio.run(run_export(settings, query, output_format, sink, progress=progress))
-    except ConfigError as exc:
-        err_console.print(f"[bold red]config error:[/] {exc}", highlight=False)
-        raise typer.Exit(EXIT_CONFIG) from None
-    except ClientError as exc:  # unknown source, too many ids, a bad filter
-        raise exit_bad_input(f"{exc.code.value}: {exc.detail}") from None
-    except GatewayError as exc:
-        err_console.print(f"[bold red]{exc.code.value}[/] ({exc.status}): {exc.detail}", highlight=False)
-        err_console.print("[dim]nothing exported[/]")
-        raise typer.Exit(EXIT_FAILURE) from None
+    with (
+        command_errors(failed_note="nothing exported"),
+        _sink(output) as sink,
+        progress or contextlib.nullcontext(),
+    ):
+        summary = asyncio.run(run_export(settings, query, output_format, sink, progress=progress))
     where = str(output) if output is not None else "stdout"
     if summary.failed:
         err_console.print(

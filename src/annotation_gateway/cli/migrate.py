@@ -59,6 +59,8 @@ from annotation_gateway.cli._inputs import (
     build_query,
     collect_subject_ids,
     exit_bad_input,
+    exit_failed,
+    exit_refused,
     read_name_map,
 )
 from annotation_gateway.compare import CompareResult, RowStatus
@@ -193,7 +195,7 @@ def _run_follow(
     except CheckpointMismatchError as exc:
         raise exit_bad_input(str(exc)) from None
     except ClientError as exc:
-        raise exit_bad_input(f"{exc.code.value}: {exc.detail}") from None
+        raise exit_refused(exc) from None
     err_console.print(
         f"followed {state.rounds} round(s) in all; {state.changed} annotation(s) written or updated",
         highlight=False,
@@ -472,16 +474,15 @@ def migrate_command(
         hint = ""
         if "queue_project_id" in exc.detail:
             hint = " (give --datadog-project PROJECT_ID)"
-        raise exit_bad_input(f"{exc.code.value}: {exc.detail}{hint}") from None
+        raise exit_refused(exc, hint) from None
     except GatewayError as exc:
-        err_console.print(f"[bold red]{exc.code.value}[/] ({exc.status}): {exc.detail}", highlight=False)
+        note = None
         if checkpoint is not None:
-            err_console.print(
+            note = (
                 f"the run stopped; {checkpoint} keeps what completed{_checkpoint_state(checkpoint)}: "
-                "run the same command again to resume.",
-                highlight=False,
+                "run the same command again to resume."
             )
-        raise typer.Exit(EXIT_FAILURE) from None
+        raise exit_failed(exc, note) from None
 
     if output_format is MigrateOutput.JSON:
         sys.stdout.write(json.dumps(_json_document(report, checked), indent=2) + "\n")

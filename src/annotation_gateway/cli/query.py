@@ -4,7 +4,9 @@ Contract: builds the configured sources and a :class:`~annotation_gateway.federa
 exactly as the server does (no server needed), runs one query (or every page with ``--all``)
 and prints a rich table or, with ``--format json``, the API's answer shape
 ``{data, next_cursor, partial, sources}``. A failing source is reported (partial) unless
-``--partial deny``; a failed query prints its problem and exits 1; a bad config exits 2.
+``--partial deny``; a failed query prints its problem and exits 1; a bad config, or input the
+API refuses (an unknown source, too many ids), exits 2
+(:func:`~annotation_gateway.cli._inputs.command_errors`).
 
 ``-s`` takes an id as the table prints it: ``support-07`` or ``trace:4f1c…`` (a kind prefix
 also asks for that kind; see :func:`~annotation_gateway.cli._inputs.collect_subjects`). The
@@ -25,8 +27,6 @@ from rich.table import Table
 from annotation_gateway.api.schemas import page_json
 from annotation_gateway.cli._app import (
     DEFAULT_CONFIG,
-    EXIT_CONFIG,
-    EXIT_FAILURE,
     AnnotatorKindOption,
     ConfigOption,
     ExcludeNameOption,
@@ -41,11 +41,9 @@ from annotation_gateway.cli._app import (
     SubjectKindOption,
     app,
     console,
-    err_console,
     load_or_exit,
 )
-from annotation_gateway.cli._inputs import open_federation, query_from_options
-from annotation_gateway.errors import GatewayError
+from annotation_gateway.cli._inputs import command_errors, open_federation, query_from_options
 from annotation_gateway.federation import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
@@ -53,7 +51,6 @@ from annotation_gateway.federation import (
     QueryPage,
 )
 from annotation_gateway.model import SubjectKind
-from annotation_gateway.providers.config import ConfigError
 from annotation_gateway.reports import FittedTable
 from annotation_gateway.settings import GatewaySettings
 
@@ -166,14 +163,8 @@ def query(
         partial=partial,
     )
     settings = load_or_exit(config)
-    try:
+    with command_errors():
         page = asyncio.run(run_query(settings, federated, follow=all_pages))
-    except ConfigError as exc:
-        err_console.print(f"[bold red]config error:[/] {exc}")
-        raise typer.Exit(EXIT_CONFIG) from None
-    except GatewayError as exc:
-        err_console.print(f"[bold red]{exc.code.value}[/] ({exc.status}): {exc.detail}")
-        raise typer.Exit(EXIT_FAILURE) from None
     if output is OutputFormat.JSON:
         sys.stdout.buffer.write(page_json(page) + b"\n")
         sys.stdout.flush()
