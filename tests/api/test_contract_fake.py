@@ -23,6 +23,7 @@ from annotation_gateway.errors import (
     SourceUnavailableError,
 )
 from annotation_gateway.federation import MAX_PAGE_SIZE, MAX_SUBJECT_IDS_GET, MAX_SUBJECT_IDS_SEARCH
+from annotation_gateway.federation.query import LIST_FIELDS
 from annotation_gateway.model import Annotation, Annotator, AnnotatorKind, ProviderKind, Subject, SubjectKind
 from tests.api.fake_federation import FakeFederation, FakeSource, fake_settings
 
@@ -162,6 +163,45 @@ def test_search_body_is_the_same_query(client: httpx.Client, fake: FakeFederatio
     assert r.status_code == 200, r.text
     assert len(r.json()["data"]) == 2
     assert fake.queries[-1][0].names == ("resolution",)
+
+
+_EVERY_LIST_FILTER = {
+    "subject_kinds": ["session", "trace"],
+    "identifiers": ["x"],
+    "names": ["a", "b"],
+    "exclude_names": ["c"],
+    "sources": ["phx"],
+    "providers": ["phoenix"],
+    "annotator_kinds": ["HUMAN", "LLM"],
+    "projects": ["p"],
+    "queues": ["q"],
+}
+
+
+def test_every_list_filter_is_one_query_from_get_and_from_the_body(
+    client: httpx.Client, fake: FakeFederation
+) -> None:
+    """The GET query string (singular keys), the search body (plural names) and the body with the
+    GET names as aliases all give the same query, every list filter included."""
+    assert set(_EVERY_LIST_FILTER) == {f for f in LIST_FIELDS if f != "subject_ids"}
+    singular = [
+        (name.removesuffix("s"), value) for name, values in _EVERY_LIST_FILTER.items() for value in values
+    ]
+    answers = [
+        client.get("/v1/annotations", params=[("subject_id", "s1"), *singular]),
+        client.post("/v1/annotations/search", json={"subject_ids": ["s1"], **_EVERY_LIST_FILTER}),
+        client.post(
+            "/v1/annotations/search",
+            json={"subject_id": ["s1"], **{k.removesuffix("s"): v for k, v in _EVERY_LIST_FILTER.items()}},
+        ),
+    ]
+    assert [r.status_code for r in answers] == [200, 200, 200], [r.text for r in answers]
+    get_query, body_query, alias_query = (query for query, _ in fake.queries[-3:])
+    assert get_query == body_query == alias_query
+    assert get_query.queues == ("q",)
+    assert get_query.projects == ("p",)
+    assert get_query.sources == ("phx",)
+    assert get_query.subject_kinds == (SubjectKind.SESSION, SubjectKind.TRACE)
 
 
 # --- one contract test per problem code ------------------------------------------------------

@@ -44,6 +44,7 @@ from annotation_gateway.federation import (
     QueryPage,
     SourceStatus,
 )
+from annotation_gateway.federation.query import LIST_FIELDS
 from annotation_gateway.model import Annotation, AnnotationWrite, AnnotatorKind, ProviderKind, SubjectKind
 from annotation_gateway.records import json_items
 
@@ -122,6 +123,11 @@ def _not_a_number(value: Any) -> Any:
 Rfc3339 = Annotated[datetime, BeforeValidator(_not_a_number)]
 
 
+_LIST_FILTERS = tuple(field for field in LIST_FIELDS if field != "subject_ids")
+"""The query's list filters by its (and the search body's) plural names; the GET query string
+names each in the singular (``name``), which the body takes too."""
+
+
 class _QueryFields(BaseModel):
     """Fields shared by the GET query string and the search body (single names)."""
 
@@ -133,6 +139,30 @@ class _QueryFields(BaseModel):
     cursor: str | None = Field(default=None, max_length=MAX_CURSOR_LENGTH, description=_D_CURSOR)
     include: list[Literal["raw"]] = Field(default_factory=list, description=_D_INCLUDE)
     partial: Literal["allow", "deny"] = Field(default="allow", description=_D_PARTIAL)
+
+    def _query(
+        self,
+        subject_ids: tuple[str, ...],
+        lists: dict[str, list[Any]],
+        scope: Literal["all"] | None,
+        *,
+        use_cache: bool,
+    ) -> FederatedQuery:
+        """The one query, from the subject ids, the list filters (by the query's names) and the
+        scope."""
+        filters: dict[str, Any] = {field: tuple(values) for field, values in lists.items()}
+        return FederatedQuery(
+            subject_ids=subject_ids,
+            **filters,
+            scope=scope,
+            updated_after=self.updated_after,
+            updated_before=self.updated_before,
+            limit=self.limit,
+            cursor=self.cursor,
+            include_raw="raw" in self.include,
+            partial=self.partial,
+            use_cache=use_cache,
+        )
 
 
 class AnnotationQueryParams(_QueryFields):
@@ -153,26 +183,8 @@ class AnnotationQueryParams(_QueryFields):
     def to_query(self, *, use_cache: bool) -> FederatedQuery:
         subject_ids = tuple(self.subject_id)
         check_subject_id_limit(subject_ids, MAX_SUBJECT_IDS_GET, "GET /v1/annotations")
-        return FederatedQuery(
-            subject_ids=subject_ids,
-            subject_kinds=tuple(self.subject_kind),
-            identifiers=tuple(self.identifier),
-            names=tuple(self.name),
-            exclude_names=tuple(self.exclude_name),
-            sources=tuple(self.source),
-            providers=tuple(self.provider),
-            annotator_kinds=tuple(self.annotator_kind),
-            projects=tuple(self.project),
-            queues=tuple(self.queue),
-            scope=self.scope,
-            updated_after=self.updated_after,
-            updated_before=self.updated_before,
-            limit=self.limit,
-            cursor=self.cursor,
-            include_raw="raw" in self.include,
-            partial=self.partial,
-            use_cache=use_cache,
-        )
+        lists = {field: getattr(self, field.removesuffix("s")) for field in _LIST_FILTERS}
+        return self._query(subject_ids, lists, self.scope, use_cache=use_cache)
 
 
 class AnnotationSearchBody(_QueryFields):
@@ -231,26 +243,8 @@ class AnnotationSearchBody(_QueryFields):
     def to_query(self, *, use_cache: bool) -> FederatedQuery:
         subject_ids = tuple(self.subject_ids)
         check_subject_id_limit(subject_ids, MAX_SUBJECT_IDS_SEARCH, "POST /v1/annotations/search")
-        return FederatedQuery(
-            subject_ids=subject_ids,
-            subject_kinds=tuple(self.subject_kinds),
-            identifiers=tuple(self.identifiers),
-            names=tuple(self.names),
-            exclude_names=tuple(self.exclude_names),
-            sources=tuple(self.sources),
-            providers=tuple(self.providers),
-            annotator_kinds=tuple(self.annotator_kinds),
-            projects=tuple(self.projects),
-            queues=tuple(self.queues),
-            scope=self.scope,
-            updated_after=self.updated_after,
-            updated_before=self.updated_before,
-            limit=self.limit,
-            cursor=self.cursor,
-            include_raw="raw" in self.include,
-            partial=self.partial,
-            use_cache=use_cache,
-        )
+        lists = {field: getattr(self, field) for field in _LIST_FILTERS}
+        return self._query(subject_ids, lists, self.scope, use_cache=use_cache)
 
 
 # --- answers (documentation models) ----------------------------------------------------------

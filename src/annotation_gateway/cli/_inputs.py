@@ -40,7 +40,6 @@ import secrets
 import tomllib
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +48,7 @@ import typer
 from annotation_gateway.cli._app import EXIT_CONFIG, EXIT_FAILURE, err_console
 from annotation_gateway.errors import ClientError, GatewayError
 from annotation_gateway.federation import FederatedQuery, Federation
+from annotation_gateway.federation.query import LIST_FIELDS
 from annotation_gateway.model import SubjectKind
 from annotation_gateway.providers import AnnotationProvider, build_provider
 from annotation_gateway.providers.config import ConfigError
@@ -124,10 +124,6 @@ def build_query(**fields: Any) -> FederatedQuery:
         return FederatedQuery(**fields)
 
 
-_LIST_FIELDS = frozenset(f.name for f in dataclass_fields(FederatedQuery) if f.default == ())
-"""The query's list filters: an option not given (``None``) is no filter, an empty tuple."""
-
-
 def query_from_options(
     *,
     subject_id: Sequence[str] | None = None,
@@ -145,7 +141,8 @@ def query_from_options(
         ids, kinds = collect_subjects(subject_id, subject_ids_file, subject_kind)
     except InputError as exc:
         raise exit_bad_input(str(exc)) from None
-    fields = {name: tuple(value or ()) if name in _LIST_FIELDS else value for name, value in filters.items()}
+    # A list option not given (None) is no filter: an empty tuple.
+    fields = {name: tuple(value or ()) if name in LIST_FIELDS else value for name, value in filters.items()}
     if partial is not None:
         fields["partial"] = partial.value
     return build_query(

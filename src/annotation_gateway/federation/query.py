@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from operator import lt
 from typing import Literal
@@ -39,7 +39,7 @@ from annotation_gateway.federation.limits import (
 )
 from annotation_gateway.model import AnnotatorKind, ProviderKind, SubjectKind, to_utc
 
-__all__ = ["FederatedQuery", "PartialMode", "fingerprint", "stale_allowance"]
+__all__ = ["LIST_FIELDS", "FederatedQuery", "PartialMode", "fingerprint", "stale_allowance"]
 
 PartialMode = Literal["allow", "deny"]
 Scope = Literal["all"]
@@ -154,6 +154,11 @@ class FederatedQuery:
             )
         object.__setattr__(self, "updated_after", after)
         object.__setattr__(self, "updated_before", before)
+
+
+LIST_FIELDS = tuple(f.name for f in fields(FederatedQuery) if f.default == ())
+"""The query's list fields (``subject_ids`` and the list filters), by name: what the edges (the
+search body, the GET query string in the singular, the CLI's options) fill from their lists."""
 
 
 def _is_text(values: tuple[str, ...]) -> bool:
