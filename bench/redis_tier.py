@@ -37,7 +37,7 @@ from typing import Any, cast
 import httpx
 from redis import Redis
 
-from annotation_gateway.cache_redis import decode
+from annotation_gateway.cache.codec import decode
 from bench import datasets as ds
 from bench.harness import ServerProcess, free_port, measure
 from bench.run import (

@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
-from annotation_gateway.cache_redis import decode as decode_value
-from annotation_gateway.cache_redis import encode as encode_value
+from annotation_gateway.cache.codec import decode as decode_value
+from annotation_gateway.cache.codec import encode as encode_value
 from annotation_gateway.model import (
     Annotation,
     Annotator,
@@ -37,8 +37,8 @@ from annotation_gateway.records import (
     same_documents,
     sort_key,
 )
+from tests.cache.test_codec import records  # the value codec's record strategy
 from tests.fakes import make_record
-from tests.test_cache_redis import records  # the value codec's record strategy
 
 _JSON = TypeAdapter(Annotation).dump_json
 

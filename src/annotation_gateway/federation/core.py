@@ -32,7 +32,7 @@ change meanwhile (an annotation updated between pages moves to the front and may
 seen twice, as in any keyset paging over live data). ``limit`` may change between pages.
 
 *Shared cache.* With ``[cache] backend = "redis"`` the per-source cache is the local tier in
-front of :class:`~annotation_gateway.cache_redis.RedisTier`; the merged results then live for
+front of :class:`~annotation_gateway.cache.redis_tier.RedisTier`; the merged results then live for
 the local tier's ttl only, writes are published to every process, and other processes'
 invalidations reach :meth:`Federation.invalidate` here.
 
@@ -58,7 +58,7 @@ from typing import Any
 from cachetools import TTLCache
 
 from annotation_gateway.cache import AnnotationCache, CacheAnswer, Prefetched
-from annotation_gateway.cache_redis import RedisTier
+from annotation_gateway.cache.redis_tier import RedisTier
 from annotation_gateway.errors import (
     ForbiddenError,
     PayloadTooLargeError,
@@ -631,7 +631,7 @@ class Federation:
         started = time.perf_counter()
         if previous is not None:
             # A polled query whose result expired: one round trip to the shared tier confirms
-            # every answer it was merged from, with no flight per source (cache_redis's
+            # every answer it was merged from, with no flight per source (cache/redis_tier.py's
             # docstring); what it cannot confirm is read as usual, from what it found.
             confirmed = await self._cache.confirm([(source.name, q) for source, q in asked]) or confirmed
         answers: list[Outcome | None] = []

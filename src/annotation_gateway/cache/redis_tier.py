@@ -20,14 +20,7 @@ expiry). More than ``MAX_VARIANTS`` filter variants of one subject drop the hash
 the single-flight locks; ``{prefix}:v2:inval`` the invalidation channel. ``v2`` is the value
 format's version: a gateway writing another format uses other keys.
 
-*Values* (:func:`encode`/:func:`decode`; never pickle): ``AGW2``, the wall-clock epoch seconds
-the upstream call started (big-endian double), the length of a JSON header, a CRC-32 of the
-rest, the header — one array per field of the records (17, typed: msgspec checks each as it
-parses it) and one of the lengths of their ``metadata``, ``extensions`` and ``raw`` JSON — then
-those JSON bytes one after the other. Decoding rebuilds each
-:class:`~annotation_gateway.records.Record` exactly (the JSON pieces are sliced, never parsed;
-low-cardinality strings are interned as :func:`~annotation_gateway.records.build_record` does).
-A value
+*Values*: :mod:`annotation_gateway.cache.codec` writes and reads them (never pickle); a value
 that does not decode is a miss (counted ``invalid``), never an error.
 
 *One round trip per lookup.* A Lua script reads the generation and the subjects' values and, when
@@ -95,21 +88,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import itertools
 import logging
-import math
 import secrets
-import struct
-import sys
 import time
-import zlib
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-import msgspec
 import orjson
 from pydantic import SecretStr
 from redis.asyncio import Redis
@@ -119,7 +105,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
-from annotation_gateway.cache import (
+from annotation_gateway.cache.codec import FORMAT_VERSION, HEAD, MAGIC, SAME, decode, encode, stored_at_of
+from annotation_gateway.cache.local import (
     Confirm,
     FetchParts,
     FilterKey,
@@ -130,34 +117,19 @@ from annotation_gateway.cache import (
     TierFill,
 )
 from annotation_gateway.providers.config import read_secret
-from annotation_gateway.records import (
-    AnnotatorRef,
-    QueueRef,
-    Record,
-    SubjectRef,
-    extensions_json,
-    held_metadata,
-    same_documents,
-    wire_score,
-)
+from annotation_gateway.records import Record, same_documents
 from annotation_gateway.resilience import Clock
 from annotation_gateway.settings import CacheConfig
 
 __all__ = [
-    "FORMAT_VERSION",
-    "MAGIC",
     "RedisTier",
     "SharedCacheOutcome",
     "TierObserver",
-    "decode",
-    "encode",
     "redact",
 ]
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = "v2"
-MAGIC = b"AGW2"
 MAX_VARIANTS = 64
 """Filter variants kept per (source, subject) hash before it is dropped and started again."""
 MAX_PENDING_SUBJECTS = 10_000
@@ -195,190 +167,6 @@ class _NullTierObserver:
 
     def on_redis_state(self, up: bool) -> None:
         return None
-
-
-# --- the value format ---------------------------------------------------------------------------
-
-_HEAD = struct.Struct(">4sdII")
-"""magic, stored_at (wall-clock epoch seconds), header length, CRC-32 of header and bodies."""
-_intern = sys.intern
-_Raw = msgspec.Raw
-
-
-class _Columns(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
-    """The header: one array per field of the records, then the JSON lengths of every record's
-    ``metadata``, then of every record's ``extensions``, then of every record's ``raw`` (-1:
-    none)"""
-
-    id: list[str]
-    source: list[str]
-    provider: list[str]
-    subject_kind: list[str]
-    subject_id: list[str]
-    project: list[str | None]
-    name: list[str]
-    label: list[str | None]
-    score: list[float | None]
-    """Encoded from the records' ``score_field``, which msgspec writes as it is (float or Raw)."""
-    explanation: list[str | None]
-    annotator_kind: list[str]
-    annotator_id: list[str | None]
-    identifier: list[str]
-    queue_id: list[str | None]
-    queue_name: list[str | None]
-    created_at: list[datetime]
-    updated_at: list[datetime]
-    lengths: list[int]
-
-
-_HEADER = msgspec.json.Decoder(_Columns)
-_ENCODE_HEADER = msgspec.json.Encoder().encode
-
-
-def encode(records: Sequence[Record], stored_at: float) -> bytes:
-    """The value of one subject's answer (see the module docstring); ``stored_at`` is wall-clock
-    epoch seconds.
-
-    The header is column-wise (a list per field, then the JSON lengths: every record's
-    metadata, then every record's extensions, then every record's ``raw``) so that decoding
-    builds every record with ``map`` calls over the columns, in C, with little per-record Python
-    code, and msgspec checks each column's type as it parses it. The CRC-32 (zlib, ~1 GB/s)
-    guards the bodies, which are only sliced.
-    """
-    metadata = [r.metadata for r in records]
-    extensions = list(map(extensions_json, records))
-    raws = [r.raw for r in records]
-    lengths = [*map(len, metadata), *map(len, extensions)]
-    lengths += (
-        [-1] * len(raws) if raws.count(None) == len(raws) else [-1 if x is None else len(x) for x in raws]
-    )
-    # A Raw score (a large float as orjson wrote it) is written as it is and reads back as the float.
-    scores = cast("list[float | None]", [r.score_field for r in records])
-    subjects = [r.subject for r in records]
-    annotators = [r.annotator for r in records]
-    queues = [r.queue for r in records]
-    header = _ENCODE_HEADER(
-        _Columns(
-            [r.id for r in records],
-            [r.source for r in records],
-            [r.provider for r in records],
-            [s.kind for s in subjects],
-            [s.id for s in subjects],
-            [s.project for s in subjects],
-            [r.name for r in records],
-            [r.label for r in records],
-            scores,
-            [r.explanation for r in records],
-            [a.kind for a in annotators],
-            [a.id for a in annotators],
-            [r.identifier for r in records],
-            [None if q is None else q.id for q in queues],
-            [None if q is None else q.name for q in queues],
-            [r.created_at for r in records],
-            [r.updated_at for r in records],
-            lengths,
-        )
-    )
-    body = b"".join([*metadata, *extensions, *(x for x in raws if x is not None)])
-    crc = zlib.crc32(body, zlib.crc32(header))
-    return b"".join((_HEAD.pack(MAGIC, stored_at, len(header), crc), header, body))
-
-
-def stored_at_of(value: bytes) -> float:
-    """The ``stored_at`` of a value (only its fixed-size head is read); ``ValueError`` if it has
-    none."""
-    try:
-        magic, stored_at, _, _ = _HEAD.unpack_from(value)
-    except struct.error as exc:
-        raise ValueError("not a cached answer") from exc
-    if magic != MAGIC or not math.isfinite(stored_at):
-        raise ValueError("not a cached answer of this format")
-    return float(stored_at)
-
-
-def _interned(column: list[str | None]) -> list[str | None]:
-    if None not in column:
-        return list(map(_intern, column))  # type: ignore[arg-type]
-    if column.count(None) == len(column):  # all null (a Datadog project, most queues): as is
-        return column
-    return [v if v is None else _intern(v) for v in column]
-
-
-def _subjects(c: _Columns, count: int) -> list[SubjectRef]:
-    """The records' subjects: a value is one subject's answer, so usually one shared object."""
-    kinds, ids, projects = c.subject_kind, c.subject_id, c.project
-    if count and kinds.count(kinds[0]) == ids.count(ids[0]) == projects.count(projects[0]) == count:
-        project = projects[0]
-        return [
-            SubjectRef(_intern(kinds[0]), _intern(ids[0]), None if project is None else _intern(project))
-        ] * count
-    return list(map(SubjectRef, map(_intern, kinds), map(_intern, ids), _interned(projects)))
-
-
-def decode(value: bytes) -> tuple[float, tuple[Record, ...]]:
-    """``(stored_at, records)`` of a value :func:`encode` wrote; ``ValueError`` for anything else."""
-    stored_at = stored_at_of(value)
-    _, _, header_len, crc = _HEAD.unpack_from(value)
-    view = memoryview(value)
-    start = _HEAD.size + header_len
-    if start > len(value) or zlib.crc32(view[start:], zlib.crc32(view[_HEAD.size : start])) != crc:
-        raise ValueError("not a cached answer (checksum)")
-    try:
-        c = _HEADER.decode(view[_HEAD.size : start])
-    except msgspec.DecodeError as exc:
-        raise ValueError("malformed record header") from exc
-    count = len(c.id)
-    lengths = c.lengths
-    columns = [getattr(c, name) for name in _Columns.__struct_fields__]
-    sized, raw_sizes = lengths[: 2 * count], lengths[2 * count :]
-    if (
-        any(len(column) != count for column in columns[:-1])
-        or len(raw_sizes) != count
-        or min(sized, default=0) < 0
-        or min(raw_sizes, default=0) < -1
-    ):
-        raise ValueError("malformed record header")
-    sized += [n for n in raw_sizes if n >= 0]
-    ends = list(itertools.accumulate(sized, initial=start))
-    if ends[-1] != len(value):
-        raise ValueError("record bodies do not match the header")
-    pieces = list(map(value.__getitem__, map(slice, ends[:-1], ends[1:])))  # sliced in C
-    if len(pieces) == 2 * count:  # no record carries raw (a read without include=raw)
-        raws: list[msgspec.Raw | None] = [None] * count
-    else:
-        held_raws = iter(pieces[2 * count :])
-        raws = [None if n < 0 else _Raw(next(held_raws)) for n in raw_sizes]
-    created = c.created_at
-    queues = [
-        None if q is None else QueueRef(q, n)
-        for q, n in zip(_interned(c.queue_id), _interned(c.queue_name), strict=True)
-    ]
-    return (
-        stored_at,
-        tuple(
-            map(
-                Record,
-                c.id,
-                map(_intern, c.source),
-                map(_intern, c.provider),
-                _subjects(c, count),
-                map(_intern, c.name),
-                _interned(c.label),
-                map(wire_score, c.score),
-                c.explanation,
-                map(AnnotatorRef, map(_intern, c.annotator_kind), _interned(c.annotator_id)),
-                map(_intern, c.identifier),
-                map(held_metadata, pieces[:count]),
-                queues,
-                created,
-                [
-                    a if a == b else b for a, b in zip(created, c.updated_at, strict=True)
-                ],  # one object when equal
-                map(_Raw, pieces[count : 2 * count]),
-                raws,
-            )
-        ),
-    )
 
 
 def redact(url: str) -> str:
@@ -477,8 +265,6 @@ return 1
 
 _ALL_FRESH, _TAKEN, _HELD, _FREE = 2, 1, 0, 3
 _NOT_OURS = 2
-_SAME = slice(12, 20)
-"""The header length and CRC-32 in a value's head: equal for identical answers."""
 
 _Writes = tuple[bytes, str | None, str, str]
 """How to store a fetched answer: (generation read before the call, lock key or None, lock token,
@@ -513,7 +299,7 @@ def _confirmed(
     unchanged: the lookup sends nothing else), else ``None``."""
     entries: dict[Slot, TierEntry[Record]] = {}
     for slot, value in zip(slots, values, strict=True):
-        if not isinstance(value, bytes) or len(value) != _HEAD.size or value[_SAME] != known[slot][0][_SAME]:
+        if not isinstance(value, bytes) or len(value) != HEAD.size or value[SAME] != known[slot][0][SAME]:
             return None
         try:
             stored_at = stored_at_of(value)
@@ -1003,7 +789,7 @@ class RedisTier:
                     usable[slot] = None
                 missing.append(slot)
                 continue
-            if len(value) == _HEAD.size and slot in known:
+            if len(value) == HEAD.size and slot in known:
                 # The answer this process holds, perhaps re-dated since: only its head came.
                 try:
                     stored_at = stored_at_of(value)
@@ -1023,7 +809,7 @@ class RedisTier:
                 missing.append(slot)
                 continue
             if fresh:
-                found[slot] = TierEntry(records, max(now - stored_at, 0.0), value[: _HEAD.size])
+                found[slot] = TierEntry(records, max(now - stored_at, 0.0), value[: HEAD.size])
                 hits += 1
             else:
                 usable[slot] = value
@@ -1091,10 +877,10 @@ class RedisTier:
                 found[slot] = TierEntry(parts[slot], age, recent[0])
                 continue
             value = encode(parts[slot], started)
-            head = value[: _HEAD.size]
+            head = value[: HEAD.size]
             # The version is only a hint: if the store is refused, no value in Redis has it.
             found[slot] = TierEntry(parts[slot], age, head)
-            if held is not None and held[0][_SAME] == head[_SAME]:
+            if held is not None and held[0][SAME] == head[SAME]:
                 # Unchanged by its header length and CRC (what same_documents could not call the
                 # same, e.g. extensions held as a struct here and as JSON there). Recent: as
                 # above; otherwise Redis only needs the new date, not ~10 KB again per subject.
@@ -1138,7 +924,7 @@ class RedisTier:
             except ValueError:
                 self._observer.on_shared_cache(source, "invalid", 1)
                 continue
-            entries[slot] = TierEntry(records, max(now - stored_at, 0.0), value[: _HEAD.size])
+            entries[slot] = TierEntry(records, max(now - stored_at, 0.0), value[: HEAD.size])
         return entries
 
     async def _write(

@@ -42,7 +42,7 @@ answer, which may predate the write (read-your-write).
 flights, but stores what it fetched (a refresh) and may still serve stale on error.
 
 *Shared tier.* With a :class:`SharedTier` (``[cache] backend = "redis"``, see
-:mod:`annotation_gateway.cache_redis`) this cache is the process's short-lived local tier: its
+:mod:`annotation_gateway.cache.redis_tier`) this cache is the process's short-lived local tier: its
 ``ttl`` is ``min(ttl_s, local_ttl_s)`` and a flight asks the shared tier (which looks up its
 store, coordinates with other processes and calls the source only for what it lacks) instead of
 calling the source itself. An answer the shared tier already held is ``cached`` (no upstream call
