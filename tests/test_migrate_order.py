@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from annotation_gateway.migrate import _UpsertWriter
+from annotation_gateway.migrate.upsert import UpsertWriter
 from annotation_gateway.model import Annotation, AnnotationWrite, ProviderKind, SubjectKind
 from annotation_gateway.providers import SourceQuery
 from annotation_gateway.providers.base import Capabilities, WriteResult
@@ -56,7 +56,7 @@ async def test_copies_are_written_oldest_original_first() -> None:
         )
     ]
     target: Any = Target()
-    result = await _UpsertWriter("dd", target, {}).apply(originals, dry_run=False)
+    result = await UpsertWriter("dd", target, {}).apply(originals, dry_run=False)
     assert result.read == 3
     assert [w.label for w in target.written] == ["resolved", "resolved", "escalated"]
     assert [w.subject_id for w in target.written] == ["s1", "s2", "s1"]
