@@ -66,7 +66,6 @@ from annotation_gateway.cli._inputs import (
 from annotation_gateway.compare import CompareResult, RowStatus
 from annotation_gateway.errors import ClientError, GatewayError
 from annotation_gateway.federation import FederatedQuery
-from annotation_gateway.follow import FollowRound, FollowState, follow
 from annotation_gateway.migrate import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CONCURRENCY,
@@ -78,6 +77,7 @@ from annotation_gateway.migrate import (
     scope_subject_ids,
     verify,
 )
+from annotation_gateway.migrate.follow import FollowRound, FollowState, follow
 from annotation_gateway.providers import AnnotationProvider, build_provider
 from annotation_gateway.providers.config import ConfigError
 from annotation_gateway.reports import rows_table, summary_table

@@ -4,8 +4,9 @@ Contract
 --------
 One module per job: :mod:`.run` (:func:`migrate`), :mod:`.upsert` and :mod:`.queues` (the two
 ways a target is written), :mod:`.derive` (identifiers, provenance, queue names),
-:mod:`.checkpoint`, :mod:`.verify` and :mod:`.report` (the outcome and report models); what the
-CLI and ``follow`` use is re-exported here.
+:mod:`.checkpoint`, :mod:`.verify`, :mod:`.report` (the outcome and report models) and
+:mod:`.follow` (``migrate --follow``: rounds over the source's change feed); what the CLI uses is
+re-exported here.
 
 :func:`migrate` reads the *source*'s canonical annotations for ``subject_ids`` in batches of
 ``batch_size`` subjects (at most ``concurrency`` batches in flight), renames them through

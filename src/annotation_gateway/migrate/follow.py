@@ -32,7 +32,9 @@ from pydantic import BaseModel, ConfigDict
 from annotation_gateway.errors import GatewayError
 from annotation_gateway.federation import FederatedQuery, Federation
 from annotation_gateway.federation.query import fingerprint
-from annotation_gateway.migrate import MigrationReport, load_state, migrate, save_state
+from annotation_gateway.migrate.checkpoint import load_state, save_state
+from annotation_gateway.migrate.report import MigrationReport
+from annotation_gateway.migrate.run import migrate
 from annotation_gateway.providers.base import AnnotationProvider
 from annotation_gateway.settings import CacheConfig
 
