@@ -137,6 +137,40 @@ async def test_a_phoenix_page_too_large_for_the_loop_is_decoded_in_a_thread(
     assert records[0].subject.project == PROJECT
 
 
+async def test_a_phoenix_page_of_a_newer_shape_is_decoded_strictly_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A page whose rows carry a field newer than this module fails the strict decoder; the
+    provider then validates it with pydantic (keeping the field in ``extensions``) without
+    running the strict decoder over the same bytes a second time."""
+    page = {"data": [{**row, "reviewed_by_model": "v9"} for row in rows("noauth/36")], "next_cursor": None}
+
+    class NewerReplay(Replay):
+        def __call__(self, _: httpx.Request) -> httpx.Response:
+            return httpx.Response(
+                200, headers={"content-type": "application/json"}, content=orjson.dumps(page)
+            )
+
+    tried: list[object] = []
+    strict_rows = phoenix_client.strict_rows
+
+    def watched(*args: Any) -> Any:
+        found = strict_rows(*args)
+        tried.append(found)
+        return found
+
+    monkeypatch.setattr(phoenix_client, "strict_rows", watched)
+    query = SourceQuery(subject_ids=(page["data"][0]["session_id"],), subject_kinds=(SubjectKind.SESSION,))
+    async with phoenix_both_ways(NewerReplay()) as (direct, routed):
+        decoded = await direct.fetch_records(query)
+        assert tried == [None]  # tried once, on the bytes; not again on the response
+        classified = await routed.fetch_records(query)
+    assert tried == [None, None]  # the provider on httpx's transport tries it once too
+    assert len(decoded) == len(page["data"])
+    assert documents(decoded) == documents(classified)
+    assert b'"reviewed_by_model":"v9"' in decoded[0].json  # kept, in extensions.phoenix
+
+
 async def test_datadog_pages_give_the_same_records_both_ways(
     datadog_sim: DatadogSimulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:

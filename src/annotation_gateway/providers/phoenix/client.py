@@ -339,17 +339,19 @@ class PhoenixProvider:
         return out
 
     async def _get_page(self, spec: Kind, path: str, params: Query, include_raw: bool) -> _Decoded | None:
+        strict_tried = False
         if include_raw:
             response = await self._get(path, params)
         else:
             # A page of today's shape, decoded from its bytes (no httpx response built); any
             # other answer (an error, another shape, a page to decode in a thread) as below.
+            def strict(content: bytes) -> _Decoded | None:
+                nonlocal strict_tried
+                strict_tried = True  # these very bytes are the response's content if it comes back
+                return self._strict_page(spec, content)
+
             answer = await self._http.get_decoded(
-                path,
-                params,
-                lambda content: self._strict_page(spec, content),
-                self._raise_if_retryable,
-                max_bytes=THREAD_PARSE_MIN_BYTES - 1,
+                path, params, strict, self._raise_if_retryable, max_bytes=THREAD_PARSE_MIN_BYTES - 1
             )
             if not isinstance(answer, httpx.Response):
                 return answer
@@ -359,8 +361,10 @@ class PhoenixProvider:
         self._raise_for_status(response)
         self._require_json(response, path)
         if len(response.content) >= THREAD_PARSE_MIN_BYTES:
-            return await asyncio.to_thread(self._decode_page, spec, response, include_raw)
-        return self._decode_page(spec, response, include_raw)
+            return await asyncio.to_thread(
+                self._decode_page, spec, response, include_raw, strict_tried=strict_tried
+            )
+        return self._decode_page(spec, response, include_raw, strict_tried=strict_tried)
 
     async def _get(self, path: str, params: Query) -> httpx.Response:
         """The toolkit's retrying GET; retryable answers (429, 5xx) raise inside it, the rest
@@ -381,11 +385,18 @@ class PhoenixProvider:
         rows, cursor = strict
         return _Decoded(rows, None, None, cursor, len(content))
 
-    def _decode_page(self, spec: Kind, response: httpx.Response, include_raw: bool) -> _Decoded:
+    def _decode_page(
+        self, spec: Kind, response: httpx.Response, include_raw: bool, *, strict_tried: bool = False
+    ) -> _Decoded:
+        """The page in ``response``: strictly decoded when it has today's shape (not tried again
+        when ``strict_tried``: the strict decoder already said it has not, having read up to the
+        first row that differs — up to ~33 µs for a 50-row page whose last row does), else
+        validated by pydantic, which keeps what it does not know."""
         what = f"{spec.kind.value} annotation page"
         raw_rows: list[Any] | None = None  # the rows as received: only for include=raw
         extras: list[Extras | None] | None = None
-        strict = strict_rows(spec, response.content)  # the page as Phoenix 20.26 sends it
+        # The page as Phoenix 20.26 sends it.
+        strict = None if strict_tried else strict_rows(spec, response.content)
         if strict is not None:
             rows, cursor = strict
             if include_raw:
