@@ -22,7 +22,10 @@ import pytest
 from annotation_gateway.model import SubjectKind
 from annotation_gateway.providers.base import SourceQuery
 from annotation_gateway.providers.datadog import DatadogProvider
-from annotation_gateway.providers.datadog.api import DatadogApi
+from annotation_gateway.providers.datadog import api as datadog_api
+from annotation_gateway.providers.datadog import client as datadog_client
+from annotation_gateway.providers.datadog import wire as datadog_wire
+from annotation_gateway.providers.datadog.api import ANNOTATED_INTERACTIONS_PATH, DatadogApi
 from annotation_gateway.providers.phoenix import PhoenixProvider
 from annotation_gateway.providers.phoenix import client as phoenix_client
 from annotation_gateway.records import Record
@@ -192,3 +195,53 @@ async def test_datadog_pages_give_the_same_records_both_ways(
     assert responses  # the provider on httpx's transport read its pages as responses
     assert len(decoded) == 7  # every set label value of the seed (test_datadog_provider lists them)
     assert documents(decoded) == documents(classified)
+
+
+async def test_a_datadog_page_of_a_newer_shape_is_decoded_strictly_once(
+    datadog_sim: DatadogSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page the strict decoder refuses on its bytes (an interaction with a field newer than
+    this module: the simulator's page with one added, served over a socket) is validated by
+    pydantic from the response that comes back, without a second strict pass; both transports
+    give the same records, the field kept."""
+    datadog_sim.seed(every_label_type_seed())
+    query = SourceQuery(subject_ids=("sess-1", "trace-1", "exp-1"))
+    params = [("contentIds", c) for c in query.subject_ids] + [("offset", "0"), ("limit", "100")]
+    with httpx.Client(base_url=datadog_sim.base_url, headers=datadog_sim.headers, trust_env=False) as sim:
+        page = sim.get(ANNOTATED_INTERACTIONS_PATH, params=params).json()
+    for interaction in page["data"]["attributes"]["annotated_interactions"]:
+        interaction["triage_score"] = 7
+    served: list[str] = []
+
+    def respond(request_line: str, _: dict[str, str]) -> bytes:
+        served.append(request_line.split(" ")[1].split("?")[0])
+        return wire(httpx.Response(200, headers={"content-type": "application/json"}, json=page))
+
+    tried: list[object] = []
+    strict_page = datadog_wire.strict_page
+
+    def watched(content: bytes) -> Any:
+        found = strict_page(content)
+        tried.append(found)
+        return found
+
+    monkeypatch.setattr(datadog_client, "strict_page", watched)
+    monkeypatch.setattr(datadog_api, "strict_page", watched)
+    async with serving(answering(respond)) as url:
+        config = datadog_sim.source_config("dd", base_url=url)
+        direct = DatadogProvider.from_config(config, environ=datadog_sim.environ)
+        routed = DatadogProvider.from_config(
+            config, environ=datadog_sim.environ, transport=httpx.AsyncHTTPTransport()
+        )
+        try:
+            decoded = await direct.fetch_records(query)
+            assert tried == [None]  # one page, tried once on its bytes
+            classified = await routed.fetch_records(query)
+        finally:
+            await direct.aclose()
+            await routed.aclose()
+    assert tried == [None, None]
+    assert served == [ANNOTATED_INTERACTIONS_PATH] * 2
+    assert len(decoded) == 7
+    assert documents(decoded) == documents(classified)
+    assert b'"triage_score":7' in decoded[0].json  # kept, in extensions.datadog.interaction

@@ -113,11 +113,12 @@ class DatadogApi:
     def validate(self, adapter: TypeAdapter[T], body: Any, *, where: str) -> T:
         return self.upstream.validate(adapter, body, what=f"answer to {where}")
 
-    def read_page(self, response: httpx.Response, *, where: str) -> ReadPage:
+    def read_page(self, response: httpx.Response, *, where: str, strict_tried: bool = False) -> ReadPage:
         """A read page's interactions: decoded strictly when the answer has exactly today's
         shape (the common case, ~4x cheaper), else validated by :meth:`decode_page` — which
-        keeps unknown fields as extras or raises the error the answer amounts to."""
-        if response.status_code == 200 and is_json(response):
+        keeps unknown fields as extras or raises the error the answer amounts to.
+        ``strict_tried``: the strict decoder already refused these bytes (not run again)."""
+        if not strict_tried and response.status_code == 200 and is_json(response):
             page = strict_page(response.content)
             if page is not None:
                 return page

@@ -339,8 +339,10 @@ class DatadogProvider:
             items = [_Item(*item) for item in zip(interactions, extras, rows, strict=True)]
             return _Page(offset=offset, total=page.total, items=items)
 
+        strict_tried = False  # decode refused these bytes: read_page need not decode them strictly again
+
         def classify(response: httpx.Response) -> _Page:
-            page = self._api.read_page(response, where=where)
+            page = self._api.read_page(response, where=where, strict_tried=strict_tried)
             if not include_raw:
                 return paged(page, None)
             # The rows as received (their times as Datadog wrote them): parsed again only for a
@@ -351,6 +353,8 @@ class DatadogProvider:
         def decode(content: bytes) -> _Page | None:
             # A 200 page of today's shape, from its bytes (no httpx response built): what
             # read_page's strict path gives; any other answer is classified.
+            nonlocal strict_tried
+            strict_tried = True
             page = strict_page(content)
             return None if page is None else paged(page, None)
 
