@@ -43,7 +43,7 @@ from annotation_gateway.providers.datadog import (
     LabelValueInput,
     map_label_value,
 )
-from annotation_gateway.simulators.datadog_store import user_id_for_name
+from annotation_gateway.simulators.datadog.store import user_id_for_name
 from tests.plugins.datadog import DatadogSimulator
 
 API = "/api/v2/llm-obs/v1"

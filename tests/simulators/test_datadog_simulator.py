@@ -81,7 +81,7 @@ from annotation_gateway.simulators.datadog import (
     make_config,
     start_in_thread,
 )
-from annotation_gateway.simulators.datadog_store import SimApiError, user_id_for_app_key
+from annotation_gateway.simulators.datadog.store import SimApiError, user_id_for_app_key
 from tests.plugins.datadog import DatadogSimulator
 
 # We enable the preview operations on purpose; the client warns on every call.

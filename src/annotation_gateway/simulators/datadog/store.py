@@ -2,7 +2,7 @@
 
 Contract: :class:`DatadogStore` holds what a Datadog organisation's LLM Observability annotation
 queues hold and enforces the rules the OpenAPI fragment documents, whoever calls it (the HTTP
-handlers of :mod:`annotation_gateway.simulators.datadog` or a seed file). Every invalid input
+handlers of :mod:`annotation_gateway.simulators.datadog.api` or a seed file). Every invalid input
 raises :class:`SimApiError` carrying JSON:API error items (``status``, ``title``, ``detail``,
 ``source.pointer``/``source.parameter``); nothing is changed by a call that raises.
 
