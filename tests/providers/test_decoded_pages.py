@@ -11,8 +11,9 @@ A Phoenix page too large to decode on the event loop is still decoded in a threa
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from types import ModuleType
 from typing import Any
 
 import httpx
@@ -24,7 +25,6 @@ from annotation_gateway.providers.base import SourceQuery
 from annotation_gateway.providers.datadog import DatadogProvider
 from annotation_gateway.providers.datadog import api as datadog_api
 from annotation_gateway.providers.datadog import client as datadog_client
-from annotation_gateway.providers.datadog import wire as datadog_wire
 from annotation_gateway.providers.datadog.api import ANNOTATED_INTERACTIONS_PATH, DatadogApi
 from annotation_gateway.providers.phoenix import PhoenixProvider
 from annotation_gateway.providers.phoenix import client as phoenix_client
@@ -85,6 +85,27 @@ def counting(monkeypatch: pytest.MonkeyPatch, owner: type, method: str) -> list[
     return calls
 
 
+def spying(
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    modules: Sequence[ModuleType],
+    note: Callable[[Any], object] = lambda found: found,
+) -> list[object]:
+    """The calls from now on of the function ``name`` that ``modules`` imported (the first one's;
+    patched in each), each as ``note(what it returned)``."""
+    calls: list[object] = []
+    original = getattr(modules[0], name)
+
+    def spied(*args: Any) -> Any:
+        found = original(*args)
+        calls.append(note(found))
+        return found
+
+    for module in modules:
+        monkeypatch.setattr(module, name, spied)
+    return calls
+
+
 def documents(records: list[Record]) -> list[bytes]:
     return [record.json for record in records]
 
@@ -124,14 +145,12 @@ async def test_a_phoenix_page_too_large_for_the_loop_is_decoded_in_a_thread(
                 200, headers={"content-type": "application/json"}, content=orjson.dumps(body)
             )
 
-    decoded_on: list[bool] = []
-    strict_rows = phoenix_client.strict_rows
-
-    def watched(*args: Any) -> Any:
-        decoded_on.append(threading.current_thread() is threading.main_thread())
-        return strict_rows(*args)
-
-    monkeypatch.setattr(phoenix_client, "strict_rows", watched)
+    decoded_on = spying(
+        monkeypatch,
+        "strict_rows",
+        [phoenix_client],
+        lambda _: threading.current_thread() is threading.main_thread(),
+    )
     query = SourceQuery(subject_ids=(body["data"][0]["session_id"],), subject_kinds=(SubjectKind.SESSION,))
     async with phoenix_both_ways(BigReplay()) as (direct, _):
         records = await direct.fetch_records(query)
@@ -154,15 +173,7 @@ async def test_a_phoenix_page_of_a_newer_shape_is_decoded_strictly_once(
                 200, headers={"content-type": "application/json"}, content=orjson.dumps(page)
             )
 
-    tried: list[object] = []
-    strict_rows = phoenix_client.strict_rows
-
-    def watched(*args: Any) -> Any:
-        found = strict_rows(*args)
-        tried.append(found)
-        return found
-
-    monkeypatch.setattr(phoenix_client, "strict_rows", watched)
+    tried = spying(monkeypatch, "strict_rows", [phoenix_client])
     query = SourceQuery(subject_ids=(page["data"][0]["session_id"],), subject_kinds=(SubjectKind.SESSION,))
     async with phoenix_both_ways(NewerReplay()) as (direct, routed):
         decoded = await direct.fetch_records(query)
@@ -217,16 +228,7 @@ async def test_a_datadog_page_of_a_newer_shape_is_decoded_strictly_once(
         served.append(request_line.split(" ")[1].split("?")[0])
         return wire(httpx.Response(200, headers={"content-type": "application/json"}, json=page))
 
-    tried: list[object] = []
-    strict_page = datadog_wire.strict_page
-
-    def watched(content: bytes) -> Any:
-        found = strict_page(content)
-        tried.append(found)
-        return found
-
-    monkeypatch.setattr(datadog_client, "strict_page", watched)
-    monkeypatch.setattr(datadog_api, "strict_page", watched)
+    tried = spying(monkeypatch, "strict_page", [datadog_client, datadog_api])
     async with serving(answering(respond)) as url:
         config = datadog_sim.source_config("dd", base_url=url)
         direct = DatadogProvider.from_config(config, environ=datadog_sim.environ)
