@@ -1,4 +1,6 @@
-"""Contract: the checkpoint of a run (:class:`Checkpoint`), written atomically after every
+"""A migration's checkpoint and state files.
+
+Contract: the checkpoint of a run (:class:`Checkpoint`), written atomically after every
 batch (:func:`save_state`) and read back only by the same migration (:func:`load_state`: another
 one is a :class:`~.report.CheckpointMismatchError`); ``migrate --follow`` keeps its state file the
 same way.

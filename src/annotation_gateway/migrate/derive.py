@@ -1,4 +1,6 @@
-"""Contract: what a copy is keyed and labelled by — the derived Phoenix identifier
+"""What a migrated copy is keyed and labelled by.
+
+Contract: what a copy is keyed and labelled by — the derived Phoenix identifier
 (:func:`derive_identifier`), the provenance written into Phoenix metadata (:func:`provenance`) and the
 name of the Datadog queue a copy lands in (:func:`migration_queue_name`).
 """

@@ -1,4 +1,6 @@
-"""Contract: :class:`QueueWriter` writes a batch to a target through its annotation queues
+"""Migrating into annotation queues (Datadog).
+
+Contract: :class:`QueueWriter` writes a batch to a target through its annotation queues
 (:class:`QueueTarget`: Datadog): queue per identifier, label schema derived from the data and
 extended as values appear, provenance in the reasoning line (see the package docstring).
 """

@@ -1,4 +1,6 @@
-"""Contract: the public models of a migration — each annotation's :class:`Outcome`, a
+"""What a migration reports.
+
+Contract: the public models of a migration — each annotation's :class:`Outcome`, a
 :class:`MigrationFailure` per failed one, the :class:`MigrationProgress` told after each batch and the
 :class:`MigrationReport` a run returns — and :class:`BatchResult`, what one batch counted, and
 :class:`Writer`, what writes a batch to a target (:mod:`.upsert`, :mod:`.queues`).

@@ -1,4 +1,6 @@
-"""Contract: :func:`migrate`, the run: the writer chosen from the target's capabilities,
+"""The migration run.
+
+Contract: :func:`migrate`, the run: the writer chosen from the target's capabilities,
 subjects de-duplicated and cut into batches, at most ``concurrency`` in flight, the checkpoint
 rewritten after each, the report summed; :func:`scope_subject_ids` for ``--scope all``.
 """

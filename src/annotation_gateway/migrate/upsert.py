@@ -1,4 +1,6 @@
-"""Contract: :class:`UpsertWriter` writes a batch to a target that takes ordinary upserts
+"""Migrating into a target that takes upserts (Phoenix).
+
+Contract: :class:`UpsertWriter` writes a batch to a target that takes ordinary upserts
 (Phoenix): the target is read first, so unchanged rows are not sent; subjects the target does not
 know are reported and the batch is written again without them (see the package docstring).
 """

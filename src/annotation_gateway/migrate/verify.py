@@ -1,4 +1,6 @@
-"""Contract: :func:`verify` compares what was copied between source and target with
+"""Checking a migration's result.
+
+Contract: :func:`verify` compares what was copied between source and target with
 :func:`~annotation_gateway.compare.compare` (see the package docstring, "Checking the result").
 """
 

@@ -1,4 +1,6 @@
-"""Contract: the 13 Datadog operations (package docstring): each request's parameters and body read
+"""The simulator's Datadog API.
+
+Contract: the 13 Datadog operations (package docstring): each request's parameters and body read
 and checked as Datadog does, the store called, the answer rendered; authentication, latency,
 faults and the rate limit applied to every API request.
 """

@@ -1,4 +1,6 @@
-"""Contract: :func:`build_app` (the ASGI app: the API and the control routes) and how it runs —
+"""The simulator's ASGI app, and how it runs.
+
+Contract: :func:`build_app` (the ASGI app: the API and the control routes) and how it runs —
 :func:`serve` (blocking, loopback only), :func:`start_in_thread` and :func:`running` (in-process, for
 tests and the demo).
 """

@@ -1,4 +1,6 @@
-"""Contract: the simulator's settings — :class:`SimulatorConfig` (keys, seed, port; :func:`make_config`)
+"""The simulator's settings and switches.
+
+Contract: the simulator's settings — :class:`SimulatorConfig` (keys, seed, port; :func:`make_config`)
 and the run-time :class:`Switches` (label value form, zero times, latency, faults, :class:`RateLimit`)
 — and the constants of the wire (paths, the JSON:API content type).
 """

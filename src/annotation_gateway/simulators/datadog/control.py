@@ -1,4 +1,6 @@
-"""Contract: the control API under ``/_simulator`` (package docstring): health, switches, reset,
+"""The simulator's control API.
+
+Contract: the control API under ``/_simulator`` (package docstring): health, switches, reset,
 seed and the request log; never behind Datadog auth, never failing.
 """
 

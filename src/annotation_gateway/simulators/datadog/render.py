@@ -1,4 +1,6 @@
-"""Contract: the store's objects as Datadog writes them on the wire (interactions, annotations and
+"""The simulator's wire shapes.
+
+Contract: the store's objects as Datadog writes them on the wire (interactions, annotations and
 their label values in either form, queues, label schemas) and the JSON:API answers.
 """
 

@@ -1,4 +1,6 @@
-"""Contract: :class:`SimulatorState` — the store, the switches (flipped live), the rate-limit window,
+"""One simulator's state.
+
+Contract: :class:`SimulatorState` — the store, the switches (flipped live), the rate-limit window,
 the fault dice and the log of API requests (:class:`RequestRecord`) one simulator holds.
 """
 
