@@ -437,6 +437,17 @@ def _naive(res: dict[str, Any]) -> list[str]:
     return out
 
 
+def _search_rounds(search: dict[str, Any]) -> str:
+    """How the first page's figure was taken: the median of cold gateways, after a priming run."""
+    walls = search.get("wall_ms_rounds") or []
+    if len(walls) < 2:
+        return ""
+    text = f", the median of {len(walls)} cold gateways ({', '.join(fmt(w, 0) for w in walls)} ms"
+    if search.get("priming_wall_ms") is not None:
+        text += f"; a priming search before them, not counted: {fmt(search['priming_wall_ms'], 0)} ms"
+    return text + ")"
+
+
 def _search(search: dict[str, Any]) -> list[str]:
     up = search["upstream"]
     a = search["answer"]
@@ -446,6 +457,7 @@ def _search(search: dict[str, Any]) -> list[str]:
         f"sessions with 100 annotations each, 9,000 with none; upstreams answering in "
         f"{search['upstream_latency_ms']:.0f} ms): HTTP {a.get('status')}, first page of "
         f"{fmt(a.get('annotations'))} annotations in **{fmt(search['wall_ms'], 0)} ms**"
+        + _search_rounds(search)
         + (
             f" (the upstream stand-ins on core {search['upstreams_on_cpu']} meanwhile: real upstreams "
             "are other machines)."
