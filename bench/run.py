@@ -171,8 +171,9 @@ def start_phoenix(bench: Bench) -> ServerProcess:
 def start_datadog(bench: Bench) -> ServerProcess:
     port = free_port()
     code = (
-        "import sys; from annotation_gateway.simulators.datadog import serve; "
-        "serve('127.0.0.1', int(sys.argv[1]), api_key=sys.argv[2], app_key=sys.argv[3], log_level='warning')"
+        "import sys; from annotation_gateway.simulators.datadog import make_config, serve; "
+        "serve('127.0.0.1', int(sys.argv[1]), make_config(api_key=sys.argv[2], app_key=sys.argv[3]), "
+        "log_level='warning')"
     )
     return start(
         bench,
@@ -831,6 +832,16 @@ def _warm_search(search_url: str, headers: dict[str, str]) -> None:
     )
 
 
+def _timed_search(
+    bench: Bench, search_url: str, headers: dict[str, str], body: bytes
+) -> tuple[float, httpx.Response]:
+    """The 10,000-id search's first page (``body``), timed (ms), the upstream stand-ins on the
+    client core meanwhile (see :func:`_scale_search`)."""
+    with upstreams_on_client_core(bench):
+        times, response = sequential_ms(search_url, headers=headers, repeat=1, method="POST", body=body)
+    return times[0], response
+
+
 def _cold_first_search(bench: Bench, name: str) -> float | None:
     """The first page of the 10,000-id search on a new gateway (warmed by :func:`_warm_search`),
     in ms; ``None`` when it did not answer 200."""
@@ -839,11 +850,8 @@ def _cold_first_search(bench: Bench, name: str) -> float | None:
         url = gateway.base_url + "/v1/annotations/search"
         headers = auth_headers({"Content-Type": "application/json"})
         _warm_search(url, headers)
-        with upstreams_on_client_core(bench):
-            times, response = sequential_ms(
-                url, headers=headers, repeat=1, method="POST", body=_search_body()
-            )
-        return round(times[0], 1) if response.status_code == 200 else None
+        wall, response = _timed_search(bench, url, headers, _search_body())
+        return round(wall, 1) if response.status_code == 200 else None
     finally:
         stop(bench, gateway)
 
@@ -883,20 +891,18 @@ def _scale_search(
     # ``overhead``: real upstreams are other machines, and on core 0 building and writing the
     # ~100,000 annotations queued with the gateway's own work (session 10, by hand: first pages
     # of 1.25-1.59 s in seven runs with them on core 0, 1.07-1.29 s in six with them on core 1).
-    with upstreams_on_client_core(bench):
-        times, response = sequential_ms(search_url, headers=json_headers, repeat=1, method="POST", body=body)
+    wall, response = _timed_search(bench, search_url, json_headers, body)
     calls = upstream_counts(bench)
     answer = describe_answer(response)
-    walls = [
-        *(rounds or {}).get("wall_ms_rounds", []),
-        *([round(times[0], 1)] if response.status_code == 200 else []),
-    ]
+    walls = list((rounds or {}).get("wall_ms_rounds", []))
+    if response.status_code == 200:
+        walls.append(round(wall, 1))
     search: dict[str, Any] = {
         "subject_ids": len(ids),
         "upstream_latency_ms": latency,
         # The median of the cold gateways' first pages (this one's included); its own alone
         # when the rounds did not run.
-        "wall_ms": round(statistics.median(walls), 1) if walls else round(times[0], 1),
+        "wall_ms": round(statistics.median(walls), 1) if walls else round(wall, 1),
         "wall_ms_rounds": walls,
         "priming_wall_ms": (rounds or {}).get("priming_wall_ms"),
         "upstreams_on_cpu": CLIENT_CPU,

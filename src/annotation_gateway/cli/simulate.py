@@ -34,7 +34,7 @@ def simulate_datadog(
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve the Datadog LLM Observability simulator (for local development and the demo)."""
-    from annotation_gateway.simulators.datadog import serve
+    from annotation_gateway.simulators.datadog import make_config, serve
 
     if not is_loopback(host):
         err_console.print(f"[red]the simulator listens on loopback only, not {host}[/]")
@@ -44,17 +44,15 @@ def simulate_datadog(
         raise typer.Exit(EXIT_CONFIG)
     shape: Literal["array", "object"] = "array" if label_values == "array" else "object"
     try:
-        serve(
-            host=host,
-            port=port,
+        config = make_config(
             seed=seed,
             label_values=shape,
             zero_time=zero_time,
             latency_ms=latency_ms,
             fail_rate=fail_rate,
             rate_limit=rate_limit,
-            log_level=log_level,
         )
+        serve(host=host, port=port, config=config, log_level=log_level)
     except ValueError as exc:
         err_console.print(f"[red]{exc}[/]")
         raise typer.Exit(EXIT_CONFIG) from None

@@ -11,11 +11,9 @@ import ipaddress
 import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
 
 import uvicorn
 from starlette.applications import Starlette
@@ -26,7 +24,6 @@ from annotation_gateway.simulators.datadog.config import (
     ALL_METHODS,
     CONTROL_PREFIX,
     DEFAULT_PORT,
-    RateLimit,
     SimulatorConfig,
     make_config,
 )
@@ -72,37 +69,18 @@ def serve(
     port: int = DEFAULT_PORT,
     config: SimulatorConfig | None = None,
     *,
-    api_key: str | None = None,
-    app_key: str | None = None,
-    seed: str | Path | None = None,
-    label_values: Literal["array", "object"] = "array",
-    zero_time: bool = False,
-    latency_ms: float = 0.0,
-    fail_rate: float = 0.0,
-    rate_limit: str | RateLimit | None = None,
     log_level: str = "info",
-    environ: Mapping[str, str] | None = None,
 ) -> None:
     """Run the simulator until interrupted (blocking): ``annotation-gateway simulate-datadog``.
 
-    Either pass ``config`` or the command-line switches (then keys not given are read from
-    ``DD_API_KEY`` / ``DD_APP_KEY``). Listens on a loopback address only.
+    ``config`` as :func:`~.config.make_config` builds it from command-line switches (``None``:
+    its defaults, the keys read from ``DD_API_KEY`` / ``DD_APP_KEY``). Listens on a loopback
+    address only.
     """
     _require_loopback(host)
-    if config is None:
-        config = make_config(
-            api_key=api_key,
-            app_key=app_key,
-            seed=seed,
-            label_values=label_values,
-            zero_time=zero_time,
-            latency_ms=latency_ms,
-            fail_rate=fail_rate,
-            rate_limit=rate_limit,
-            environ=environ,
-        )
     # The access log costs 40-50 % CPU per request (SPEC §4); the request log is in the state.
-    uvicorn.run(build_app(config), host=host, port=port, log_level=log_level, access_log=False)
+    app = build_app(config if config is not None else make_config())
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
 
 
 @dataclass
