@@ -339,7 +339,9 @@ class DatadogProvider:
             items = [_Item(*item) for item in zip(interactions, extras, rows, strict=True)]
             return _Page(offset=offset, total=page.total, items=items)
 
-        strict_tried = False  # decode refused these bytes: read_page need not decode them strictly again
+        # Set by decode once it has run on an answer's bytes: if they come back to classify (not
+        # today's shape), read_page does not decode them strictly a second time.
+        strict_tried = False
 
         def classify(response: httpx.Response) -> _Page:
             page = self._api.read_page(response, where=where, strict_tried=strict_tried)
