@@ -6,7 +6,8 @@
   budget got through (so the excess waited), and every answer for the source is ``ok`` or a
   ``rate_limited`` problem in ``sources[]`` (no request was sent for those).
 - Redis down: the limiter counts in this process's memory (no error for the read), and goes
-  back to Redis by itself once it answers again.
+  back to Redis by itself once it answers again; a hung Redis holds up one request a backoff
+  period (the trial), not every request that arrives while the trial waits.
 - A spent budget is not retried by the provider (it already waited).
 - A key's client limit is one window for every replica when the limiter is in Redis.
 """
@@ -14,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from pathlib import Path
 
@@ -35,6 +37,7 @@ from annotation_gateway.ratelimit import RateLimiter, SourceBudget, limiter_url
 from annotation_gateway.resilience import CircuitBreaker
 from annotation_gateway.settings import CacheConfig
 from tests.api.fake_federation import FakeFederation, FakeSource, fake_settings
+from tests.fakes import ManualClock
 from tests.plugins.datadog import DatadogSimulator
 from tests.plugins.redis import RedisServer
 
@@ -224,6 +227,45 @@ def test_redis_down_counts_in_memory_then_recovers(redis_instance: RedisServer) 
 
     asyncio.run(run())
     assert switches == [True, False]  # the metrics hear each switch once
+
+
+def test_a_hung_redis_holds_up_one_request_a_backoff_period(redis_instance: RedisServer) -> None:
+    clock = ManualClock()
+    switches: list[bool] = []
+    items = parse_many("1000/hour")
+
+    async def run() -> None:
+        limiter = RateLimiter(
+            redis_url=redis_instance.url,
+            clock=clock,
+            redis_timeout_s=1.0,
+            redis_retry_s=5,
+            on_degraded=switches.append,
+        )
+        assert (await limiter.hit(items, "hung")).allowed
+        assert redis_instance.process is not None
+        redis_instance.process.send_signal(signal.SIGSTOP)  # accepts nothing, answers nothing
+        try:
+            assert (await limiter.hit(items, "hung")).allowed  # after its timeout: counted in memory
+            assert limiter.degraded
+            clock.advance(5)  # the backoff is over: the next request is the trial
+            hits = [asyncio.create_task(limiter.hit(items, "hung")) for _ in range(5)]
+            # Well within the trial's 1 s timeout, the other four were counted in memory.
+            done, waiting = await asyncio.wait(hits, timeout=0.5)
+            assert (len(done), len(waiting)) == (4, 1)
+            assert all(verdict.allowed for verdict in await asyncio.gather(*hits))
+            assert limiter.degraded
+        finally:
+            redis_instance.process.send_signal(signal.SIGCONT)
+        clock.advance(9.9)  # the failed trial doubled the backoff to 10 s
+        assert (await limiter.hit(items, "hung")).allowed
+        assert limiter.degraded
+        clock.advance(0.1)
+        assert (await limiter.hit(items, "hung")).allowed  # the trial: Redis answers again
+        assert not limiter.degraded
+
+    asyncio.run(run())
+    assert switches == [True, False]
 
 
 def test_a_spent_budget_is_not_retried() -> None:

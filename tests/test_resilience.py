@@ -1,4 +1,5 @@
-"""The per-source circuit breaker and bulkhead, driven with a manual clock."""
+"""The per-source circuit breaker and bulkhead, and the optional dependency's outage state, driven
+with a manual clock."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from annotation_gateway.errors import (
     SourceTimeoutError,
     SourceUnavailableError,
 )
-from annotation_gateway.resilience import Bulkhead, CircuitBreaker, CircuitState
+from annotation_gateway.resilience import Bulkhead, CircuitBreaker, CircuitState, OptionalDependency
 from tests.fakes import ManualClock
 
 
@@ -236,3 +237,69 @@ async def test_unlimited_bulkhead_counts_in_flight() -> None:
     assert bulkhead.in_flight == 0
     with pytest.raises(ValueError, match="limit"):
         Bulkhead(0)
+
+
+def dependency(clock: ManualClock, changes: list[bool]) -> OptionalDependency:
+    return OptionalDependency(
+        retry_s=2.0, grace_s=0.5, max_retry_s=10.0, clock=clock, on_change=changes.append
+    )
+
+
+def test_an_optional_dependency_backs_off_with_one_trial_a_period_doubling_to_its_cap() -> None:
+    clock, changes = ManualClock(), []
+    redis = dependency(clock, changes)
+    assert redis.allow()
+    assert redis.up
+    assert redis.retry_in_s == 0.0
+    assert redis.failed() is True  # this failure took it down
+    assert not redis.up
+    assert changes == [False]
+    assert not redis.allow()
+    assert redis.retry_in_s == 2.0
+    periods = []
+    for _ in range(5):
+        clock.advance(redis.retry_in_s)
+        assert redis.allow()  # the trial ...
+        assert not redis.allow()
+        assert not redis.allow()
+        clock.advance(1.0)  # the trial fails after the grace: a failed trial, the backoff doubles
+        assert redis.failed() is False  # already down
+        periods.append(redis.backoff_s)
+    assert periods == [4.0, 8.0, 10.0, 10.0, 10.0]
+    clock.advance(redis.retry_in_s)
+    assert redis.allow()
+    assert redis.succeeded() is True
+    assert redis.up
+    assert changes == [False, True]
+    assert redis.succeeded() is False  # already up: nothing to tell
+    assert redis.backoff_s == 2.0  # a new outage starts from retry_s again
+    assert redis.allow()
+    assert redis.allow()
+
+
+def test_failures_of_calls_under_way_when_it_went_down_are_one_outage() -> None:
+    clock, changes = ManualClock(), []
+    redis = dependency(clock, changes)
+    assert redis.failed() is True
+    clock.advance(0.4)  # within the grace: another call of the same outage timing out
+    assert redis.failed() is False
+    assert redis.backoff_s == 2.0
+    assert redis.retry_in_s == pytest.approx(1.6)
+    clock.advance(0.2)  # past the grace: a new failure doubles the backoff
+    redis.failed()
+    assert redis.backoff_s == 4.0
+    assert redis.retry_in_s == 4.0
+    assert changes == [False]
+
+
+def test_a_trial_that_never_reports_does_not_hold_the_dependency_down_for_good() -> None:
+    clock, changes = ManualClock(), []
+    redis = dependency(clock, changes)
+    redis.failed()
+    clock.advance(2.0)
+    assert redis.allow()  # a trial cancelled with its request: it reports nothing
+    assert not redis.allow()
+    clock.advance(2.0)
+    assert redis.allow()  # the next period has its own trial
+    with pytest.raises(ValueError, match="negative"):
+        OptionalDependency(retry_s=-1.0, grace_s=0.0)

@@ -9,9 +9,12 @@ Contract (SPEC §9):
   when it frees a unit.
 - Redis down or slow never fails a request: :meth:`RateLimiter.warm` connects at start-up, each
   Redis call is bounded by ``REDIS_TIMEOUT_S``; on an error the limiter logs it once and counts
-  in a per-process memory store for ``REDIS_RETRY_S``, then tries Redis again (``degraded`` says
-  which is in use). While degraded each process enforces every budget on its own, so N
-  processes may together spend up to N times a budget: the price of answering at all.
+  in a per-process memory store, trying Redis again with one request after ``REDIS_RETRY_S``,
+  doubling per failed trial up to 30 s (the shared cache tier's backoff:
+  :class:`~annotation_gateway.resilience.OptionalDependency`; the requests that arrive while a
+  trial waits on a hung Redis count in memory at once). ``degraded`` says which is in use.
+  While degraded each process enforces every budget on its own, so N processes may together
+  spend up to N times a budget: the price of answering at all.
 - :class:`SourceBudget` is one source's ``[[sources]] rate_limit``, taken before *every* HTTP
   request to the vendor (retries, pages, chunks and health probes included: that is what the
   vendor counts; a budget per guarded call would let one federated read spend many). A request
@@ -46,6 +49,7 @@ from redis.exceptions import RedisError
 
 from annotation_gateway.errors import SourceBudgetExhaustedError
 from annotation_gateway.providers.config import ConfigError, read_secret
+from annotation_gateway.resilience import OptionalDependency
 from annotation_gateway.settings import GatewaySettings
 
 __all__ = [
@@ -73,7 +77,8 @@ wall, 0.21 ms of this process's CPU (redis-py's asyncio client and ``limits``' l
 0.011 ms in memory (3,000 hits on loopback Redis 8, the 2-core dev machine); a refusal adds a
 second call for the window's reset time."""
 REDIS_RETRY_S = 5.0
-"""After a Redis failure, how long the memory store counts before Redis is tried again."""
+"""After a Redis failure, how long the memory store counts before Redis is tried again (the
+first backoff; it doubles while trials fail)."""
 KEY_PREFIX = "annotation-gateway-limits"
 _WARM_UP = parse_many("1000000/second")
 MAX_JITTER_S = 0.05
@@ -152,14 +157,12 @@ class RateLimiter:
                 socket_connect_timeout=redis_timeout_s,
             )
             self._redis = MovingWindowRateLimiter(storage)
-        self._clock = clock
         self.wall_clock = wall_clock
         self._redis_timeout_s = redis_timeout_s
-        self._redis_retry_s = redis_retry_s
-        self._redis_retry_at = 0.0
         self._on_degraded = on_degraded
-        self.degraded = False
-        """True while Redis failed and this process counts in memory."""
+        self._health = OptionalDependency(
+            retry_s=redis_retry_s, grace_s=redis_timeout_s, clock=clock, on_change=self._switched
+        )
 
     @classmethod
     def from_settings(
@@ -181,29 +184,30 @@ class RateLimiter:
         (the app's start-up); a Redis that does not answer just starts the limiter degraded."""
         await self.hit(_WARM_UP, "warm-up")
 
-    def _set_degraded(self, degraded: bool) -> None:
-        self.degraded = degraded
+    @property
+    def degraded(self) -> bool:
+        """True while Redis failed and this process counts in memory."""
+        return not self._health.up
+
+    def _switched(self, up: bool) -> None:
         if self._on_degraded is not None:
-            self._on_degraded(degraded)
+            self._on_degraded(not up)
 
     async def _run(self, op: Callable[[MovingWindowRateLimiter], Awaitable[T]]) -> T:
         redis = self._redis
-        if redis is not None and self._clock() >= self._redis_retry_at:
+        if redis is not None and self._health.allow():
             try:
                 async with asyncio.timeout(self._redis_timeout_s):
                     result = await op(redis)
             except (StorageError, RedisError, OSError, TimeoutError) as exc:
-                self._redis_retry_at = self._clock() + self._redis_retry_s
-                if not self.degraded:
+                if self._health.failed():
                     log.warning(
                         "rate limits: Redis failed (%s); counting in this process until it answers",
                         type(exc).__name__,
                     )
-                    self._set_degraded(True)
             else:
-                if self.degraded:
+                if self._health.succeeded():
                     log.warning("rate limits: Redis answers again; limits are shared again")
-                    self._set_degraded(False)
                 return result
         return await op(self._memory)
 

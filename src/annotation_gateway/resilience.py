@@ -1,4 +1,5 @@
-"""Per-source resilience: a circuit breaker and a concurrency cap (bulkhead).
+"""Resilience: a circuit breaker and a concurrency cap (bulkhead) per source; the outage state of
+an optional dependency (Redis).
 
 Contract:
 - :class:`CircuitBreaker` wraps every upstream call of one source. It counts *consecutive
@@ -13,6 +14,14 @@ Contract:
   says nothing about the vendor; counting it would report a healthy vendor as unavailable).
 - :class:`Bulkhead` caps how many upstream calls of one source are in flight; callers beyond the
   cap wait their turn (the caller's deadline bounds the wait).
+- :class:`OptionalDependency` is the state of a dependency the gateway answers without while it
+  fails (Redis, for the shared cache tier and the shared rate limits): up until a call fails;
+  then down, and no call is made until the backoff ends; then exactly **one** trial call per
+  backoff period (a hung Redis holds up one request a period, not every request that arrives
+  while the trial waits), the period doubling per failed trial up to ``max_retry_s``. Failures
+  of calls that were already under way when it went down (within ``grace_s`` of the failure
+  that escalated, the calls' own timeout) are the same outage and do not double it. The caller
+  does the calls, logs and counts; this only says whether to call and hears how it went.
 
 Why hand-written: the breaker libraries on PyPI are stale (aiobreaker's last release is from
 2021) or little used (purgatory), and the behaviour needed here is small: about 100 lines with
@@ -35,11 +44,13 @@ from annotation_gateway.errors import CircuitOpenError, SourceBudgetExhaustedErr
 
 __all__ = [
     "DEFAULT_FAILURE_THRESHOLD",
+    "DEFAULT_MAX_RETRY_S",
     "DEFAULT_RESET_TIMEOUT_S",
     "Bulkhead",
     "CircuitBreaker",
     "CircuitState",
     "Clock",
+    "OptionalDependency",
 ]
 
 log = logging.getLogger(__name__)
@@ -54,6 +65,8 @@ DEFAULT_FAILURE_THRESHOLD = 5
 """Consecutive retryable failures (each already retried inside the provider) that open a circuit."""
 DEFAULT_RESET_TIMEOUT_S = 30.0
 """How long an open circuit refuses calls before it lets one trial through."""
+DEFAULT_MAX_RETRY_S = 30.0
+"""The longest backoff of an :class:`OptionalDependency` (its first is its ``retry_s``)."""
 
 
 class CircuitBreaker:
@@ -199,3 +212,85 @@ class Bulkhead:
         self._in_flight -= 1
         if self._semaphore is not None:
             self._semaphore.release()
+
+
+class OptionalDependency:
+    """up → down at a failed call → one trial call per backoff period → up at a call that
+    succeeds (the module docstring). Not thread-safe; one asyncio event loop."""
+
+    def __init__(
+        self,
+        *,
+        retry_s: float,
+        grace_s: float,
+        max_retry_s: float = DEFAULT_MAX_RETRY_S,
+        clock: Clock = time.monotonic,
+        on_change: Callable[[bool], None] | None = None,
+    ) -> None:
+        """``retry_s``: the first backoff; ``grace_s``: how long after the failure that took it
+        down (or doubled its backoff) other calls' failures are the same outage (their timeout);
+        ``on_change`` hears each switch, ``False`` down and ``True`` back up."""
+        if retry_s < 0 or grace_s < 0 or max_retry_s < 0:
+            raise ValueError("retry_s, grace_s and max_retry_s must not be negative")
+        self._retry_s = retry_s
+        self._grace_s = grace_s
+        self._max_retry_s = max_retry_s
+        self._clock = clock
+        self._on_change = on_change
+        self._up = True
+        self._failures = 0
+        self._retry_at = 0.0
+        self._escalated_at = 0.0
+
+    @property
+    def up(self) -> bool:
+        return self._up
+
+    @property
+    def retry_in_s(self) -> float:
+        """Seconds until the next trial call (0 when up, or when one may go now)."""
+        return 0.0 if self._up else max(self._retry_at - self._clock(), 0.0)
+
+    @property
+    def backoff_s(self) -> float:
+        """The current backoff period: ``retry_s``, doubled per failed trial, at most
+        ``max_retry_s``."""
+        return float(min(self._retry_s * 2 ** max(self._failures - 1, 0), self._max_retry_s))
+
+    def allow(self) -> bool:
+        """Whether to make a call now: always while up; while down, once per backoff period
+        (that call is the trial, the others until the next period are refused)."""
+        if self._up:
+            return True
+        now = self._clock()
+        if now < self._retry_at:
+            return False
+        self._retry_at = now + self.backoff_s
+        return True
+
+    def failed(self) -> bool:
+        """A call failed; True when this failure took the dependency down."""
+        now = self._clock()
+        if not self._up and now - self._escalated_at < self._grace_s:
+            # A call that was already under way when it failed: the same outage, so it does
+            # not double the backoff (32 requests in flight would otherwise make it 30 s at once).
+            return False
+        self._failures += 1
+        self._escalated_at = now
+        self._retry_at = now + self.backoff_s
+        if not self._up:
+            return False
+        self._up = False
+        if self._on_change is not None:
+            self._on_change(False)
+        return True
+
+    def succeeded(self) -> bool:
+        """A call succeeded; True when this success brought the dependency back."""
+        if self._up:
+            return False
+        self._up = True
+        self._failures = 0
+        if self._on_change is not None:
+            self._on_change(True)
+        return True

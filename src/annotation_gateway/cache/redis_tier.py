@@ -118,7 +118,7 @@ from annotation_gateway.cache.local import (
 )
 from annotation_gateway.providers.config import read_secret
 from annotation_gateway.records import Record, same_documents
-from annotation_gateway.resilience import Clock
+from annotation_gateway.resilience import DEFAULT_MAX_RETRY_S, Clock, OptionalDependency
 from annotation_gateway.settings import CacheConfig
 
 __all__ = [
@@ -134,7 +134,8 @@ MAX_VARIANTS = 64
 """Filter variants kept per (source, subject) hash before it is dropped and started again."""
 MAX_PENDING_SUBJECTS = 10_000
 """Failed invalidations remembered per source; beyond, the whole source is dropped on recovery."""
-MAX_RETRY_S = 30.0
+MAX_RETRY_S = DEFAULT_MAX_RETRY_S
+"""The longest backoff after Redis failed (the first is ``redis_retry_s``)."""
 POLL_FIRST_S = 0.002
 POLL_MAX_S = 0.025
 SUBSCRIBE_POLL_S = 1.0
@@ -329,7 +330,6 @@ class RedisTier:
         self._keep_ms = max(1, round(max(config.ttl_s, config.max_stale_s) * 1000))
         self._lock_wait = config.redis_lock_wait_s
         self._lock_ms = max(1, round(config.redis_lock_wait_s * 1000))
-        self._retry_s = config.redis_retry_s
         self._clock = clock
         self._wall = wall
         self._observer: TierObserver = observer if observer is not None else _NullTierObserver()
@@ -356,10 +356,13 @@ class RedisTier:
         self._lookup = self._client.register_script(_LOOKUP)
         self._store = self._client.register_script(_STORE)
         self._invalidate = self._client.register_script(_INVALIDATE)
-        self._up = True
-        self._failures = 0
-        self._retry_at = 0.0
-        self._escalated_at = 0.0
+        self._health = OptionalDependency(
+            retry_s=config.redis_retry_s,
+            grace_s=config.redis_timeout_s,
+            max_retry_s=MAX_RETRY_S,
+            clock=clock,
+            on_change=self._observer.on_redis_state,
+        )
         self._last_error: str | None = None
         self._pending: dict[str, set[str] | None] = {}
         self._listener: Listener | None = None
@@ -403,7 +406,7 @@ class RedisTier:
     @property
     def up(self) -> bool:
         """False while degraded (the last call failed and no call succeeded since)."""
-        return self._up
+        return self._health.up
 
     def set_listener(self, listener: Listener) -> None:
         """Who is told about other processes' invalidations (the federation)."""
@@ -440,34 +443,12 @@ class RedisTier:
     # --- health and backoff ----------------------------------------------------------------------
 
     def _allowed(self) -> bool:
-        if self._closed:
-            return False
-        if self._up:
-            return True
-        now = self._clock()
-        if now < self._retry_at:
-            return False
-        # One trial per backoff period: the next caller waits for the period again.
-        self._retry_at = now + self._backoff()
-        return True
-
-    def _backoff(self) -> float:
-        return float(min(self._retry_s * 2 ** max(self._failures - 1, 0), MAX_RETRY_S))
+        return not self._closed and self._health.allow()
 
     def _failed(self, operation: str, exc: BaseException) -> None:
         self._observer.on_redis_error(operation)
         self._last_error = f"{operation}: {type(exc).__name__}"
-        now = self._clock()
-        if not self._up and now - self._escalated_at < self._timeout:
-            # A call that was already under way when Redis failed: the same outage, so it does
-            # not double the backoff (32 requests in flight would otherwise make it 30 s at once).
-            return
-        self._failures += 1
-        self._escalated_at = now
-        self._retry_at = now + self._backoff()
-        if self._up:
-            self._up = False
-            self._observer.on_redis_state(False)
+        if self._health.failed():
             # The exception's text may name the host, never the password; only its type is logged.
             log.warning(
                 "shared cache tier degraded: Redis %s failed (%s); answering without it",
@@ -476,11 +457,8 @@ class RedisTier:
             )
 
     def _succeeded(self) -> None:
-        if not self._up:
-            self._up = True
-            self._failures = 0
+        if self._health.succeeded():
             self._last_error = None
-            self._observer.on_redis_state(True)
             log.warning("shared cache tier back: Redis answers again")
 
     async def _usable(self) -> bool:
@@ -752,7 +730,7 @@ class RedisTier:
         if not isinstance(prefetched, _Looked) or prefetched.used:
             return
         prefetched.used = True
-        if prefetched.reply[1] != _TAKEN or not self._up:
+        if prefetched.reply[1] != _TAKEN or not self._health.up:
             return  # no lock; or Redis is failing, and the lock expires by itself
         source, field, _ = prefetched.key
         writes: _Writes = (prefetched.reply[0], prefetched.lock_key, prefetched.token, field)
@@ -1060,7 +1038,7 @@ class RedisTier:
                     retry_at_once = False
                     continue
                 self._failed("subscribe", exc)
-                await asyncio.sleep(self._backoff())
+                await asyncio.sleep(self._health.backoff_s)
             finally:
                 with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()
@@ -1097,12 +1075,13 @@ class RedisTier:
                 self._failed("ping", exc)
             else:
                 self._succeeded()
-        state = "ok" if self._up else "degraded"
+        health = self._health
+        state = "ok" if health.up else "degraded"
         detail = None
-        if not self._up:
+        if not health.up:
             detail = (
                 f"Redis unreachable ({self._last_error}); answering from memory and the sources, "
-                f"next try in {max(self._retry_at - self._clock(), 0.0):.1f} s"
+                f"next try in {health.retry_in_s:.1f} s"
             )
         return {"backend": "redis", "state": state, "detail": detail}
 
