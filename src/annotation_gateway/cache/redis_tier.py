@@ -105,7 +105,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
-from annotation_gateway.cache.codec import FORMAT_VERSION, HEAD, MAGIC, SAME, decode, encode, stored_at_of
+from annotation_gateway.cache import redis_scripts as scripts
+from annotation_gateway.cache.codec import FORMAT_VERSION, HEAD, SAME, decode, encode, stored_at_of
 from annotation_gateway.cache.local import (
     Confirm,
     FetchParts,
@@ -181,91 +182,6 @@ def redact(url: str) -> str:
     auth = "***@" if parts.username or parts.password else ""
     return urlunsplit((parts.scheme, f"{auth}{host}{port}", parts.path, "", ""))
 
-
-# --- the scripts (one round trip each) ------------------------------------------------------
-
-# KEYS: gen, lock, subject hashes...; ARGV: field, fresh-after (wall epoch), lock token ('' none),
-# lock ms, then per subject the head (20 bytes) of the value the caller holds ('' none).
-# Returns {gen, lock state, values...}. Lock state: 2 every value fresh (no lock), 1 taken by us,
-# 0 held by another process, 3 free but not taken (no token given). A value: its bytes when
-# fresh; only its head when fresh and the same answer as the caller holds (same header length
-# and CRC; the date may be newer); 1 when present but not fresh (not sent); 2 when not a value
-# of this format; nil when absent.
-_LOOKUP = """
-local out = {redis.call('GET', KEYS[1]) or '0', 2}
-local fresh_after = tonumber(ARGV[2])
-local all_fresh = true
-for i = 3, #KEYS do
-  local v = redis.call('HGET', KEYS[i], ARGV[1])
-  if v then
-    if string.sub(v, 1, 4) ~= '@MAGIC@' or string.len(v) < 20 then
-      out[i] = 2
-      all_fresh = false
-    elseif struct.unpack('>d', string.sub(v, 5, 12)) >= fresh_after then
-      local held = ARGV[i + 2]
-      if held ~= '' and string.sub(v, 13, 20) == string.sub(held, 13, 20) then
-        out[i] = string.sub(v, 1, 20)
-      else
-        out[i] = v
-      end
-    else
-      out[i] = 1
-      all_fresh = false
-    end
-  else
-    out[i] = false
-    all_fresh = false
-  end
-end
-if not all_fresh then
-  if ARGV[3] ~= '' then
-    if redis.call('SET', KEYS[2], ARGV[3], 'NX', 'PX', ARGV[4]) then out[2] = 1 else out[2] = 0 end
-  elseif redis.call('EXISTS', KEYS[2]) == 1 then out[2] = 0 else out[2] = 3 end
-end
-return out
-""".replace("@MAGIC@", MAGIC.decode())
-
-# KEYS: gen, lock, subject hashes...; ARGV: expected gen, field, expiry ms, lock token ('' none),
-# values..., max variants. Frees our lock; stores only while the generation is the one read before
-# the upstream call started. A value "T" + new head re-dates the stored value with the same header
-# length and CRC (the same answer fetched again; never to an older date). Returns {generation,
-# the 1-based positions of the re-datings that found no such value (to be sent whole)...}.
-_STORE = """
-if ARGV[4] ~= '' and redis.call('GET', KEYS[2]) == ARGV[4] then redis.call('DEL', KEYS[2]) end
-local gen = redis.call('GET', KEYS[1]) or '0'
-if #KEYS < 3 or gen ~= ARGV[1] then return {gen} end
-local out = {gen}
-for i = 3, #KEYS do
-  local a = ARGV[i + 2]
-  if string.sub(a, 1, 1) == 'T' then
-    local v = redis.call('HGET', KEYS[i], ARGV[2])
-    if v and string.sub(v, 1, 4) == '@MAGIC@' and string.sub(v, 13, 20) == string.sub(a, 14, 21) then
-      if struct.unpack('>d', string.sub(v, 5, 12)) < struct.unpack('>d', string.sub(a, 6, 13)) then
-        redis.call('HSET', KEYS[i], ARGV[2], string.sub(a, 2, 21) .. string.sub(v, 21))
-      end
-      redis.call('PEXPIRE', KEYS[i], ARGV[3])
-    else
-      out[#out + 1] = i - 2
-    end
-  else
-    if redis.call('HLEN', KEYS[i]) >= tonumber(ARGV[5 + #KEYS - 2]) then redis.call('DEL', KEYS[i]) end
-    redis.call('HSET', KEYS[i], ARGV[2], a)
-    redis.call('PEXPIRE', KEYS[i], ARGV[3])
-  end
-end
-return out
-""".replace("@MAGIC@", MAGIC.decode())
-
-# KEYS: gen, subject hashes...; ARGV: channel, message.
-_INVALIDATE = """
-redis.call('INCR', KEYS[1])
-for i = 2, #KEYS do redis.call('DEL', KEYS[i]) end
-redis.call('PUBLISH', ARGV[1], ARGV[2])
-return 1
-"""
-
-_ALL_FRESH, _TAKEN, _HELD, _FREE = 2, 1, 0, 3
-_NOT_OURS = 2
 
 _Writes = tuple[bytes, str | None, str, str]
 """How to store a fetched answer: (generation read before the call, lock key or None, lock token,
@@ -353,9 +269,9 @@ class RedisTier:
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
             client_name="annotation-gateway",
         )
-        self._lookup = self._client.register_script(_LOOKUP)
-        self._store = self._client.register_script(_STORE)
-        self._invalidate = self._client.register_script(_INVALIDATE)
+        self._lookup = self._client.register_script(scripts.LOOKUP)
+        self._store = self._client.register_script(scripts.STORE)
+        self._invalidate = self._client.register_script(scripts.INVALIDATE)
         self._health = OptionalDependency(
             retry_s=config.redis_retry_s,
             grace_s=config.redis_timeout_s,
@@ -581,13 +497,13 @@ class RedisTier:
             self._succeeded()
             generation, state = reply[0], reply[1]
             self._generations[source] = generation
-            holding = state == _TAKEN
+            holding = state == scripts.TAKEN
             missing = self._sort(source, missing, reply[2:], read, found, usable, known, count=not waited)
             if not missing:
                 if waited:
                     self._observer.on_shared_cache(source, "wait", 1)
                 return TierFill(found, upstream=waited)
-            if holding or not token or state in (_ALL_FRESH, _FREE):
+            if holding or not token or state in (scripts.ALL_FRESH, scripts.FREE):
                 break  # ours to fetch (an undecodable "fresh" value is fetched without the lock)
             if loop.time() >= deadline:
                 break
@@ -730,7 +646,7 @@ class RedisTier:
         if not isinstance(prefetched, _Looked) or prefetched.used:
             return
         prefetched.used = True
-        if prefetched.reply[1] != _TAKEN or not self._health.up:
+        if prefetched.reply[1] != scripts.TAKEN or not self._health.up:
             return  # no lock; or Redis is failing, and the lock expires by itself
         source, field, _ = prefetched.key
         writes: _Writes = (prefetched.reply[0], prefetched.lock_key, prefetched.token, field)
@@ -761,7 +677,7 @@ class RedisTier:
                 missing.append(slot)
                 continue
             if isinstance(value, int):
-                if value == _NOT_OURS:
+                if value == scripts.NOT_OURS:
                     invalid += 1
                 else:
                     usable[slot] = None
@@ -817,7 +733,7 @@ class RedisTier:
         """Call the source for ``slots``; store the answer (and free the lock) per ``writes``:
         (generation read, lock key or None, lock token, hash field). On failure, what Redis
         holds for them (hash ``field``) may stand in. An answer identical to the one ``known``
-        names is stored by sending its new head only (see :data:`_STORE`)."""
+        names is stored by sending its new head only (see :data:`.redis_scripts.STORE`)."""
         started = self._wall()
         try:
             parts = await fetch_parts(slots)
