@@ -8,6 +8,8 @@ Contract — one module per job:
 - :mod:`.redis_tier` — :class:`~.redis_tier.RedisTier`, the shared tier behind every process's
   local cache (``backend = "redis"``): one round trip per lookup, cross-process single flight,
   invalidation by publish/subscribe, degraded (never failing) when Redis is not there;
+  :mod:`.redis_link` (its client, call bound and backoff), :mod:`.redis_invalidation` (the
+  invalidations across processes), :mod:`.redis_scripts` (its keys and Lua scripts);
 - :mod:`.codec` — the shared tier's value format (records to bytes and back, checked).
 
 What the rest of the gateway uses is re-exported here from :mod:`.local`; the Redis tier is

@@ -1,6 +1,8 @@
-"""The shared cache tier's Lua scripts: what runs inside Redis, one round trip each.
+"""The shared cache tier's keys and Lua scripts: what it keeps in Redis and what runs there, one
+round trip each.
 
-Contract: :data:`LOOKUP` (read the generation and the subjects' values, take the single-flight
+Contract: :class:`TierKeys` names every key (the layout is in :mod:`.redis_tier`'s docstring,
+*Keys*). :data:`LOOKUP` (read the generation and the subjects' values, take the single-flight
 lock when one is missing or not fresh), :data:`STORE` (free the lock; store, or re-date an
 unchanged value, only while the source's generation is the one read before the upstream call)
 and :data:`INVALIDATE` (bump the generation, drop the subjects' hashes, publish the message). The
@@ -13,9 +15,63 @@ length and CRC-32), the first 20 its head (``tests/cache/test_codec.py`` holds t
 
 from __future__ import annotations
 
-from annotation_gateway.cache.codec import MAGIC
+import hashlib
 
-__all__ = ["ALL_FRESH", "FREE", "HELD", "INVALIDATE", "LOOKUP", "NOT_OURS", "STORE", "TAKEN"]
+import orjson
+
+from annotation_gateway.cache.codec import FORMAT_VERSION, MAGIC
+from annotation_gateway.cache.local import FilterKey, Slot
+
+__all__ = ["ALL_FRESH", "FREE", "HELD", "INVALIDATE", "LOOKUP", "NOT_OURS", "STORE", "TAKEN", "TierKeys"]
+
+MAX_MEMO = 4096
+"""Filter keys whose hash field is remembered (the memo is dropped whole when full)."""
+
+
+class TierKeys:
+    """The names of what the tier keeps in Redis under ``{prefix}:{FORMAT_VERSION}``."""
+
+    def __init__(self, prefix: str) -> None:
+        self.base = f"{prefix}:{FORMAT_VERSION}"
+        self.channel = f"{self.base}:inval"
+        """The invalidation channel."""
+        self._fields: dict[FilterKey, str] = {}
+
+    def subject(self, source: str, slot: Slot) -> str:
+        """The hash holding ``source``'s answers about ``slot`` (``None``: identifier-only)."""
+        return f"{self.base}:{source}:i" if slot is None else f"{self.base}:{source}:s:{slot}"
+
+    def generation(self, source: str) -> str:
+        """``source``'s write generation."""
+        return f"{self.base}:{source}:gen"
+
+    def answers_pattern(self, source: str) -> str:
+        """A ``SCAN`` pattern matching every hash of ``source``, not its generation or locks
+        (neither the prefix nor a source name may hold a pattern character: their settings'
+        patterns)."""
+        return f"{self.base}:{source}:[si]*"
+
+    @staticmethod
+    def field_of(fkey: FilterKey) -> str:
+        """The hash field of a filter key: blake2b of its canonical JSON."""
+        return hashlib.blake2b(orjson.dumps(fkey), digest_size=12).hexdigest()
+
+    def field(self, fkey: FilterKey) -> str:
+        """:meth:`field_of`, remembered."""
+        field = self._fields.get(fkey)
+        if field is None:
+            if len(self._fields) >= MAX_MEMO:
+                self._fields.clear()
+            field = self._fields[fkey] = self.field_of(fkey)
+        return field
+
+    def lock(self, source: str, field: str, slots: list[Slot]) -> str:
+        """The single-flight lock of (source, filter, those subjects)."""
+        chunk = hashlib.blake2b(
+            orjson.dumps(sorted(s if s is not None else "" for s in slots)), digest_size=12
+        ).hexdigest()
+        return f"{self.base}:{source}:lock:{field}:{chunk}"
+
 
 # KEYS: gen, lock, subject hashes...; ARGV: field, fresh-after (wall epoch), lock token ('' none),
 # lock ms, then per subject the head (20 bytes) of the value the caller holds ('' none).

@@ -10,6 +10,11 @@ put in a metric label: :func:`redact` is what logs show). Each process keeps its
 source. The client is redis-py's asyncio API with the hiredis parser; no Redis Cluster (the
 scripts touch several keys), a single primary (or a proxy in front of one) is what is supported.
 
+*Where.* This module reads and stores (:class:`RedisTier`, the facade the local tier asks);
+:mod:`.redis_link` holds the client, the bound on each call and the backoff;
+:mod:`.redis_invalidation` sends, remembers and listens to invalidations; :mod:`.redis_scripts`
+names the keys and holds the Lua scripts.
+
 *Keys.* ``{prefix}:v2:{source}:s:{subject id}`` (``…:i`` for the identifier-only answer) is a
 hash: field = the filter key's hash (blake2b of its canonical JSON), value = the answer. So
 invalidating a subject is one ``DEL`` for every filter variant, as in the local tier. A hash's
@@ -86,27 +91,18 @@ vendor, and one process's network trouble must not stop the others.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
-from urllib.parse import urlsplit, urlunsplit
 
-import orjson
 from pydantic import SecretStr
-from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
 from annotation_gateway.cache import redis_scripts as scripts
-from annotation_gateway.cache.codec import FORMAT_VERSION, HEAD, SAME, decode, encode, stored_at_of
+from annotation_gateway.cache.codec import HEAD, SAME, decode, encode, stored_at_of
 from annotation_gateway.cache.local import (
     Confirm,
     FetchParts,
@@ -117,9 +113,11 @@ from annotation_gateway.cache.local import (
     TierEntry,
     TierFill,
 )
+from annotation_gateway.cache.redis_invalidation import Invalidations, Listener
+from annotation_gateway.cache.redis_link import RedisLink, redact
 from annotation_gateway.providers.config import read_secret
 from annotation_gateway.records import Record, same_documents
-from annotation_gateway.resilience import DEFAULT_MAX_RETRY_S, Clock, OptionalDependency
+from annotation_gateway.resilience import Clock
 from annotation_gateway.settings import CacheConfig
 
 __all__ = [
@@ -133,16 +131,9 @@ log = logging.getLogger(__name__)
 
 MAX_VARIANTS = 64
 """Filter variants kept per (source, subject) hash before it is dropped and started again."""
-MAX_PENDING_SUBJECTS = 10_000
-"""Failed invalidations remembered per source; beyond, the whole source is dropped on recovery."""
-MAX_RETRY_S = DEFAULT_MAX_RETRY_S
-"""The longest backoff after Redis failed (the first is ``redis_retry_s``)."""
 POLL_FIRST_S = 0.002
 POLL_MAX_S = 0.025
-SUBSCRIBE_POLL_S = 1.0
 NEVER_FRESH = 1e300
-MAX_MEMO = 4096
-"""Filter keys whose hash field is remembered (the memo is dropped whole when full)."""
 
 SharedCacheOutcome = Literal["hit", "miss", "invalid", "wait", "bypass"]
 """Per subject looked up: fresh in Redis, not (or too old), undecodable; per fill: waited for
@@ -171,18 +162,6 @@ class _NullTierObserver:
         return None
 
 
-def redact(url: str) -> str:
-    """``url`` with its password (and user) replaced by ``***``: what logs may show."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return "(unparsable URL)"
-    auth = "***@" if parts.username or parts.password else ""
-    return urlunsplit((parts.scheme, f"{auth}{host}{port}", parts.path, "", ""))
-
-
 _Writes = tuple[bytes, str | None, str, str]
 """How to store a fetched answer: (generation read before the call, lock key or None, lock token,
 hash field)."""
@@ -203,10 +182,6 @@ class _Looked(Prefetched):
     versions: list[bytes]
     reply: Any
     used: bool = False
-
-
-Listener = Callable[[str | None, list[str] | None], None]
-"""Told ``(source, subject ids)`` another process invalidated, or ``(None, None)``: forget all."""
 
 
 def _confirmed(
@@ -240,63 +215,33 @@ class RedisTier:
     ) -> None:
         """``clock`` (monotonic) times the backoff; ``wall`` (epoch seconds, shared by every
         process) dates the values. Connecting is lazy: nothing is sent before the first use."""
-        secret = url.get_secret_value() if isinstance(url, SecretStr) else url
-        self.target = redact(secret)
+        self._link = RedisLink(url, config, clock=clock, on_error=self._on_error, on_state=self._on_state)
+        self.target = self._link.target
+        self._keys = scripts.TierKeys(config.redis_key_prefix)
+        self._invalidations = Invalidations(self._link, self._keys)
         self._ttl = config.ttl_s
         self._keep_ms = max(1, round(max(config.ttl_s, config.max_stale_s) * 1000))
         self._lock_wait = config.redis_lock_wait_s
         self._lock_ms = max(1, round(config.redis_lock_wait_s * 1000))
-        self._clock = clock
         self._wall = wall
         self._observer: TierObserver = observer if observer is not None else _NullTierObserver()
-        self._base = f"{config.redis_key_prefix}:{FORMAT_VERSION}"
-        self.channel = f"{self._base}:inval"
-        self._origin = secrets.token_hex(8)
-        self._timeout = config.redis_timeout_s
-        self._client: Redis = Redis.from_url(
-            secret,
-            # Each call of the tier is bounded by its own asyncio.timeout(redis_timeout_s) instead:
-            # with a socket timeout redis-py wraps every send in asyncio.wait_for, a task per
-            # command on Python 3.11 (measured: a PING cost 184 µs of CPU with it, 99 without).
-            # A call cut short by the timeout is cancelled, and redis-py then drops the
-            # connection (its reply could otherwise be read as the next command's).
-            socket_timeout=None,
-            socket_connect_timeout=config.redis_timeout_s,
-            # A timeout is not retried: a hung Redis must cost one timeout per call, not a retry
-            # loop inside a request (the tier's own backoff decides when to try again). A broken
-            # connection is retried once, at once, on a new one: that is a restarted Redis, and
-            # on loopback or a LAN a refused connection costs well under a millisecond.
-            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-            client_name="annotation-gateway",
-        )
-        self._lookup = self._client.register_script(scripts.LOOKUP)
-        self._store = self._client.register_script(scripts.STORE)
-        self._invalidate = self._client.register_script(scripts.INVALIDATE)
-        self._health = OptionalDependency(
-            retry_s=config.redis_retry_s,
-            grace_s=config.redis_timeout_s,
-            max_retry_s=MAX_RETRY_S,
-            clock=clock,
-            on_change=self._observer.on_redis_state,
-        )
-        self._last_error: str | None = None
-        self._pending: dict[str, set[str] | None] = {}
-        self._listener: Listener | None = None
-        self._subscriber: asyncio.Task[None] | None = None
-        self._subscribed = asyncio.Event()
-        self._closed = False
-        self._fields: dict[FilterKey, str] = {}
+        self._lookup = self._link.client.register_script(scripts.LOOKUP)
+        self._store = self._link.client.register_script(scripts.STORE)
         self._generations: dict[str, bytes] = {}
         """The last generation of each source Redis told this process (a refresh stores with it
         without a lookup first: a write since makes Redis refuse the store, as with a lookup)."""
-        self.invalidations_received = 0
-        """Other processes' invalidations applied here (tests wait on it)."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._batch: list[_Lookup] | None = None
         """Lookups waiting for the end of this turn of the event loop (:meth:`_look_up`)."""
         self.lookup_batches = 0
         """Lookup batches sent: one round trip each (plus one per lookup when a restarted Redis
         has to be given the script again). Tests count them."""
+
+    def _on_error(self, operation: str) -> None:
+        self._observer.on_redis_error(operation)
+
+    def _on_state(self, up: bool) -> None:
+        self._observer.on_redis_state(up)
 
     @classmethod
     def from_config(
@@ -322,71 +267,31 @@ class RedisTier:
     @property
     def up(self) -> bool:
         """False while degraded (the last call failed and no call succeeded since)."""
-        return self._health.up
+        return self._link.up
+
+    @property
+    def invalidations_received(self) -> int:
+        """Other processes' invalidations applied here (tests wait on it)."""
+        return self._invalidations.received
 
     def set_listener(self, listener: Listener) -> None:
         """Who is told about other processes' invalidations (the federation)."""
-        self._listener = listener
+        self._invalidations.set_listener(listener)
 
-    # --- keys -----------------------------------------------------------------------------------
-
-    def key(self, source: str, slot: Slot) -> str:
-        """The hash holding ``source``'s answers about ``slot`` (``None``: identifier-only)."""
-        return f"{self._base}:{source}:i" if slot is None else f"{self._base}:{source}:s:{slot}"
-
-    def _gen_key(self, source: str) -> str:
-        return f"{self._base}:{source}:gen"
-
-    @staticmethod
-    def field(fkey: FilterKey) -> str:
-        """The hash field of a filter key."""
-        return hashlib.blake2b(orjson.dumps(fkey), digest_size=12).hexdigest()
-
-    def _field(self, fkey: FilterKey) -> str:
-        field = self._fields.get(fkey)
-        if field is None:
-            if len(self._fields) >= MAX_MEMO:
-                self._fields.clear()
-            field = self._fields[fkey] = self.field(fkey)
-        return field
-
-    def _lock_key(self, source: str, field: str, slots: list[Slot]) -> str:
-        chunk = hashlib.blake2b(
-            orjson.dumps(sorted(s if s is not None else "" for s in slots)), digest_size=12
-        ).hexdigest()
-        return f"{self._base}:{source}:lock:{field}:{chunk}"
-
-    # --- health and backoff ----------------------------------------------------------------------
-
-    def _allowed(self) -> bool:
-        return not self._closed and self._health.allow()
-
-    def _failed(self, operation: str, exc: BaseException) -> None:
-        self._observer.on_redis_error(operation)
-        self._last_error = f"{operation}: {type(exc).__name__}"
-        if self._health.failed():
-            # The exception's text may name the host, never the password; only its type is logged.
-            log.warning(
-                "shared cache tier degraded: Redis %s failed (%s); answering without it",
-                operation,
-                type(exc).__name__,
-            )
-
-    def _succeeded(self) -> None:
-        if self._health.succeeded():
-            self._last_error = None
-            log.warning("shared cache tier back: Redis answers again")
+    async def wait_subscribed(self) -> None:
+        """Until this process listens to invalidations (tests, start-up)."""
+        await self._invalidations.wait_subscribed()
 
     async def _usable(self) -> bool:
         """Whether to call Redis now; first replays invalidations that failed before."""
-        self._ensure_subscriber()
-        if not self._allowed():
+        self._invalidations.ensure_subscriber()
+        if not self._link.allowed():
             return False
-        if self._pending:
+        if self._invalidations.pending:
             try:
-                await self._replay()  # each of its calls is bounded
+                await self._invalidations.replay()  # each of its calls is bounded
             except (RedisError, OSError) as exc:
-                self._failed("invalidate", exc)
+                self._link.failed("invalidate", exc)
                 return False
         return True
 
@@ -415,7 +320,7 @@ class RedisTier:
             # come back in the fill): a bug here must not fail the request. The upstream call
             # was not made or its answer was lost: make it.
             log.exception("shared cache tier failed unexpectedly; fetching without it")
-            self._failed("internal", exc)
+            self._link.failed("internal", exc)
             return await self._fetch(source, slots, fetch_parts, {}, {})
         finally:
             if looked is not None and not looked.used:
@@ -436,8 +341,8 @@ class RedisTier:
         if not await self._usable():
             self._observer.on_shared_cache(source, "bypass", 1)
             return await self._fetch(source, slots, fetch_parts, {}, {})
-        field = self._field(fkey)
-        gen_key = self._gen_key(source)
+        field = self._keys.field(fkey)
+        gen_key = self._keys.generation(source)
         found: dict[Slot, TierEntry[Record]] = {}
         usable: dict[Slot, bytes | None] = {}
         missing = list(slots)
@@ -469,7 +374,7 @@ class RedisTier:
                 self.release(looked)  # before this fill's own lookup, which wants the same lock
                 looked = None
         # Without a token no lock is taken: the gen key stands in for the lock's key slot.
-        lock_key = self._lock_key(source, field, slots) if token else gen_key
+        lock_key = self._keys.lock(source, field, slots) if token else gen_key
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._lock_wait
         pause = POLL_FIRST_S
@@ -477,7 +382,7 @@ class RedisTier:
         generation: bytes | None = None
         holding = False
         while True:
-            keys = [gen_key, lock_key, *(self.key(source, slot) for slot in missing)]
+            keys = [gen_key, lock_key, *(self._keys.subject(source, slot) for slot in missing)]
             # Lua's tonumber() reads no "inf": a date no value has means "nothing is fresh".
             fresh_after = self._wall() - self._ttl if read else NEVER_FRESH
             try:
@@ -486,15 +391,15 @@ class RedisTier:
                     reply, looked = looked.reply, None
                 else:
                     versions = [known[slot][0] if slot in known else b"" for slot in missing]
-                    async with asyncio.timeout(self._timeout):
+                    async with asyncio.timeout(self._link.timeout):
                         reply = await self._look_up(
                             keys, [field, repr(fresh_after), token, self._lock_ms, *versions]
                         )
             except (RedisError, OSError) as exc:
-                self._failed("read", exc)
+                self._link.failed("read", exc)
                 generation, holding = None, False  # nothing to store into a failing Redis
                 break
-            self._succeeded()
+            self._link.succeeded()
             generation, state = reply[0], reply[1]
             self._generations[source] = generation
             holding = state == scripts.TAKEN
@@ -544,7 +449,7 @@ class RedisTier:
         its reply, or with the error the round trip raised."""
         replies: list[Any]
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(self._link.timeout):
                 replies = await self._send([(keys, args) for keys, args, _ in batch])
         except asyncio.CancelledError:
             for _, _, future in batch:
@@ -572,7 +477,7 @@ class RedisTier:
             return [await self._lookup(keys=keys, args=args)]
         # Raw EVALSHAs: a pipeline holding the Script object would first send SCRIPT EXISTS on
         # every execute (one more round trip each time).
-        async with self._client.pipeline(transaction=False) as pipe:
+        async with self._link.client.pipeline(transaction=False) as pipe:
             for keys, args in lookups:
                 pipe.evalsha(self._lookup.sha, len(keys), *keys, *args)
             replies: list[Any] = await pipe.execute(raise_on_error=False)
@@ -595,28 +500,28 @@ class RedisTier:
         lookups: list[tuple[list[str], list[Any]]] = []
         fields: list[str] = []
         for source, fkey, slots, known in asks:
-            field = self._field(fkey)
+            field = self._keys.field(fkey)
             fields.append(field)
             keys = [
-                self._gen_key(source),
-                self._lock_key(source, field, slots),
-                *(self.key(source, s) for s in slots),
+                self._keys.generation(source),
+                self._keys.lock(source, field, slots),
+                *(self._keys.subject(source, s) for s in slots),
             ]
             token = secrets.token_hex(8)
             lookups.append(
                 (keys, [field, repr(fresh_after), token, self._lock_ms, *(known[s][0] for s in slots)])
             )
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(self._link.timeout):
                 replies = await self._send(lookups)
         except (RedisError, OSError) as exc:
-            self._failed("read", exc)
+            self._link.failed("read", exc)
             return None
         except Exception as exc:  # not Redis's failure: a bug here must not fail the request
             log.exception("shared cache tier failed unexpectedly; reading without it")
-            self._failed("internal", exc)
+            self._link.failed("internal", exc)
             return None
-        self._succeeded()
+        self._link.succeeded()
         looks = [
             _Looked((ask[0], field, tuple(ask[2])), keys[1], args[2], args[4:], reply)
             for ask, field, (keys, args), reply in zip(asks, fields, lookups, replies, strict=True)
@@ -626,7 +531,7 @@ class RedisTier:
             for look in looks:
                 if not isinstance(look.reply, Exception):
                     self.release(look)
-            self._failed("read", errors[0])
+            self._link.failed("read", errors[0])
             return None
         now = self._wall()
         out: list[dict[Slot, TierEntry[Record]] | Prefetched] = []
@@ -646,7 +551,7 @@ class RedisTier:
         if not isinstance(prefetched, _Looked) or prefetched.used:
             return
         prefetched.used = True
-        if prefetched.reply[1] != scripts.TAKEN or not self._health.up:
+        if prefetched.reply[1] != scripts.TAKEN or not self._link.up:
             return  # no lock; or Redis is failing, and the lock expires by itself
         source, field, _ = prefetched.key
         writes: _Writes = (prefetched.reply[0], prefetched.lock_key, prefetched.token, field)
@@ -797,16 +702,19 @@ class RedisTier:
         """What may stand in for a failed fetch: the fresh answers and the older ones (those the
         lookup did not send are read now: one more round trip, on failures only)."""
         unsent = [slot for slot, value in usable.items() if value is None]
-        if unsent and field is not None and self._allowed():
+        if unsent and field is not None and self._link.allowed():
             try:
-                async with asyncio.timeout(self._timeout), self._client.pipeline(transaction=False) as pipe:
+                async with (
+                    asyncio.timeout(self._link.timeout),
+                    self._link.client.pipeline(transaction=False) as pipe,
+                ):
                     for slot in unsent:
-                        pipe.hget(self.key(source, slot), field)
+                        pipe.hget(self._keys.subject(source, slot), field)
                     values = await pipe.execute()
             except (RedisError, OSError) as exc:
-                self._failed("read", exc)
+                self._link.failed("read", exc)
             else:
-                self._succeeded()
+                self._link.succeeded()
                 usable.update(zip(unsent, values, strict=True))
         now = self._wall()
         entries = dict(found)
@@ -832,22 +740,22 @@ class RedisTier:
         """Store ``values`` (frees the lock of ``writes``); a re-dating one that Redis could not
         apply (its value went: a restart, an eviction, a write) is sent again from ``whole``."""
         generation, lock_key, token, field = writes
-        keys = [self._gen_key(source), lock_key or self._gen_key(source)]
+        keys = [self._keys.generation(source), lock_key or self._keys.generation(source)]
         args: list[str | bytes | int] = [generation, field, self._keep_ms, token]
         slots = list(values) if generation else []
         for slot in slots:
-            keys.append(self.key(source, slot))
+            keys.append(self._keys.subject(source, slot))
             args.append(values[slot])
         args.append(MAX_VARIANTS)
         if len(keys) == 2 and not token:
             return
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(self._link.timeout):
                 reply = await self._store(keys=keys, args=args)
         except (RedisError, OSError) as exc:
-            self._failed("write", exc)
+            self._link.failed("write", exc)
             return
-        self._succeeded()
+        self._link.succeeded()
         current, missed = reply[0], reply[1:]
         self._generations[source] = current
         if missed and whole and current == generation:
@@ -863,120 +771,13 @@ class RedisTier:
         subjects = sorted(set(subject_ids))
         if await self._usable():
             try:
-                await self._send_invalidation(source, subjects)
+                await self._invalidations.send(source, subjects)
             except (RedisError, OSError) as exc:
-                self._failed("invalidate", exc)
+                self._link.failed("invalidate", exc)
             else:
-                self._succeeded()
+                self._link.succeeded()
                 return
-        self._remember(source, subjects)
-
-    async def _send_invalidation(self, source: str, subjects: list[str]) -> None:
-        keys = [self._gen_key(source), self.key(source, None), *(self.key(source, s) for s in subjects)]
-        message = orjson.dumps({"o": self._origin, "s": source, "k": subjects})
-        async with asyncio.timeout(self._timeout):
-            await self._invalidate(keys=keys, args=[self.channel, message])
-
-    def _remember(self, source: str, subjects: list[str]) -> None:
-        if source in self._pending and self._pending[source] is None:
-            return
-        pending = self._pending.setdefault(source, set())
-        assert pending is not None
-        pending.update(subjects)
-        if len(pending) > MAX_PENDING_SUBJECTS:
-            self._pending[source] = None  # too many to list: drop the whole source on recovery
-
-    async def _replay(self) -> None:
-        while self._pending:
-            source, subjects = next(iter(self._pending.items()))
-            if subjects is None:
-                await self._drop_source(source)
-            else:
-                await self._send_invalidation(source, sorted(subjects))
-            del self._pending[source]
-
-    async def _drop_source(self, source: str) -> None:
-        """Every answer of ``source`` gone (SCAN + UNLINK, each call bounded by the timeout)."""
-        async with asyncio.timeout(self._timeout):
-            await self._client.incr(self._gen_key(source))
-        cursor = 0
-        while True:
-            async with asyncio.timeout(self._timeout):
-                cursor, batch = await self._client.scan(
-                    cursor, match=f"{self._base}:{source}:[si]*", count=1000
-                )
-                if batch:
-                    await self._client.unlink(*batch)
-            if cursor == 0:
-                break
-        message = orjson.dumps({"o": self._origin, "s": source, "k": None})
-        async with asyncio.timeout(self._timeout):
-            await self._client.publish(self.channel, message)
-
-    # --- the subscription --------------------------------------------------------------------------
-
-    def _ensure_subscriber(self) -> None:
-        if self._subscriber is None and not self._closed:
-            self._subscriber = asyncio.get_running_loop().create_task(
-                self._subscribe(), name="cache-redis-subscriber"
-            )
-
-    async def wait_subscribed(self) -> None:
-        """Until this process listens to invalidations (tests, start-up)."""
-        self._ensure_subscriber()
-        await self._subscribed.wait()
-
-    async def _subscribe(self) -> None:
-        """Listen to invalidations for good: reconnect after each failure (with the backoff); after
-        a reconnection drop the whole local tier, since messages may have been missed."""
-        missed = False
-        retry_at_once = False
-        while not self._closed:
-            pubsub: PubSub = self._client.pubsub(ignore_subscribe_messages=True)
-            try:
-                async with asyncio.timeout(self._timeout):
-                    await pubsub.subscribe(self.channel)
-                self._subscribed.set()
-                if missed and self._listener is not None:
-                    self._listener(None, None)
-                missed = False
-                retry_at_once = True
-                while True:
-                    message = await pubsub.get_message(timeout=SUBSCRIBE_POLL_S)
-                    if message is not None:
-                        self._on_message(message.get("data"))
-            except (RedisError, OSError) as exc:
-                self._subscribed.clear()
-                missed = True
-                if retry_at_once:
-                    # A subscription that worked broke (a restarted Redis): one new attempt at
-                    # once; only a failing one is Redis failing.
-                    retry_at_once = False
-                    continue
-                self._failed("subscribe", exc)
-                await asyncio.sleep(self._health.backoff_s)
-            finally:
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()
-
-    def _on_message(self, data: object) -> None:
-        if not isinstance(data, bytes) or self._listener is None:
-            return
-        try:
-            message = orjson.loads(data)
-            origin, source, subjects = message["o"], message["s"], message["k"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            log.warning("ignoring a malformed cache invalidation message")
-            return
-        if origin == self._origin or not isinstance(source, str):
-            return
-        if subjects is None:
-            self._listener(source, None)
-        elif isinstance(subjects, list) and all(isinstance(s, str) for s in subjects):
-            self._listener(source, subjects)
-        else:
-            return
-        self.invalidations_received += 1
+        self._invalidations.remember(source, subjects)
 
     # --- state ------------------------------------------------------------------------------------
 
@@ -985,27 +786,18 @@ class RedisTier:
         Redis unless the tier is in backoff."""
         if await self._usable():
             try:
-                async with asyncio.timeout(self._timeout):
-                    await self._client.ping()
+                async with asyncio.timeout(self._link.timeout):
+                    await self._link.client.ping()
             except (RedisError, OSError) as exc:
-                self._failed("ping", exc)
+                self._link.failed("ping", exc)
             else:
-                self._succeeded()
-        health = self._health
-        state = "ok" if health.up else "degraded"
-        detail = None
-        if not health.up:
-            detail = (
-                f"Redis unreachable ({self._last_error}); answering from memory and the sources, "
-                f"next try in {health.retry_in_s:.1f} s"
-            )
+                self._link.succeeded()
+        detail = self._link.unreachable()
+        state = "ok" if detail is None else "degraded"
         return {"backend": "redis", "state": state, "detail": detail}
 
     async def aclose(self) -> None:
-        self._closed = True
-        if self._subscriber is not None:
-            self._subscriber.cancel()
-            await asyncio.gather(self._subscriber, return_exceptions=True)
+        self._link.close()
+        await self._invalidations.aclose()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        with contextlib.suppress(RedisError, OSError):
-            await self._client.aclose()
+        await self._link.aclose()
