@@ -876,3 +876,13 @@ def test_changes_command_prints_json_lines_and_resumes(world: World, monkeypatch
     tampered = _run("changes", *cfg, "--scope", "all", "--source", PX, "--since", since)
     assert tampered.exit_code == 2
     assert "invalid_cursor" in tampered.output
+
+
+def test_migrate_with_a_source_that_cannot_be_built_exits_2_as_a_config_error(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(API_KEY_ENV)
+    result = _run("migrate", "--config", str(world.config), "--from", DD, "--to", PX, "-s", world.sessions[0])
+    assert result.exit_code == 2, result.output
+    assert "config error:" in result.output
+    assert API_KEY_ENV in result.output

@@ -147,14 +147,19 @@ AnnotatorKindOption = Annotated[
 ]
 
 
+def exit_config(exc: ConfigError) -> typer.Exit:
+    """Print a configuration error; the exit (:data:`EXIT_CONFIG`) to raise."""
+    # soft_wrap: a path or key name cut across lines is hard to copy.
+    err_console.print(f"[bold red]config error:[/] {exc}", highlight=False, soft_wrap=True)
+    return typer.Exit(EXIT_CONFIG)
+
+
 def load_or_exit(path: Path, **overrides: Any) -> GatewaySettings:
     """The settings at ``path``, or exit with :data:`EXIT_CONFIG` and a readable message."""
     try:
         return load_settings(path, **overrides)
     except ConfigError as exc:
-        # soft_wrap: a path or key name cut across lines is hard to copy.
-        err_console.print(f"[bold red]config error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_CONFIG) from None
+        raise exit_config(exc) from None
 
 
 def setup_logging(level: str = "INFO") -> None:

@@ -45,7 +45,7 @@ from typing import Any
 
 import typer
 
-from annotation_gateway.cli._app import EXIT_CONFIG, EXIT_FAILURE, err_console
+from annotation_gateway.cli._app import EXIT_CONFIG, EXIT_FAILURE, err_console, exit_config
 from annotation_gateway.errors import ClientError, GatewayError
 from annotation_gateway.federation import FederatedQuery, Federation
 from annotation_gateway.federation.query import LIST_FIELDS
@@ -108,8 +108,7 @@ def command_errors(*, failed_note: str | None = None) -> Iterator[None]:
     try:
         yield
     except ConfigError as exc:
-        err_console.print(f"[bold red]config error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_CONFIG) from None
+        raise exit_config(exc) from None
     except ClientError as exc:
         raise exit_refused(exc) from None
     except GatewayError as exc:

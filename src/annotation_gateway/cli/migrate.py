@@ -44,7 +44,6 @@ from rich.text import Text
 
 from annotation_gateway.cli._app import (
     DEFAULT_CONFIG,
-    EXIT_CONFIG,
     EXIT_FAILURE,
     ConfigOption,
     ScopeOption,
@@ -52,6 +51,7 @@ from annotation_gateway.cli._app import (
     app,
     console,
     err_console,
+    exit_config,
     load_or_exit,
 )
 from annotation_gateway.cli._inputs import (
@@ -396,8 +396,7 @@ def migrate_command(
             asyncio.run(source.aclose())
             raise
     except ConfigError as exc:
-        err_console.print(f"[bold red]config error:[/] {exc}", highlight=False)
-        raise typer.Exit(EXIT_CONFIG) from None
+        raise exit_config(exc) from None
 
     if follow_changes:
         _run_follow(

@@ -23,11 +23,10 @@ from annotation_gateway.api.app import create_app
 from annotation_gateway.api.serving import uvicorn_limits
 from annotation_gateway.cli._app import (
     DEFAULT_CONFIG,
-    EXIT_CONFIG,
     ConfigOption,
     app,
     console,
-    err_console,
+    exit_config,
     load_or_exit,
     setup_logging,
 )
@@ -96,8 +95,7 @@ def serve(
         try:
             redis_url(settings)  # the rate limits' Redis URL: a config error before anything listens
         except ConfigError as exc:
-            err_console.print(f"[bold red]config error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(EXIT_CONFIG) from None
+            raise exit_config(exc) from None
     setup_logging(log_level)
     listen = settings.server
     console.print(
