@@ -521,19 +521,21 @@ def source_statuses(statuses: Sequence[SourceStatus]) -> list[dict[str, Any]]:
     return [_status(status) for status in statuses]
 
 
+_PAGE_HEAD = b'{"data":['
+
+
 def page_json(page: QueryPage) -> bytes:
     """The JSON bytes of ``page`` (the :class:`AnnotationPage` shape), without a model round trip.
 
     The records are written by one msgspec call (:func:`~annotation_gateway.records.json_items`);
-    no model object is built.
+    no model object is built. A page whose JSON the federation keeps with a cached result
+    (``records_json``) keeps the answer written around it too: asked again with the same tail
+    (cursor, ``partial``, ``sources`` — a polled cache hit's are the same), the answer is that
+    same bytes object, not a new copy of the page (~69 KB for 100 annotations), and the records'
+    JSON is then held once, inside it.
     """
-    items = page.records_json
-    if items is None:
-        items = json_items(page.records)
-    return b"".join(
+    tail = b"".join(
         (
-            b'{"data":[',
-            items,
             b'],"next_cursor":',
             orjson.dumps(page.next_cursor),
             b',"partial":',
@@ -543,6 +545,16 @@ def page_json(page: QueryPage) -> bytes:
             b"}",
         )
     )
+    held = page.records_json
+    if held is None:
+        return b"".join((_PAGE_HEAD, json_items(page.records), tail))
+    if held.tail == tail:
+        return held.body
+    items = held.items
+    body = b"".join((_PAGE_HEAD, items, tail))
+    held.items = memoryview(body)[len(_PAGE_HEAD) : len(_PAGE_HEAD) + len(items)]
+    held.tail, held.body = tail, body
+    return body
 
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {

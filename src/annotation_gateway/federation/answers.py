@@ -13,7 +13,7 @@ from annotation_gateway.model import Annotation, ProviderKind
 from annotation_gateway.providers.base import Capabilities, HealthReport
 from annotation_gateway.records import Record, decode
 
-__all__ = ["QueryPage", "SourceInfo", "SourceState", "SourceStatus"]
+__all__ = ["PageJson", "QueryPage", "SourceInfo", "SourceState", "SourceStatus"]
 
 SourceState = Literal["ok", "error", "skipped"]
 
@@ -39,6 +39,18 @@ class SourceStatus:
     is then the matches among them, not in the whole scope."""
 
 
+@dataclass(slots=True, eq=False)
+class PageJson:
+    """A page's records' JSON, kept with a cached result so that a polled page is not written
+    again: ``items`` (the records, comma-separated) and the last answer the API layer wrote
+    around them (``body``, which ends with ``tail``: the cursor, ``partial`` and ``sources``).
+    Once a body is written, ``items`` is a view into it (the page's JSON held once)."""
+
+    items: bytes | memoryview
+    tail: bytes = b""
+    body: bytes = b""
+
+
 @dataclass(slots=True)
 class QueryPage:
     """One page: its records in answer order, the cursor to the next page, and each source's
@@ -49,9 +61,9 @@ class QueryPage:
     next_cursor: str | None
     partial: bool
     sources: list[SourceStatus]
-    records_json: bytes | None = field(default=None, repr=False, compare=False)
-    """``records``' JSON, comma-separated, when the federation has it at hand (a cached query's
-    page is kept joined with its result); ``None``: join ``records`` when writing."""
+    records_json: PageJson | None = field(default=None, repr=False, compare=False)
+    """``records``' JSON when the federation has it at hand (a cached query's page is kept with
+    its result, and so is the answer last written for it); ``None``: write ``records``."""
 
     @property
     def data(self) -> list[Annotation]:

@@ -23,7 +23,7 @@ from typing import Any
 
 from annotation_gateway.errors import PayloadTooLargeError, SourceError
 from annotation_gateway.federation import limits
-from annotation_gateway.federation.answers import SourceStatus
+from annotation_gateway.federation.answers import PageJson, SourceStatus
 from annotation_gateway.records import Record, json_items
 
 __all__ = ["Merged", "Outcome", "StatusTotals", "all_failed", "as_cache_hit", "merge"]
@@ -40,7 +40,7 @@ class Merged:
     statuses: tuple[SourceStatus, ...]
     partial: bool
     expires_at: float
-    last_page: list[tuple[int, int, bytes]] = field(default_factory=list)
+    last_page: list[tuple[int, int, PageJson]] = field(default_factory=list)
     """The last page written ((start, end, its JSON)): a polled query's answer is one lookup."""
     inputs: tuple[list[Record] | None, ...] = ()
     """What each source answered, when the result may be revalidated (see :meth:`same_inputs`);
@@ -73,14 +73,15 @@ class Merged:
             self.inputs,
         )
 
-    def page_json(self, start: int, end: int) -> bytes:
-        """The JSON of ``records[start:end]``, comma-separated (one msgspec call)."""
+    def page_json(self, start: int, end: int) -> PageJson:
+        """The JSON of ``records[start:end]`` (one msgspec call), kept for the next ask of the
+        same page."""
         last = self.last_page
         if last and last[0][0] == start and last[0][1] == end:
             return last[0][2]
-        joined = json_items(self.records[start:end])
-        last[:] = [(start, end, joined)]
-        return joined
+        held = PageJson(json_items(self.records[start:end]))
+        last[:] = [(start, end, held)]
+        return held
 
 
 @dataclass(slots=True)
