@@ -9,7 +9,7 @@ Contract:
   and a broken connection is retried once, at once, on a new one (a restarted Redis);
 - :meth:`RedisLink.allowed` says whether to call Redis now: the backoff of
   :class:`~annotation_gateway.resilience.OptionalDependency` (one trial call per period after a
-  failure, ``redis_retry_s`` doubling up to ``MAX_RETRY_S``), and never once the link is
+  failure, ``redis_retry_s`` doubling up to ``DEFAULT_MAX_RETRY_S``, 30 s), and never once the link is
   closed. The callers report each call: :meth:`RedisLink.failed` counts the error (by
   operation, through ``on_error``) and logs the switch to degraded once,
   :meth:`RedisLink.succeeded` logs the way back; ``on_state`` hears both (the metrics).
@@ -30,15 +30,12 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from annotation_gateway.resilience import DEFAULT_MAX_RETRY_S, Clock, OptionalDependency
+from annotation_gateway.resilience import Clock, OptionalDependency
 from annotation_gateway.settings import CacheConfig
 
-__all__ = ["MAX_RETRY_S", "RedisLink", "redact"]
+__all__ = ["RedisLink", "redact"]
 
 log = logging.getLogger(__name__)
-
-MAX_RETRY_S = DEFAULT_MAX_RETRY_S
-"""The longest backoff after Redis failed (the first is ``redis_retry_s``)."""
 
 
 def redact(url: str) -> str:
@@ -53,14 +50,6 @@ def redact(url: str) -> str:
     return urlunsplit((parts.scheme, f"{auth}{host}{port}", parts.path, "", ""))
 
 
-def _ignore_error(operation: str) -> None:
-    return None
-
-
-def _ignore_state(up: bool) -> None:
-    return None
-
-
 class RedisLink:
     """The client and the health of this process's connection to the tier's Redis."""
 
@@ -70,8 +59,8 @@ class RedisLink:
         config: CacheConfig,
         *,
         clock: Clock = time.monotonic,
-        on_error: Callable[[str], None] = _ignore_error,
-        on_state: Callable[[bool], None] = _ignore_state,
+        on_error: Callable[[str], None],
+        on_state: Callable[[bool], None],
     ) -> None:
         """``clock`` (monotonic) times the backoff; ``on_error`` hears each failed call's
         operation, ``on_state`` each switch (``False`` degraded, ``True`` back)."""
@@ -99,7 +88,6 @@ class RedisLink:
         self._health = OptionalDependency(
             retry_s=config.redis_retry_s,
             grace_s=config.redis_timeout_s,
-            max_retry_s=MAX_RETRY_S,
             clock=clock,
             on_change=on_state,
         )

@@ -75,7 +75,7 @@ meanwhile the other processes may serve the old answer from Redis, up to its ``t
 timeout is not retried) or restarted empty (a broken connection is retried once, at once, on a
 new one): a failed call counts an error, marks the tier degraded and the flight simply calls
 the source (the local tier keeps working, with its short ttl). While degraded no call is made
-for ``redis_retry_s`` (doubling per failed trial, up to ``MAX_RETRY_S``; calls that were under
+for ``redis_retry_s`` (doubling per failed trial, up to 30 s; calls that were under
 way when Redis failed do not double it), then one trial call decides; the subscription
 reconnects on its own with the same backoff. A restarted Redis is only misses (redis-py
 reloads the scripts). So Redis never causes a 5xx; ``/readyz`` shows the tier ``ok`` or
@@ -215,7 +215,14 @@ class RedisTier:
     ) -> None:
         """``clock`` (monotonic) times the backoff; ``wall`` (epoch seconds, shared by every
         process) dates the values. Connecting is lazy: nothing is sent before the first use."""
-        self._link = RedisLink(url, config, clock=clock, on_error=self._on_error, on_state=self._on_state)
+        self._observer: TierObserver = observer if observer is not None else _NullTierObserver()
+        self._link = RedisLink(
+            url,
+            config,
+            clock=clock,
+            on_error=self._observer.on_redis_error,
+            on_state=self._observer.on_redis_state,
+        )
         self.target = self._link.target
         self._keys = scripts.TierKeys(config.redis_key_prefix)
         self._invalidations = Invalidations(self._link, self._keys)
@@ -224,7 +231,6 @@ class RedisTier:
         self._lock_wait = config.redis_lock_wait_s
         self._lock_ms = max(1, round(config.redis_lock_wait_s * 1000))
         self._wall = wall
-        self._observer: TierObserver = observer if observer is not None else _NullTierObserver()
         self._lookup = self._link.client.register_script(scripts.LOOKUP)
         self._store = self._link.client.register_script(scripts.STORE)
         self._generations: dict[str, bytes] = {}
@@ -236,12 +242,6 @@ class RedisTier:
         self.lookup_batches = 0
         """Lookup batches sent: one round trip each (plus one per lookup when a restarted Redis
         has to be given the script again). Tests count them."""
-
-    def _on_error(self, operation: str) -> None:
-        self._observer.on_redis_error(operation)
-
-    def _on_state(self, up: bool) -> None:
-        self._observer.on_redis_state(up)
 
     @classmethod
     def from_config(
