@@ -27,14 +27,16 @@ from typing import Any
 import msgspec
 import orjson
 
-from annotation_gateway.model import SubjectKind
-from annotation_gateway.providers.phoenix.mapping import to_record
+from annotation_gateway.model import ProviderKind, SubjectKind
+from annotation_gateway.providers.phoenix.mapping import to_records
 from annotation_gateway.providers.phoenix.wire import KINDS, lenient_rows, strict_rows
+from annotation_gateway.records import RecordBuilder
 
 ROWS = 100
 ROUNDS = 7
 NUMBER = 200
 OUT = Path(__file__).parent / "results" / "decoders.json"
+_PHOENIX = ProviderKind.PHOENIX.value
 
 
 def page_body() -> bytes:
@@ -73,12 +75,11 @@ def measure() -> dict[str, Any]:
         decoded = strict_rows(spec, body)
         if decoded is None:
             return pydantic_records(body)
-        return [to_record(spec, row, None, None, source="px", project="p") for row in decoded[0]]
+        return to_records(spec, decoded[0], None, None, RecordBuilder("px", _PHOENIX), project="p")
 
     def pydantic_records(body: bytes) -> list[Any]:
         rows, extras = lenient_rows(spec, spec.page.validate_json(body)["data"])
-        pairs = zip(rows, extras, strict=True)
-        return [to_record(spec, r, e, None, source="px", project="p") for r, e in pairs]
+        return to_records(spec, rows, extras, None, RecordBuilder("px", _PHOENIX), project="p")
 
     assert strict_rows(spec, today) is not None
     assert strict_rows(spec, newer) is None

@@ -4,6 +4,7 @@ whichever way the record was built, and its fields are what the read path reads.
 from __future__ import annotations
 
 import gc
+import sys
 import tracemalloc
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -29,6 +30,7 @@ from annotation_gateway.model import (
 )
 from annotation_gateway.records import (
     Record,
+    RecordBuilder,
     decode,
     json_items,
     json_lines,
@@ -284,6 +286,48 @@ def test_consecutive_records_share_their_subject_annotator_queue_and_short_metad
     assert plain_record(metadata=long).metadata is not plain_record(metadata=long).metadata
     assert b'"metadata":{"run":8}' in other.json
     assert b'"queue":{"id":"r","name":null}' in other.json
+
+
+def test_a_builder_makes_what_build_record_makes_and_holds_its_constants_once() -> None:
+    """A provider's page builder: the same document as the one-record path, its source and
+    provider one interned string, equal times one object, and times in another zone (or naive)
+    written in UTC."""
+
+    def fresh(*parts: str) -> str:  # an equal string that is not the same object
+        return "".join(parts)
+
+    t = datetime(2026, 1, 2, tzinfo=UTC)
+    builder = RecordBuilder(fresh("px", "-1"), fresh("phoe", "nix"))
+    assert builder.id_prefix == "px-1:"
+
+    def build(id: str, created_at: datetime, updated_at: datetime) -> Record:
+        return builder.record(
+            id, "session", fresh("s", "1"), fresh("pro", "j"), fresh("n", "ame"), "yes", 0.5, "why",
+            "HUMAN", fresh("u", "1"), "", {"k": 1}, "q", fresh("que", "ue"), created_at, updated_at,
+            {"phoenix": {"id": id}}, None,
+        )  # fmt: skip
+
+    one = build("px-1:a", t, t + timedelta(seconds=1))
+    two = build("px-1:b", t, datetime(2026, 1, 2, tzinfo=UTC))
+    assert one.source is two.source is sys.intern("px-1")
+    assert one.provider is two.provider is sys.intern("phoenix")
+    assert one.subject is two.subject
+    assert one.annotator is two.annotator
+    assert one.queue is two.queue
+    assert two.updated_at is two.created_at
+    again = make_record(
+        id="px-1:a", source="px-1", provider="phoenix", subject_kind="session", subject_id="s1",
+        project="proj", name="name", label="yes", score=0.5, explanation="why", annotator_kind="HUMAN",
+        annotator_id="u1", identifier="", metadata={"k": 1}, queue_id="q", queue_name="queue",
+        created_at=t, updated_at=t + timedelta(seconds=1), extensions={"phoenix": {"id": "px-1:a"}},
+    )  # fmt: skip
+    assert one.json == again.json == _JSON(one.annotation())
+    plus_one = timezone(timedelta(hours=1))
+    zoned = build("px-1:c", datetime(2026, 1, 2, 1, tzinfo=plus_one), datetime(2026, 1, 2))
+    assert zoned.created_at == zoned.updated_at == t
+    assert zoned.created_at.tzinfo is UTC
+    assert zoned.updated_at.tzinfo is UTC
+    assert b'"created_at":"2026-01-02T00:00:00Z","updated_at":"2026-01-02T00:00:00Z"' in zoned.json
 
 
 def test_equal_scores_are_held_once_and_zeros_keep_their_sign() -> None:

@@ -17,11 +17,12 @@ Contract:
   annotators) are interned, so a million records share one copy of each, and so are subject ids;
   a record's subject, annotator and queue are small shared structs, reused while consecutive
   records have the same; repeated scores and short metadata are held once (bounded tables);
-- :func:`build_record` builds a record straight from a provider's mapped values (no model
-  object: what the read path should use), the times worked out once as :class:`Stamps`;
-  :func:`record_of` builds one from a canonical :class:`~annotation_gateway.model.Annotation`
-  and :meth:`Record.annotation` rebuilds the annotation from the JSON (for the few consumers
-  that want the model: compare, the CLI's tables). :func:`sort_key` is the answer order.
+- a :class:`RecordBuilder` (one per page a provider maps) builds a record straight from the
+  provider's mapped values (no model object: what the read path should use);
+  :func:`build_record` is one record by the builder of its source; :func:`record_of` builds
+  one from a canonical :class:`~annotation_gateway.model.Annotation` and
+  :meth:`Record.annotation` rebuilds the annotation from the JSON (for the few consumers that
+  want the model: compare, the CLI's tables). :func:`sort_key` is the answer order.
 
 Why: the first release held every cached answer as pydantic object graphs, ~4.2 KB per
 annotation (six times its JSON). The second held each record's JSON, encoded once, beside the
@@ -40,7 +41,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from math import copysign as _copysign
 from math import isfinite as _isfinite
-from typing import Any, NamedTuple
+from typing import Any
 
 import msgspec
 import orjson
@@ -51,7 +52,7 @@ __all__ = [
     "AnnotatorRef",
     "QueueRef",
     "Record",
-    "Stamps",
+    "RecordBuilder",
     "SubjectRef",
     "build_record",
     "decode",
@@ -276,7 +277,8 @@ def record_of(annotation: Annotation, *, include_raw: bool = False) -> Record:
         metadata=annotation.metadata,
         queue_id=None if queue is None else queue.id,
         queue_name=None if queue is None else queue.name,
-        stamps=Stamps.of(annotation.created_at, annotation.updated_at),
+        created_at=annotation.created_at,
+        updated_at=annotation.updated_at,
         extensions=annotation.extensions,
         raw=annotation.raw if include_raw else None,
     )
@@ -289,21 +291,6 @@ _EMPTY_OBJECT = msgspec.Raw(b"{}")
 _LARGE = 1e16
 """From here on msgspec writes a float's exponent without its sign (``1e16``); orjson and
 pydantic write ``1e+16``."""
-
-
-class Stamps(NamedTuple):
-    """An annotation's two times in UTC: worked out once per vendor annotation, though Datadog
-    gives one record per label value of it. Equal times are one object."""
-
-    created_at: datetime
-    updated_at: datetime
-
-    @classmethod
-    def of(cls, created_at: datetime, updated_at: datetime) -> Stamps:
-        """The stamps of two aware (or naive-UTC) datetimes."""
-        created_at, updated_at = to_utc(created_at), to_utc(updated_at)
-        # tuple.__new__: a named tuple's generated __new__ costs ~0.3 µs more (one per row read)
-        return tuple.__new__(cls, (created_at, created_at if updated_at == created_at else updated_at))
 
 
 def wire_score(score: float | None) -> float | msgspec.Raw | None:
@@ -335,13 +322,6 @@ SHARED_JSON_SLOTS = 4096
 _shared_json: dict[bytes, msgspec.Raw] = {}
 
 
-def _metadata(value: dict[str, Any]) -> msgspec.Raw:
-    """Like :func:`held_json`, for an annotation's metadata (see :func:`held_metadata`)."""
-    if not value:
-        return _EMPTY_OBJECT
-    return held_metadata(_DUMP(value, option=_UTC_Z))
-
-
 def held_metadata(dumped: bytes) -> msgspec.Raw:
     """An annotation's metadata JSON as a record holds it: short metadata repeats (a tag, a
     model's name, a run's number), and each value held once saves its bytes and its ``Raw``
@@ -368,15 +348,133 @@ each float a record holds alone is 24 bytes: ~20 bytes a cached annotation of th
 _shared_floats: dict[float, float] = {}
 
 
-class _Shared:
-    """The last subject, annotator and queue built: consecutive records of one subject (a
-    vendor's page is grouped by subject) share them. One entry each, no table: a table of every
-    subject seen would cost about what sharing saves. Read and replaced whole, so threads that
-    map pages at once can only miss a share, never share the wrong one."""
+class RecordBuilder:
+    """Builds the records of one read: a vendor page (a provider makes one per page it maps) or
+    the models :func:`record_of` is given. Its ``source`` and ``provider`` are fixed (interned
+    once); :meth:`record` takes what differs from one record to the next.
 
-    subject = SubjectRef("", "", None)
-    annotator = AnnotatorRef("", None)
-    queue = QueueRef("", None)
+    What consecutive records have in common is built once and shared: their subject, annotator
+    and queue objects (a vendor's page is grouped by subject). One entry each, no table: a table
+    of every subject seen would cost about what sharing saves. Each is read and replaced whole,
+    so threads that build with one builder at once can only miss a share, never share the wrong
+    one.
+
+    Why a builder and not one function: a page's constants are interned once instead of once a
+    record, and a provider's loop calls one bound method with the values it has, the times
+    checked inline. Mapping the bench's Phoenix page of 50 rows took ~100 µs through a per-row
+    function and ``build_record`` with 19 arguments, ~55 µs so (measured in isolation).
+    """
+
+    __slots__ = ("_annotator", "_queue", "_subject", "id_prefix", "provider", "source")
+
+    def __init__(self, source: str, provider: str) -> None:
+        self.source = _intern(source)
+        self.provider = _intern(provider)
+        self.id_prefix = f"{source}:"
+        """What a record id of this source starts with (``{source}:{native id}``)."""
+        self._subject = SubjectRef("", "", None)
+        self._annotator = AnnotatorRef("", None)
+        self._queue = QueueRef("", None)
+
+    def record(
+        self,
+        id: str,
+        subject_kind: str,
+        subject_id: str,
+        project: str | None,
+        name: str,
+        label: str | None,
+        score: float | None,
+        explanation: str | None,
+        annotator_kind: str,
+        annotator_id: str | None,
+        identifier: str,
+        metadata: dict[str, Any] | None,
+        queue_id: str | None,
+        queue_name: str | None,
+        created_at: datetime,
+        updated_at: datetime,
+        extensions: dict[str, dict[str, Any]] | msgspec.Struct,
+        raw: dict[str, Any] | None,
+    ) -> Record:
+        """A record straight from a provider's mapped values, without building the canonical
+        model: its JSON is byte for byte what :func:`record_of` gives for the same annotation
+        (``tests/test_records.py`` checks it). The values must already be valid canonical
+        values (a provider validated the vendor's wire shape first); the times are aware (or
+        naive UTC) datetimes, equal times held as one object.
+
+        ``extensions`` is a dict, or a provider's struct that msgspec writes as that dict would
+        be written (a provider whose records share most of their extensions holds them so: see
+        ``providers/datadog/mapping.py``).
+
+        The providers call it once per annotation read (100,000 times for a 10,000-id search),
+        with positional arguments: binding 19 keyword arguments cost ~1.2 µs a call on this
+        machine, 19 positional ones ~0.15.
+        """
+        subject_id = _intern(
+            subject_id
+        )  # Phoenix gives every row its own copy; a subject's records share one
+        subject = self._subject
+        if subject.id is not subject_id or subject.project != project or subject.kind != subject_kind:
+            subject = self._subject = SubjectRef(
+                _intern(subject_kind), subject_id, None if project is None else _intern(project)
+            )
+        annotator = self._annotator
+        if annotator.id != annotator_id or annotator.kind != annotator_kind:
+            annotator = self._annotator = AnnotatorRef(
+                _intern(annotator_kind), None if annotator_id is None else _intern(annotator_id)
+            )
+        if queue_id is None:
+            queue = None
+        else:
+            queue = self._queue
+            if queue.id != queue_id or queue.name != queue_name:
+                queue = self._queue = QueueRef(
+                    _intern(queue_id), None if queue_name is None else _intern(queue_name)
+                )
+        held: float | msgspec.Raw | None = score
+        if score is not None:
+            if type(score) is not float or not -_LARGE < score < _LARGE:
+                held = wire_score(score)  # an integer, or a float msgspec would write otherwise
+            elif score:  # not ±0.0: 0.0 == -0.0, and the two are written differently
+                held = _shared_floats.get(score)
+                if held is None:
+                    if len(_shared_floats) >= SHARED_FLOAT_SLOTS:
+                        _shared_floats.clear()
+                    held = _shared_floats[score] = score
+        # The vendors' pages, decoded strictly, are in UTC already (``to_utc`` is then a no-op
+        # call, ~40 ns twice a record).
+        if created_at.tzinfo is not UTC:
+            created_at = to_utc(created_at)
+        if updated_at.tzinfo is not UTC:
+            updated_at = to_utc(updated_at)
+        if updated_at == created_at:
+            updated_at = created_at
+        # Positional, in the field order.
+        return Record(
+            id,
+            self.source,
+            self.provider,
+            subject,
+            _intern(name),
+            None if label is None else _intern(label),
+            held,
+            explanation,
+            annotator,
+            _intern(identifier),
+            held_metadata(_DUMP(metadata, option=_UTC_Z)) if metadata else _EMPTY_OBJECT,
+            queue,
+            created_at,
+            updated_at,
+            held_json(extensions) if isinstance(extensions, dict) else extensions,
+            None if raw is None else held_json(raw),
+        )
+
+
+_MAX_BUILDERS = 256
+_builders: dict[tuple[str, str], RecordBuilder] = {}
+"""One builder per (source, provider) for :func:`build_record` (the model path, the tests);
+started afresh when full."""
 
 
 def build_record(
@@ -393,73 +491,40 @@ def build_record(
     annotator_kind: str,
     annotator_id: str | None,
     identifier: str,
-    metadata: dict[str, Any],
+    metadata: dict[str, Any] | None,
     queue_id: str | None,
     queue_name: str | None,
-    stamps: Stamps,
+    created_at: datetime,
+    updated_at: datetime,
     extensions: dict[str, dict[str, Any]] | msgspec.Struct,
     raw: dict[str, Any] | None,
 ) -> Record:
-    """A record straight from a provider's mapped values, without building the canonical model:
-    its JSON is byte for byte what :func:`record_of` gives for the same annotation
-    (``tests/test_records.py`` checks it). The values must already be valid canonical values (a
-    provider validated the vendor's wire shape first); the times come as :class:`Stamps`.
-
-    ``extensions`` is a dict, or a provider's struct that msgspec writes as that dict would be
-    written (a provider whose records share most of their extensions holds them so: see
-    ``providers/datadog/mapping.py``).
-
-    The providers call it once per annotation read (100,000 times for a 10,000-id search), with
-    positional arguments: binding 19 keyword arguments cost ~1.2 µs a call on this machine, 19
-    positional ones ~0.15.
-    """
-    subject_id = _intern(subject_id)  # Phoenix gives every row its own copy; a subject's records share one
-    if project is not None:
-        project = _intern(project)
-    subject = _Shared.subject
-    if subject.id is not subject_id or subject.project is not project or subject.kind != subject_kind:
-        subject = _Shared.subject = SubjectRef(_intern(subject_kind), subject_id, project)
-    if annotator_id is not None:
-        annotator_id = _intern(annotator_id)
-    annotator = _Shared.annotator
-    if annotator.id is not annotator_id or annotator.kind != annotator_kind:
-        annotator = _Shared.annotator = AnnotatorRef(_intern(annotator_kind), annotator_id)
-    if queue_id is None:
-        queue = None
-    else:
-        queue = _Shared.queue
-        if queue.id != queue_id or queue.name != queue_name:
-            queue = _Shared.queue = QueueRef(
-                _intern(queue_id), None if queue_name is None else _intern(queue_name)
-            )
-    held: float | msgspec.Raw | None = score
-    if score is not None:
-        if type(score) is not float or not -_LARGE < score < _LARGE:
-            held = wire_score(score)  # an integer, or a float msgspec would write otherwise
-        elif score:  # not ±0.0: 0.0 == -0.0, and the two are written differently
-            held = _shared_floats.get(score)
-            if held is None:
-                if len(_shared_floats) >= SHARED_FLOAT_SLOTS:
-                    _shared_floats.clear()
-                held = _shared_floats[score] = score
-    # Positional, in the field order.
-    return Record(
+    """:meth:`RecordBuilder.record` by the builder of ``source`` and ``provider`` (for
+    consumers that build records one at a time, from several sources)."""
+    builder = _builders.get((source, provider))
+    if builder is None:
+        if len(_builders) >= _MAX_BUILDERS:
+            _builders.clear()
+        builder = _builders[(source, provider)] = RecordBuilder(source, provider)
+    return builder.record(
         id,
-        _intern(source),
-        _intern(provider),
-        subject,
-        _intern(name),
-        None if label is None else _intern(label),
-        held,
+        subject_kind,
+        subject_id,
+        project,
+        name,
+        label,
+        score,
         explanation,
-        annotator,
-        _intern(identifier),
-        _metadata(metadata),
-        queue,
-        stamps.created_at,
-        stamps.updated_at,
-        held_json(extensions) if isinstance(extensions, dict) else extensions,
-        None if raw is None else held_json(raw),
+        annotator_kind,
+        annotator_id,
+        identifier,
+        metadata,
+        queue_id,
+        queue_name,
+        created_at,
+        updated_at,
+        extensions,
+        raw,
     )
 
 

@@ -19,7 +19,7 @@ import pytest
 from pydantic import TypeAdapter
 
 from annotation_gateway.errors import SourceProtocolError
-from annotation_gateway.model import Annotation
+from annotation_gateway.model import Annotation, ProviderKind
 from annotation_gateway.providers.datadog.mapping import NO_LABELS, QueueLabels, map_label_value, to_records
 from annotation_gateway.providers.datadog.wire import (
     PAGE,
@@ -34,10 +34,12 @@ from annotation_gateway.providers.datadog.wire import (
     lenient_page,
     strict_page,
 )
+from annotation_gateway.records import RecordBuilder
 from tests.plugins.datadog import DatadogSimulator
 from tests.providers.test_datadog_provider import LABELS, READ, every_label_type_seed
 
 _CANONICAL = TypeAdapter(Annotation).dump_json
+DD = RecordBuilder("dd", ProviderKind.DATADOG.value)
 EXAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "contracts" / "datadog"
 
 
@@ -46,7 +48,7 @@ def records_json(page: ReadPage, labels: QueueLabels) -> list[bytes]:
     return [
         record.json
         for interaction, extra in zip(page.interactions, extras, strict=True)
-        for record in to_records(interaction, extra, None, labels, source="dd")
+        for record in to_records(interaction, extra, None, labels, DD)
     ]
 
 
@@ -143,7 +145,7 @@ def test_records_write_their_extensions_as_the_canonical_model_does() -> None:
     records = [
         record
         for interaction, extra in zip(lenient.interactions, extras, strict=True)
-        for record in to_records(interaction, extra, None, NO_LABELS, source="dd")
+        for record in to_records(interaction, extra, None, NO_LABELS, DD)
     ]
     assert records
     for record in records:
@@ -175,7 +177,7 @@ def test_every_score_value_maps_as_the_label_value_table_says() -> None:
     ]
     strict = strict_page(orjson.dumps(page))
     assert strict is not None
-    records = [r for r in to_records(strict.interactions[0], None, None, NO_LABELS, source="dd")]
+    records = [r for r in to_records(strict.interactions[0], None, None, NO_LABELS, DD)]
     assert [r.name for r in records] == [f"n{i}" for i in range(len(values))]
     for record, value in zip(records, values, strict=True):
         expected = map_label_value("score", value, "r")
@@ -188,4 +190,56 @@ def test_every_score_value_maps_as_the_label_value_table_says() -> None:
     strict = strict_page(orjson.dumps(page))
     assert strict is not None
     with pytest.raises(SourceProtocolError, match="expected a number for a score label"):
-        list(to_records(strict.interactions[0], None, None, NO_LABELS, source="dd"))
+        list(to_records(strict.interactions[0], None, None, NO_LABELS, DD))
+
+
+@pytest.mark.parametrize(
+    ("label_type", "values"),
+    [
+        ("boolean", [True, False, "true", "FALSE", None]),
+        ("categorical", [["bug"], ["bug", "how-to"], ["bug", ""], [""], [], "good", "", None]),
+        ("text", ["a note", ""]),
+    ],
+)
+def test_boolean_categorical_and_text_values_map_as_the_label_value_table_says(
+    label_type: str, values: list[Any]
+) -> None:
+    """to_records maps the common boolean and categorical values itself and every other value
+    through map_label_value: both give the table's answer (an unset value gives no record), the
+    categorical choices are kept in order, and a wrong type is refused the same way either way."""
+    examples = json.loads((EXAMPLES / "llm-obs-annotations.examples.json").read_text())
+    page: dict[str, Any] = examples["operations"]["GetLLMObsAnnotatedInteractionsByTraceIDs"]["responses"][
+        "200"
+    ]["default"]
+    annotation = page["data"]["attributes"]["annotated_interactions"][0]["annotations"][0]
+    annotation["label_values"] = [
+        {
+            "label_schema_id": f"s{i}",
+            "name_when_saved": f"n{i}",
+            "type": label_type,
+            "value": v,
+            "reasoning": "r",
+        }
+        for i, v in enumerate(values)
+    ]
+    strict = strict_page(orjson.dumps(page))
+    assert strict is not None
+    by_name = {r.name: r for r in to_records(strict.interactions[0], None, None, NO_LABELS, DD)}
+    for i, value in enumerate(values):
+        expected = map_label_value(label_type, value, "r")
+        if expected is None:
+            assert f"n{i}" not in by_name, value
+            continue
+        record = by_name[f"n{i}"]
+        assert (record.label, record.score, record.explanation) == expected[:3], value
+        datadog = orjson.loads(record.json)["extensions"]["datadog"]
+        assert datadog.get("values") == expected.values, value
+        assert record.json == _CANONICAL(record.annotation())
+    wrong = {"boolean": 1, "categorical": 5, "text": ["x"]}[label_type]
+    annotation["label_values"] = [
+        {"label_schema_id": "w", "name_when_saved": "w", "type": label_type, "value": wrong}
+    ]
+    strict = strict_page(orjson.dumps(page))
+    assert strict is not None
+    with pytest.raises(SourceProtocolError, match="expected"):
+        list(to_records(strict.interactions[0], None, None, NO_LABELS, DD))

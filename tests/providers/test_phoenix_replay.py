@@ -621,18 +621,19 @@ async def test_the_next_page_is_asked_for_before_this_one_is_mapped(
     replay = Replay(*pages)
     mapped = 0
     mapped_when_asked: list[int] = []
-    real_to_record = phoenix_client.to_record
+    real_to_records = phoenix_client.to_records
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         nonlocal mapped
-        mapped += 1
-        return real_to_record(*args, **kwargs)
+        records = real_to_records(*args, **kwargs)
+        mapped += len(records)
+        return records
 
     def answer(request: httpx.Request) -> httpx.Response:
         mapped_when_asked.append(mapped)
         return replay(request)
 
-    monkeypatch.setattr(phoenix_client, "to_record", counting)
+    monkeypatch.setattr(phoenix_client, "to_records", counting)
     router.route().mock(side_effect=answer)
     provider = make_provider(make_config(page_size=1))
     got = await provider.fetch(sessions("na1-sess-A", "na1-sess-B"))

@@ -18,8 +18,8 @@ from typing import Any
 import orjson
 import pytest
 
-from annotation_gateway.model import SubjectKind
-from annotation_gateway.providers.phoenix.mapping import to_record
+from annotation_gateway.model import ProviderKind, SubjectKind
+from annotation_gateway.providers.phoenix.mapping import to_records
 from annotation_gateway.providers.phoenix.wire import (
     KINDS,
     Extras,
@@ -31,6 +31,7 @@ from annotation_gateway.providers.phoenix.wire import (
     lenient_rows,
     strict_rows,
 )
+from annotation_gateway.records import RecordBuilder
 
 CONTRACTS = Path(__file__).resolve().parents[1] / "fixtures" / "contracts" / "phoenix"
 SUFFIXES = {spec.read_suffix: spec for spec in KINDS.values()}
@@ -57,10 +58,8 @@ PAGES = recorded_pages()
 
 
 def records_json(spec: Kind, rows: Sequence[StrictRow], extras: list[Extras | None] | None) -> list[bytes]:
-    return [
-        to_record(spec, row, None if extras is None else extras[i], None, source="px", project="p").json
-        for i, row in enumerate(rows)
-    ]
+    builder = RecordBuilder("px", ProviderKind.PHOENIX.value)
+    return [record.json for record in to_records(spec, rows, extras, None, builder, project="p")]
 
 
 def lenient(spec: Kind, body: bytes) -> tuple[list[StrictRow], list[Extras | None]]:

@@ -89,7 +89,7 @@ from annotation_gateway.providers.http import (
     param_len,
 )
 from annotation_gateway.providers.http.budget import RequestBudget
-from annotation_gateway.records import Record, decode
+from annotation_gateway.records import Record, RecordBuilder, decode
 
 __all__ = ["HEALTH_PROBE_CONTENT_ID", "MAX_URL_BYTES", "DatadogProvider"]
 
@@ -264,9 +264,10 @@ class DatadogProvider:
         names = set(query.names)
         excluded = set(query.exclude_names)
         found: dict[str, Record] = {}
+        builder = RecordBuilder(self._name, ProviderKind.DATADOG.value)
         for interaction, extras, raw in selected:
             labels = self._labels.get(interaction.queue_id, NO_LABELS)
-            for record in to_records(interaction, extras, raw, labels, source=self._name):
+            for record in to_records(interaction, extras, raw, labels, builder):
                 if names and record.name not in names:
                     continue
                 if record.name in excluded:

@@ -93,7 +93,7 @@ from annotation_gateway.providers.http import (
 from annotation_gateway.providers.http.budget import RequestBudget
 from annotation_gateway.providers.http.outcomes import MAX_ERROR_ITEMS, unknown_subject_item
 from annotation_gateway.providers.phoenix.config import PhoenixSourceConfig
-from annotation_gateway.providers.phoenix.mapping import check_writes, to_record
+from annotation_gateway.providers.phoenix.mapping import check_writes, to_records
 from annotation_gateway.providers.phoenix.plan import Query, ReadPlan, encoded_len, unique
 from annotation_gateway.providers.phoenix.wire import (
     ANY_PAGE,
@@ -115,7 +115,7 @@ from annotation_gateway.providers.phoenix.wire import (
     strict_rows,
     unknown_ids,
 )
-from annotation_gateway.records import Record, decode
+from annotation_gateway.records import Record, RecordBuilder, decode
 
 __all__ = [
     "MAX_IDS_PER_REQUEST",
@@ -418,20 +418,15 @@ class PhoenixProvider:
         return self._records(spec, page, plan)
 
     def _records(self, spec: Kind, page: _Decoded, plan: ReadPlan) -> list[Record]:
-        keep_all = not plan.filters_locally
-        source, project, extras, raw_rows = self.name, self._config.project, page.extras, page.raw_rows
-        return [
-            to_record(
-                spec,
-                row,
-                None if extras is None else extras[index],
-                None if raw_rows is None else raw_rows[index],
-                source=source,
-                project=project,
-            )
-            for index, row in enumerate(page.rows)
-            if keep_all or plan.keeps(row.name, row.identifier)
-        ]
+        return to_records(
+            spec,
+            page.rows,
+            page.extras,
+            page.raw_rows,
+            RecordBuilder(self.name, ProviderKind.PHOENIX.value),
+            project=self._config.project,
+            keeps=plan.keeps if plan.filters_locally else None,
+        )
 
     # --- discovering ---------------------------------------------------------------------------
 

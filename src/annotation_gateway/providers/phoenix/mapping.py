@@ -2,12 +2,12 @@
 
 Contract:
 
-- :func:`to_record` turns one validated Phoenix row (:mod:`.wire`) into the compact record
-  (:mod:`annotation_gateway.records`) of its canonical annotation (SPEC §2): id ``{source}:{GlobalID}``,
-  ``result: null`` → null label/score/explanation, annotator ``{annotator_kind, user_id}`` (a
-  kind newer than this module becomes ``UNKNOWN`` and is kept), ``extensions.phoenix`` keeps the
-  GlobalID, ``source`` (API/APP) and every field this module does not know; ``raw`` is the row as
-  received, on request.
+- :func:`to_records` turns a page of validated Phoenix rows (:mod:`.wire`) into the compact
+  records (:mod:`annotation_gateway.records`) of their canonical annotations (SPEC §2): id
+  ``{source}:{GlobalID}``, ``result: null`` → null label/score/explanation, annotator
+  ``{annotator_kind, user_id}`` (a kind newer than this module becomes ``UNKNOWN`` and is
+  kept), ``extensions.phoenix`` keeps the GlobalID, ``source`` (API/APP) and every field this
+  module does not know; ``raw`` is the row as received, on request.
 - :func:`check_writes` refuses, before any request, what Phoenix would refuse (a kind Phoenix
   does not have, the reserved name ``note``, annotator kind ``UNKNOWN``, metadata that is not
   JSON) and otherwise gives each item's JSON body (:func:`write_body`); ``identifier`` is always
@@ -16,18 +16,20 @@ Contract:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
+from operator import attrgetter
 from typing import Any
 
 import msgspec
 import orjson
 
 from annotation_gateway.errors import RequestValidationError
-from annotation_gateway.model import AnnotationWrite, AnnotatorKind, ProviderKind
+from annotation_gateway.model import AnnotationWrite, AnnotatorKind
 from annotation_gateway.providers.http import ErrorItem, error_item
 from annotation_gateway.providers.http.outcomes import MAX_ERROR_ITEMS
 from annotation_gateway.providers.phoenix.wire import KINDS, Extras, Kind, StrictRow
-from annotation_gateway.records import Record, Stamps, build_record
+from annotation_gateway.records import Record, RecordBuilder
 
 __all__ = [
     "RESERVED_NAMES",
@@ -35,7 +37,7 @@ __all__ = [
     "PhoenixExtensions",
     "PhoenixFields",
     "check_writes",
-    "to_record",
+    "to_records",
     "write_body",
 ]
 
@@ -44,7 +46,7 @@ RESERVED_NAMES = frozenset({"note"})
 WRITABLE_ANNOTATOR_KINDS = frozenset({AnnotatorKind.HUMAN, AnnotatorKind.LLM, AnnotatorKind.CODE})
 _ANNOTATOR_KINDS = frozenset(kind.value for kind in WRITABLE_ANNOTATOR_KINDS)
 _UNKNOWN = AnnotatorKind.UNKNOWN.value
-_PHOENIX = ProviderKind.PHOENIX.value
+_intern = sys.intern
 
 
 class PhoenixFields(msgspec.Struct, frozen=True, gc=False):
@@ -63,64 +65,87 @@ class PhoenixExtensions(msgspec.Struct, frozen=True, gc=False):
     phoenix: PhoenixFields
 
 
-def to_record(
+def to_records(
     spec: Kind,
-    row: StrictRow,
-    extras: Extras | None,
-    raw: dict[str, Any] | None,
+    rows: Sequence[StrictRow],
+    extras: Sequence[Extras | None] | None,
+    raw: Sequence[dict[str, Any]] | None,
+    builder: RecordBuilder,
     *,
-    source: str,
     project: str,
-) -> Record:
-    """A validated Phoenix row (and the fields of it this module does not know) as the compact
-    record of its canonical annotation (SPEC §2).
+    keeps: Callable[[str, str], bool] | None = None,
+) -> list[Record]:
+    """Validated Phoenix rows (with, per row, the fields of it this module does not know, and
+    the row as received when the read asks for ``include=raw``) as the compact records of their
+    canonical annotations (SPEC §2), in order; ``keeps(name, identifier)`` drops the rows a
+    filter Phoenix could not apply refuses.
 
-    No model object is built: the row's wire type already guarantees every type the canonical
-    form needs, and :func:`~annotation_gateway.records.build_record` makes the record (the
-    canonical document itself) directly.
+    No model object is built: the rows' wire type already guarantees every type the canonical
+    form needs, and ``builder`` makes each record (the canonical document itself) directly. One
+    loop over the page, not a function a row: ~1 µs a row less (module ``records``).
     """
-    result = row.result
-    gid = row.id
+    record = builder.record
+    prefix = builder.id_prefix
+    kind = spec.kind_value
+    subject_of = attrgetter(spec.row_field)
+    known = _ANNOTATOR_KINDS
+    out: list[Record] = []
+    append = out.append
+    for index, row in enumerate(rows):
+        if keeps is not None and not keeps(row.name, row.identifier):
+            continue
+        gid = row.id
+        annotator_kind = row.annotator_kind
+        more = None if extras is None else extras[index]
+        extensions: PhoenixExtensions | dict[str, Any]
+        if more is None and annotator_kind in known:
+            extensions = PhoenixExtensions(PhoenixFields(gid, _intern(row.source)))
+        else:
+            extensions, annotator_kind = _kept(row, more)
+        result = row.result
+        if result is None:
+            label = score = explanation = None
+        else:
+            label, score, explanation = result.label, result.score, result.explanation
+        append(
+            record(
+                prefix + gid,
+                kind,
+                subject_of(row),
+                project,
+                row.name,
+                label,
+                score,
+                explanation,
+                annotator_kind,
+                row.user_id,
+                row.identifier,
+                row.metadata,
+                None,
+                None,
+                row.created_at,
+                row.updated_at,
+                extensions,
+                None if raw is None else raw[index],
+            )
+        )
+    return out
+
+
+def _kept(row: StrictRow, extras: Extras | None) -> tuple[dict[str, Any], str]:
+    """``extensions`` and the annotator kind of a row with fields this module does not know,
+    or an annotator kind newer than it: what Phoenix said is kept, in the order it said it."""
     annotator_kind = row.annotator_kind
-    extensions: PhoenixExtensions | dict[str, Any]
-    if extras is None and annotator_kind in _ANNOTATOR_KINDS:
-        extensions = PhoenixExtensions(PhoenixFields(gid, row.source))
-    else:  # fields this module does not know, in the order Phoenix sent them
-        phoenix: dict[str, Any] = {"id": gid, "source": row.source}
-        if extras is not None:
-            if extras.row:
-                phoenix.update(extras.row)
-            if extras.result:
-                phoenix["result"] = extras.result
-        if annotator_kind not in _ANNOTATOR_KINDS:  # a kind newer than this module: keep what Phoenix said
-            phoenix["annotator_kind"] = annotator_kind
-            annotator_kind = _UNKNOWN
-        extensions = {"phoenix": phoenix}
-    if result is None:
-        label = score = explanation = None
-    else:
-        label, score, explanation = result.label, result.score, result.explanation
-    return build_record(
-        f"{source}:{gid}",
-        source,
-        _PHOENIX,
-        spec.kind_value,
-        getattr(row, spec.row_field),
-        project,
-        row.name,
-        label,
-        score,
-        explanation,
-        annotator_kind,
-        row.user_id,
-        row.identifier,
-        row.metadata or {},
-        None,
-        None,
-        Stamps.of(row.created_at, row.updated_at),
-        extensions,
-        raw,
-    )
+    phoenix: dict[str, Any] = {"id": row.id, "source": row.source}
+    if extras is not None:
+        if extras.row:
+            phoenix.update(extras.row)
+        if extras.result:
+            phoenix["result"] = extras.result
+    if annotator_kind not in _ANNOTATOR_KINDS:  # a kind newer than this module: keep what Phoenix said
+        phoenix["annotator_kind"] = annotator_kind
+        annotator_kind = _UNKNOWN
+    return {"phoenix": phoenix}, annotator_kind
 
 
 def write_body(spec: Kind, item: AnnotationWrite) -> dict[str, Any]:
