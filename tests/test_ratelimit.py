@@ -35,7 +35,7 @@ from annotation_gateway.providers import build_provider
 from annotation_gateway.providers.http.retry import RetryPolicy, send_idempotent
 from annotation_gateway.ratelimit import RateLimiter, SourceBudget, limiter_url
 from annotation_gateway.resilience import CircuitBreaker
-from annotation_gateway.settings import CacheConfig
+from annotation_gateway.settings import ApiKeyConfig, AuthConfig, CacheConfig, GatewaySettings, hash_key
 from tests.api.fake_federation import FakeFederation, FakeSource, fake_settings
 from tests.fakes import ManualClock
 from tests.plugins.datadog import DatadogSimulator
@@ -227,6 +227,43 @@ def test_redis_down_counts_in_memory_then_recovers(redis_instance: RedisServer) 
 
     asyncio.run(run())
     assert switches == [True, False]  # the metrics hear each switch once
+
+
+def test_the_limiter_from_settings_retries_redis_as_the_cache_tier_is_tuned(
+    redis_instance: RedisServer,
+) -> None:
+    """One Redis, one tuning: the limiter the app builds backs off for ``[cache] redis_retry_s``
+    (2 s here, not the 5 s of a limiter built without settings)."""
+    clock = ManualClock()
+    switches: list[bool] = []
+    settings = GatewaySettings(
+        auth=AuthConfig(keys=[ApiKeyConfig(name="k", sha256=hash_key("key"), rate_limit="1000/hour")]),
+        cache=CacheConfig(backend="redis", redis_url_env="TEST_LIMITER_REDIS_URL", redis_retry_s=2.0),
+    )
+    items = parse_many("1000/hour")
+
+    async def run() -> None:
+        limiter = RateLimiter.from_settings(
+            settings,
+            environ={"TEST_LIMITER_REDIS_URL": redis_instance.url},
+            clock=clock,
+            on_degraded=switches.append,
+        )
+        assert limiter is not None
+        assert (await limiter.hit(items, "tuned")).allowed
+        redis_instance.stop()
+        assert (await limiter.hit(items, "tuned")).allowed  # counted in memory
+        assert limiter.degraded
+        redis_instance.start()
+        clock.advance(1.9)
+        assert (await limiter.hit(items, "tuned")).allowed
+        assert limiter.degraded  # still within [cache] redis_retry_s
+        clock.advance(0.1)
+        assert (await limiter.hit(items, "tuned")).allowed  # the trial: Redis answers
+        assert not limiter.degraded
+
+    asyncio.run(run())
+    assert switches == [True, False]
 
 
 def test_a_hung_redis_holds_up_one_request_a_backoff_period(redis_instance: RedisServer) -> None:

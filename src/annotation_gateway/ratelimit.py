@@ -8,13 +8,13 @@ Contract (SPEC §9):
   :meth:`RateLimiter.hit` takes one unit from every limit of a list, or says which refused and
   when it frees a unit.
 - Redis down or slow never fails a request: :meth:`RateLimiter.warm` connects at start-up, each
-  Redis call is bounded by ``REDIS_TIMEOUT_S``; on an error the limiter logs it once and counts
-  in a per-process memory store, trying Redis again with one request after ``REDIS_RETRY_S``,
-  doubling per failed trial up to 30 s (the shared cache tier's backoff:
-  :class:`~annotation_gateway.resilience.OptionalDependency`; the requests that arrive while a
-  trial waits on a hung Redis count in memory at once). ``degraded`` says which is in use.
-  While degraded each process enforces every budget on its own, so N processes may together
-  spend up to N times a budget: the price of answering at all.
+  Redis call is bounded by ``[cache] redis_timeout_s`` (the cache tier's, one Redis); on an
+  error the limiter logs it once and counts in a per-process memory store, trying Redis again
+  with one request after ``[cache] redis_retry_s``, doubling per failed trial up to 30 s (the
+  shared cache tier's backoff: :class:`~annotation_gateway.resilience.OptionalDependency`; the
+  requests that arrive while a trial waits on a hung Redis count in memory at once).
+  ``degraded`` says which is in use. While degraded each process enforces every budget on its
+  own, so N processes may together spend up to N times a budget: the price of answering at all.
 - :class:`SourceBudget` is one source's ``[[sources]] rate_limit``, taken before *every* HTTP
   request to the vendor (retries, pages, chunks and health probes included: that is what the
   vendor counts; a budget per guarded call would let one federated read spend many). A request
@@ -69,16 +69,19 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 REDIS_TIMEOUT_S = 0.5
-"""Longest wait for one Redis call of the limiter; beyond it the request is counted in memory
-instead. Not much less: a burst of first requests opens a connection each and loads the Lua
-scripts (:meth:`RateLimiter.warm` does that once at start-up), which took over 0.25 s on the
-loaded 2-core test machine and wrongly switched to memory. A hit is one Lua script: 0.27 ms
-wall, 0.21 ms of this process's CPU (redis-py's asyncio client and ``limits``' layers), against
-0.011 ms in memory (3,000 hits on loopback Redis 8, the 2-core dev machine); a refusal adds a
-second call for the window's reset time."""
+"""Longest wait for one Redis call of a limiter built without settings
+(:meth:`RateLimiter.from_settings` uses ``[cache] redis_timeout_s``, the same 0.5 s by
+default); beyond it the request is counted in memory instead. Not much less: a burst of first
+requests opens a connection each and loads the Lua scripts (:meth:`RateLimiter.warm` does that
+once at start-up), which took over 0.25 s on the loaded 2-core test machine and wrongly
+switched to memory. A hit is one Lua script: 0.27 ms wall, 0.21 ms of this process's CPU
+(redis-py's asyncio client and ``limits``' layers), against 0.011 ms in memory (3,000 hits on
+loopback Redis 8, the 2-core dev machine); a refusal adds a second call for the window's reset
+time."""
 REDIS_RETRY_S = 5.0
-"""After a Redis failure, how long the memory store counts before Redis is tried again (the
-first backoff; it doubles while trials fail)."""
+"""After a Redis failure, how long the memory store of a limiter built without settings counts
+before Redis is tried again (the first backoff; it doubles while trials fail).
+:meth:`RateLimiter.from_settings` uses ``[cache] redis_retry_s``."""
 KEY_PREFIX = "annotation-gateway-limits"
 _WARM_UP = parse_many("1000000/second")
 MAX_JITTER_S = 0.05
@@ -170,14 +173,22 @@ class RateLimiter:
         settings: GatewaySettings,
         *,
         environ: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
         on_degraded: Callable[[bool], None] | None = None,
     ) -> RateLimiter | None:
         """The limiter ``settings`` need: ``None`` when no source and no key has a
         ``rate_limit``; Redis-backed with ``[cache] backend = "redis"`` (``ConfigError`` when
-        the URL variable is unset)."""
+        the URL variable is unset), its calls bounded and retried as the cache tier's are
+        (``[cache] redis_timeout_s``, ``redis_retry_s``: one Redis, one tuning)."""
         if not needs_limiter(settings):
             return None
-        return cls(redis_url=redis_url(settings, environ=environ), on_degraded=on_degraded)
+        return cls(
+            redis_url=redis_url(settings, environ=environ),
+            clock=clock,
+            redis_timeout_s=settings.cache.redis_timeout_s,
+            redis_retry_s=settings.cache.redis_retry_s,
+            on_degraded=on_degraded,
+        )
 
     async def warm(self) -> None:
         """Open a Redis connection and load the Lua scripts before the first request needs them

@@ -155,16 +155,18 @@ class CacheConfig(_Section):
     redis_timeout_s: float = Field(
         default=0.5,
         gt=0,
-        description="backend='redis': the time one Redis call may take, this process's own "
-        "event-loop delays included (a saturated process waits that long for its turn: lower "
-        "makes it give Redis up under load); a slower Redis is treated as down (the gateway "
-        "answers from memory and the vendors meanwhile).",
+        description="backend='redis': the time one Redis call may take (the cache tier's and the "
+        "rate limiter's), this process's own event-loop delays included (a saturated process "
+        "waits that long for its turn: lower makes it give Redis up under load); a slower Redis "
+        "is treated as down (the gateway answers from memory and the vendors meanwhile, and "
+        "counts rate limits in memory).",
     )
     redis_retry_s: float = Field(
         default=1.0,
         gt=0,
         description="backend='redis': how long a failing Redis is left alone before one trial call "
-        "(doubling on each further failure, up to 30 s).",
+        "(doubling on each further failure, up to 30 s); the cache tier and the rate limiter each "
+        "back off so.",
     )
     redis_lock_wait_s: float = Field(
         default=3.0,
