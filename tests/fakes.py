@@ -27,7 +27,7 @@ from annotation_gateway.model import (
     SubjectKind,
 )
 from annotation_gateway.providers.base import Capabilities, HealthReport, SourceQuery, WriteResult
-from annotation_gateway.records import Record, build_record, record_of
+from annotation_gateway.records import Record, builder_for, record_of
 
 BASE_TIME = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -89,8 +89,10 @@ def make_annotation(
 def make_record(
     *, created_at: datetime, updated_at: datetime, raw: dict[str, Any] | None = None, **fields: Any
 ) -> Record:
-    """:func:`~annotation_gateway.records.build_record` called with keywords."""
-    return build_record(**fields, created_at=created_at, updated_at=updated_at, raw=raw)
+    """:meth:`~annotation_gateway.records.RecordBuilder.record` of the source's builder, called
+    with keywords."""
+    builder = builder_for(fields.pop("source"), fields.pop("provider"))
+    return builder.record(**fields, created_at=created_at, updated_at=updated_at, raw=raw)
 
 
 @dataclass

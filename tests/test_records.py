@@ -288,8 +288,8 @@ def test_consecutive_records_share_their_subject_annotator_queue_and_short_metad
     assert b'"queue":{"id":"r","name":null}' in other.json
 
 
-def test_a_builder_makes_what_build_record_makes_and_holds_its_constants_once() -> None:
-    """A provider's page builder: the same document as the one-record path, its source and
+def test_a_builder_makes_what_the_model_makes_and_holds_its_constants_once() -> None:
+    """A provider's page builder: the same document as a record built one at a time, its source and
     provider one interned string, equal times one object, and times in another zone (or naive)
     written in UTC."""
 

@@ -19,7 +19,7 @@ Contract:
   records have the same; repeated scores and short metadata are held once (bounded tables);
 - a :class:`RecordBuilder` (one per page a provider maps) builds a record straight from the
   provider's mapped values (no model object: what the read path should use);
-  :func:`build_record` is one record by the builder of its source; :func:`record_of` builds
+  :func:`builder_for` is the builder of a source, for one record at a time; :func:`record_of` builds
   one from a canonical :class:`~annotation_gateway.model.Annotation` and
   :meth:`Record.annotation` rebuilds the annotation from the JSON (for the few consumers that
   want the model: compare, the CLI's tables). :func:`sort_key` is the answer order.
@@ -54,7 +54,7 @@ __all__ = [
     "Record",
     "RecordBuilder",
     "SubjectRef",
-    "build_record",
+    "builder_for",
     "decode",
     "extensions_json",
     "held_json",
@@ -124,7 +124,7 @@ class Record(msgspec.Struct, frozen=True, gc=False, eq=False, omit_defaults=True
     created_at: datetime
     updated_at: datetime
     extensions: msgspec.Raw | msgspec.Struct
-    """As orjson wrote it, or a provider's own struct (see :func:`build_record`)."""
+    """As orjson wrote it, or a provider's own struct (see :meth:`RecordBuilder.record`)."""
     raw: msgspec.Raw | None = None
 
     @property
@@ -258,29 +258,27 @@ def micros(value: datetime) -> int:
 
 def record_of(annotation: Annotation, *, include_raw: bool = False) -> Record:
     """The compact record of ``annotation`` (``raw`` kept only with ``include_raw``): the same
-    :func:`build_record` the providers use, fed from the model."""
+    :meth:`RecordBuilder.record` the providers use, fed from the model."""
     subject, annotator, queue = annotation.subject, annotation.annotator, annotation.queue
-    return build_record(
-        id=annotation.id,
-        source=annotation.source,
-        provider=annotation.provider.value,
-        subject_kind=subject.kind.value,
-        subject_id=subject.id,
-        project=subject.project,
-        name=annotation.name,
-        label=annotation.label,
-        score=annotation.score,
-        explanation=annotation.explanation,
-        annotator_kind=annotator.kind.value,
-        annotator_id=annotator.id,
-        identifier=annotation.identifier,
-        metadata=annotation.metadata,
-        queue_id=None if queue is None else queue.id,
-        queue_name=None if queue is None else queue.name,
-        created_at=annotation.created_at,
-        updated_at=annotation.updated_at,
-        extensions=annotation.extensions,
-        raw=annotation.raw if include_raw else None,
+    return builder_for(annotation.source, annotation.provider.value).record(
+        annotation.id,
+        subject.kind.value,
+        subject.id,
+        subject.project,
+        annotation.name,
+        annotation.label,
+        annotation.score,
+        annotation.explanation,
+        annotator.kind.value,
+        annotator.id,
+        annotation.identifier,
+        annotation.metadata,
+        None if queue is None else queue.id,
+        None if queue is None else queue.name,
+        annotation.created_at,
+        annotation.updated_at,
+        annotation.extensions,
+        annotation.raw if include_raw else None,
     )
 
 
@@ -362,7 +360,7 @@ class RecordBuilder:
     Why a builder and not one function: a page's constants are interned once instead of once a
     record, and a provider's loop calls one bound method with the values it has, the times
     checked inline. Mapping the bench's Phoenix page of 50 rows took ~100 µs through a per-row
-    function and ``build_record`` with 19 arguments, ~55 µs so (measured in isolation).
+    function and a 19-argument ``build_record``, ~55 µs so (measured in isolation).
     """
 
     __slots__ = ("_annotator", "_queue", "_subject", "id_prefix", "provider", "source")
@@ -473,59 +471,18 @@ class RecordBuilder:
 
 _MAX_BUILDERS = 256
 _builders: dict[tuple[str, str], RecordBuilder] = {}
-"""One builder per (source, provider) for :func:`build_record` (the model path, the tests);
-started afresh when full."""
+"""One builder per (source, provider) for :func:`builder_for`; started afresh when full."""
 
 
-def build_record(
-    id: str,
-    source: str,
-    provider: str,
-    subject_kind: str,
-    subject_id: str,
-    project: str | None,
-    name: str,
-    label: str | None,
-    score: float | None,
-    explanation: str | None,
-    annotator_kind: str,
-    annotator_id: str | None,
-    identifier: str,
-    metadata: dict[str, Any] | None,
-    queue_id: str | None,
-    queue_name: str | None,
-    created_at: datetime,
-    updated_at: datetime,
-    extensions: dict[str, dict[str, Any]] | msgspec.Struct,
-    raw: dict[str, Any] | None,
-) -> Record:
-    """:meth:`RecordBuilder.record` by the builder of ``source`` and ``provider`` (for
-    consumers that build records one at a time, from several sources)."""
+def builder_for(source: str, provider: str) -> RecordBuilder:
+    """The builder of ``source`` (one kept per (source, provider)), for consumers that build
+    records one at a time from several sources: :func:`record_of`, the tests."""
     builder = _builders.get((source, provider))
     if builder is None:
         if len(_builders) >= _MAX_BUILDERS:
             _builders.clear()
         builder = _builders[(source, provider)] = RecordBuilder(source, provider)
-    return builder.record(
-        id,
-        subject_kind,
-        subject_id,
-        project,
-        name,
-        label,
-        score,
-        explanation,
-        annotator_kind,
-        annotator_id,
-        identifier,
-        metadata,
-        queue_id,
-        queue_name,
-        created_at,
-        updated_at,
-        extensions,
-        raw,
-    )
+    return builder
 
 
 def decode(records: list[Record]) -> list[Annotation]:

@@ -6,7 +6,7 @@ per field of the records (17, typed: msgspec checks each as it parses it) and on
 of their ``metadata``, ``extensions`` and ``raw`` JSON — then those JSON bytes one after the
 other. :func:`decode` rebuilds each :class:`~annotation_gateway.records.Record` exactly (the JSON
 pieces are sliced, never parsed; low-cardinality strings are interned as
-:func:`~annotation_gateway.records.build_record` does) and raises ``ValueError`` for anything it
+:meth:`~annotation_gateway.records.RecordBuilder.record` does) and raises ``ValueError`` for anything it
 did not write (wrong magic, checksum, header or lengths): never pickle, never a crash on what
 another program put in Redis. :func:`stored_at_of` reads only the fixed-size :data:`HEAD`; two
 values of the same answer have the same :data:`SAME` bytes (the Lua scripts of

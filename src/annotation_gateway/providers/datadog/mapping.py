@@ -376,27 +376,21 @@ def to_records(
             label_schema_id = _intern(label_schema_id)
             label_type = _intern(label_type)
             text_reasoning = reasoning if label_type == "text" and reasoning else None
+            known = (
+                interaction_id,
+                annotation_id,
+                label_schema_id,
+                label_type,
+                assessment,
+                modified_by,
+                can_annotate,
+                content_id,
+            )
             if values is None and text_reasoning is None and not inferred and plain and not extra:
-                fields: DatadogFields = DatadogFields(
-                    interaction_id,
-                    annotation_id,
-                    label_schema_id,
-                    label_type,
-                    assessment,
-                    modified_by,
-                    can_annotate,
-                    content_id,
-                )
+                fields: DatadogFields = DatadogFields(*known)
             else:
                 fields = DatadogMoreFields(
-                    interaction_id,
-                    annotation_id,
-                    label_schema_id,
-                    label_type,
-                    assessment,
-                    modified_by,
-                    can_annotate,
-                    content_id,
+                    *known,
                     values,
                     text_reasoning,
                     inferred,
