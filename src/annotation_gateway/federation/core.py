@@ -22,10 +22,11 @@ a repeated query or its next page costs a dict lookup and a bisect, with no per-
 Only complete, fresh results are kept there; writes through :meth:`Federation.write` drop both
 layers for what they touch.
 
-*Scopes.* A ``scope="all"`` query (SPEC §7) is answered by :mod:`.scopes`: each selected
-source's subjects are discovered (cached), then walked a chunk at a time in subject order, so
-a page reads only the subjects it needs and nothing holds the scope's annotations whole; its
-cursor is a (subject, record) position. The merged-result cache is not used for scopes.
+*Scopes.* A ``scope="all"`` query (SPEC §7) is answered by :mod:`.scope_reads` (with
+:mod:`.scopes`): each selected source's subjects are discovered (cached), then walked a chunk at
+a time in subject order, so a page reads only the subjects it needs and nothing holds the
+scope's annotations whole; its cursor is a (subject, record) position. The merged-result cache
+is not used for scopes.
 
 *Paging.* Paging to the end yields every match exactly once as long as the data does not
 change meanwhile (an annotation updated between pages moves to the front and may be missed or
@@ -51,7 +52,7 @@ from bisect import bisect_right
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from operator import attrgetter
 from typing import Any
 
@@ -83,19 +84,12 @@ from annotation_gateway.federation.merge import (
 from annotation_gateway.federation.observer import BoundObserver, FederationObserver
 from annotation_gateway.federation.planner import gateway_filter, pushdown, select, skip_reason
 from annotation_gateway.federation.query import FederatedQuery, fingerprint, stale_allowance
-from annotation_gateway.federation.scopes import (
-    DiscoveryAnswer,
-    DiscoveryCache,
-    ScopeKey,
-    ScopeWalk,
-    scope_key,
-)
+from annotation_gateway.federation.scope_reads import ScopeReader
+from annotation_gateway.federation.scopes import DiscoveryCache
 from annotation_gateway.model import AnnotationWrite
 from annotation_gateway.providers.base import (
     AnnotationProvider,
     HealthReport,
-    ScopeRequest,
-    ScopeSubjects,
     SourceQuery,
     WriteResult,
 )
@@ -171,7 +165,13 @@ class Federation:
         self._cache: AnnotationCache[Record] = AnnotationCache(
             cache, subject_of=_SUBJECT_ID, clock=clock, shared=shared_cache
         )
-        self._discovery = DiscoveryCache(cache, clock=clock)
+        self._scopes = ScopeReader(
+            codec=self._codec,
+            discovery=DiscoveryCache(cache, clock=clock),
+            ask=self._ask,
+            observer=self._observer,
+            deadline_s=self._deadline_s,
+        )
         self._merged_ttl = self._cache.ttl if cache.enabled else 0.0
         # With a shared tier, a merged result is kept past its (local) freshness, for the
         # shared tier's ttl: when every source's answer comes back from it confirmed unchanged
@@ -262,7 +262,7 @@ class Federation:
                 self._remember_query(memo_key, known)
         selected, digest, binding = known
         if query.scope is not None:
-            return await self._scope_page(query, selected, binding)
+            return await self._scopes.page(query, selected, binding)
         position = self._codec.decode(query.cursor, binding) if query.cursor is not None else None
 
         merged: Merged | None = None
@@ -367,7 +367,7 @@ class Federation:
         """
         selected = select(query, self._sources, allowed_sources)
         if query.scope is not None:
-            async for page in self._scope_stream(query, selected):
+            async for page in self._scopes.stream(query, selected):
                 yield page
             return
         if ordered:
@@ -465,140 +465,6 @@ class Federation:
         answered = [s.source for s in statuses if s.status != "error"]
         token = self._codec.encode_since(binding, state.advance(page, answered).pack())
         return ChangesPage(page, token, partial, statuses)
-
-    # --- scopes -------------------------------------------------------------------------------
-
-    async def _scope_page(
-        self, query: FederatedQuery, selected: Sequence[SourceRuntime], binding: str
-    ) -> QueryPage:
-        """One page of a scope query (see :mod:`.scopes`): chunks until more than a page."""
-        after = self._codec.decode_scope(query.cursor, binding) if query.cursor is not None else None
-        walk, skipped = await self._scope_walk(query, selected, after, target=query.limit + 1, store=True)
-        collected: list[Record] = []
-        chunks = walk.chunks()
-        try:
-            async for records in chunks:
-                collected.extend(records)
-                if len(collected) > query.limit:
-                    break
-        finally:
-            await chunks.aclose()
-        self._scope_failures(query, walk)
-        page = collected[: query.limit]
-        more = len(collected) > query.limit or not walk.exhausted
-        next_cursor = self._codec.encode_scope(binding, scope_key(page[-1])) if more and page else None
-        return QueryPage(
-            records=page,
-            next_cursor=next_cursor,
-            partial=bool(walk.failures),
-            sources=_in_order(selected, walk, skipped),
-        )
-
-    async def _scope_stream(
-        self, query: FederatedQuery, selected: Sequence[SourceRuntime]
-    ) -> AsyncIterator[QueryPage]:
-        """A scope export: every chunk of the walk as one page, stored nowhere."""
-        walk, skipped = await self._scope_walk(
-            query, selected, None, target=limits.EXPORT_TARGET_RECORDS, store=False
-        )
-        self._scope_failures(query, walk)
-        yielded = False
-        async for records in walk.chunks():
-            self._scope_failures(query, walk)
-            yielded = True
-            yield QueryPage(
-                records=records,
-                next_cursor=None,
-                partial=bool(walk.failures),
-                sources=_in_order(selected, walk, skipped),
-            )
-        if not yielded:  # an empty scope (or every source skipped) is still one, empty, page
-            yield QueryPage(
-                records=[],
-                next_cursor=None,
-                partial=bool(walk.failures),
-                sources=_in_order(selected, walk, skipped),
-            )
-
-    async def _scope_walk(
-        self,
-        query: FederatedQuery,
-        selected: Sequence[SourceRuntime],
-        after: ScopeKey | None,
-        *,
-        target: int,
-        store: bool,
-    ) -> tuple[ScopeWalk, dict[str, SourceStatus]]:
-        """Discover every selected source's scope (concurrently) and set up the walk."""
-        keep = gateway_filter(query)
-        stale_s = stale_allowance(query)
-
-        def ask(
-            source: SourceRuntime, pushed: SourceQuery, keep: Callable[[Record], bool] | None
-        ) -> Awaitable[Outcome]:
-            return self._ask(source, pushed, query.use_cache, stale_s, keep, store=store)
-
-        walk = ScopeWalk(ask=ask, query=query, after=after, target=target)
-        skipped: dict[str, SourceStatus] = {}
-        asked: list[SourceRuntime] = []
-        for source in selected:
-            reason = skip_reason(source, query)
-            if reason is not None:
-                skipped[source.name] = SourceStatus(
-                    source.name, source.kind, "skipped", error={"reason": reason}
-                )
-            else:
-                asked.append(source)
-        found = await asyncio.gather(
-            *(self._discover(s, query, stale_s) for s in asked), return_exceptions=True
-        )
-        for source, answer in zip(asked, found, strict=True):
-            if isinstance(answer, SourceError):
-                walk.add_failed(source, answer)
-            elif isinstance(answer, BaseException):
-                raise answer  # 413 (a scope too large), or a bug
-            else:
-                walk.add(source, answer[0], keep, elapsed_ms=answer[1])
-        return walk, skipped
-
-    async def _discover(
-        self, source: SourceRuntime, query: FederatedQuery, stale_s: float | None
-    ) -> tuple[DiscoveryAnswer, float]:
-        """The source's scope and how long finding it took (ms): discovery is the source's
-        time in ``Server-Timing``, not the gateway's."""
-        capabilities = source.provider.capabilities
-        kinds = capabilities.scope_kinds
-        if query.subject_kinds:
-            kinds = kinds & frozenset(query.subject_kinds)
-        request = ScopeRequest(
-            subject_kinds=tuple(sorted(kinds)),
-            max_subjects=limits.MAX_SCOPE_SUBJECTS,
-            started_before=_ceil_hour(query.updated_before),
-            queues=query.queues,
-        )
-
-        async def discover() -> ScopeSubjects:
-            return await source.guarded(
-                "discover",
-                lambda: source.provider.discover(request),
-                observer=self._observer,
-                deadline_s=self._deadline_s,
-            )
-
-        started = time.perf_counter()
-        answer = await self._discovery.get(
-            source.name, request, discover, use_cache=query.use_cache, max_stale_s=stale_s
-        )
-        return answer, (time.perf_counter() - started) * 1000
-
-    def _scope_failures(self, query: FederatedQuery, walk: ScopeWalk) -> None:
-        """Raise as an id query would: the first failure with ``partial=deny``; the combined
-        error when every source asked failed."""
-        failures = walk.failures
-        if failures and query.partial == "deny":
-            raise failures[0]
-        if walk.tallies and len(failures) == len(walk.tallies):
-            raise all_failed(failures)
 
     async def _fan_out(
         self,
@@ -883,7 +749,7 @@ class Federation:
     async def aclose(self) -> None:
         """Cancel upstream calls still running and close every provider's connection pool."""
         await self._cache.aclose()
-        await self._discovery.aclose()
+        await self._scopes.aclose()
         results = await asyncio.gather(
             *(s.provider.aclose() for s in self._sources.values()), return_exceptions=True
         )
@@ -899,24 +765,6 @@ class Federation:
                 f"unknown source {name!r}; known: {', '.join(self._sources) or 'none'}",
                 errors=[{"loc": [loc], "msg": f"unknown source {name!r}", "type": "value_error"}],
             ) from None
-
-
-def _in_order(
-    selected: Sequence[SourceRuntime], walk: ScopeWalk, skipped: dict[str, SourceStatus]
-) -> list[SourceStatus]:
-    """Every selected source's status, in configuration order."""
-    walked = {status.source: status for status in walk.statuses()}
-    return [skipped.get(s.name) or walked[s.name] for s in selected]
-
-
-def _ceil_hour(moment: datetime | None) -> datetime | None:
-    """``moment`` rounded up to the hour: a discovery bound that moves with ``now`` (a dashboard's
-    window) would never share a cached discovery; an hour later only lists a few more subjects,
-    which the gateway's own window filter then leaves out."""
-    if moment is None:
-        return None
-    floor = moment.replace(minute=0, second=0, microsecond=0)
-    return floor if floor == moment else floor + timedelta(hours=1)
 
 
 class _Chunker:
