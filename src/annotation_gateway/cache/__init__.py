@@ -10,9 +10,11 @@ Contract — one module per job:
   invalidation by publish/subscribe, degraded (never failing) when Redis is not there;
   :mod:`.redis_link` (its client, call bound and backoff), :mod:`.redis_invalidation` (the
   invalidations across processes), :mod:`.redis_scripts` (its keys and Lua scripts);
+- :mod:`.tier` — the contract between the two: :class:`~.tier.SharedTier` and what travels
+  through it;
 - :mod:`.codec` — the shared tier's value format (records to bytes and back, checked).
 
-What the rest of the gateway uses is re-exported here from :mod:`.local`; the Redis tier is
+What the rest of the gateway uses is re-exported here from :mod:`.local` and :mod:`.tier`; the Redis tier is
 imported from its module (only a gateway configured for it builds one).
 """
 
@@ -23,6 +25,10 @@ from annotation_gateway.cache.local import (
     AnnotationCache,
     CacheAnswer,
     Fetch,
+    filter_key,
+    may_serve_stale,
+)
+from annotation_gateway.cache.tier import (
     FetchParts,
     FilterKey,
     Known,
@@ -31,8 +37,6 @@ from annotation_gateway.cache.local import (
     Slot,
     TierEntry,
     TierFill,
-    filter_key,
-    may_serve_stale,
 )
 
 __all__ = [

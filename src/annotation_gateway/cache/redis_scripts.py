@@ -20,7 +20,7 @@ import hashlib
 import orjson
 
 from annotation_gateway.cache.codec import FORMAT_VERSION, MAGIC
-from annotation_gateway.cache.local import FilterKey, Slot
+from annotation_gateway.cache.tier import FilterKey, Slot
 
 __all__ = ["ALL_FRESH", "FREE", "HELD", "INVALIDATE", "LOOKUP", "NOT_OURS", "STORE", "TAKEN", "TierKeys"]
 

@@ -103,7 +103,9 @@ from redis.exceptions import NoScriptError, RedisError
 
 from annotation_gateway.cache import redis_scripts as scripts
 from annotation_gateway.cache.codec import HEAD, SAME, decode, encode, stored_at_of
-from annotation_gateway.cache.local import (
+from annotation_gateway.cache.redis_invalidation import Invalidations, Listener
+from annotation_gateway.cache.redis_link import RedisLink, redact
+from annotation_gateway.cache.tier import (
     Confirm,
     FetchParts,
     FilterKey,
@@ -113,8 +115,6 @@ from annotation_gateway.cache.local import (
     TierEntry,
     TierFill,
 )
-from annotation_gateway.cache.redis_invalidation import Invalidations, Listener
-from annotation_gateway.cache.redis_link import RedisLink, redact
 from annotation_gateway.providers.config import read_secret
 from annotation_gateway.records import Record, same_documents
 from annotation_gateway.resilience import Clock
