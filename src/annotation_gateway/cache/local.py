@@ -102,9 +102,8 @@ T = TypeVar("T")
 Fetch = Callable[[SourceQuery], Awaitable[Sequence[T]]]
 """The guarded upstream call for one source (breaker, deadline, metrics already wrapped)."""
 
-_Slot = Slot
-_GroupKey = tuple[str, _Slot]
-_FlightKey = tuple[str, FilterKey, _Slot]
+_GroupKey = tuple[str, Slot]
+_FlightKey = tuple[str, FilterKey, Slot]
 
 
 def filter_key(query: SourceQuery) -> FilterKey:
@@ -242,14 +241,14 @@ class _Flight(Generic[T]):
 
     __slots__ = ("future", "keys", "oldest", "upstream", "usable")
 
-    def __init__(self, future: asyncio.Future[dict[_Slot, tuple[T, ...]]]) -> None:
+    def __init__(self, future: asyncio.Future[dict[Slot, tuple[T, ...]]]) -> None:
         self.future = future
         self.keys: list[_FlightKey] = []
         self.upstream = True
         """False when the shared tier answered without an upstream call."""
         self.oldest = float("inf")
         """The oldest ``stored_at`` of what the shared tier handed over."""
-        self.usable: dict[_Slot, _HeldEntry[T]] | None = None
+        self.usable: dict[Slot, _HeldEntry[T]] | None = None
         """The shared tier's entries for stale-on-error, when the call failed."""
 
 
@@ -301,15 +300,15 @@ class AnnotationCache(Generic[T]):
         """
         stale_limit = self._max_stale if max_stale_s is None else min(self._max_stale, max_stale_s)
         fkey = filter_key(query)
-        slots: list[_Slot] = list(dict.fromkeys(query.subject_ids)) if query.subject_ids else [None]
+        slots: list[Slot] = list(dict.fromkeys(query.subject_ids)) if query.subject_ids else [None]
         now = self._clock()
         read = use_cache and self._enabled
 
-        parts: dict[_Slot, tuple[T, ...]] = {}
-        usable: dict[_Slot, _Entry[T]] = {}
-        known: dict[_Slot, _HeldEntry[T]] = {}
+        parts: dict[Slot, tuple[T, ...]] = {}
+        usable: dict[Slot, _Entry[T]] = {}
+        known: dict[Slot, _HeldEntry[T]] = {}
         oldest = now
-        missing: list[_Slot] = []
+        missing: list[Slot] = []
         # The hit path of every read (20,000 turns for a metrics request over 10,000 ids):
         # locals, no calls but the dicts' own.
         groups_get = self._groups.get if self._enabled else _no_group
@@ -337,8 +336,8 @@ class AnnotationCache(Generic[T]):
 
         # Join flights already fetching some of the missing subjects; fetch the rest in one call.
         waits: dict[int, _Flight[T]] = {}
-        slot_flight: dict[_Slot, _Flight[T]] = {}
-        to_fetch: list[_Slot] = []
+        slot_flight: dict[Slot, _Flight[T]] = {}
+        to_fetch: list[Slot] = []
         for slot in missing:
             # Joining needs no stored entry: single flight holds even with the cache disabled.
             flight = self._flights.get((source, fkey, slot)) if use_cache else None
@@ -428,8 +427,8 @@ class AnnotationCache(Generic[T]):
         expired = False
         for source, query in asks:
             fkey = filter_key(query)
-            slots: list[_Slot] = list(dict.fromkeys(query.subject_ids)) if query.subject_ids else [None]
-            known: dict[_Slot, tuple[bytes, tuple[T, ...]]] = {}
+            slots: list[Slot] = list(dict.fromkeys(query.subject_ids)) if query.subject_ids else [None]
+            known: dict[Slot, tuple[bytes, tuple[T, ...]]] = {}
             for slot in slots:
                 group = self._groups.get((source, slot))
                 entry = group.get(fkey) if group is not None else None
@@ -472,13 +471,13 @@ class AnnotationCache(Generic[T]):
         source: str,
         fkey: FilterKey,
         query: SourceQuery,
-        slots: list[_Slot],
+        slots: list[Slot],
         fetch: Fetch[T],
         *,
         started_at: float,
         store: bool,
         read: bool = True,
-        known: Mapping[_Slot, _HeldEntry[T]] | None = None,
+        known: Mapping[Slot, _HeldEntry[T]] | None = None,
         prefetched: Prefetched | None = None,
     ) -> _Flight[T]:
         loop = asyncio.get_running_loop()
@@ -525,7 +524,7 @@ class AnnotationCache(Generic[T]):
         source: str,
         fkey: FilterKey,
         query: SourceQuery,
-        slots: list[_Slot],
+        slots: list[Slot],
         fetch: Fetch[T],
         flight: _Flight[T],
         generation: int | None,
@@ -558,7 +557,7 @@ class AnnotationCache(Generic[T]):
         source: str,
         fkey: FilterKey,
         query: SourceQuery,
-        slots: list[_Slot],
+        slots: list[Slot],
         fetch: Fetch[T],
         flight: _Flight[T],
         generation: int,
@@ -571,7 +570,7 @@ class AnnotationCache(Generic[T]):
         future = flight.future
         subject_of = self._subject_of
 
-        async def fetch_parts(wanted: list[_Slot]) -> dict[_Slot, tuple[T, ...]]:
+        async def fetch_parts(wanted: list[Slot]) -> dict[Slot, tuple[T, ...]]:
             ids = [s for s in wanted if s is not None]
             items = await fetch(query.with_subject_ids(ids) if ids else query)
             return _split(source, items, wanted, subject_of)
@@ -623,13 +622,13 @@ class AnnotationCache(Generic[T]):
     # --- storing and invalidating -------------------------------------------------------------
 
     def _store(
-        self, source: str, fkey: FilterKey, parts: dict[_Slot, tuple[T, ...]], stored_at: float
+        self, source: str, fkey: FilterKey, parts: dict[Slot, tuple[T, ...]], stored_at: float
     ) -> None:
         now = self._clock()
         for slot, items in parts.items():
             self._put(source, fkey, slot, _Entry(items, stored_at), now)
 
-    def _put(self, source: str, fkey: FilterKey, slot: _Slot, entry: _Entry[T], now: float) -> None:
+    def _put(self, source: str, fkey: FilterKey, slot: Slot, entry: _Entry[T], now: float) -> None:
         key = (source, slot)
         old = self._groups.get(key)
         group = self._groups.new()
@@ -648,7 +647,7 @@ class AnnotationCache(Generic[T]):
     def invalidate(self, source: str, subject_ids: Iterable[str]) -> None:
         """Forget ``source``'s answers for ``subject_ids`` (and its identifier-only answers)."""
         self._generation[source] = self._generation.get(source, 0) + 1
-        subjects: set[_Slot] = set(subject_ids)
+        subjects: set[Slot] = set(subject_ids)
         subjects.add(None)
         for slot in subjects:
             self._groups.pop((source, slot), None)
@@ -703,11 +702,11 @@ class AnnotationCache(Generic[T]):
 
 
 def _split(
-    source: str, items: Sequence[T], slots: list[_Slot], subject_of: Callable[[T], str]
-) -> dict[_Slot, tuple[T, ...]]:
+    source: str, items: Sequence[T], slots: list[Slot], subject_of: Callable[[T], str]
+) -> dict[Slot, tuple[T, ...]]:
     if slots == [None]:
         return {None: tuple(items)}
-    buckets: dict[_Slot, list[T]] = {slot: [] for slot in slots}
+    buckets: dict[Slot, list[T]] = {slot: [] for slot in slots}
     stray = 0
     for item in items:
         bucket = buckets.get(subject_of(item))
@@ -725,7 +724,7 @@ def _split(
     return {slot: tuple(bucket) for slot, bucket in buckets.items()}
 
 
-def _concat(parts: dict[_Slot, tuple[T, ...]], slots: list[_Slot]) -> list[T]:
+def _concat(parts: dict[Slot, tuple[T, ...]], slots: list[Slot]) -> list[T]:
     if len(slots) == 1:
         return list(parts[slots[0]])
     return list(itertools.chain.from_iterable(parts[slot] for slot in slots))
