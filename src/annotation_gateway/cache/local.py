@@ -12,8 +12,9 @@ negative answer is as worth caching as a positive one). So overlapping queries s
 work. An identifier-only query (no subject ids) is cached as one entry under the subject slot
 ``None`` with the identifier set in its filter key.
 
-*Layout.* :class:`_Groups` keyed by ``(source, subject id | None)``; each value is a small
-dict ``filter key -> _Entry(items, stored_at)``. Grouping the filter variants of one subject
+*Layout.* an :class:`~annotation_gateway.cache.expiring.ExpiringMap` keyed by
+``(source, subject id | None)``; each value is a small dict
+``filter key -> _Entry(items, stored_at)``. Grouping the filter variants of one subject
 under one key makes :meth:`AnnotationCache.invalidate` a handful of ``pop`` calls, with no
 secondary index to keep in step with expiry. ``max_entries`` bounds the number of
 (source, subject) groups; past it, the group stored longest ago goes first. Items are tuples
@@ -65,11 +66,11 @@ import asyncio
 import itertools
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from annotation_gateway.cache.expiring import ExpiringMap
 from annotation_gateway.cache.tier import (
     Confirm,
     FilterKey,
@@ -152,74 +153,8 @@ def _born(entry: _Entry[T]) -> float:
     return entry.fetched_at if isinstance(entry, _HeldEntry) else entry.stored_at
 
 
-class _Group(dict[FilterKey, _Entry[Any]]):
-    """One (source, subject)'s answers by filter key, and when the group expires (set by
-    :meth:`_Groups.put`). No ``__init__`` of its own: a Python one calling ``dict.__init__``
-    cost 0.78 µs a group, the dict's own 0.19 (two groups a subject of every miss: 20,000 for
-    a 10,000-id search)."""
-
-    __slots__ = ("expires",)
-    expires: float
-
-
-class _Groups:
-    """The (source, subject) groups: each kept ``ttl`` seconds after its last store, at most
-    ``maxsize`` of them (past it, the one stored longest ago goes first).
-
-    Not ``cachetools.TTLCache``: a lookup there costs 4.6 µs on this machine (two timer calls
-    and the upkeep of its expiry list and LRU order on every read), here 0.1 µs (``get`` is the
-    dict's own), and a metrics request over 10,000 subject ids makes 20,000 of them (~90 ms of
-    a ~330 ms request, measured with py-spy). Reads need no expiry check: a group past its time
-    holds only entries older than ``max_stale``, which the cache's own age checks never serve,
-    so expiry is only about memory. Every group lives ``ttl`` after its last store, so the order
-    of last stores is the order of expiry: one insertion-ordered dict (a store moves its key to
-    the end) is the expiry queue and the eviction order (by last store, not last read: an answer
-    read often but not stored again still ends at its ttl), swept from the front on each store.
-    """
-
-    __slots__ = ("_clock", "_data", "_maxsize", "_ttl", "get", "pop")
-
-    def __init__(self, maxsize: int, ttl: float, clock: Clock) -> None:
-        self._maxsize = maxsize
-        self._ttl = ttl
-        self._clock = clock
-        self._data: OrderedDict[_GroupKey, _Group] = OrderedDict()
-        self.get = self._data.get
-        self.pop = self._data.pop
-
-    def new(self) -> _Group:
-        """An empty group, to fill and :meth:`put`."""
-        group = _Group()
-        group.expires = 0.0
-        return group
-
-    def put(self, key: _GroupKey, group: _Group) -> None:
-        now = self._clock()
-        data = self._data
-        group.expires = now + self._ttl
-        data[key] = group
-        data.move_to_end(key)
-        self._expire(now)
-        while len(data) > self._maxsize:
-            data.popitem(last=False)
-
-    def group_keys(self) -> list[_GroupKey]:
-        return list(self._data)
-
-    def clear(self) -> None:
-        self._data.clear()
-
-    def _expire(self, now: float) -> None:
-        data = self._data
-        while data:
-            key = next(iter(data))
-            if data[key].expires > now:
-                return
-            del data[key]
-
-    def __len__(self) -> int:
-        self._expire(self._clock())
-        return len(self._data)
+_Group = dict[FilterKey, _Entry[Any]]
+"""One (source, subject)'s answers by filter key."""
 
 
 @dataclass(slots=True)
@@ -271,7 +206,9 @@ class AnnotationCache(Generic[T]):
         self._ttl = config.ttl_s if self._shared is None else min(config.ttl_s, config.local_ttl_s)
         self._max_stale = max(config.ttl_s, config.max_stale_s)
         self._store_enabled = config.enabled and self._max_stale > 0
-        self._groups = _Groups(config.max_entries, max(self._max_stale, 1e-9), clock)
+        self._groups: ExpiringMap[_GroupKey, _Group] = ExpiringMap(
+            ttl=max(self._max_stale, 1e-9), max_weight=config.max_entries, clock=clock
+        )
         self._flights: dict[_FlightKey, _Flight[T]] = {}
         self._generation: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -631,7 +568,7 @@ class AnnotationCache(Generic[T]):
     def _put(self, source: str, fkey: FilterKey, slot: Slot, entry: _Entry[T], now: float) -> None:
         key = (source, slot)
         old = self._groups.get(key)
-        group = self._groups.new()
+        group: _Group = {}
         if old:
             # Carry over the other filter variants that are still usable; drop dead ones.
             for k, e in old.items():
@@ -666,7 +603,7 @@ class AnnotationCache(Generic[T]):
 
     def clear(self) -> None:
         """Forget everything (in-flight calls finish but do not store)."""
-        for source in {k[0] for k in self._groups.group_keys()} | {k[0] for k in self._flights}:
+        for source in {k[0] for k in self._groups.held_keys()} | {k[0] for k in self._flights}:
             self._generation[source] = self._generation.get(source, 0) + 1
         self._groups.clear()
         self._flights.clear()

@@ -45,7 +45,6 @@ latencies and outcomes, cache hits and misses, in-flight counts and circuit stat
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from bisect import bisect_right
@@ -56,9 +55,8 @@ from datetime import UTC, datetime
 from operator import attrgetter
 from typing import Any
 
-from cachetools import TTLCache
-
 from annotation_gateway.cache import AnnotationCache, CacheAnswer, Prefetched
+from annotation_gateway.cache.expiring import ExpiringMap
 from annotation_gateway.cache.redis_tier import RedisTier
 from annotation_gateway.errors import (
     ForbiddenError,
@@ -109,6 +107,11 @@ __all__ = ["Federation"]
 log = logging.getLogger("annotation_gateway.federation")
 
 _SUBJECT_ID = attrgetter("subject_id")
+
+
+def _merged_weight(merged: Merged) -> int:
+    """What a merged result weighs in the merged-results map: the records it refers to (and 1)."""
+    return len(merged.records) + 1
 
 
 class Federation:
@@ -179,11 +182,13 @@ class Federation:
         # encoded again (Merged.same_inputs) — what a replica's repeated hits cost.
         self._revalidate = cache.enabled and self._cache.shared is not None
         self._merged_keep = max(self._merged_ttl, cache.ttl_s) if self._revalidate else self._merged_ttl
-        self._merged: TTLCache[bytes, Merged] = TTLCache(
-            maxsize=limits.MERGED_CACHE_MAX_ITEMS,
+        # Read on every cache hit: a dict's get, not cachetools' (~3 % of a hit). A result is
+        # fresh until its own ``expires_at``; the map's time is only how long it is kept.
+        self._merged: ExpiringMap[bytes, Merged] = ExpiringMap(
             ttl=max(self._merged_keep, 1e-9),
-            timer=clock,
-            getsizeof=lambda merged: len(merged.records) + 1,
+            max_weight=limits.MERGED_CACHE_MAX_ITEMS,
+            clock=clock,
+            weigh=_merged_weight,
         )
         self._query_keys: dict[
             tuple[FederatedQuery, frozenset[str] | None, str | None],
@@ -553,9 +558,7 @@ class Federation:
                 done, expires_at=expires_at, ordered=ordered, revalidate=self._revalidate and storable
             )
         if digest is not None and storable:
-            # A result larger than the whole merged cache (ValueError) is served, not kept.
-            with contextlib.suppress(ValueError):
-                self._merged[digest] = merged
+            self._merged.put(digest, merged)  # a result larger than the whole map is served, not kept
         return merged
 
     async def _ask(
