@@ -206,6 +206,8 @@ class AnnotationCache(Generic[T]):
         self._ttl = config.ttl_s if self._shared is None else min(config.ttl_s, config.local_ttl_s)
         self._max_stale = max(config.ttl_s, config.max_stale_s)
         self._store_enabled = config.enabled and self._max_stale > 0
+        # Reads need no expiry check: a group past its time holds only entries older than
+        # max_stale, which the age checks of get() never serve; its expiry is about memory.
         self._groups: ExpiringMap[_GroupKey, _Group] = ExpiringMap(
             ttl=max(self._max_stale, 1e-9), max_weight=config.max_entries, clock=clock
         )
