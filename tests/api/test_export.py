@@ -347,7 +347,7 @@ async def test_a_source_failing_on_a_later_page_is_named_in_the_trailer() -> Non
         return SourceUnavailableError("simulated outage", source="dd") if calls["dd"] > 1 else None
 
     # 100 subjects, 25 Phoenix and 5 Datadog annotations each. The export's first chunks are one
-    # subject each (federation.core._Chunker), each chunk asking each source once, so the second
+    # subject each (federation.id_chunks.Chunker), each chunk asking each source once, so the second
     # chunk meets the outage, and every chunk after it too.
     assert EXPORT_FIRST_CHUNK_SUBJECTS == 1
     phoenix = FakeProvider(

@@ -48,8 +48,8 @@ import asyncio
 import logging
 import time
 from bisect import bisect_right
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import aclosing
 from dataclasses import replace
 from datetime import UTC, datetime
 from operator import attrgetter
@@ -70,11 +70,11 @@ from annotation_gateway.federation.answers import QueryPage, SourceInfo, SourceS
 from annotation_gateway.federation.changes import ChangesPage, FeedState, Oldest
 from annotation_gateway.federation.cursor import CursorCodec, bind
 from annotation_gateway.federation.guards import SourceRuntime
+from annotation_gateway.federation.id_chunks import Chunker, stream_chunks
 from annotation_gateway.federation.limits import DEFAULT_SOURCE_DEADLINE_S
 from annotation_gateway.federation.merge import (
     Merged,
     Outcome,
-    StatusTotals,
     all_failed,
     as_cache_hit,
     merge,
@@ -348,22 +348,17 @@ class Federation:
         allowed_sources: frozenset[str] | None = None,
         ordered: bool = True,
     ) -> AsyncIterator[QueryPage]:
-        """Every match of ``query``, a chunk of subjects at a time (exports).
-
-        The subject ids (sorted: the query is normalised) are cut into chunks (see
-        :class:`_Chunker`: one subject first, for a quick first byte, then as many as make about
-        ``EXPORT_TARGET_RECORDS`` annotations at the density seen so far, at most
-        ``EXPORT_CHUNK_SUBJECTS``); up to ``EXPORT_CHUNKS_IN_FLIGHT`` are fetched at once, and
-        each is yielded, in subject order, as one page of its records in answer order (an
-        identifier-only query is one chunk). So memory holds a few chunks, never the whole
-        result, and the order is: by subject chunk, then ``updated_at`` descending and ``id``
-        within a chunk — a global order would need everything first. Reads use fresh cache
-        entries and join flights but store nothing. The first chunk's errors are raised before
-        anything is yielded (``partial=deny``, every source failing, 403, 422); a later chunk's
-        too, for the caller to report after what it already wrote. ``next_cursor`` is ``None``;
-        each page's ``sources`` (and ``partial``) cover the stream so far — id chunks totalled by
-        :class:`~.merge.StatusTotals`, a scope walk's are its running totals — so the last
-        page's are the whole stream's.
+        """Every match of ``query``, a chunk of subjects at a time (exports): listed ids through
+        :mod:`.id_chunks` (one subject first, for a quick first byte, then about
+        ``EXPORT_TARGET_RECORDS`` annotations a chunk, a few chunks in flight), a scope through
+        :mod:`.scope_reads`. Each chunk is one page of its records in answer order; so memory
+        holds a few chunks, never the whole result, and the order is: by subject chunk, then
+        ``updated_at`` descending and ``id`` within a chunk — a global order would need
+        everything first. Reads use fresh cache entries and join flights but store nothing. The
+        first chunk's errors are raised before anything is yielded (``partial=deny``, every
+        source failing, 403, 422); a later chunk's too, for the caller to report after what it
+        already wrote. ``next_cursor`` is ``None``; each page's ``sources`` (and ``partial``)
+        cover the stream so far, so the last page's are the whole stream's.
 
         ``ordered=False`` (aggregation, which needs no order): a chunk's records come in no
         particular order (no sort per chunk), and chunks are larger (``AGGREGATE_*`` limits:
@@ -376,47 +371,28 @@ class Federation:
                 yield page
             return
         if ordered:
-            chunker = _Chunker(
+            chunker = Chunker(
                 query.subject_ids,
                 first=limits.EXPORT_FIRST_CHUNK_SUBJECTS,
                 target=limits.EXPORT_TARGET_RECORDS,
                 most=limits.EXPORT_CHUNK_SUBJECTS,
             )
         else:
-            chunker = _Chunker(
+            chunker = Chunker(
                 query.subject_ids,
                 first=limits.AGGREGATE_FIRST_CHUNK_SUBJECTS,
                 target=limits.AGGREGATE_TARGET_RECORDS,
                 most=limits.AGGREGATE_CHUNK_SUBJECTS,
             )
 
-        def start(chunk: tuple[str, ...]) -> asyncio.Task[Merged]:
-            part = replace(query, subject_ids=chunk) if chunk else query
-            return asyncio.ensure_future(self._fan_out(part, selected, None, ordered=ordered))
+        def fan_out(part: FederatedQuery) -> Awaitable[Merged]:
+            return self._fan_out(part, selected, None, ordered=ordered)
 
-        window: deque[tuple[int, asyncio.Task[Merged]]] = deque()
-        totals = StatusTotals()
-        try:
-            while len(window) < limits.EXPORT_CHUNKS_IN_FLIGHT and (chunk := chunker.next()) is not None:
-                window.append((len(chunk), start(chunk)))
-            while window:
-                subjects, task = window.popleft()
-                merged = await task
-                chunker.observe(subjects, len(merged.records))
-                if (chunk := chunker.next()) is not None:
-                    window.append((len(chunk), start(chunk)))
-                so_far = totals.add(merged.statuses)
-                yield QueryPage(
-                    records=list(merged.records),
-                    next_cursor=None,
-                    partial=any(s.status == "error" for s in so_far),
-                    sources=so_far,
-                )
-                del merged
-        finally:
-            for _, task in window:
-                task.cancel()
-            await asyncio.gather(*(task for _, task in window), return_exceptions=True)
+        # Closed with this generator, not when collected: the chunks in flight are cancelled
+        # as soon as the caller stops reading (an export's client gone).
+        async with aclosing(stream_chunks(query, fan_out, chunker)) as pages:
+            async for page in pages:
+                yield page
 
     async def consume(
         self,
@@ -768,42 +744,3 @@ class Federation:
                 f"unknown source {name!r}; known: {', '.join(self._sources) or 'none'}",
                 errors=[{"loc": [loc], "msg": f"unknown source {name!r}", "type": "value_error"}],
             ) from None
-
-
-class _Chunker:
-    """Cuts a stream's subject ids into chunks sized by what earlier chunks held.
-
-    The first chunks are ``first`` subjects (nothing is known yet; for an export a small first
-    chunk is a quick first byte); later ones hold as many subjects as make about ``target``
-    annotations at the average seen so far, between 1 and ``most``. So a chunk's memory follows
-    the target, not the stream's size or its subjects' density. No subject ids (an
-    identifier-only query): one empty chunk.
-    """
-
-    def __init__(self, subject_ids: tuple[str, ...], *, first: int, target: int, most: int) -> None:
-        self._ids = subject_ids
-        self._first, self._target, self._most = first, target, most
-        self._at = 0
-        self._subjects_seen = 0
-        self._records_seen = 0
-        self._whole = not subject_ids
-
-    def next(self) -> tuple[str, ...] | None:
-        if self._whole:
-            self._whole = False
-            return ()
-        if self._at >= len(self._ids):
-            return None
-        if self._subjects_seen == 0:
-            size = self._first
-        else:
-            per_subject = max(self._records_seen / self._subjects_seen, 1.0)
-            size = int(self._target / per_subject)
-        size = min(max(size, 1), self._most)
-        chunk = self._ids[self._at : self._at + size]
-        self._at += size
-        return chunk
-
-    def observe(self, subjects: int, records: int) -> None:
-        self._subjects_seen += subjects
-        self._records_seen += records
