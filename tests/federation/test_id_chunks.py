@@ -6,11 +6,12 @@ closed early cancels them at once."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 
 from annotation_gateway.federation import FederatedQuery, Federation
 from annotation_gateway.federation import limits as federation_limits
-from annotation_gateway.federation.answers import SourceStatus
+from annotation_gateway.federation.answers import QueryPage, SourceStatus
 from annotation_gateway.federation.id_chunks import Chunker, stream_chunks
 from annotation_gateway.federation.merge import Merged
 from annotation_gateway.model import Annotation, ProviderKind
@@ -87,9 +88,9 @@ async def test_pages_come_in_subject_order_with_a_few_chunks_in_flight() -> None
     assert totals == 6, "the last page's sources cover the whole stream"
 
 
-async def _collect(pages: object, got: list[str]) -> int:
+async def _collect(pages: AsyncIterator[QueryPage], got: list[str]) -> int:
     last = 0
-    async for page in pages:  # type: ignore[attr-defined]
+    async for page in pages:
         got.extend(r.subject_id for r in page.records)
         last = page.sources[0].count
     return last

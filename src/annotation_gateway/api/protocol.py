@@ -183,18 +183,15 @@ class CoalescingTransport(asyncio.Transport):
             self._flush = None
 
     def _send_held(self) -> None:
+        """Send what is held now (the end of the loop's turn, close, EOF); never to a closing
+        transport. Cancelling the pending call, when this is it, is harmless."""
         held = self._held
-        self._held = self._flush = None
+        self._release()
         if held is not None and not self._transport.is_closing():
             self._transport.write(held)
 
-    def _send_now(self) -> None:
-        if self._flush is not None:
-            self._flush.cancel()
-        self._send_held()
-
     def close(self) -> None:
-        self._send_now()
+        self._send_held()
         self._transport.close()
 
     def abort(self) -> None:
@@ -202,7 +199,7 @@ class CoalescingTransport(asyncio.Transport):
         self._transport.abort()
 
     def write_eof(self) -> None:
-        self._send_now()
+        self._send_held()
         self._transport.write_eof()
 
     def can_write_eof(self) -> bool:
