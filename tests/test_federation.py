@@ -703,6 +703,33 @@ async def test_merged_results_expire_with_the_ttl() -> None:
     assert len(p.calls) == 2
 
 
+async def test_an_unchanged_refresh_renews_the_merged_result() -> None:
+    clock = ManualClock()
+    p, d = phoenix(items=many("phoenix-a", 4)), datadog(items=many("datadog-a", 3))
+    f = fed(p, d, clock=clock, cache=CacheConfig(ttl_s=10, max_stale_s=100))
+    query = FederatedQuery(subject_ids=("s1",))
+    first = await f.query(query)
+    # A no-cache refresh, then a poll after the ttl: both ask the sources (new record objects
+    # every time) and, the answers being the same documents, give back the records held and the
+    # page's JSON written for the first answer (renewed: neither merged nor encoded again).
+    for again in (await f.query(replace(query, use_cache=False)), None):
+        if again is None:
+            clock.advance(11)
+            again = await f.query(query)
+        assert [s.cached for s in again.sources] == [False, False]
+        assert all(x is y for x, y in zip(again.records, first.records, strict=True))
+        assert again.records_json is first.records_json
+    assert (len(p.calls), len(d.calls)) == (3, 3)
+    # One source's answer changed: merged and written again, with the change.
+    d.annotations[0] = d.annotations[0].model_copy(update={"label": "changed"})
+    changed = await f.query(replace(query, use_cache=False))
+    assert changed.records_json is not first.records_json
+    assert [a.label for a in changed.data if a.id == d.annotations[0].id] == ["changed"]
+    assert changed.records_json is not None
+    assert first.records_json is not None
+    assert bytes(changed.records_json.items) != bytes(first.records_json.items)
+
+
 async def test_single_flight_across_concurrent_identical_queries() -> None:
     gate = asyncio.Event()
     p = phoenix(items=many("phoenix-a", 3), gate=gate)

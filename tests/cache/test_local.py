@@ -239,6 +239,39 @@ async def test_no_cache_bypasses_reads_but_refreshes() -> None:
     assert len(refreshed.items) == 2
 
 
+async def test_a_refresh_that_answers_the_same_keeps_the_items_held() -> None:
+    compared: list[tuple[int, int]] = []
+
+    def same(held: Sequence[Annotation], new: Sequence[Annotation]) -> bool:
+        compared.append((len(held), len(new)))
+        return [a.model_dump() for a in held] == [a.model_dump() for a in new]
+
+    c = AnnotationCache(
+        CacheConfig(ttl_s=30, max_stale_s=300), subject_of=SUBJECT_ID, clock=ManualClock(), same_items=same
+    )
+    p = provider(("s1", 2), ("s2", 1))
+
+    async def fetch(query: SourceQuery) -> list[Annotation]:  # new objects on every call
+        return [a.model_copy() for a in await p.fetch(query)]
+
+    first = await c.get(SRC, q("s1", "s2"), fetch)
+    assert compared == []  # nothing held yet: nothing to compare
+    again = await c.get(SRC, q("s1", "s2"), fetch, use_cache=False)
+    assert not again.cached
+    assert compared == [(2, 2), (1, 1)]  # per subject
+    assert all(x is y for x, y in zip(again.items, first.items, strict=True))
+    # s2 changed: its new items are answered and kept; s1's held ones stay.
+    p.annotations[2] = p.annotations[2].model_copy(update={"label": "changed"})
+    changed = await c.get(SRC, q("s1", "s2"), fetch, use_cache=False)
+    by_subject = {a.subject.id: a for a in changed.items}
+    assert by_subject["s2"].label == "changed"
+    assert by_subject["s2"] is not first.items[2]
+    assert all(x is y for x, y in zip(changed.items[:2], first.items[:2], strict=True))
+    held = await c.get(SRC, q("s1", "s2"), fetch)
+    assert held.cached
+    assert held.items[2] is by_subject["s2"]
+
+
 async def test_no_cache_does_not_join_an_older_flight() -> None:
     c = cache(ManualClock())
     p = provider(("s1", 1))

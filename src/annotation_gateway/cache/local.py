@@ -42,6 +42,11 @@ answer, which may predate the write (read-your-write).
 *Bypass.* ``use_cache=False`` (``Cache-Control: no-cache``) neither reads fresh entries nor joins
 flights, but stores what it fetched (a refresh) and may still serve stale on error.
 
+*Unchanged refreshes.* With ``same_items`` (the federation's ``records.same_documents``), a
+fetch whose answer for a subject is the same as the entry held for it keeps and answers the
+held items, not the new copies: what was derived from them (the federation's merged result and
+its page's JSON) stays valid and is renewed rather than built again.
+
 *Shared tier.* With a :class:`SharedTier` (``[cache] backend = "redis"``, see
 :mod:`annotation_gateway.cache.redis_tier`) this cache is the process's short-lived local tier: its
 ``ttl`` is ``min(ttl_s, local_ttl_s)`` and a flight asks the shared tier (which looks up its
@@ -197,9 +202,13 @@ class AnnotationCache(Generic[T]):
         subject_of: Callable[[T], str],
         clock: Clock = time.monotonic,
         shared: SharedTier[T] | None = None,
+        same_items: Callable[[Sequence[T], Sequence[T]], bool] | None = None,
     ) -> None:
-        """``shared``: the shared tier this cache is the local tier of (``None``: memory only)."""
+        """``shared``: the shared tier this cache is the local tier of (``None``: memory only).
+        ``same_items``: whether a held answer and a new one are the same (see *Unchanged
+        refreshes*); ``None`` stores every new answer."""
         self._subject_of = subject_of
+        self._same_items = same_items
         self._clock = clock
         self._enabled = config.enabled
         self._shared = shared if config.enabled else None
@@ -564,7 +573,14 @@ class AnnotationCache(Generic[T]):
         self, source: str, fkey: FilterKey, parts: dict[Slot, tuple[T, ...]], stored_at: float
     ) -> None:
         now = self._clock()
+        same = self._same_items
         for slot, items in parts.items():
+            if same is not None:
+                group = self._groups.get((source, slot))
+                held = group.get(fkey) if group is not None else None
+                if held is not None and same(held.items, items):
+                    # The flight answers ``parts``: the held items, so what was built on them holds.
+                    parts[slot] = items = held.items
             self._put(source, fkey, slot, _Entry(items, stored_at), now)
 
     def _put(self, source: str, fkey: FilterKey, slot: Slot, entry: _Entry[T], now: float) -> None:

@@ -48,8 +48,9 @@ class Merged:
 
     def same_inputs(self, done: list[Outcome]) -> bool:
         """Whether ``done`` is what this result was merged from: every source answered the very
-        same record objects, in the same order (what a shared cache tier gives back when it
-        confirms the answers this process holds), so merging them again would give this result."""
+        same record objects, in the same order (what the answer cache gives back when a refresh
+        found the documents it holds unchanged, or the shared tier confirmed them), so merging
+        them again would give this result."""
         inputs = self.inputs
         if len(inputs) != len(done):
             return False
