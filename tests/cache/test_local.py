@@ -521,3 +521,30 @@ async def test_aclose_cancels_running_calls() -> None:
     with pytest.raises(SourceUnavailableError, match="cancelled"):
         await waiter
     assert c.in_flight == 0
+
+
+async def test_a_caller_cancelled_as_its_flight_is_cancelled_is_cancelled() -> None:
+    c = cache(ManualClock())
+    loop = asyncio.get_running_loop()
+    gate = asyncio.Event()
+    waiter: asyncio.Task[object] | None = None
+
+    async def fetch(query: SourceQuery) -> list[Annotation]:
+        try:
+            await gate.wait()
+        except asyncio.CancelledError:
+            # The shared call is being cancelled (shutdown). Two turns later — after its
+            # waiter's shield has passed the cancellation on, before the waiter resumes — the
+            # request is cancelled too.
+            assert waiter is not None
+            loop.call_soon(loop.call_soon, waiter.cancel)
+            raise
+        return []
+
+    waiter = asyncio.create_task(c.get(SRC, q("s1"), fetch))
+    await asyncio.sleep(0.01)
+    await c.aclose()
+    # The request's own cancellation is not turned into the shared call's error (which a
+    # request that was not cancelled gets: test_aclose_cancels_running_calls).
+    with pytest.raises(asyncio.CancelledError):
+        await waiter

@@ -315,14 +315,28 @@ class AnnotationCache(Generic[T]):
                 slot_flight[slot] = flight
             waits[id(flight)] = flight
 
-        outcomes = await asyncio.gather(
-            *(asyncio.shield(f.future) for f in waits.values()), return_exceptions=True
-        )
         failure: BaseException | None = None
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                failure = outcome
-                break
+        if len(waits) == 1:
+            # The usual case, one flight: awaited through its shield without a gather (a task's
+            # worth of futures and callbacks less, per source of a miss).
+            shared_call = next(iter(waits.values())).future
+            try:
+                await asyncio.shield(shared_call)
+            except asyncio.CancelledError as exc:
+                task = asyncio.current_task()
+                if not shared_call.cancelled() or (task is not None and task.cancelling()):
+                    raise  # this request was cancelled, not the shared call
+                failure = exc
+            except BaseException as exc:
+                failure = exc
+        else:
+            outcomes = await asyncio.gather(
+                *(asyncio.shield(f.future) for f in waits.values()), return_exceptions=True
+            )
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    failure = outcome
+                    break
         if failure is None:
             for slot, flight in slot_flight.items():
                 parts[slot] = flight.future.result()[slot]
