@@ -35,7 +35,7 @@ LIBRARY_SUBCLASSES: dict[str, tuple[str, set[str]]] = {
         "httpx.AsyncBaseTransport",
         {"__init__", "_open", "exchange", "handle_async_request", "aclose"},
     ),
-    "SourceClient": ("httpx.AsyncClient", {"__init__", "cookies"}),
+    "SourceClient": ("httpx.AsyncClient", {"__init__", "cookies", "aclose"}),
     "DirectResponse": ("httpx.Response", {"__init__", "request"}),
     "SetCookieOnlyJar": ("httpx.Cookies", {"extract_cookies"}),
 }

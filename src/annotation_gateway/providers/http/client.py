@@ -5,7 +5,8 @@ Contract:
 - :func:`make_client` builds the one shared ``httpx.AsyncClient`` of a source: explicit timeouts
   and pool limits, no environment, no redirects, and the providers' own aiohttp transport
   (:mod:`.transport`) unless a test passes its own (respx intercepts with
-  ``respx.mock(using="httpx")``, whatever the transport).
+  ``respx.mock(using="httpx")``, whatever the transport); with that transport, also the reads'
+  own HTTP/1.1 connections (:mod:`.connections`), which :func:`get` sends through.
 - The client's cookie jar only looks at answers that set a cookie: :class:`SourceClient`
   overrides httpx's public ``cookies`` property with a :class:`SetCookieOnlyJar`. httpx runs
   every answer through ``http.cookiejar`` by way of two compatibility wrappers (a ``urllib``
@@ -47,6 +48,7 @@ from annotation_gateway.errors import (
     SourceTimeoutError,
     SourceUnavailableError,
 )
+from annotation_gateway.providers.http.connections import ConnectionPool
 from annotation_gateway.providers.http.transport import AiohttpTransport, Exchange
 
 __all__ = [
@@ -111,13 +113,20 @@ class SetCookieOnlyJar(httpx.Cookies):
 
 class SourceClient(httpx.AsyncClient):
     """``httpx.AsyncClient`` whose ``cookies`` (a public property) is a :class:`SetCookieOnlyJar`,
-    and which knows its aiohttp transport (``direct``: what :func:`get` sends through), if it has
-    that one."""
+    and which holds the reads' own connections (``direct``: what :func:`get` sends through) when
+    it is on the providers' transport; closing the client closes them."""
 
-    def __init__(self, *, direct: AiohttpTransport | None = None, **kwargs: Any) -> None:
+    def __init__(self, *, direct: ConnectionPool | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._jar = SetCookieOnlyJar(kwargs.get("cookies"))
         self.direct = direct
+
+    async def aclose(self) -> None:
+        try:
+            await super().aclose()
+        finally:
+            if self.direct is not None:
+                await self.direct.aclose()
 
     @property
     def cookies(self) -> httpx.Cookies:
@@ -142,13 +151,16 @@ def make_client(
         max_keepalive_connections=max_connections,
         keepalive_expiry=30.0,
     )
-    direct = AiohttpTransport(limits=limits) if transport is None else None
+    direct = None
+    if transport is None:
+        transport = AiohttpTransport(limits=limits)
+        direct = ConnectionPool(max_connections=max_connections, keepalive_expiry=30.0)
     return SourceClient(
         base_url=base_url,
         headers=dict(headers or {}),
         timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 2.0)),
         limits=limits,
-        transport=direct or transport,
+        transport=transport,
         direct=direct,
         trust_env=False,
         follow_redirects=False,
@@ -231,12 +243,14 @@ async def get(client: httpx.AsyncClient, path: str, params: QueryParams, *, sour
     jar (a client that holds cookies sends them through httpx). Per request, httpx builds and
     parses the URL (~65 µs with five ids), runs its auth, redirect and hook machinery and wraps
     the body in two streams (~130 µs); here the URL is written as :func:`get_request` writes it,
-    the request goes out with the client's headers and timeouts through
-    :meth:`~annotation_gateway.providers.http.transport.AiohttpTransport.exchange`, and the answer
-    is a :class:`DirectResponse`, decoded and read as httpx reads it, through the client's cookie
-    jar like every answer. Measured against a local server (a 50-row page, five ids), CPU a
-    retrying GET: 513 → 250-305 µs (aiohttp alone: 150-160). ``tests/providers/test_direct_get.py``
-    holds the two ways to the same requests on the wire and the same responses and errors.
+    the request goes out with the client's headers and timeouts over the reads' own connections
+    (:class:`~annotation_gateway.providers.http.connections.ConnectionPool`, ~35 µs a GET where
+    aiohttp's client took ~95), and the answer is a :class:`DirectResponse`, decoded and read as
+    httpx reads it, through the client's cookie jar like every answer. Measured against a local
+    server (a 50-row page, five ids), CPU a retrying GET: 513 → 250-305 µs through aiohttp's
+    client. ``tests/providers/test_direct_get.py`` holds the two ways to the same requests on the
+    wire and the same responses and errors (error messages name httpx's exception, not the
+    client's beneath it).
     """
     return await _get(client, path, params, None, source=source)
 
@@ -279,7 +293,7 @@ async def _get(
     url = _absolute_url(client, path, params)
     headers = client.headers.multi_items()
     try:
-        exchange = await direct.exchange("GET", url, headers, None, client.timeout.as_dict())
+        exchange = await direct.get(url, headers, client.timeout.as_dict())
     except httpx.TransportError as exc:
         raise transport_error(exc, where=f"GET {httpx.URL(url).path}", source=source) from exc
     content = exchange.content
@@ -380,9 +394,10 @@ async def _release(response: httpx.Response) -> None:
 
 
 def _names(exc: BaseException) -> str:
-    """``ReadError``, or ``ReadError (ClientOSError)`` when the transport says what lay beneath."""
-    cause = exc.__cause__
-    return type(exc).__name__ if cause is None else f"{type(exc).__name__} ({type(cause).__name__})"
+    """``ReadError``: httpx's name for what failed. The exception beneath it (aiohttp's or the
+    OS's, in the cause chain for the logs) is not named: which HTTP client read the answer is
+    not the caller's business, and both ways to a source give the same words."""
+    return type(exc).__name__
 
 
 def _is_refused(exc: BaseException) -> bool:

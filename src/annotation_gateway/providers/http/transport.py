@@ -6,8 +6,9 @@ Contract:
   httpx builds, authenticates and classifies requests; aiohttp sends them over its pooled
   keep-alive connections (``limits.max_connections`` at most, ``keepalive_expiry`` idle).
   :meth:`AiohttpTransport.exchange` is that one send, for a request given as its method, URL
-  string, headers and body (the providers' direct GET, ``client.py``, uses it without building an
-  ``httpx.Request``); ``handle_async_request`` is it for httpx's client.
+  string, headers and body; ``handle_async_request`` is it for httpx's client. (The reads' GET
+  goes over the providers' own connections instead, :mod:`.connections`, which answer the same
+  :class:`Exchange`.)
 - Each answer's body is read in **one** aiohttp call before the transport returns, and handed to
   httpx as one ``httpx.ByteStream`` (every provider reads whole bodies); httpx still decodes the
   ``Content-Encoding`` itself (aiohttp's ``auto_decompress`` is off), so the response is the one
