@@ -743,6 +743,48 @@ async def test_single_flight_across_concurrent_identical_queries() -> None:
     assert all(len(pg.data) == 6 for pg in pages)
 
 
+async def test_a_page_is_ready_the_turn_after_its_last_source_answers() -> None:
+    # Under load every turn of the event loop waits behind the other requests' work, so the
+    # chain from an upstream answer to the page is kept short: the sources' calls run in their
+    # own tasks, and a call that ends wakes the requests waiting for it from its own step (no
+    # shield, gather or task per source in between; that chain took five turns).
+    gate = asyncio.Event()
+    p = phoenix(items=many("phoenix-a", 3), gate=gate)
+    d = datadog(items=many("datadog-a", 3), gate=gate)
+    f = fed(p, d)
+    query = asyncio.create_task(f.query(FederatedQuery(subject_ids=("s1",))))
+    while (p.started, d.started) != (1, 1):
+        await asyncio.sleep(0)
+    gate.set()
+    turns = 0
+    while not query.done():
+        await asyncio.sleep(0)
+        turns += 1
+    # One turn for the calls to resume from the gate and end, one for the request to resume.
+    assert turns == 2
+    assert len((await query).data) == 6
+
+
+async def test_each_source_is_timed_to_the_end_of_its_own_call() -> None:
+    # The sources' answers are read in configuration order; the second, which ended first, is
+    # still timed to the end of its own call, not to when the request came to read it.
+    slow, fast = asyncio.Event(), asyncio.Event()
+    p = phoenix(items=many("phoenix-a", 3), gate=slow)
+    d = datadog(items=many("datadog-a", 3), gate=fast)
+    f = fed(p, d)
+    query = asyncio.create_task(f.query(FederatedQuery(subject_ids=("s1",))))
+    while (p.started, d.started) != (1, 1):
+        await asyncio.sleep(0)
+    fast.set()
+    await asyncio.sleep(0.2)
+    slow.set()
+    elapsed = {s.source: s.elapsed_ms for s in (await query).sources}
+    assert elapsed["phoenix-a"] is not None
+    assert elapsed["datadog-a"] is not None
+    assert elapsed["phoenix-a"] >= 200
+    assert elapsed["datadog-a"] < 100
+
+
 async def test_stale_on_error_is_marked_and_not_partial() -> None:
     clock = ManualClock()
     p, d = two_sources()

@@ -533,11 +533,10 @@ async def test_a_caller_cancelled_as_its_flight_is_cancelled_is_cancelled() -> N
         try:
             await gate.wait()
         except asyncio.CancelledError:
-            # The shared call is being cancelled (shutdown). Two turns later — after its
-            # waiter's shield has passed the cancellation on, before the waiter resumes — the
-            # request is cancelled too.
+            # The shared call is being cancelled (shutdown). In the same turn — after the call
+            # has woken its waiting requests, before they resume — the request is cancelled too.
             assert waiter is not None
-            loop.call_soon(loop.call_soon, waiter.cancel)
+            loop.call_soon(waiter.cancel)
             raise
         return []
 

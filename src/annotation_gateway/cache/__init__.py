@@ -25,6 +25,7 @@ from annotation_gateway.cache.local import (
     AnnotationCache,
     CacheAnswer,
     Fetch,
+    Waiting,
     filter_key,
     may_serve_stale,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "Slot",
     "TierEntry",
     "TierFill",
+    "Waiting",
     "filter_key",
     "may_serve_stale",
 ]

@@ -30,9 +30,16 @@ upstream call *started*, so an entry never claims to be fresher than it is.
 call: the first creates a :class:`_Flight` (one future for the whole provider call) and registers
 it under each subject it fetches; later callers await that flight for those subjects and fetch
 only the rest themselves. The provider call runs in its own task, so a caller that is cancelled
-(client gone) neither cancels the call for the others nor leaves a half-resolved future; waiters
-await it through ``asyncio.shield``. A failure is set on the flight's future, so every waiter
+(client gone) neither cancels the call for the others nor leaves a half-resolved future. Each
+waiter waits on a future of its own, which the call sets from its own step when it ends (a
+cancelled caller cancels only that one): a request resumes the turn after its last call ends —
+under load each turn of the event loop waits behind the other requests' work, and a shield and a
+gather per source made it four turns. A failure is set on the flight's future, so every waiter
 receives it, and nothing is stored (the cache is never poisoned by an error).
+
+*Reading in two halves.* :meth:`AnnotationCache.start` looks up and starts or joins the flights
+without waiting; :meth:`AnnotationCache.finish` waits for them. The federation starts every
+source's read, then finishes each in turn (the calls run meanwhile): no task per source.
 
 *Writes.* :meth:`invalidate` drops the written subjects' groups and the source's identifier
 group, detaches in-flight flights of that source (later readers start a fresh call), and bumps
@@ -71,9 +78,9 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from annotation_gateway.cache.expiring import ExpiringMap
 from annotation_gateway.cache.tier import (
@@ -95,6 +102,7 @@ __all__ = [
     "AnnotationCache",
     "CacheAnswer",
     "Fetch",
+    "Waiting",
     "filter_key",
     "may_serve_stale",
 ]
@@ -174,22 +182,62 @@ class CacheAnswer(Generic[T]):
     """True when served from entries older than ``ttl`` because the source failed."""
     fetched_at: float
     """Clock time the oldest part of the answer was fetched (for derived caches' expiry)."""
+    ready_at: float = field(default_factory=time.perf_counter)
+    """``perf_counter`` time the answer was ready (its flights' end), for the caller's timing:
+    a caller may collect it later than that (:meth:`AnnotationCache.finish`)."""
 
 
 class _Flight(Generic[T]):
     """One upstream call, shared by every request that needs one of its subjects."""
 
-    __slots__ = ("future", "keys", "oldest", "upstream", "usable")
+    __slots__ = ("ended", "future", "keys", "oldest", "upstream", "usable", "waiters")
 
     def __init__(self, future: asyncio.Future[dict[Slot, tuple[T, ...]]]) -> None:
         self.future = future
         self.keys: list[_FlightKey] = []
+        self.waiters: list[asyncio.Future[None]] = []
+        """One per request waiting for this call, woken by :meth:`wake` (module docstring)."""
+        self.ended = 0.0
+        """``perf_counter`` time the call ended (0 while it runs)."""
         self.upstream = True
         """False when the shared tier answered without an upstream call."""
         self.oldest = float("inf")
         """The oldest ``stored_at`` of what the shared tier handed over."""
         self.usable: dict[Slot, _HeldEntry[T]] | None = None
         """The shared tier's entries for stale-on-error, when the call failed."""
+
+    async def wait(self) -> None:
+        """Until :attr:`future` is done. A cancelled caller cancels only its own wait."""
+        while not self.future.done():
+            waiter = self.future.get_loop().create_future()
+            self.waiters.append(waiter)
+            await waiter
+
+    def wake(self) -> None:
+        """Wake the requests waiting (the call ended): at once, from the call's own step."""
+        waiters, self.waiters = self.waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+class Waiting(NamedTuple, Generic[T]):
+    """An answer waiting for its flights (:meth:`AnnotationCache.start`)."""
+
+    source: str
+    slots: list[Slot]
+    parts: dict[Slot, tuple[T, ...]]
+    """The subjects already answered (fresh entries)."""
+    usable: dict[Slot, _Entry[T]]
+    """Entries that may stand in for a failed fetch (stale on error)."""
+    oldest: float
+    waits: dict[int, _Flight[T]]
+    slot_flight: dict[Slot, _Flight[T]]
+    stale_limit: float
+
+    def ready_at(self) -> float:
+        """``perf_counter`` time the last of its flights ended (0 while one runs)."""
+        return max(flight.ended for flight in self.waits.values())
 
 
 class AnnotationCache(Generic[T]):
@@ -246,6 +294,33 @@ class AnnotationCache(Generic[T]):
         whole export in the cache. ``prefetched``: what :meth:`confirm` found for this answer
         (the shared tier's fill uses it instead of a lookup of its own).
         """
+        started = self.start(
+            source,
+            query,
+            fetch,
+            use_cache=use_cache,
+            max_stale_s=max_stale_s,
+            store=store,
+            prefetched=prefetched,
+        )
+        return started if isinstance(started, CacheAnswer) else await self.finish(started)
+
+    def start(
+        self,
+        source: str,
+        query: SourceQuery,
+        fetch: Fetch[T],
+        *,
+        use_cache: bool = True,
+        max_stale_s: float | None = None,
+        store: bool = True,
+        prefetched: Prefetched | None = None,
+    ) -> CacheAnswer[T] | Waiting[T]:
+        """:meth:`get`'s first half, which does not wait (its arguments are :meth:`get`'s): the
+        answer when the cache has it all fresh, else the flights its missing subjects wait for
+        (started or joined now), which :meth:`finish` awaits. A caller asking several sources
+        starts them all, then finishes each in turn: the flights run in their own tasks, so the
+        answers come in the time of the slowest, with no task of the caller's per source."""
         stale_limit = self._max_stale if max_stale_s is None else min(self._max_stale, max_stale_s)
         fkey = filter_key(query)
         slots: list[Slot] = list(dict.fromkeys(query.subject_ids)) if query.subject_ids else [None]
@@ -314,29 +389,19 @@ class AnnotationCache(Generic[T]):
             for slot in to_fetch:
                 slot_flight[slot] = flight
             waits[id(flight)] = flight
+        return Waiting(source, slots, parts, usable, oldest, waits, slot_flight, stale_limit)
 
+    async def finish(self, waiting: Waiting[T]) -> CacheAnswer[T]:
+        """The answer :meth:`start` left waiting for its flights: raises what :meth:`get` raises."""
+        source, slots, parts, usable, oldest, waits, slot_flight, stale_limit = waiting
         failure: BaseException | None = None
-        if len(waits) == 1:
-            # The usual case, one flight: awaited through its shield without a gather (a task's
-            # worth of futures and callbacks less, per source of a miss).
-            shared_call = next(iter(waits.values())).future
-            try:
-                await asyncio.shield(shared_call)
-            except asyncio.CancelledError as exc:
-                task = asyncio.current_task()
-                if not shared_call.cancelled() or (task is not None and task.cancelling()):
-                    raise  # this request was cancelled, not the shared call
-                failure = exc
-            except BaseException as exc:
-                failure = exc
-        else:
-            outcomes = await asyncio.gather(
-                *(asyncio.shield(f.future) for f in waits.values()), return_exceptions=True
-            )
-            for outcome in outcomes:
-                if isinstance(outcome, BaseException):
-                    failure = outcome
-                    break
+        for flight in waits.values():
+            await flight.wait()  # each call runs in its own task: in all, the time of the slowest
+        for flight in waits.values():
+            call = flight.future
+            failure = asyncio.CancelledError() if call.cancelled() else call.exception()
+            if failure is not None:
+                break
         if failure is None:
             for slot, flight in slot_flight.items():
                 parts[slot] = flight.future.result()[slot]
@@ -347,7 +412,13 @@ class AnnotationCache(Generic[T]):
             for flight in waits.values():
                 upstream = upstream or flight.upstream
                 oldest = min(oldest, flight.oldest)
-            return CacheAnswer(_concat(parts, slots), cached=not upstream, stale=False, fetched_at=oldest)
+            return CacheAnswer(
+                _concat(parts, slots),
+                cached=not upstream,
+                stale=False,
+                fetched_at=oldest,
+                ready_at=waiting.ready_at(),
+            )
 
         if isinstance(failure, asyncio.CancelledError):
             # The shared call was cancelled (shutdown), not this request: report it as a source
@@ -364,7 +435,13 @@ class AnnotationCache(Generic[T]):
                 parts[slot] = entry.items
                 oldest = min(oldest, entry.stored_at)
             log.info("serving stale answer", extra={"source": source, "error": type(failure).__name__})
-            return CacheAnswer(_concat(parts, slots), cached=False, stale=True, fetched_at=oldest)
+            return CacheAnswer(
+                _concat(parts, slots),
+                cached=False,
+                stale=True,
+                fetched_at=oldest,
+                ready_at=waiting.ready_at(),
+            )
         raise failure
 
     async def confirm(
@@ -476,7 +553,7 @@ class AnnotationCache(Generic[T]):
                 held,
                 prefetched,
             )
-        task = loop.create_task(run, name=f"cache-flight:{source}")
+        task = loop.create_task(_flying(flight, run), name=f"cache-flight:{source}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return flight
@@ -577,6 +654,7 @@ class AnnotationCache(Generic[T]):
         return _HeldEntry(entry.items, stored_at, fetched_at, entry.version)
 
     def _end_flight(self, flight: _Flight[T]) -> None:
+        flight.ended = time.perf_counter()
         for key in flight.keys:
             if self._flights.get(key) is flight:
                 del self._flights[key]
@@ -668,6 +746,17 @@ class AnnotationCache(Generic[T]):
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._shared is not None:
             await self._shared.aclose()
+
+
+async def _flying(flight: _Flight[Any], run: Coroutine[Any, Any, None]) -> None:
+    """``run`` (a flight's call), then its waiters woken whatever happened: a call that ended
+    without an answer or an error (a bug) is cancelled, so that no request waits for ever."""
+    try:
+        await run
+    finally:
+        if not flight.future.done():
+            flight.future.cancel()
+        flight.wake()
 
 
 def _split(

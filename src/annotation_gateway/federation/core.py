@@ -53,9 +53,9 @@ from contextlib import aclosing
 from dataclasses import replace
 from datetime import UTC, datetime
 from operator import attrgetter
-from typing import Any
+from typing import Any, cast
 
-from annotation_gateway.cache import AnnotationCache, CacheAnswer, Prefetched
+from annotation_gateway.cache import AnnotationCache, CacheAnswer, Prefetched, Waiting
 from annotation_gateway.cache.expiring import ExpiringMap
 from annotation_gateway.cache.redis_tier import RedisTier
 from annotation_gateway.errors import (
@@ -487,36 +487,25 @@ class Federation:
             # every answer it was merged from, with no flight per source (cache/redis_tier.py's
             # docstring); what it cannot confirm is read as usual, from what it found.
             confirmed = await self._cache.confirm([(source.name, q) for source, q in asked]) or confirmed
+        # Every source's flight starts here, then each is awaited in turn: they run in their own
+        # tasks, so the answers come in the time of the slowest, with no task per source here.
         answers: list[Outcome | None] = []
-        jobs: list[Awaitable[Outcome]] = []
+        waiting: list[tuple[int, SourceRuntime, Waiting[Record], float]] = []
         for (source, source_query), answer in zip(asked, confirmed, strict=True):
             if isinstance(answer, CacheAnswer):
                 answers.append(self._answered(source, answer, keep, started))
                 continue
-            answers.append(None)
-            jobs.append(
-                self._ask(
-                    source,
-                    source_query,
-                    query.use_cache,
-                    stale_allowance(query),
-                    keep,
-                    store=store,
-                    prefetched=answer,
-                )
-            )
-        results = iter(await asyncio.gather(*jobs, return_exceptions=True) if jobs else ())
-        done: list[Outcome] = []
-        by_source = iter(answers)
-        for outcome in outcomes:
-            if outcome is None:
-                outcome = next(by_source)
-                if outcome is None:
-                    result = next(results)
-                    if isinstance(result, BaseException):
-                        raise result  # a bug, not a source failure: _ask turns those into statuses
-                    outcome = result
-            done.append(outcome)
+            asked_at = time.perf_counter()
+            got = self._start(source, source_query, query.use_cache, stale_allowance(query), store, answer)
+            if isinstance(got, CacheAnswer):
+                answers.append(self._answered(source, got, keep, asked_at))
+            else:
+                waiting.append((len(answers), source, got, asked_at))
+                answers.append(None)
+        for index, source, pending, asked_at in waiting:
+            answers[index] = await self._finished(source, pending, keep, asked_at)
+        by_source = iter(cast(list[Outcome], answers))  # each None was filled in just above
+        done = [outcome if outcome is not None else next(by_source) for outcome in outcomes]
 
         failures = [o.failure for o in done if o.failure is not None]
         if failures and query.partial == "deny":
@@ -553,19 +542,45 @@ class Federation:
         store: bool = True,
         prefetched: Prefetched | None = None,
     ) -> Outcome:
+        """One source's outcome for ``pushdown``, through the cache (a source failure is a
+        status, not raised)."""
         started = time.perf_counter()
+        got = self._start(source, pushdown, use_cache, max_stale_s, store, prefetched)
+        if isinstance(got, CacheAnswer):
+            return self._answered(source, got, keep, started)
+        return await self._finished(source, got, keep, started)
+
+    def _start(
+        self,
+        source: SourceRuntime,
+        pushdown: SourceQuery,
+        use_cache: bool,
+        max_stale_s: float | None,
+        store: bool,
+        prefetched: Prefetched | None,
+    ) -> CacheAnswer[Record] | Waiting[Record]:
+        return self._cache.start(
+            source.name,
+            pushdown,
+            self._fetcher(source),
+            use_cache=use_cache,
+            max_stale_s=max_stale_s,
+            store=store,
+            prefetched=prefetched,
+        )
+
+    async def _finished(
+        self,
+        source: SourceRuntime,
+        waiting: Waiting[Record],
+        keep: Callable[[Record], bool] | None,
+        started: float,
+    ) -> Outcome:
         try:
-            answer: CacheAnswer[Record] = await self._cache.get(
-                source.name,
-                pushdown,
-                self._fetcher(source),
-                use_cache=use_cache,
-                max_stale_s=max_stale_s,
-                store=store,
-                prefetched=prefetched,
-            )
+            answer = await self._cache.finish(waiting)
         except SourceError as exc:
-            elapsed_ms = (time.perf_counter() - started) * 1000
+            # Timed to the end of its call, not to when this request came to read it.
+            elapsed_ms = max(waiting.ready_at() - started, 0.0) * 1000
             self._observer.on_cache(source.name, "miss")
             status = SourceStatus(
                 source.name, source.kind, "error", elapsed_ms=elapsed_ms, error=exc.problem()
@@ -582,7 +597,7 @@ class Federation:
     ) -> Outcome:
         """The outcome of ``source``'s ``answer`` (asked at ``started``, ``perf_counter``)."""
         records = answer.items if keep is None else [record for record in answer.items if keep(record)]
-        elapsed_ms = (time.perf_counter() - started) * 1000
+        elapsed_ms = max(answer.ready_at - started, 0.0) * 1000
         self._observer.on_cache(source.name, "stale" if answer.stale else "hit" if answer.cached else "miss")
         status = SourceStatus(
             source.name,
