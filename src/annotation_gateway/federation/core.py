@@ -482,10 +482,11 @@ class Federation:
                 asked.append((source, pushdown(source, query)))
         confirmed: Sequence[CacheAnswer[Record] | Prefetched | None] = [None] * len(asked)
         started = time.perf_counter()
-        if previous is not None:
+        if previous is not None and query.use_cache:
             # A polled query whose result expired: one round trip to the shared tier confirms
             # every answer it was merged from, with no flight per source (cache/redis_tier.py's
-            # docstring); what it cannot confirm is read as usual, from what it found.
+            # docstring); what it cannot confirm is read as usual, from what it found. A
+            # no-cache read is not confirmed: every source is asked.
             confirmed = await self._cache.confirm([(source.name, q) for source, q in asked]) or confirmed
         # Every source's flight starts here, then each is awaited in turn: they run in their own
         # tasks, so the answers come in the time of the slowest, with no task per source here.
