@@ -7,7 +7,9 @@ The same requests and failures compared with aiohttp's way are in test_direct_ge
 from __future__ import annotations
 
 import asyncio
+import gc
 import ssl
+import tracemalloc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -277,3 +279,30 @@ async def test_a_source_client_reads_over_its_own_connections_and_closes_them() 
         await client.aclose()
         assert client.direct.open_connections == 0
     assert connections == [2]
+
+
+BIG = b"x" * 4_000_000
+
+
+async def test_an_answer_is_freed_with_its_last_reference() -> None:
+    head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(BIG)}\r\n\r\n".encode()
+    async with serving(counting([], head + BIG)) as base, pool() as p:
+        await p.get(f"{base}/x", HEADERS, TIMEOUTS)  # the connection is made and kept
+        # Without the cyclic collector: an answer caught in a reference cycle (a read timer
+        # that closes over itself did that) would stay until a collection, however big.
+        gc.collect()
+        gc.disable()
+        tracemalloc.start()
+        try:
+            answer = await p.get(f"{base}/x", HEADERS, TIMEOUTS)
+            assert len(answer.content) == len(BIG)
+            held = tracemalloc.get_traced_memory()[0]
+            del answer
+            await asyncio.sleep(0)  # the future that carried it is let go by the loop's next turn
+            left = tracemalloc.get_traced_memory()[0]
+        finally:
+            tracemalloc.stop()
+            gc.enable()
+        assert p.open_connections == 1
+    assert held > len(BIG)
+    assert left < 1_000_000  # the 4 MB answer went with its last reference
