@@ -743,18 +743,23 @@ async def test_single_flight_across_concurrent_identical_queries() -> None:
     assert all(len(pg.data) == 6 for pg in pages)
 
 
+async def gated_query(phoenix_gate: asyncio.Event, datadog_gate: asyncio.Event) -> asyncio.Task[QueryPage]:
+    """A query of two sources whose calls have started and wait for their gates."""
+    p = phoenix(items=many("phoenix-a", 3), gate=phoenix_gate)
+    d = datadog(items=many("datadog-a", 3), gate=datadog_gate)
+    query = asyncio.create_task(fed(p, d).query(FederatedQuery(subject_ids=("s1",))))
+    while (p.started, d.started) != (1, 1):
+        await asyncio.sleep(0)
+    return query
+
+
 async def test_a_page_is_ready_the_turn_after_its_last_source_answers() -> None:
     # Under load every turn of the event loop waits behind the other requests' work, so the
     # chain from an upstream answer to the page is kept short: the sources' calls run in their
     # own tasks, and a call that ends wakes the requests waiting for it from its own step (no
     # shield, gather or task per source in between; that chain took five turns).
     gate = asyncio.Event()
-    p = phoenix(items=many("phoenix-a", 3), gate=gate)
-    d = datadog(items=many("datadog-a", 3), gate=gate)
-    f = fed(p, d)
-    query = asyncio.create_task(f.query(FederatedQuery(subject_ids=("s1",))))
-    while (p.started, d.started) != (1, 1):
-        await asyncio.sleep(0)
+    query = await gated_query(gate, gate)
     gate.set()
     turns = 0
     while not query.done():
@@ -769,12 +774,7 @@ async def test_each_source_is_timed_to_the_end_of_its_own_call() -> None:
     # The sources' answers are read in configuration order; the second, which ended first, is
     # still timed to the end of its own call, not to when the request came to read it.
     slow, fast = asyncio.Event(), asyncio.Event()
-    p = phoenix(items=many("phoenix-a", 3), gate=slow)
-    d = datadog(items=many("datadog-a", 3), gate=fast)
-    f = fed(p, d)
-    query = asyncio.create_task(f.query(FederatedQuery(subject_ids=("s1",))))
-    while (p.started, d.started) != (1, 1):
-        await asyncio.sleep(0)
+    query = await gated_query(slow, fast)
     fast.set()
     await asyncio.sleep(0.2)
     slow.set()
