@@ -547,3 +547,14 @@ async def test_a_caller_cancelled_as_its_flight_is_cancelled_is_cancelled() -> N
     # request that was not cancelled gets: test_aclose_cancels_running_calls).
     with pytest.raises(asyncio.CancelledError):
         await waiter
+
+
+async def test_aclose_before_a_call_has_started_still_answers_its_waiters() -> None:
+    c = cache(ManualClock())
+    p = provider(("s1", 1))
+    waiter = asyncio.create_task(c.get(SRC, q("s1"), p.fetch))
+    await asyncio.sleep(0)  # the request has started its call's task, which has not run yet
+    assert p.started == 0
+    await c.aclose()  # cancelled before its first step
+    with pytest.raises(SourceUnavailableError, match="cancelled"):
+        await asyncio.wait_for(waiter, timeout=5)

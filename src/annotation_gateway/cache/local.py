@@ -75,6 +75,7 @@ federation turns them off when the client asked for fresh or complete data.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import time
@@ -529,8 +530,16 @@ class AnnotationCache(Generic[T]):
         upstream_query = query.with_subject_ids(subject_ids) if subject_ids else query
         generation = self._generation.get(source, 0)
         if self._shared is None:
-            run = self._run_flight(
-                source, fkey, upstream_query, slots, fetch, flight, generation if store else None, started_at
+            run = functools.partial(
+                self._run_flight,
+                source,
+                fkey,
+                upstream_query,
+                slots,
+                fetch,
+                flight,
+                generation if store else None,
+                started_at,
             )
         else:
             held = {
@@ -539,7 +548,8 @@ class AnnotationCache(Generic[T]):
                 if (entry := (known or {}).get(slot)) is not None and entry.version is not None
             }
             shared = self._shared
-            run = self._run_shared_flight(
+            run = functools.partial(
+                self._run_shared_flight,
                 shared,
                 source,
                 fkey,
@@ -744,15 +754,23 @@ class AnnotationCache(Generic[T]):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        # A call cancelled before its task's first step never ran its own ending: its waiters
+        # are told here (as a cancelled call), so that no request waits for ever.
+        for flight in list(self._flights.values()):
+            if not flight.future.done():
+                flight.future.cancel()
+            flight.wake()
+        self._flights.clear()
         if self._shared is not None:
             await self._shared.aclose()
 
 
-async def _flying(flight: _Flight[Any], run: Coroutine[Any, Any, None]) -> None:
-    """``run`` (a flight's call), then its waiters woken whatever happened: a call that ended
+async def _flying(flight: _Flight[Any], run: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """``run()`` (a flight's call; made here, so that a task cancelled before its first step
+    leaves no coroutine unawaited), then its waiters woken whatever happened: a call that ended
     without an answer or an error (a bug) is cancelled, so that no request waits for ever."""
     try:
-        await run
+        await run()
     finally:
         if not flight.future.done():
             flight.future.cancel()
