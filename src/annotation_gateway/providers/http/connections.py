@@ -60,10 +60,12 @@ _SCHEMES = frozenset({"http", "https"})
 class _Lost(Exception):
     """The connection ended before its answer did."""
 
-    def __init__(self, reason: str, *, answered: bool, cause: BaseException | None) -> None:
+    def __init__(self, reason: str, *, answered: bool, in_body: bool, cause: BaseException | None) -> None:
         super().__init__(reason)
         self.answered = answered
         """Whether a byte of an answer came (a request with none may be sent again)."""
+        self.in_body = in_body
+        """Whether the answer's head had come whole (its body was cut short)."""
         self.cause = cause
 
 
@@ -97,8 +99,8 @@ class _Connection(asyncio.Protocol):
         """Write ``request``; the future is its answer (or why there is none): a
         ``httpx.ReadTimeout`` when no byte came for ``read_timeout`` seconds."""
         self._waiter = waiter = self._loop.create_future()
-        self._reason, self._headers, self._body = b"", [], []
-        self._status, self._head_done, self._answered, self._keep_alive = 0, False, False, False
+        self._forget_answer()
+        self._status, self._answered, self._keep_alive = 0, False, False
         self.last_read = self._loop.time()
         cast(asyncio.Transport, self.transport).write(request)
         if read_timeout is not None:
@@ -136,7 +138,8 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
 
     def fail(self, error: Exception) -> None:
-        """End the exchange with ``error`` (its cause already set) and close."""
+        """End the exchange with ``error`` (its cause already set, or carried by a ``_Lost``)
+        and close."""
         waiter, self._waiter = self._waiter, None
         self.close()
         if waiter is not None and not waiter.done():
@@ -172,15 +175,13 @@ class _Connection(asyncio.Protocol):
         if exc is None and self._head_done and not self._length_given():
             self._complete()  # an answer whose body ends with its connection
             return
-        self._waiter = None
-        self._stop_timer()
         if not self._answered:
             reason = "the server closed the connection without answering"
         elif not self._head_done:
             reason = "the server closed the connection in the middle of the answer's head"
         else:
             reason = "the connection closed before the end of the answer's body"
-        waiter.set_exception(_Lost(reason, answered=self._answered, cause=exc))
+        self.fail(_Lost(reason, answered=self._answered, in_body=self._head_done, cause=exc))
 
     # --- httptools' callbacks -----------------------------------------------------------------
 
@@ -204,7 +205,7 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         if self._status < 200:  # an interim answer (100 Continue): the real one follows
-            self._reason, self._headers, self._body, self._head_done = b"", [], [], False
+            self._forget_answer()
             return
         self._complete()
 
@@ -214,10 +215,12 @@ class _Connection(asyncio.Protocol):
         if waiter is None or waiter.done():
             return
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-        headers, reason = self._headers, self._reason.decode("latin-1") or None
-        # An idle connection holds nothing of its last answer (a page can be megabytes).
-        self._headers, self._body, self._reason = [], [], b""
-        waiter.set_result(Exchange(self._status, reason, headers, body))
+        exchange = Exchange(self._status, self._reason.decode("latin-1") or None, self._headers, body)
+        self._forget_answer()  # an idle connection holds nothing of its last answer (megabytes)
+        waiter.set_result(exchange)
+
+    def _forget_answer(self) -> None:
+        self._reason, self._headers, self._body, self._head_done = b"", [], [], False
 
     def _length_given(self) -> bool:
         """Whether the answer said where its body ends (else the connection's end does)."""
@@ -282,8 +285,7 @@ class ConnectionPool:
         self._closed = True
         for connections in self._idle.values():
             for connection in connections:
-                connection.close()
-                self._open -= 1
+                self._drop(connection)
         self._idle.clear()
         self._wake()
 
@@ -319,8 +321,7 @@ class ConnectionPool:
         while idle:
             connection = idle.pop()
             if connection.closed or now - connection.idle_since > self._expiry:
-                connection.close()
-                self._open -= 1
+                self._drop(connection)
                 continue
             connection.reused = True
             return connection
@@ -334,8 +335,7 @@ class ConnectionPool:
                 oldest = connections
         if oldest is None:
             return False
-        oldest.pop(0).close()
-        self._open -= 1
+        self._drop(oldest.pop(0))
         return True
 
     async def _wait_for_release(self) -> None:
@@ -360,9 +360,13 @@ class ConnectionPool:
             connection.idle_since = self._clock()
             self._idle.setdefault(connection.origin, []).append(connection)
         else:
-            connection.close()
-            self._open -= 1
+            self._drop(connection)
         self._wake()
+
+    def _drop(self, connection: _Connection) -> None:
+        """Close ``connection`` and stop counting it."""
+        connection.close()
+        self._open -= 1
 
     async def _connect(self, origin: _Origin, connect_s: float | None) -> _Connection:
         scheme, host, port = origin
@@ -406,6 +410,6 @@ def _lost_error(lost: _Lost) -> httpx.TransportError:
     """A connection reset, or a body cut short, is a read error; a clean close before a whole
     head a protocol error — as aiohttp's ``ClientOSError`` / ``ClientPayloadError`` against
     ``ServerDisconnectedError`` are mapped."""
-    if isinstance(lost.cause, OSError) or (lost.answered and "body" in str(lost)):
+    if isinstance(lost.cause, OSError) or lost.in_body:
         return httpx.ReadError(str(lost))
     return httpx.RemoteProtocolError(str(lost))
