@@ -197,7 +197,7 @@ class _Flight(Generic[T]):
         self.future = future
         self.keys: list[_FlightKey] = []
         self.waiters: list[asyncio.Future[None]] = []
-        """One per request waiting for this call, woken by :meth:`wake` (module docstring)."""
+        """One per request waiting for this call, woken by :meth:`end` (module docstring)."""
         self.ended = 0.0
         """``perf_counter`` time the call ended (0 while it runs)."""
         self.upstream = True
@@ -214,8 +214,12 @@ class _Flight(Generic[T]):
             self.waiters.append(waiter)
             await waiter
 
-    def wake(self) -> None:
-        """Wake the requests waiting (the call ended): at once, from the call's own step."""
+    def end(self) -> None:
+        """The call is over: its future cancelled if it got neither an answer nor an error (so
+        that no request waits for ever), its waiters woken."""
+        if not self.future.done():
+            self.future.cancel()
+        # At once, from the call's own step: each waiting request resumes the next turn.
         waiters, self.waiters = self.waiters, []
         for waiter in waiters:
             if not waiter.done():
@@ -675,21 +679,31 @@ class AnnotationCache(Generic[T]):
         self, source: str, fkey: FilterKey, parts: dict[Slot, tuple[T, ...]], stored_at: float
     ) -> None:
         now = self._clock()
-        same = self._same_items
         for slot, items in parts.items():
-            if same is not None:
-                group = self._groups.get((source, slot))
-                held = group.get(fkey) if group is not None else None
-                if held is not None and same(held.items, items):
-                    # The flight answers ``parts``: the held items, so what was built on them holds.
-                    parts[slot] = items = held.items
-            self._put(source, fkey, slot, _Entry(items, stored_at), now)
+            # The flight answers ``parts``: the held items where unchanged, so what was built on
+            # them holds.
+            parts[slot] = self._put(source, fkey, slot, _Entry(items, stored_at), now, keep_same=True)
 
-    def _put(self, source: str, fkey: FilterKey, slot: Slot, entry: _Entry[T], now: float) -> None:
+    def _put(
+        self,
+        source: str,
+        fkey: FilterKey,
+        slot: Slot,
+        entry: _Entry[T],
+        now: float,
+        *,
+        keep_same: bool = False,
+    ) -> tuple[T, ...]:
+        """Store ``entry``; the items kept. ``keep_same``: the items held under ``fkey`` instead
+        when ``same_items`` says the new ones are the same (see *Unchanged refreshes*)."""
         key = (source, slot)
         old = self._groups.get(key)
         group: _Group = {}
         if old:
+            same = self._same_items if keep_same else None
+            held = old.get(fkey) if same is not None else None
+            if held is not None and same is not None and same(held.items, entry.items):
+                entry = _Entry(held.items, entry.stored_at)
             # Carry over the other filter variants that are still usable; drop dead ones.
             for k, e in old.items():
                 if k != fkey and now - _born(e) < self._max_stale:
@@ -700,6 +714,7 @@ class AnnotationCache(Generic[T]):
                     del group[k]
         group[fkey] = entry
         self._groups.put(key, group)  # its time starts again
+        return entry.items
 
     def invalidate(self, source: str, subject_ids: Iterable[str]) -> None:
         """Forget ``source``'s answers for ``subject_ids`` (and its identifier-only answers)."""
@@ -757,9 +772,7 @@ class AnnotationCache(Generic[T]):
         # A call cancelled before its task's first step never ran its own ending: its waiters
         # are told here (as a cancelled call), so that no request waits for ever.
         for flight in list(self._flights.values()):
-            if not flight.future.done():
-                flight.future.cancel()
-            flight.wake()
+            flight.end()
         self._flights.clear()
         if self._shared is not None:
             await self._shared.aclose()
@@ -772,9 +785,7 @@ async def _flying(flight: _Flight[Any], run: Callable[[], Coroutine[Any, Any, No
     try:
         await run()
     finally:
-        if not flight.future.done():
-            flight.future.cancel()
-        flight.wake()
+        flight.end()
 
 
 def _split(
