@@ -469,8 +469,9 @@ class Federation:
         store = digest is not None
         write_seq = self._write_seq
         keep = gateway_filter(query)
+        # Each selected source's outcome, in order; None until an asked source has answered.
         outcomes: list[Outcome | None] = []
-        asked: list[tuple[SourceRuntime, SourceQuery]] = []
+        asked: list[tuple[int, SourceRuntime, SourceQuery]] = []
         for source in selected:
             reason = skip_reason(source, query)
             if reason is not None:
@@ -478,8 +479,8 @@ class Federation:
                     Outcome(SourceStatus(source.name, source.kind, "skipped", error={"reason": reason}))
                 )
             else:
+                asked.append((len(outcomes), source, pushdown(source, query)))
                 outcomes.append(None)
-                asked.append((source, pushdown(source, query)))
         confirmed: Sequence[CacheAnswer[Record] | Prefetched | None] = [None] * len(asked)
         started = time.perf_counter()
         if previous is not None and query.use_cache:
@@ -487,26 +488,23 @@ class Federation:
             # every answer it was merged from, with no flight per source (cache/redis_tier.py's
             # docstring); what it cannot confirm is read as usual, from what it found. A
             # no-cache read is not confirmed: every source is asked.
-            confirmed = await self._cache.confirm([(source.name, q) for source, q in asked]) or confirmed
+            confirmed = await self._cache.confirm([(source.name, q) for _, source, q in asked]) or confirmed
         # Every source's flight starts here, then each is awaited in turn: they run in their own
         # tasks, so the answers come in the time of the slowest, with no task per source here.
-        answers: list[Outcome | None] = []
         waiting: list[tuple[int, SourceRuntime, Waiting[Record], float]] = []
-        for (source, source_query), answer in zip(asked, confirmed, strict=True):
+        for (index, source, source_query), answer in zip(asked, confirmed, strict=True):
             if isinstance(answer, CacheAnswer):
-                answers.append(self._answered(source, answer, keep, started))
+                outcomes[index] = self._answered(source, answer, keep, started)
                 continue
             asked_at = time.perf_counter()
             got = self._start(source, source_query, query.use_cache, stale_allowance(query), store, answer)
             if isinstance(got, CacheAnswer):
-                answers.append(self._answered(source, got, keep, asked_at))
+                outcomes[index] = self._answered(source, got, keep, asked_at)
             else:
-                waiting.append((len(answers), source, got, asked_at))
-                answers.append(None)
+                waiting.append((index, source, got, asked_at))
         for index, source, pending, asked_at in waiting:
-            answers[index] = await self._finished(source, pending, keep, asked_at)
-        by_source = iter(cast(list[Outcome], answers))  # each None was filled in just above
-        done = [outcome if outcome is not None else next(by_source) for outcome in outcomes]
+            outcomes[index] = await self._finished(source, pending, keep, asked_at)
+        done = cast(list[Outcome], outcomes)  # every asked source's outcome is in, just above
 
         failures = [o.failure for o in done if o.failure is not None]
         if failures and query.partial == "deny":
@@ -518,16 +516,16 @@ class Federation:
         fetched = [o.fetched_at for o in done if o.fetched_at is not None]
         expires_at = (min(fetched) if fetched else self._clock()) + self._merged_ttl
         storable = (
-            self._merged_keep > 0
+            digest is not None
+            and self._merged_keep > 0
             and not failures
             and not any(o.status.stale for o in done)
             and write_seq == self._write_seq
         )
-        kept = digest is not None and storable
-        if previous is not None and kept and previous.same_inputs(done):
+        if previous is not None and storable and previous.same_inputs(done):
             merged = previous.renewed(done, expires_at)
         else:
-            merged = merge(done, expires_at=expires_at, ordered=ordered, revalidate=kept)
+            merged = merge(done, expires_at=expires_at, ordered=ordered, revalidate=storable)
         if digest is not None and storable:
             self._merged.put(digest, merged)  # a result larger than the whole map is served, not kept
         return merged

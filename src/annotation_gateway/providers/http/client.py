@@ -77,6 +77,8 @@ D = TypeVar("D")
 
 DEFAULT_TIMEOUT_S = 5.0
 DEFAULT_MAX_CONNECTIONS = 32
+KEEPALIVE_EXPIRY_S = 30.0
+"""How long an idle upstream connection is kept (httpx's pool and the reads' own alike)."""
 
 
 def chunk_values(
@@ -149,12 +151,12 @@ def make_client(
     limits = httpx.Limits(
         max_connections=max_connections,
         max_keepalive_connections=max_connections,
-        keepalive_expiry=30.0,
+        keepalive_expiry=KEEPALIVE_EXPIRY_S,
     )
     direct = None
     if transport is None:
         transport = AiohttpTransport(limits=limits)
-        direct = ConnectionPool(max_connections=max_connections, keepalive_expiry=30.0)
+        direct = ConnectionPool(max_connections=max_connections, keepalive_expiry=KEEPALIVE_EXPIRY_S)
     return SourceClient(
         base_url=base_url,
         headers=dict(headers or {}),
@@ -365,14 +367,17 @@ class DirectResponse(httpx.Response):
 
 
 def transport_error(exc: httpx.TransportError, *, where: str, source: str) -> SourceError:
-    """The ``SourceError`` a transport failure of the request ``where`` (method and path) is."""
+    """The ``SourceError`` a transport failure of the request ``where`` (method and path) is.
+    Its message names httpx's exception only: the one beneath it (aiohttp's or the OS's) stays
+    in the cause chain, so the reads' own connections and httpx's way give the same words."""
     if isinstance(exc, httpx.TimeoutException):
         return SourceTimeoutError(f"{source}: no answer to {where} in time", source=source)
     if isinstance(exc, httpx.ConnectError) and _is_refused(exc):
         return SourceUnavailableError(f"{source}: connection refused on {where}", source=source)
+    failed = type(exc).__name__
     if isinstance(exc, httpx.ConnectError | httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
-        return SourceUnavailableError(f"{source}: connection failed on {where}: {_names(exc)}", source=source)
-    return SourceUnavailableError(f"{source}: transport error on {where}: {_names(exc)}", source=source)
+        return SourceUnavailableError(f"{source}: connection failed on {where}: {failed}", source=source)
+    return SourceUnavailableError(f"{source}: transport error on {where}: {failed}", source=source)
 
 
 async def _release(response: httpx.Response) -> None:
@@ -391,13 +396,6 @@ async def _release(response: httpx.Response) -> None:
     """
     await response.aclose()
     response.stream = httpx.ByteStream(response.content)
-
-
-def _names(exc: BaseException) -> str:
-    """``ReadError``: httpx's name for what failed. The exception beneath it (aiohttp's or the
-    OS's, in the cause chain for the logs) is not named: which HTTP client read the answer is
-    not the caller's business, and both ways to a source give the same words."""
-    return type(exc).__name__
 
 
 def _is_refused(exc: BaseException) -> bool:
