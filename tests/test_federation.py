@@ -770,6 +770,46 @@ async def test_a_page_is_ready_the_turn_after_its_last_source_answers() -> None:
     assert len((await query).data) == 6
 
 
+async def test_a_request_runs_the_call_of_its_slowest_source_itself() -> None:
+    # The first query learns that Datadog answers last; a request then runs Datadog's call in
+    # its own task (the answer cache's *Leading*): its page is ready in the very turn Datadog
+    # answers (two turns when the call runs in a task of its own: the call's, then the
+    # request's), and a request that joins the call gets the same answer from one call.
+    phoenix_gate, datadog_gate = asyncio.Event(), asyncio.Event()
+    p = phoenix(items=many("phoenix-a", 3), gate=phoenix_gate)
+    d = datadog(items=many("datadog-a", 3), gate=datadog_gate)
+    clock = ManualClock()
+    f = fed(p, d, clock=clock)
+    query = FederatedQuery(subject_ids=("s1",))
+    first = asyncio.create_task(f.query(query))
+    phoenix_gate.set()
+    while len(p.calls) != 1:
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.02)
+    datadog_gate.set()
+    await first
+
+    d.gate = asyncio.Event()
+    clock.advance(31)  # past the ttl: the request that joins below misses
+    led = asyncio.create_task(f.query(replace(query, use_cache=False)))
+    while (len(p.calls), d.started) != (2, 2):
+        await asyncio.sleep(0)
+    joined = asyncio.create_task(f.query(query, audience="another"))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert not led.done()
+    assert not joined.done()
+    d.gate.set()
+    turns = 0
+    while not led.done():
+        await asyncio.sleep(0)
+        turns += 1
+    assert turns == 1
+    assert len((await led).data) == 6
+    assert [a.id for a in (await joined).data] == [a.id for a in (await led).data]
+    assert (p.started, d.started) == (2, 2)
+
+
 async def test_each_source_is_timed_to_the_end_of_its_own_call() -> None:
     # The sources' answers are read in configuration order; the second, which ended first, is
     # still timed to the end of its own call, not to when the request came to read it.

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import gc
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
-from annotation_gateway.cache import AnnotationCache, filter_key, may_serve_stale
+from annotation_gateway.cache import AnnotationCache, CacheAnswer, Waiting, filter_key, may_serve_stale
 from annotation_gateway.errors import (
     CircuitOpenError,
     SourceNotFoundError,
@@ -558,3 +559,44 @@ async def test_aclose_before_a_call_has_started_still_answers_its_waiters() -> N
     await c.aclose()  # cancelled before its first step
     with pytest.raises(SourceUnavailableError, match="cancelled"):
         await asyncio.wait_for(waiter, timeout=5)
+
+
+async def test_a_led_call_runs_in_its_requests_task_and_is_shared() -> None:
+    c = cache(ManualClock())
+    p = provider(("s1", 1))
+    p.gate = asyncio.Event()
+    tasks: list[asyncio.Task[Any] | None] = []
+
+    async def fetch(query: SourceQuery) -> list[Annotation]:
+        tasks.append(asyncio.current_task())
+        return await p.fetch(query)
+
+    async def lead() -> CacheAnswer[Annotation]:
+        started = c.start(SRC, q("s1"), fetch, lead=True)
+        assert isinstance(started, Waiting)
+        assert p.started == 0  # nothing runs before the request finishes it itself
+        return await c.finish(started)
+
+    leader = asyncio.create_task(lead())
+    await asyncio.sleep(0.01)
+    joined = asyncio.create_task(c.get(SRC, q("s1"), p.fetch))
+    await asyncio.sleep(0.01)
+    p.gate.set()
+    led, other = await leader, await joined
+    assert tasks == [leader]
+    assert p.started == 1
+    assert led.items == other.items
+    assert not led.cached
+
+
+async def test_aclose_before_a_led_call_runs_answers_those_who_joined_it() -> None:
+    c = cache(ManualClock())
+    p = provider(("s1", 1))
+    started = c.start(SRC, q("s1"), p.fetch, lead=True)  # its request never finishes it
+    assert isinstance(started, Waiting)
+    joined = asyncio.create_task(c.get(SRC, q("s1"), p.fetch))
+    await asyncio.sleep(0)
+    await c.aclose()
+    with pytest.raises(SourceUnavailableError, match="cancelled"):
+        await asyncio.wait_for(joined, timeout=5)
+    assert p.started == 0

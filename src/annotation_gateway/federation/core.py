@@ -204,6 +204,9 @@ class Federation:
         self._query_keys_weight = 0
         """The ids (subject ids and identifiers, plus one a query) the remembered queries hold."""
         self._write_seq = 0
+        self._call_s: dict[str, float] = {}
+        """Each source's recent upstream calls, seconds (smoothed): a page's request leads the
+        call of the source expected to answer last (:meth:`_fan_out`)."""
 
     @classmethod
     def from_settings(
@@ -288,7 +291,7 @@ class Federation:
                 if status.status == "ok":
                     self._observer.on_cache(status.source, "hit")
         else:
-            merged = await self._fan_out(query, selected, digest, previous=previous)
+            merged = await self._fan_out(query, selected, digest, previous=previous, lead=True)
             statuses = list(merged.statuses)
 
         records = merged.records
@@ -460,12 +463,16 @@ class Federation:
         *,
         ordered: bool = True,
         previous: Merged | None = None,
+        lead: bool = False,
     ) -> Merged:
         """Ask every selected source (or skip it) and merge; ``digest`` is where the complete,
         fresh result is kept in the merged cache, ``None`` to keep nothing (a streaming export:
         neither the merged result nor the sources' answers are stored). ``previous``: the
         result the same query had (expired, or passed over by a no-cache read), renewed instead
-        if the sources answered the same."""
+        if the sources answered the same. ``lead``: this request runs the call of the source
+        expected to answer last itself (the answer cache's *Leading*): that call is sent first,
+        and the page is written in the step its answer is read in. Not for a stream's chunks,
+        which are cancelled when their reader leaves."""
         store = digest is not None
         write_seq = self._write_seq
         keep = gateway_filter(query)
@@ -491,20 +498,39 @@ class Federation:
             confirmed = await self._cache.confirm([(source.name, q) for _, source, q in asked]) or confirmed
         # Every source's flight starts here, then each is awaited in turn: they run in their own
         # tasks, so the answers come in the time of the slowest, with no task per source here.
-        waiting: list[tuple[int, SourceRuntime, Waiting[Record], float]] = []
-        for (index, source, source_query), answer in zip(asked, confirmed, strict=True):
+        # The led source's read starts last and is finished first: its call runs in this task,
+        # at once (nothing may come between, or those who join it would wait for nothing).
+        reads = [
+            (a, answer)
+            for a, answer in zip(asked, confirmed, strict=True)
+            if not isinstance(answer, CacheAnswer)
+        ]
+        led = max(reads, key=lambda read: self._call_s.get(read[0][1].name, 0.0)) if lead and reads else None
+        for (index, source, _), answer in zip(asked, confirmed, strict=True):
             if isinstance(answer, CacheAnswer):
                 outcomes[index] = self._answered(source, answer, keep, started)
-                continue
+        waiting: list[tuple[int, SourceRuntime, Waiting[Record], float]] = []
+        for read in [r for r in reads if r is not led] + ([led] if led is not None else []):
+            (index, source, source_query), answer = read
             asked_at = time.perf_counter()
-            got = self._start(source, source_query, query.use_cache, stale_allowance(query), store, answer)
+            got = self._start(
+                source, source_query, query.use_cache, stale_allowance(query), store, answer, read is led
+            )
             if isinstance(got, CacheAnswer):
                 outcomes[index] = self._answered(source, got, keep, asked_at)
+            elif read is led:
+                waiting.insert(0, (index, source, got, asked_at))
             else:
                 waiting.append((index, source, got, asked_at))
         for index, source, pending, asked_at in waiting:
             outcomes[index] = await self._finished(source, pending, keep, asked_at)
         done = cast(list[Outcome], outcomes)  # every asked source's outcome is in, just above
+        for outcome in done:
+            status = outcome.status
+            if status.status != "skipped" and not status.cached:
+                seconds = status.elapsed_ms / 1000
+                held = self._call_s.get(status.source)
+                self._call_s[status.source] = seconds if held is None else held + (seconds - held) / 4
 
         failures = [o.failure for o in done if o.failure is not None]
         if failures and query.partial == "deny":
@@ -557,6 +583,7 @@ class Federation:
         max_stale_s: float | None,
         store: bool,
         prefetched: Prefetched | None,
+        lead: bool = False,
     ) -> CacheAnswer[Record] | Waiting[Record]:
         return self._cache.start(
             source.name,
@@ -566,6 +593,7 @@ class Federation:
             max_stale_s=max_stale_s,
             store=store,
             prefetched=prefetched,
+            lead=lead,
         )
 
     async def _finished(
