@@ -600,3 +600,26 @@ async def test_aclose_before_a_led_call_runs_answers_those_who_joined_it() -> No
     with pytest.raises(SourceUnavailableError, match="cancelled"):
         await asyncio.wait_for(joined, timeout=5)
     assert p.started == 0
+
+
+async def test_aclose_while_a_request_runs_its_led_call_ends_it_for_everyone() -> None:
+    c = cache(ManualClock())
+    p = provider(("s1", 1))
+    p.gate = asyncio.Event()
+
+    async def lead() -> CacheAnswer[Annotation]:
+        started = c.start(SRC, q("s1"), p.fetch, lead=True)
+        assert isinstance(started, Waiting)
+        return await c.finish(started)
+
+    leader = asyncio.create_task(lead())
+    await asyncio.sleep(0.01)
+    joined = asyncio.create_task(c.get(SRC, q("s1"), p.fetch))
+    await asyncio.sleep(0.01)
+    await c.aclose()  # the led call runs in the leader's task, which aclose does not cancel
+    with pytest.raises(SourceUnavailableError, match="cancelled"):
+        await asyncio.wait_for(joined, timeout=5)
+    p.gate.set()  # the call answers after its end: the leader gets the same end, nothing is kept
+    with pytest.raises(SourceUnavailableError, match="cancelled"):
+        await asyncio.wait_for(leader, timeout=5)
+    assert len(c) == 0

@@ -31,8 +31,7 @@ call: the first creates a :class:`_Flight` (one future for the whole provider ca
 it under each subject it fetches; later callers await that flight for those subjects and fetch
 only the rest themselves. The provider call runs in its own task (unless led, below), so a
 caller that is cancelled neither cancels the call for the others nor leaves a half-resolved
-future. Each
-waiter waits on a future of its own, which the call sets from its own step when it ends (a
+future. Each waiter waits on a future of its own, which the call sets from its own step when it ends (a
 cancelled caller cancels only that one): a request resumes the turn after its last call ends —
 under load each turn of the event loop waits behind the other requests' work, and a shield and a
 gather per source made it four turns. A failure is set on the flight's future, so every waiter
@@ -625,11 +624,14 @@ class AnnotationCache(Generic[T]):
         except BaseException as exc:
             # Every waiter gets the error; reading it back once marks it retrieved so asyncio
             # does not log "exception was never retrieved" when all waiters are gone.
-            future.set_exception(exc)
-            future.exception()
+            if not future.done():
+                future.set_exception(exc)
+                future.exception()
             return
         finally:
             self._end_flight(flight)
+        if future.done():
+            return  # ended by aclose while its request ran it (*Leading*): nothing is kept
         if self._store_enabled and generation is not None and self._generation.get(source, 0) == generation:
             self._store(source, fkey, parts, started_at)
         future.set_result(parts)
@@ -680,11 +682,14 @@ class AnnotationCache(Generic[T]):
             raise
         except BaseException as exc:
             # Every waiter gets the failure (the shared tier's own are never raised: it fetches).
-            future.set_exception(exc)
-            future.exception()
+            if not future.done():
+                future.set_exception(exc)
+                future.exception()
             return
         finally:
             self._end_flight(flight)
+        if future.done():
+            return  # ended by aclose while its request ran it (*Leading*): nothing is kept
         if store and self._store_enabled and self._generation.get(source, 0) == generation:
             for slot, entry in entries.items():
                 self._put(source, fkey, slot, entry, now)
