@@ -227,6 +227,14 @@ class _Flight(Generic[T]):
             self.waiters.append(waiter)
             await waiter
 
+    def fail(self, error: BaseException) -> None:
+        """Every waiter gets ``error`` — unless the call was ended already (``aclose``, while a
+        request ran its led call); reading it back once marks it retrieved, so that asyncio does
+        not log "exception was never retrieved" when all waiters are gone."""
+        if not self.future.done():
+            self.future.set_exception(error)
+            self.future.exception()
+
     def end(self) -> None:
         """The call is over: its future cancelled if it got neither an answer nor an error (so
         that no request waits for ever), its waiters woken."""
@@ -384,6 +392,7 @@ class AnnotationCache(Generic[T]):
         waits: dict[int, _Flight[T]] = {}
         slot_flight: dict[Slot, _Flight[T]] = {}
         to_fetch: list[Slot] = []
+        led: _Flight[T] | None = None
         for slot in missing:
             # Joining needs no stored entry: single flight holds even with the cache disabled.
             flight = self._flights.get((source, fkey, slot)) if use_cache else None
@@ -413,9 +422,8 @@ class AnnotationCache(Generic[T]):
             for slot in to_fetch:
                 slot_flight[slot] = flight
             waits[id(flight)] = flight
-            led = flight if lead else None
-        else:
-            led = None
+            if lead:
+                led = flight
         return Waiting(source, slots, parts, usable, oldest, waits, slot_flight, stale_limit, led)
 
     async def finish(self, waiting: Waiting[T]) -> CacheAnswer[T]:
@@ -622,11 +630,7 @@ class AnnotationCache(Generic[T]):
             future.cancel()
             raise
         except BaseException as exc:
-            # Every waiter gets the error; reading it back once marks it retrieved so asyncio
-            # does not log "exception was never retrieved" when all waiters are gone.
-            if not future.done():
-                future.set_exception(exc)
-                future.exception()
+            flight.fail(exc)
             return
         finally:
             self._end_flight(flight)
@@ -681,10 +685,7 @@ class AnnotationCache(Generic[T]):
             future.cancel()
             raise
         except BaseException as exc:
-            # Every waiter gets the failure (the shared tier's own are never raised: it fetches).
-            if not future.done():
-                future.set_exception(exc)
-                future.exception()
+            flight.fail(exc)  # (the shared tier's own failures are never raised: it fetches)
             return
         finally:
             self._end_flight(flight)

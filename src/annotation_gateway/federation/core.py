@@ -500,37 +500,31 @@ class Federation:
         # tasks, so the answers come in the time of the slowest, with no task per source here.
         # The led source's read starts last and is finished first: its call runs in this task,
         # at once (nothing may come between, or those who join it would wait for nothing).
-        reads = [
-            (a, answer)
-            for a, answer in zip(asked, confirmed, strict=True)
-            if not isinstance(answer, CacheAnswer)
-        ]
-        led = max(reads, key=lambda read: self._call_s.get(read[0][1].name, 0.0)) if lead and reads else None
-        for (index, source, _), answer in zip(asked, confirmed, strict=True):
+        reads: list[tuple[int, SourceRuntime, SourceQuery, Prefetched | None]] = []
+        for (index, source, source_query), answer in zip(asked, confirmed, strict=True):
             if isinstance(answer, CacheAnswer):
                 outcomes[index] = self._answered(source, answer, keep, started)
+            else:
+                reads.append((index, source, source_query, answer))
+        led = max(reads, key=lambda read: self._call_s.get(read[1].name, 0.0)) if lead and reads else None
+        if led is not None:
+            reads.remove(led)
+            reads.append(led)
         waiting: list[tuple[int, SourceRuntime, Waiting[Record], float]] = []
-        for read in [r for r in reads if r is not led] + ([led] if led is not None else []):
-            (index, source, source_query), answer = read
+        for read in reads:
+            index, source, source_query, answer = read
             asked_at = time.perf_counter()
             got = self._start(
-                source, source_query, query.use_cache, stale_allowance(query), store, answer, read is led
+                source, source_query, query.use_cache, stale_allowance(query), store, answer, lead=read is led
             )
             if isinstance(got, CacheAnswer):
                 outcomes[index] = self._answered(source, got, keep, asked_at)
-            elif read is led:
-                waiting.insert(0, (index, source, got, asked_at))
             else:
-                waiting.append((index, source, got, asked_at))
+                waiting.insert(0 if read is led else len(waiting), (index, source, got, asked_at))
         for index, source, pending, asked_at in waiting:
             outcomes[index] = await self._finished(source, pending, keep, asked_at)
         done = cast(list[Outcome], outcomes)  # every asked source's outcome is in, just above
-        for outcome in done:
-            status = outcome.status
-            if status.status != "skipped" and not status.cached:
-                seconds = status.elapsed_ms / 1000
-                held = self._call_s.get(status.source)
-                self._call_s[status.source] = seconds if held is None else held + (seconds - held) / 4
+        self._time_calls(done)
 
         failures = [o.failure for o in done if o.failure is not None]
         if failures and query.partial == "deny":
@@ -575,6 +569,16 @@ class Federation:
             return self._answered(source, got, keep, started)
         return await self._finished(source, got, keep, started)
 
+    def _time_calls(self, done: Sequence[Outcome]) -> None:
+        """Smooth each source's upstream time into :attr:`_call_s` (cached and skipped answers
+        made no call)."""
+        for outcome in done:
+            status = outcome.status
+            if status.status != "skipped" and not status.cached:
+                seconds = status.elapsed_ms / 1000
+                held = self._call_s.get(status.source)
+                self._call_s[status.source] = seconds if held is None else held + (seconds - held) / 4
+
     def _start(
         self,
         source: SourceRuntime,
@@ -583,6 +587,7 @@ class Federation:
         max_stale_s: float | None,
         store: bool,
         prefetched: Prefetched | None,
+        *,
         lead: bool = False,
     ) -> CacheAnswer[Record] | Waiting[Record]:
         return self._cache.start(
