@@ -753,6 +753,15 @@ async def gated_query(phoenix_gate: asyncio.Event, datadog_gate: asyncio.Event) 
     return query
 
 
+async def turns_until_done(task: asyncio.Task[Any]) -> int:
+    """Turns of the event loop until ``task`` is done."""
+    turns = 0
+    while not task.done():
+        await asyncio.sleep(0)
+        turns += 1
+    return turns
+
+
 async def test_a_page_is_ready_the_turn_after_its_last_source_answers() -> None:
     # Under load every turn of the event loop waits behind the other requests' work, so the
     # chain from an upstream answer to the page is kept short: the sources' calls run in their
@@ -761,12 +770,8 @@ async def test_a_page_is_ready_the_turn_after_its_last_source_answers() -> None:
     gate = asyncio.Event()
     query = await gated_query(gate, gate)
     gate.set()
-    turns = 0
-    while not query.done():
-        await asyncio.sleep(0)
-        turns += 1
     # One turn for the calls to resume from the gate and end, one for the request to resume.
-    assert turns == 2
+    assert await turns_until_done(query) == 2
     assert len((await query).data) == 6
 
 
@@ -800,11 +805,7 @@ async def test_a_request_runs_the_call_of_its_slowest_source_itself() -> None:
     assert not led.done()
     assert not joined.done()
     d.gate.set()
-    turns = 0
-    while not led.done():
-        await asyncio.sleep(0)
-        turns += 1
-    assert turns == 1
+    assert await turns_until_done(led) == 1
     assert len((await led).data) == 6
     assert [a.id for a in (await joined).data] == [a.id for a in (await led).data]
     assert (p.started, d.started) == (2, 2)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from annotation_gateway.cache import AnnotationCache, CacheAnswer, Waiting, filter_key, may_serve_stale
+from annotation_gateway.cache import AnnotationCache, CacheAnswer, Fetch, Waiting, filter_key, may_serve_stale
 from annotation_gateway.errors import (
     CircuitOpenError,
     SourceNotFoundError,
@@ -561,6 +561,16 @@ async def test_aclose_before_a_call_has_started_still_answers_its_waiters() -> N
         await asyncio.wait_for(waiter, timeout=5)
 
 
+async def led_read(
+    c: AnnotationCache[Annotation], fetch: Fetch[Annotation], p: FakeProvider
+) -> CacheAnswer[Annotation]:
+    """A read of s1 that runs the call it starts itself (*Leading*); ``fetch`` reads ``p``."""
+    started = c.start(SRC, q("s1"), fetch, lead=True)
+    assert isinstance(started, Waiting)
+    assert p.started == 0  # nothing runs before the request finishes it itself
+    return await c.finish(started)
+
+
 async def test_a_led_call_runs_in_its_requests_task_and_is_shared() -> None:
     c = cache(ManualClock())
     p = provider(("s1", 1))
@@ -571,13 +581,7 @@ async def test_a_led_call_runs_in_its_requests_task_and_is_shared() -> None:
         tasks.append(asyncio.current_task())
         return await p.fetch(query)
 
-    async def lead() -> CacheAnswer[Annotation]:
-        started = c.start(SRC, q("s1"), fetch, lead=True)
-        assert isinstance(started, Waiting)
-        assert p.started == 0  # nothing runs before the request finishes it itself
-        return await c.finish(started)
-
-    leader = asyncio.create_task(lead())
+    leader = asyncio.create_task(led_read(c, fetch, p))
     await asyncio.sleep(0.01)
     joined = asyncio.create_task(c.get(SRC, q("s1"), p.fetch))
     await asyncio.sleep(0.01)
@@ -606,13 +610,7 @@ async def test_aclose_while_a_request_runs_its_led_call_ends_it_for_everyone() -
     c = cache(ManualClock())
     p = provider(("s1", 1))
     p.gate = asyncio.Event()
-
-    async def lead() -> CacheAnswer[Annotation]:
-        started = c.start(SRC, q("s1"), p.fetch, lead=True)
-        assert isinstance(started, Waiting)
-        return await c.finish(started)
-
-    leader = asyncio.create_task(lead())
+    leader = asyncio.create_task(led_read(c, p.fetch, p))
     await asyncio.sleep(0.01)
     joined = asyncio.create_task(c.get(SRC, q("s1"), p.fetch))
     await asyncio.sleep(0.01)
