@@ -64,7 +64,11 @@ class CachePolicy:
     def apply(self, query: FederatedQuery) -> FederatedQuery:
         if self.use_cache and self.max_stale_s is None:
             return query
-        return replace(query, use_cache=query.use_cache and self.use_cache, max_stale_s=self.max_stale_s)
+        use_cache = query.use_cache and self.use_cache
+        if use_cache == query.use_cache and self.max_stale_s == query.max_stale_s:
+            return query  # built with this policy already (``list_query``'s memo is keyed by it)
+        # ``replace`` validates the whole query again (~11 µs for five ids): not per request.
+        return replace(query, use_cache=use_cache, max_stale_s=self.max_stale_s)
 
 
 DEFAULT_POLICY = CachePolicy()
@@ -166,7 +170,8 @@ async def answer_list(request: Request) -> Response:
     authorization, accept, cache_control = _head_values(scope)
     principal = await authorize(scope, authorization)
     require_json(accept)
-    query = parse_cache_control(cache_control).apply(list_query(scope["query_string"], use_cache=True))
+    policy = parse_cache_control(cache_control)
+    query = policy.apply(list_query(scope["query_string"], use_cache=policy.use_cache))
     federation: Federation = request.app.state.federation
     page = await federation.query(query, allowed_sources=principal.allowed_sources, audience=principal.name)
     return _answer(request, page)
