@@ -109,6 +109,8 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
         if "p50_ms" in shared:  # the stand-ins on the gateway's core, as before session 10
             out["overhead_shared_core_p50_ms"] = shared["p50_ms"]
             out["overhead_shared_core_p99_ms"] = shared["p99_ms"]
+        for vendor, alone in (over.get("upstreams_alone") or {}).items():
+            out[f"overhead_upstream_{vendor}_p50_ms"] = alone["p50_ms"]  # each stand-in alone
         floor = over.get("reference") or {}
         if "p50_ms" in floor:  # the reference fan-out under the same load and set-up
             out["overhead_reference_p50_ms"] = floor["p50_ms"]
@@ -380,6 +382,16 @@ def _overhead(res: dict[str, Any]) -> list[str]:
             "other machines), using "
             + ", ".join(f"{name} {fmt(ms, 3)}" for name, ms in upstream.items())
             + " ms of CPU a request."
+        )
+    alone = over.get("upstreams_alone") or {}
+    if alone:
+        out.append(
+            "Each stand-in alone under the same load (16 wrk connections straight at it, the "
+            "hot query's request): "
+            + ", ".join(
+                f"{name} p50 {fmt(a['p50_ms'])} ms, p99 {fmt(a['p99_ms'])} ms" for name, a in alone.items()
+            )
+            + " (`overhead_upstream_<vendor>_p50_ms`): the floor under the figures above."
         )
     shared = over.get("shared_core") or {}
     if "p50_ms" in shared:
