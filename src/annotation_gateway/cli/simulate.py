@@ -26,7 +26,9 @@ def simulate_datadog(
     seed: Annotated[Path | None, typer.Option(help="Seed document (JSON) to load at start.")] = None,
     label_values: Annotated[str, typer.Option(help="array (today's shape) or object (legacy).")] = "array",
     zero_time: Annotated[bool, typer.Option(help="Send annotation times as 0001-01-01T00:00:00Z.")] = False,
-    latency_ms: Annotated[float, typer.Option(min=0, help="Added latency per API request.")] = 0.0,
+    latency_ms: Annotated[
+        float, typer.Option(min=0, help="Each API answer leaves this many ms after its request arrived.")
+    ] = 0.0,
     fail_rate: Annotated[
         float, typer.Option(min=0, max=1, help="Share of API requests answering 500.")
     ] = 0.0,

@@ -26,7 +26,8 @@ Datadog behaviour reproduced:
 Runtime switches (:class:`Switches`; flip them in-process with ``state.configure(...)`` or over
 HTTP with ``POST /_simulator/config``): ``label_values`` (array|object), ``zero_time`` (annotation
 timestamps sent as ``0001-01-01T00:00:00Z``), ``name_when_saved`` (false: leave it out, so
-clients must resolve names through the label schema), ``latency_ms``, ``fail_rate`` and
+clients must resolve names through the label schema), ``latency_ms`` (every API answer leaves
+that long after its request arrived: worked out on arrival, then held), ``fail_rate`` and
 ``fail_status`` (random 5xx), ``fail_next`` (the next N API requests fail: deterministic),
 ``rate_limit`` (``{"limit": N, "period_s": S}`` or ``"N/S"``: a fixed window answering 429
 ``{"errors": ["Too many requests"]}``; every API answer then carries ``X-RateLimit-Limit``,
