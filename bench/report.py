@@ -374,6 +374,16 @@ def _overhead(res: dict[str, Any]) -> list[str]:
         f"p99 {fmt(over['p99_ms'])} ms, max {fmt(over['max_ms'])} ms, errors {over['errors']}, "
         f"CPU {fmt(over['cpu_ms_per_request'], 3)} ms/request."
     )
+    floor = over.get("reference") or {}
+    if over.get("rounds") and floor.get("rounds"):
+        out.append(
+            f"\nThe median of {len(over['rounds'])} rounds alternated with the reference fan-out (by "
+            "p50; each 8-s run's p50 moves by about a millisecond): p50 / p99 of every round, the gateway "
+            + ", ".join(f"{fmt(r['p50_ms'])} / {fmt(r['p99_ms'])}" for r in over["rounds"])
+            + " ms; the reference "
+            + ", ".join(f"{fmt(r['p50_ms'])} / {fmt(r['p99_ms'])}" for r in floor["rounds"])
+            + " ms."
+        )
     upstream = over.get("upstream_cpu_ms_per_request") or {}
     where = over.get("upstreams_on_cpu")
     if where is not None:
@@ -403,7 +413,6 @@ def _overhead(res: dict[str, Any]) -> list[str]:
             + ", ".join(f"{name} {fmt(ms, 3)}" for name, ms in shared_upstream.items())
             + " ms (`overhead_shared_core_p50_ms` / `_p99_ms`)."
         )
-    floor = over.get("reference") or {}
     if "p50_ms" in floor:
         out.append(
             f"The reference fan-out under the same load and set-up (stand-ins on core {where}): "
