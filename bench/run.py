@@ -733,9 +733,9 @@ def _upstreams_alone(bench: Bench) -> dict[str, dict[str, Any]]:
             {"DD-API-KEY": ds.DD_API_KEY, "DD-APPLICATION-KEY": ds.DD_APP_KEY},
         ),
     }
+    seconds = max(2.0, bench.dur / 2)
     out: dict[str, dict[str, Any]] = {}
     for name, (url, headers) in targets.items():
-        seconds = max(2.0, bench.dur / 2)
         w = run_wrk(url, duration_s=seconds, connections=16, work_dir=bench.work, headers=headers)
         out[name] = {"p50_ms": w.p50_ms, "p99_ms": w.p99_ms, "rps": round(w.rps, 1), "errors": w.errors}
     return out
